@@ -1,0 +1,173 @@
+"""Command line: python -m atlas_change {classify,train,evaluate,demo} ... (see --help of each)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from .bands import EUROSAT_ORDER, parse_bands  # noqa: E402
+from .errors import AtlasError  # noqa: E402
+from .registry import DEFAULT_MODEL  # noqa: E402
+
+EPILOG_CLASSIFY = """\
+inputs:
+  a multi-band GeoTIFF/COG (band identity from band descriptions such as B02/B8A, else --bands,
+  else by count: 13 = EuroSAT/L1C order with B8A last, 12 = L2A order without B10), or a
+  Sentinel-2 SAFE product as a folder or .zip (L1C or L2A; 20/60 m bands are resampled onto the
+  10 m grid by GDAL, the baseline >= 04.00 offset of -1000 is removed, L2A SCL clouds are nodata).
+
+outputs (in --out, default outputs/<scene name>/):
+  lulc.tif        COG, uint8 class ids 1..10 (EuroSAT order, 0 = nodata), colour table
+  confidence.tif  COG, float32 top-1 probability (NaN = nodata)
+  tiles.parquet   GeoParquet, one row per patch: row, col, polygon, class, confidence, probabilities
+  run.json        input checksum, band mapping, model + weights SHA-256, parameters, timings, counts
+
+examples:
+  python -m atlas_change classify scene.tif
+  python -m atlas_change classify S2B_MSIL2A_20230612T101559_N0509_R065_T32TQM.SAFE.zip --model spectrumnet-l2a12
+  python -m atlas_change classify scene.tif --stride 32 --workers 2 --out outputs/my-aoi
+  # on an existing Dask cluster (start one with `dask scheduler` and `dask worker tcp://HOST:8786
+  # --nthreads 1 --nworkers 2` on each machine; every worker must see the scene and models paths):
+  python -m atlas_change classify scene.tif --scheduler tcp://HOST:8786
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m atlas_change",
+                                description="Sentinel-2 scenes to EuroSAT land-use / land-cover maps, on a CPU.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    c = sub.add_parser("classify", help="label a whole scene in 64 x 64 patches -> georeferenced LULC raster",
+                       description="Label a Sentinel-2 scene with the 10 EuroSAT classes, patch by patch, on Dask.",
+                       epilog=EPILOG_CLASSIFY, formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("scene", help="GeoTIFF/COG, or SAFE product folder / .zip")
+    c.add_argument("--model", default=DEFAULT_MODEL, help="model name under models/ or a model folder "
+                   f"(default {DEFAULT_MODEL})")
+    c.add_argument("--out", help="output folder (default outputs/<scene name>)")
+    c.add_argument("--bands", help="band names of a GeoTIFF without band descriptions, in file order, "
+                   "e.g. B02,B03,B04,B08")
+    c.add_argument("--stride", type=int, default=64, choices=(64, 32, 16),
+                   help="pixels between patch origins; 32 or 16 average overlapping patches (default 64)")
+    c.add_argument("--max-nodata", type=float, default=0.0,
+                   help="largest nodata fraction a patch may hold and still be labelled (default 0)")
+    c.add_argument("--workers", type=int, help="Dask worker processes of the local cluster (default: CPU cores)")
+    c.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://host:8786), or 'sync' "
+                   "to run in this process")
+    c.add_argument("--chunk", type=int, default=1024, help="pixels per Dask task side (multiple of 64; default 1024)")
+    c.add_argument("--offset", type=float, help="override the digital-number offset (e.g. -1000)")
+    c.add_argument("--allow-untrained", action="store_true", help="run an untrained model (pipeline tests only)")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    t = sub.add_parser("train", help="train a model on EuroSAT MS and write it with its model card",
+                       description="Train on EuroSAT MS (DATA/<Class>/<Class>_<n>.tif, 13 bands, B8A last) "
+                       "with the torchgeo split files eurosat-{train,val,test}.txt.")
+    t.add_argument("--data", default=os.environ.get("ATLAS_EUROSAT"), help="EuroSAT_MS folder (default $ATLAS_EUROSAT)")
+    t.add_argument("--splits", help="folder of eurosat-*.txt (default: beside or above --data)")
+    t.add_argument("--arch", default="spectrumnet", choices=("spectrumnet", "spectrumnet-bn", "resnet50"))
+    t.add_argument("--bands", default=",".join(EUROSAT_ORDER), help="input bands in order (default all 13)")
+    t.add_argument("--epochs", type=int, default=30)
+    t.add_argument("--batch", type=int, default=64)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--seed", type=int, default=42)
+    t.add_argument("--out", required=True, help="model folder to write, e.g. models/spectrumnet-l1c13")
+    t.add_argument("--quiet", action="store_true")
+
+    e = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix on a split")
+    e.add_argument("--data", default=os.environ.get("ATLAS_EUROSAT"), help="EuroSAT_MS folder (default $ATLAS_EUROSAT)")
+    e.add_argument("--splits", help="folder of eurosat-*.txt")
+    e.add_argument("--model", default=DEFAULT_MODEL)
+    e.add_argument("--split", default="test", choices=("train", "val", "test"))
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--quiet", action="store_true")
+
+    d = sub.add_parser("demo", help="make a synthetic scene in outputs/demo and classify it",
+                       description="Writes outputs/demo/scene.tif (synthetic, 13 bands, UTM) and classifies it. "
+                       "Uses the default model when trained weights are shipped; otherwise an explicitly "
+                       "untrained, seed-initialised model whose labels are meaningless (outputs say so).")
+    d.add_argument("--out", default="outputs/demo")
+    d.add_argument("--size", type=int, default=1024)
+    return p
+
+
+def _cmd_classify(a) -> None:
+    from .pipeline import classify
+
+    out = a.out or str(Path("outputs") / Path(a.scene.rstrip("/")).name.split(".")[0])
+    ds = classify(a.scene, model=a.model, bands=a.bands, stride=a.stride, max_nodata=a.max_nodata, out=out,
+                  workers=a.workers, scheduler=a.scheduler, chunk=a.chunk, offset=a.offset,
+                  allow_untrained=a.allow_untrained, quiet=a.quiet)
+    n = int((ds["lulc"].values > 0).sum())
+    print(f"{out}: lulc.tif {ds.sizes['y']} x {ds.sizes['x']} cells ({n} labelled), model {ds.attrs['model']} "
+          f"{ds.attrs['weights_sha256'][:12]}{'' if ds.attrs['trained'] else ' (UNTRAINED)'}")
+
+
+def _cmd_demo(a) -> None:
+    from .pipeline import classify
+    from .registry import load_card
+    from .synth import make_scene
+    from .train import init_untrained
+
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    scene = out / "scene.tif"
+    if not scene.exists():
+        make_scene(scene, a.size, a.size, nodata_border=100)
+    try:
+        model = load_card(DEFAULT_MODEL).path
+        untrained = False
+    except AtlasError:
+        model = str(out / "untrained-spectrumnet")
+        if not (Path(model) / "card.json").exists():
+            init_untrained("spectrumnet", EUROSAT_ORDER, model, "untrained-spectrumnet")
+        untrained = True
+        print(f"note: no trained {DEFAULT_MODEL} weights under models/; using an UNTRAINED model "
+              "(labels are meaningless; the pipeline, georeferencing and outputs are real)", file=sys.stderr)
+    ds = classify(scene, model=model, out=out / "result", allow_untrained=untrained, quiet=False, workers=2)
+    print(f"{out / 'result'}: lulc.tif, confidence.tif, tiles.parquet, run.json "
+          f"({ds.sizes['y']} x {ds.sizes['x']} cells of {ds.attrs['cell_size_m']:.0f} m)")
+
+
+def _cmd_train(a) -> None:
+    from .train import train
+
+    card = train(a.data, a.arch, a.out, parse_bands(a.bands), epochs=a.epochs, batch=a.batch, lr=a.lr,
+                 seed=a.seed, splits=a.splits, quiet=a.quiet)
+    acc = card.metrics.get("accuracy")
+    print(f"{a.out}: {card.architecture} on {', '.join(card.bands)}; test accuracy "
+          f"{acc:.4f}" if acc is not None else f"{a.out}: trained (no test split found)")
+
+
+def _cmd_evaluate(a) -> None:
+    from .train import evaluate
+
+    r = evaluate(a.data, a.model, a.split, a.splits, quiet=a.quiet or a.json)
+    if a.json:
+        print(json.dumps(r))
+        return
+    print(f"{r['model']} on {r['split']} (n={r['n']}): accuracy {r['accuracy']:.4f}")
+    for c, v in r["per_class"].items():
+        print(f"  {c:22s} {v:.4f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = _parser().parse_args(argv)
+    if a.command in ("train", "evaluate") and not a.data:
+        print("atlas-change: error: --data EuroSAT_MS folder is required (or set ATLAS_EUROSAT)", file=sys.stderr)
+        return 2
+    try:
+        {"classify": _cmd_classify, "train": _cmd_train, "evaluate": _cmd_evaluate, "demo": _cmd_demo}[a.command](a)
+    except AtlasError as e:
+        print(f"atlas-change: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("atlas-change: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Infer stage: a per-process cached predictor that maps raw patches to class probabilities.
+
+Normalisation ((DN - mean) / std, from the model card) is folded into one compiled TensorFlow
+function with the network, run on fixed-size batches so XLA compiles once."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .registry import WEIGHTS_FILE, ModelCard
+
+RUNTIMES = ("xla", "graph", "keras")
+
+
+def configure_threads(threads: int | None) -> None:
+    """Pin TensorFlow's thread pools (one Dask worker should not take every core)."""
+    if not threads:
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # TF already initialised in this process: keep its setting
+        pass
+
+
+class Predictor:
+    """`predictor(patches)` -> (n, classes) float32; patches are (n, 64, 64, bands) raw DNs."""
+
+    def __init__(self, card: ModelCard, runtime: str = "xla", batch: int = 256):
+        import keras
+        import tensorflow as tf
+
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}")
+        self.card, self.runtime, self.batch = card, runtime, batch
+        self.model = keras.models.load_model(os.path.join(card.path, WEIGHTS_FILE), compile=False)
+        mean = tf.constant(np.asarray(card.mean, np.float32))
+        inv_std = tf.constant(1.0 / np.asarray(card.std, np.float32))
+        model = self.model
+
+        def fn(x):
+            return model((x - mean) * inv_std, training=False)
+
+        self._fn = tf.function(fn, jit_compile=(runtime == "xla")) if runtime != "keras" else None
+        self._mean, self._inv_std = np.asarray(card.mean, np.float32), 1.0 / np.asarray(card.std, np.float32)
+
+    def __call__(self, patches: np.ndarray) -> np.ndarray:
+        n = len(patches)
+        out = np.empty((n, len(self.card.classes)), np.float32)
+        if n == 0:
+            return out
+        if self._fn is None:
+            x = (patches.astype(np.float32) - self._mean) * self._inv_std
+            return self.model.predict(x, batch_size=self.batch, verbose=0).astype(np.float32)
+        b = self.batch
+        buf = np.zeros((b,) + patches.shape[1:], np.float32)
+        for i in range(0, n, b):
+            m = min(b, n - i)
+            buf[:m] = patches[i:i + m]
+            if m < b:
+                buf[m:] = 0
+            out[i:i + m] = self._fn(buf).numpy()[:m]
+        return out
+
+
+_PREDICTORS: dict[tuple, Predictor] = {}
+
+
+def get_predictor(card: ModelCard, runtime: str = "xla", threads: int | None = None) -> Predictor:
+    """The process's predictor for a card: loaded once per process (once per Dask worker)."""
+    key = (card.path, card.weights_sha256, runtime)
+    if key not in _PREDICTORS:
+        configure_threads(threads)
+        _PREDICTORS[key] = Predictor(card, runtime)
+    return _PREDICTORS[key]

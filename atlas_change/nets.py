@@ -1,0 +1,77 @@
+"""Keras architectures: SpectrumNet (Senecal et al. 2019) and ResNet50 (keras.applications)."""
+from __future__ import annotations
+
+import os
+
+import keras
+from keras import layers
+
+from .classes import CLASSES
+
+#: (in, squeeze, expand1x1, expand3x3) of SpectrumNet's eight spectral modules; "pool" = maxpool 2
+SPECTRUMNET_MODULES = (
+    (96, 32, 64, 64), (128, 32, 64, 64), (128, 64, 128, 128), "pool",
+    (256, 64, 128, 128), (256, 96, 192, 192), (384, 96, 192, 192), (384, 128, 256, 256), "pool",
+    (512, 128, 256, 256),
+)
+ARCHITECTURES = ("spectrumnet", "resnet50")
+
+
+def _spectral_module(x, squeeze: int, e1: int, e3: int, name: str, bn: bool):
+    def conv(t, f, k, n):
+        t = layers.Conv2D(f, k, padding="same", use_bias=not bn, name=f"{name}_{n}")(t)
+        if bn:
+            t = layers.BatchNormalization(name=f"{name}_{n}_bn")(t)
+        return layers.ReLU(name=f"{name}_{n}_relu")(t)
+
+    s = conv(x, squeeze, 1, "squeeze")
+    return layers.Concatenate(name=f"{name}_concat")([conv(s, e1, 1, "expand1x1"), conv(s, e3, 3, "expand3x3")])
+
+
+def spectrumnet(n_bands: int, n_classes: int = len(CLASSES), size: int = 64, bn: bool = False) -> keras.Model:
+    """SpectrumNet as published: 2x2/2 stem to 96 channels, eight spectral (fire) modules with two
+    2x2 max-pools, dropout 0.5, 1x1 conv to the classes, global average pool, softmax.
+    `bn=True` gives the 'spectrumnet-bn' variant with batch norm after every conv."""
+    inp = keras.Input((size, size, n_bands), name="patch")
+    x = layers.Conv2D(96, 2, strides=2, use_bias=not bn, name="stem")(inp)
+    if bn:
+        x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.ReLU(name="stem_relu")(x)
+    i = 0
+    for spec in SPECTRUMNET_MODULES:
+        if spec == "pool":
+            x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
+            continue
+        i += 1
+        _, sq, e1, e3 = spec
+        x = _spectral_module(x, sq, e1, e3, f"module{i}", bn)
+    x = layers.Dropout(0.5, name="dropout")(x)
+    x = layers.Conv2D(n_classes, 1, name="classifier")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    out = layers.Softmax(name="probs")(x)
+    return keras.Model(inp, out, name="spectrumnet-bn" if bn else "spectrumnet")
+
+
+def resnet50(n_bands: int, n_classes: int = len(CLASSES), size: int = 64) -> keras.Model:
+    """ResNet50 backbone + global pool + softmax. ImageNet weights are used for 3-band input only
+    when they are already in the local Keras cache (nothing is downloaded); other band counts get
+    a first conv sized for the bands (random init)."""
+    home = os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras"))
+    cached = os.path.join(home, "models", "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
+    weights = cached if n_bands == 3 and os.path.exists(cached) else None
+    base = keras.applications.ResNet50(include_top=False, weights=weights, input_shape=(size, size, n_bands),
+                                       pooling="avg")
+    inp = keras.Input((size, size, n_bands), name="patch")
+    out = layers.Dense(n_classes, activation="softmax", name="probs")(base(inp))
+    return keras.Model(inp, out, name="resnet50")
+
+
+def build(arch: str, n_bands: int) -> keras.Model:
+    """Build an architecture by name: 'spectrumnet', 'spectrumnet-bn' or 'resnet50'."""
+    if arch == "spectrumnet":
+        return spectrumnet(n_bands)
+    if arch == "spectrumnet-bn":
+        return spectrumnet(n_bands, bn=True)
+    if arch == "resnet50":
+        return resnet50(n_bands)
+    raise ValueError(f"unknown architecture {arch!r} (choose spectrumnet, spectrumnet-bn or resnet50)")

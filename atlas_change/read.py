@@ -1,0 +1,334 @@
+"""Read stage: open a multi-band GeoTIFF/COG or a Sentinel-2 SAFE product (folder or .zip) as a
+`Scene` on one 10 m grid, and read windows of it in the model's band order.
+
+Nothing here reads the whole scene: `Scene.read(window)` reads one window (GDAL resamples the
+20 m / 60 m bands onto the 10 m grid through a WarpedVRT), and `open_scene(...).to_xarray()`
+gives a lazy, dask-chunked DataArray built on the same reader.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import re
+import xml.etree.ElementTree as ET
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioIOError
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+
+from .bands import EUROSAT_ORDER, S2_BANDS, default_order, normalise_band, parse_bands
+from .errors import AtlasError
+
+#: SCL classes that are not usable ground: no data, saturated, cloud shadow, clouds, cirrus
+SCL_INVALID = (0, 1, 3, 8, 9, 10)
+
+
+@dataclass(frozen=True)
+class BandSource:
+    """One band of the scene: a GDAL path, a 1-based band index, and whether it needs warping."""
+
+    path: str
+    index: int = 1
+    warp: bool = False
+    resampling: str = "bilinear"
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A scene on one grid, with the sources of the bands a model needs, in the model's order."""
+
+    path: str
+    kind: str  # "geotiff" or "safe"
+    level: str | None  # "L1C", "L2A" or None when unknown
+    bands: tuple[str, ...]
+    sources: tuple[BandSource, ...]
+    crs_wkt: str
+    transform: tuple[float, ...]
+    width: int
+    height: int
+    block: int  # internal tile size (pixels) of the first source, for chunk alignment
+    offset: float = 0.0  # added to every digital number (baseline >= 04.00: -1000)
+    nodata: float = 0.0
+    mask: BandSource | None = None  # L2A scene classification (SCL)
+    date: str | None = None
+    band_mapping: dict[str, str] = field(default_factory=dict)  # band -> where it came from
+
+    @property
+    def crs(self) -> CRS:
+        return CRS.from_wkt(self.crs_wkt)
+
+    @property
+    def affine(self) -> Affine:
+        return Affine(*self.transform[:6])
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Read `window` of every band -> (float32 array (bands, h, w) with the offset applied,
+        bool mask (h, w) that is True where every band holds data and SCL says clear ground)."""
+        h, w = int(window.height), int(window.width)
+        out = np.empty((len(self.sources), h, w), dtype=np.float32)
+        valid = np.ones((h, w), dtype=bool)
+        for i, src in enumerate(self.sources):
+            raw = self._dataset(src).read(src.index, window=window)
+            valid &= raw != self.nodata
+            out[i] = raw
+        if self.mask is not None:
+            scl = self._dataset(self.mask).read(self.mask.index, window=window)
+            valid &= ~np.isin(scl, SCL_INVALID)
+        if self.offset:
+            out += self.offset
+            np.maximum(out, 0, out=out)
+        return out, valid
+
+    def _dataset(self, src: BandSource):
+        if not src.warp:
+            return _open(src.path)
+        return _open_warped(src.path, self.crs_wkt, self.transform, self.width, self.height,
+                            src.resampling, self.nodata)
+
+    def to_xarray(self, chunk: int = 1024):
+        """Lazy (band, y, x) float32 DataArray with dask chunks of `chunk` pixels (a multiple
+        of 64 and of the file's internal tiles), georeferenced with rioxarray."""
+        import dask.array as da
+        import rioxarray  # noqa: F401  (registers .rio)
+        import xarray as xr
+
+        chunk = aligned_chunk(chunk, self.block)
+        chunks = ((len(self.bands),), _splits(self.height, chunk), _splits(self.width, chunk))
+
+        def block(block_info=None):
+            (_, _), (r0, r1), (c0, c1) = block_info[None]["array-location"]
+            data, valid = self.read(Window(c0, r0, c1 - c0, r1 - r0))
+            data[:, ~valid] = np.nan
+            return data
+
+        arr = da.map_blocks(block, chunks=chunks, dtype=np.float32, meta=np.empty((0, 0, 0), np.float32))
+        t = self.affine
+        x = t.c + (np.arange(self.width) + 0.5) * t.a
+        y = t.f + (np.arange(self.height) + 0.5) * t.e
+        da_ = xr.DataArray(arr, dims=("band", "y", "x"), coords={"band": list(self.bands), "y": y, "x": x},
+                           name="reflectance_dn")
+        return da_.rio.write_crs(self.crs).rio.write_transform(t)
+
+
+def aligned_chunk(chunk: int, block: int) -> int:
+    """Smallest multiple of both 64 and the file's tile size that is >= `chunk`."""
+    unit = np.lcm(64, max(int(block), 1))
+    if unit > 4096:  # striped files: rows of the full width, any multiple of 64 will do
+        unit = 64
+    return int(max(unit, -(-chunk // unit) * unit))
+
+
+def _splits(n: int, size: int) -> tuple[int, ...]:
+    return tuple(min(size, n - i) for i in range(0, n, size))
+
+
+@functools.lru_cache(maxsize=64)
+def _open(path: str):
+    return rasterio.open(path)
+
+
+@functools.lru_cache(maxsize=64)
+def _open_warped(path, crs_wkt, transform, width, height, resampling, nodata):
+    return WarpedVRT(_open(path), crs=CRS.from_wkt(crs_wkt), transform=Affine(*transform[:6]),
+                     width=width, height=height, resampling=Resampling[resampling],
+                     src_nodata=nodata, nodata=nodata)
+
+
+def open_scene(path: str | os.PathLike, model_bands: tuple[str, ...] = EUROSAT_ORDER,
+               bands: str | tuple[str, ...] | None = None, offset: float | None = None) -> Scene:
+    """Open a GeoTIFF/COG or a SAFE product (folder or .zip) for a model that needs `model_bands`.
+
+    `bands` names the file's bands in order when the file does not say (GeoTIFF only);
+    `offset` overrides the digital-number offset read from the metadata.
+    Raises AtlasError with a one-line message naming the file and the problem.
+    """
+    p = str(path)
+    if not os.path.exists(p):
+        raise AtlasError(f"{p}: no such file or folder")
+    if os.path.isdir(p) or p.lower().endswith(".zip"):
+        scene = _open_safe(p, model_bands)
+    else:
+        scene = _open_geotiff(p, model_bands, bands)
+    if offset is not None:
+        scene = _replace(scene, offset=float(offset))
+    return scene
+
+
+def _replace(scene: Scene, **kw) -> Scene:
+    from dataclasses import replace
+
+    return replace(scene, **kw)
+
+
+def _check_grid(p: str, ds) -> None:
+    if ds.crs is None:
+        raise AtlasError(f"{p}: the raster has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:32632) first")
+    if ds.crs.is_geographic:
+        raise AtlasError(f"{p}: geographic CRS ({ds.crs.to_string()}, degrees) cannot give areas in hectares; "
+                         "reproject it to a projected CRS such as UTM (gdalwarp -t_srs EPSG:326NN) first")
+    t = ds.transform
+    if t.b != 0 or t.d != 0:
+        raise AtlasError(f"{p}: rotated grids are not supported")
+
+
+def _open_geotiff(p: str, model_bands, bands) -> Scene:
+    try:
+        ds = rasterio.open(p)
+    except RasterioIOError as e:
+        raise AtlasError(f"{p}: not a readable raster ({str(e).splitlines()[0]})") from None
+    with ds:
+        _check_grid(p, ds)
+        names, how = _file_band_names(p, ds, bands)
+        idx = _select(p, names, model_bands)
+        tags = ds.tags()
+        off = next((float(tags[k]) for k in ("BOA_ADD_OFFSET", "RADIO_ADD_OFFSET") if k in tags), 0.0)
+        level = tags.get("PROCESSING_LEVEL") or ("L2A" if len(names) == 12 and "B10" not in names else None)
+        date = tags.get("DATE") or tags.get("TIFFTAG_DATETIME") or _date_from_name(p)
+        try:  # a truncated or corrupt file often opens but fails on the first read of a block
+            ds.read(1, window=Window(0, 0, min(ds.width, 1), min(ds.height, 1)))
+        except RasterioIOError as e:
+            raise AtlasError(f"{p}: cannot read pixels ({str(e).splitlines()[0]})") from None
+        return Scene(
+            path=p, kind="geotiff", level=level, bands=tuple(model_bands),
+            sources=tuple(BandSource(p, i + 1) for i in idx),
+            crs_wkt=ds.crs.to_wkt(), transform=tuple(ds.transform)[:6], width=ds.width, height=ds.height,
+            block=ds.block_shapes[0][1], offset=off, nodata=float(ds.nodata if ds.nodata is not None else 0),
+            date=date, band_mapping={b: f"band {i + 1} ({how})" for b, i in zip(model_bands, idx)},
+        )
+
+
+def _file_band_names(p: str, ds, bands) -> tuple[tuple[str, ...], str]:
+    """Band identity: user's --bands, else band descriptions, else the band count."""
+    if bands:
+        names = parse_bands(bands) if isinstance(bands, str) else tuple(normalise_band(b) for b in bands)
+        if len(names) != ds.count:
+            raise AtlasError(f"{p}: --bands names {len(names)} bands but the file has {ds.count}")
+        return names, "--bands"
+    desc = ds.descriptions
+    if all(desc):
+        try:
+            names = tuple(normalise_band(d) for d in desc)
+            if len(set(names)) == len(names):
+                return names, "band description"
+        except AtlasError:
+            pass
+    names = default_order(ds.count)
+    if names is None:
+        raise AtlasError(f"{p}: {ds.count} bands without Sentinel-2 band descriptions; "
+                         "name them with --bands B02,B03,... (13 = EuroSAT/L1C order, 12 = L2A order)")
+    return names, f"{ds.count}-band default order"
+
+
+def _select(p: str, names: tuple[str, ...], model_bands) -> list[int]:
+    missing = [b for b in model_bands if b not in names]
+    if missing:
+        raise AtlasError(f"{p}: lacks band(s) {', '.join(missing)} that the model needs "
+                         f"(file has {', '.join(names)})")
+    return [names.index(b) for b in model_bands]
+
+
+# --- SAFE products ----------------------------------------------------------------------------
+
+_JP2_RE = re.compile(r"IMG_DATA/(?:R(10|20|60)m/)?[^/]*_(B\d\d|B8A|SCL)(?:_(10|20|60)m)?\.jp2$", re.I)
+_MTD_RE = re.compile(r"(^|/)MTD_MSIL(1C|2A)\.xml$")
+
+
+def _date_from_name(p: str) -> str | None:
+    m = re.search(r"_(\d{8})T\d{6}_", os.path.basename(p.rstrip("/")))
+    return f"{m[1][:4]}-{m[1][4:6]}-{m[1][6:]}" if m else None
+
+
+def _safe_listing(p: str) -> tuple[list[str], callable, callable]:
+    """(relative names, name -> GDAL path, name -> bytes) for a SAFE folder or zip."""
+    if os.path.isdir(p):
+        root = Path(p)
+        names = [f.relative_to(root).as_posix() for f in root.rglob("*") if f.is_file()]
+        return names, lambda n: str(root / n), lambda n: (root / n).read_bytes()
+    try:
+        zf = zipfile.ZipFile(p)
+    except zipfile.BadZipFile:
+        raise AtlasError(f"{p}: not a zip archive (expected a zipped Sentinel-2 .SAFE product)") from None
+    absp = os.path.abspath(p)
+    return zf.namelist(), lambda n: f"/vsizip/{absp}/{n}", zf.read
+
+
+def _open_safe(p: str, model_bands) -> Scene:
+    names, gdal_path, read_bytes = _safe_listing(p)
+    mtd = [n for n in names if _MTD_RE.search(n)]
+    if not mtd:
+        raise AtlasError(f"{p}: not a Sentinel-2 SAFE product (no MTD_MSIL1C.xml / MTD_MSIL2A.xml inside)")
+    level = "L" + _MTD_RE.search(mtd[0]).group(2)
+    offsets, baseline = _safe_offsets(p, read_bytes(mtd[0]))
+    files: dict[str, tuple[int, str]] = {}  # band -> (resolution, name), finest resolution wins
+    for n in names:
+        m = _JP2_RE.search(n)
+        if m:
+            band = m.group(2).upper()
+            res = int(m.group(1) or m.group(3) or 0)
+            if band not in files or (res and res < files[band][0]):
+                files[band] = (res, n)
+    missing = [b for b in model_bands if b not in files]
+    if missing:
+        raise AtlasError(f"{p}: {level} product lacks band(s) {', '.join(missing)} that the model needs"
+                         + (" (L2A has no B10: use an L2A model such as spectrumnet-l2a12)"
+                            if "B10" in missing and level == "L2A" else ""))
+    ref_band = next(b for b in ("B02", "B03", "B04", "B08") if b in files)
+    ref_path = gdal_path(files[ref_band][1])
+    try:
+        ref = _open(ref_path)
+    except RasterioIOError as e:
+        raise AtlasError(f"{p}: cannot read {files[ref_band][1]} ({str(e).splitlines()[0]})") from None
+    _check_grid(p, ref)
+    transform = tuple(ref.transform)[:6]
+
+    def source(name: str, resampling: str) -> BandSource:
+        path = gdal_path(name)
+        try:
+            ds = _open(path)
+        except RasterioIOError as e:
+            raise AtlasError(f"{p}: cannot read {name} ({str(e).splitlines()[0]})") from None
+        same = tuple(ds.transform)[:6] == transform and ds.shape == ref.shape
+        return BandSource(path, 1, warp=not same, resampling=resampling)
+
+    sources = tuple(source(files[b][1], "bilinear") for b in model_bands)
+    used = {offsets.get(b, 0.0) for b in model_bands}
+    if len(used) > 1:
+        raise AtlasError(f"{p}: bands have different add-offsets {sorted(used)}; not supported")
+    mask = source(files["SCL"][1], "nearest") if "SCL" in files else None
+    return Scene(
+        path=p, kind="safe", level=level, bands=tuple(model_bands), sources=sources,
+        crs_wkt=ref.crs.to_wkt(), transform=transform, width=ref.width, height=ref.height,
+        block=ref.block_shapes[0][1], offset=used.pop(), nodata=0.0, mask=mask,
+        date=_date_from_name(p),
+        band_mapping={b: f"{os.path.basename(files[b][1])} ({files[b][0] or 'native'} m"
+                         f"{', resampled to 10 m' if s.warp else ''}); baseline {baseline}"
+                      for b, s in zip(model_bands, sources)},
+    )
+
+
+def _safe_offsets(p: str, xml_bytes: bytes) -> tuple[dict[str, float], str]:
+    """Per-band add-offset (RADIO_ADD_OFFSET for L1C, BOA_ADD_OFFSET for L2A) and the baseline."""
+    try:
+        root = ET.fromstring(xml_bytes)
+    except ET.ParseError as e:
+        raise AtlasError(f"{p}: product metadata XML is malformed ({e})") from None
+    local = {el.tag.rsplit("}", 1)[-1]: el for el in root.iter()}
+    baseline = (local["PROCESSING_BASELINE"].text or "").strip() if "PROCESSING_BASELINE" in local else "unknown"
+    band_ids = {el.get("bandId"): el.get("physicalBand") for el in root.iter()
+                if el.tag.rsplit("}", 1)[-1] == "Spectral_Information" and el.get("bandId")}
+    offsets: dict[str, float] = {}
+    for el in root.iter():
+        if el.tag.rsplit("}", 1)[-1] in ("RADIO_ADD_OFFSET", "BOA_ADD_OFFSET"):
+            bid = el.get("band_id")
+            name = band_ids.get(bid) or (S2_BANDS[int(bid)] if bid and bid.isdigit() and int(bid) < 13 else None)
+            if name:
+                offsets[normalise_band(name)] = float(el.text)
+    return offsets, baseline

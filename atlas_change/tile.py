@@ -1,0 +1,94 @@
+"""Tile stage: the grid of 64 x 64 patches on the scene, its chunks, cutting a read block into
+patches, and averaging overlapping patch probabilities onto output cells. Pure numpy."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from affine import Affine
+from numpy.lib.stride_tricks import sliding_window_view
+from rasterio.windows import Window
+
+from .errors import AtlasError
+
+PATCH = 64
+
+
+@dataclass(frozen=True)
+class PatchGrid:
+    """Patches of `patch` pixels whose top-left corners sit every `stride` pixels from the origin.
+
+    Output cells are `stride` x `stride` pixels; each patch covers k x k cells (k = patch/stride).
+    """
+
+    width: int
+    height: int
+    stride: int = 64
+    patch: int = PATCH
+
+    def __post_init__(self):
+        if self.stride <= 0 or self.patch % self.stride:
+            raise AtlasError(f"stride {self.stride} must divide the patch size {self.patch} (64, 32 or 16)")
+
+    @property
+    def k(self) -> int:
+        return self.patch // self.stride
+
+    @property
+    def n_rows(self) -> int:
+        return max(0, (self.height - self.patch) // self.stride + 1)
+
+    @property
+    def n_cols(self) -> int:
+        return max(0, (self.width - self.patch) // self.stride + 1)
+
+    @property
+    def cell_shape(self) -> tuple[int, int]:
+        """Rows, cols of the output raster (0 x 0 when the scene is smaller than one patch)."""
+        if not self.n_rows or not self.n_cols:
+            return 0, 0
+        return self.n_rows + self.k - 1, self.n_cols + self.k - 1
+
+    def cell_transform(self, transform: Affine) -> Affine:
+        """The output grid: the scene's origin, cells `stride` pixels wide."""
+        return transform * Affine.scale(self.stride)
+
+    def chunks(self, chunk_px: int) -> list[tuple[int, int, int, int]]:
+        """Patch-index ranges (r0, r1, c0, c1), each about `chunk_px` pixels square."""
+        n = max(1, chunk_px // self.stride)
+        return [(r, min(r + n, self.n_rows), c, min(c + n, self.n_cols))
+                for r in range(0, self.n_rows, n) for c in range(0, self.n_cols, n)]
+
+    def window(self, r0: int, r1: int, c0: int, c1: int) -> Window:
+        """Pixel window holding patches r0..r1-1 x c0..c1-1."""
+        s = self.stride
+        return Window(c0 * s, r0 * s, (c1 - c0 - 1) * s + self.patch, (r1 - r0 - 1) * s + self.patch)
+
+
+def cut_patches(block: np.ndarray, valid: np.ndarray, stride: int, patch: int = PATCH,
+                max_nodata: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """(bands, h, w) block -> (patches (n, patch, patch, bands) of the usable patches,
+    usable flags (rows, cols)). A patch is usable when its nodata fraction <= max_nodata."""
+    bad = sliding_window_view(~valid, (patch, patch))[::stride, ::stride]
+    frac = bad.mean(axis=(-2, -1)) if max_nodata > 0 else None
+    usable = (frac <= max_nodata) if frac is not None else ~bad.any(axis=(-2, -1))
+    views = sliding_window_view(block, (patch, patch), axis=(1, 2))[:, ::stride, ::stride]
+    # views: (bands, rows, cols, patch, patch) -> (n, patch, patch, bands), one copy of the usable ones
+    patches = np.ascontiguousarray(views[:, usable].transpose(1, 2, 3, 0))
+    return patches, usable
+
+
+def average_to_cells(probs: np.ndarray, usable: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Patch probabilities (R, C, n) -> cell probabilities (R+k-1, C+k-1, n): each cell gets the
+    mean over the usable patches that cover it. Returns (cell probs, cell has-data mask)."""
+    r, c, n = probs.shape
+    total = np.zeros((r + k - 1, c + k - 1, n), dtype=np.float64)
+    count = np.zeros((r + k - 1, c + k - 1), dtype=np.int32)
+    w = usable.astype(np.float64)
+    for dy in range(k):
+        for dx in range(k):
+            total[dy:dy + r, dx:dx + c] += probs * w[..., None]
+            count[dy:dy + r, dx:dx + c] += usable
+    has = count > 0
+    total[has] /= count[has][:, None]
+    return total.astype(np.float32), has
