@@ -29,7 +29,7 @@ def configure_threads(threads: int | None) -> None:
 class Predictor:
     """`predictor(patches)` -> (n, classes) float32; patches are (n, 64, 64, bands) raw DNs."""
 
-    def __init__(self, card: ModelCard, runtime: str = "xla", batch: int = 256):
+    def __init__(self, card: ModelCard, runtime: str = "xla", batch: int = 64):
         import keras
         import tensorflow as tf
 

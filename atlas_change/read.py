@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import warnings
 import xml.etree.ElementTree as ET
 import zipfile
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
@@ -181,7 +182,9 @@ def _check_grid(p: str, ds) -> None:
 
 def _open_geotiff(p: str, model_bands, bands) -> Scene:
     try:
-        ds = rasterio.open(p)
+        with warnings.catch_warnings():  # a missing CRS/transform is reported below as an error
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            ds = rasterio.open(p)
     except RasterioIOError as e:
         raise AtlasError(f"{p}: not a readable raster ({str(e).splitlines()[0]})") from None
     with ds:

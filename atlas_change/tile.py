@@ -51,7 +51,8 @@ class PatchGrid:
 
     def cell_transform(self, transform: Affine) -> Affine:
         """The output grid: the scene's origin, cells `stride` pixels wide."""
-        return transform * Affine.scale(self.stride)
+        s = self.stride
+        return Affine(transform.a * s, transform.b * s, transform.c, transform.d * s, transform.e * s, transform.f)
 
     def chunks(self, chunk_px: int) -> list[tuple[int, int, int, int]]:
         """Patch-index ranges (r0, r1, c0, c1), each about `chunk_px` pixels square."""

@@ -1,0 +1,168 @@
+"""classify end to end on synthetic rasters: grid, nodata, bands, strides, files, errors, workers."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+from affine import Affine
+
+from atlas_change.bands import EUROSAT_ORDER
+from atlas_change.classes import CLASSES
+from atlas_change.errors import AtlasError
+from atlas_change.synth import make_scene
+from conftest import run_classify
+
+ORIGIN = (600000.0, 5000040.0)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    return make_scene(tmp_path_factory.mktemp("s") / "scene.tif", 704, 640, origin=ORIGIN, seed=1)
+
+
+def test_georeferencing_and_files(scene, model13, tmp_path):
+    out = tmp_path / "out"
+    ds = run_classify(scene, model13, out=out)
+    assert ds["lulc"].shape == (10, 11)
+    assert ds.rio.transform() == Affine(640, 0, ORIGIN[0], 0, -640, ORIGIN[1])
+    assert sorted(p.name for p in out.iterdir()) == ["confidence.tif", "lulc.tif", "run.json", "tiles.parquet"]
+    with rasterio.open(out / "lulc.tif") as src, rasterio.open(scene) as inp:
+        assert src.crs == inp.crs and src.transform == Affine(640, 0, ORIGIN[0], 0, -640, ORIGIN[1])
+        assert src.dtypes[0] == "uint8" and src.nodata == 0 and (src.width, src.height) == (11, 10)
+        lulc = src.read(1)
+        assert lulc.min() >= 1 and lulc.max() <= 10
+        assert src.colormap(1)[2] == (20, 110, 40, 255)  # Forest
+        tags = src.tags()
+        assert tags["CLASS_1"] == "AnnualCrop" and tags["CLASS_10"] == "SeaLake"
+        assert tags["WEIGHTS_SHA256"] == model13.weights_sha256 and tags["MODEL"] == "sn13"
+        assert src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+    np.testing.assert_array_equal(lulc, ds["lulc"].values)
+    with rasterio.open(out / "confidence.tif") as src:
+        conf = src.read(1)
+        assert src.transform == Affine(640, 0, ORIGIN[0], 0, -640, ORIGIN[1])
+        assert ((conf >= 0.1) & (conf <= 1)).all()
+    run = json.loads((out / "run.json").read_text())
+    assert run["model"]["weights_sha256"] == model13.weights_sha256
+    assert run["input"]["band_mapping"]["B8A"] == "band 13 (band description)"
+    assert run["counts"]["classified"] == 110 and run["output"]["cell_area_ha"] == pytest.approx(40.96)
+    tiles = pd.read_parquet(out / "tiles.parquet")
+    assert len(tiles) == 110 and set(tiles["class_id"]) <= set(range(1, 11))
+    first = tiles[(tiles.row == 0) & (tiles.col == 0)].iloc[0]
+    assert (first.minx, first.maxy, first.maxx, first.miny) == (ORIGIN[0], ORIGIN[1], ORIGIN[0] + 640, ORIGIN[1] - 640)
+    np.testing.assert_allclose(tiles[[f"p_{c}" for c in CLASSES]].sum(axis=1), 1, atol=1e-5)
+
+
+def test_nodata_border_stays_nodata(tmp_path, model13):
+    scene = make_scene(tmp_path / "b.tif", 512, 512, nodata_border=70)
+    ds = run_classify(scene, model13)
+    lulc = ds["lulc"].values
+    assert lulc.shape == (8, 8)
+    # the outer two rings of 64 px patches touch the 70 px nodata border
+    assert (lulc[:2] == 0).all() and (lulc[-2:] == 0).all() and (lulc[:, :2] == 0).all() and (lulc[:, -2:] == 0).all()
+    assert (lulc[2:-2, 2:-2] > 0).all()
+    assert np.isnan(ds["confidence"].values[0, 0])
+
+
+def test_band_order_from_descriptions(tmp_path, model13, scene):
+    shuffled = tuple(reversed(EUROSAT_ORDER))
+    other = make_scene(tmp_path / "rev.tif", 704, 640, bands=shuffled, origin=ORIGIN, seed=1)
+    with rasterio.open(other) as src:
+        assert src.descriptions[0] == "B8A"
+    a = run_classify(scene, model13)
+    b = run_classify(other, model13)
+    np.testing.assert_array_equal(a["lulc"].values, b["lulc"].values)
+    np.testing.assert_allclose(a["probabilities"].values, b["probabilities"].values, atol=1e-6)
+
+
+def test_bands_option_and_count_default(tmp_path, model13, model12):
+    plain = make_scene(tmp_path / "plain.tif", 128, 128, descriptions=False)
+    assert run_classify(plain, model13)["lulc"].shape == (2, 2)  # 13 bands by count = EuroSAT order
+    with pytest.raises(AtlasError, match="names 4 bands but the file has 13"):
+        run_classify(plain, model13, bands="B02,B03,B04,B08")
+    l2a = make_scene(tmp_path / "l2a.tif", 128, 128, bands=tuple(b for b in EUROSAT_ORDER if b != "B10"),
+                     descriptions=False)
+    with pytest.raises(AtlasError, match=r"l2a.tif: lacks band\(s\) B10"):
+        run_classify(l2a, model13)
+    assert run_classify(l2a, model12)["lulc"].shape == (2, 2)
+
+
+def test_stride_32_shape_and_grid(scene, model13):
+    ds = run_classify(scene, model13, stride=32)
+    # (704-64)//32+1 = 21 patch columns -> 22 cells; (640-64)//32+1 = 19 rows -> 20 cells
+    assert ds["lulc"].shape == (20, 22)
+    assert ds.rio.transform() == Affine(320, 0, ORIGIN[0], 0, -320, ORIGIN[1])
+    assert (ds["lulc"].values > 0).all()
+
+
+def test_offset_from_tags_is_applied(tmp_path, model13):
+    a = make_scene(tmp_path / "a.tif", 128, 128, seed=3)
+    b = make_scene(tmp_path / "b.tif", 128, 128, seed=3, tags={"BOA_ADD_OFFSET": "-1000"})
+    with rasterio.open(b, "r+") as dst:  # store DN + 1000 as a baseline >= 04.00 product would
+        dst.write(dst.read() + 1000)
+    ra, rb = run_classify(a, model13), run_classify(b, model13)
+    np.testing.assert_allclose(ra["probabilities"].values, rb["probabilities"].values, atol=1e-5)
+    assert rb.attrs["dn_offset_applied"] == -1000
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "atlas_change", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd)
+
+
+def _assert_one_line_error(r, *words):
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("atlas-change: error:"), r.stderr
+    for w in words:
+        assert w in lines[0]
+
+
+def test_cli_errors_leave_nothing(tmp_path, model13):
+    out = tmp_path / "out"
+    text = tmp_path / "notes.tif"
+    text.write_text("not a raster")
+    r = _cli("classify", text, "--model", model13.path, "--out", out, "--allow-untrained")
+    _assert_one_line_error(r, "notes.tif", "not a readable raster")
+
+    nocrs = tmp_path / "nocrs.tif"
+    with rasterio.open(nocrs, "w", driver="GTiff", width=128, height=128, count=13, dtype="uint16") as d:
+        d.write(np.ones((13, 128, 128), np.uint16))
+    _assert_one_line_error(_cli("classify", nocrs, "--model", model13.path, "--out", out, "--allow-untrained"),
+                           "nocrs.tif", "no CRS")
+
+    geo = make_scene(tmp_path / "geo.tif", 128, 128, crs="EPSG:4326", origin=(10.0, 45.0), res=0.0001)
+    _assert_one_line_error(_cli("classify", geo, "--model", model13.path, "--out", out, "--allow-untrained"),
+                           "geo.tif", "geographic CRS")
+
+    four = make_scene(tmp_path / "four.tif", 128, 128, bands=("B02", "B03", "B04", "B08"))
+    _assert_one_line_error(_cli("classify", four, "--model", model13.path, "--out", out, "--allow-untrained"),
+                           "four.tif", "lacks band(s) B01")
+
+    trunc = tmp_path / "trunc.tif"
+    full = make_scene(tmp_path / "full.tif", 256, 256)
+    trunc.write_bytes(full.read_bytes()[: full.stat().st_size // 3])
+    _assert_one_line_error(_cli("classify", trunc, "--model", model13.path, "--out", out, "--allow-untrained"),
+                           "trunc.tif")
+
+    empty = make_scene(tmp_path / "empty.tif", 128, 128, nodata_border=64)
+    _assert_one_line_error(_cli("classify", empty, "--model", model13.path, "--out", out, "--allow-untrained",
+                                "--scheduler", "sync", "--quiet"), "empty.tif", "no 64 x 64 patch without nodata")
+    assert not out.exists() and not list(tmp_path.glob(".out.tmp-*"))
+
+
+def test_untrained_model_refused_without_flag(scene, model13):
+    from atlas_change.pipeline import classify
+
+    with pytest.raises(AtlasError, match="untrained"):
+        classify(scene, model=model13.path, scheduler="sync")
+
+
+def test_one_worker_equals_two_workers(tmp_path, model13):
+    scene = make_scene(tmp_path / "w.tif", 512, 384, seed=5, block=256)
+    one = run_classify(scene, model13, scheduler=None, workers=1, chunk=256)
+    two = run_classify(scene, model13, scheduler=None, workers=2, chunk=256)
+    np.testing.assert_array_equal(one["lulc"].values, two["lulc"].values)
+    np.testing.assert_allclose(one["confidence"].values, two["confidence"].values, atol=1e-5)

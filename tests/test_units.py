@@ -1,0 +1,99 @@
+"""Pure functions: band names, patch grid, patch cutting, averaging onto cells."""
+import numpy as np
+import pytest
+from affine import Affine
+from hypothesis import given
+from hypothesis import strategies as st
+
+from atlas_change.bands import EUROSAT_ORDER, L2A_ORDER, S2_BANDS, default_order, normalise_band, parse_bands
+from atlas_change.errors import AtlasError
+from atlas_change.tile import PatchGrid, average_to_cells, cut_patches
+
+
+def test_band_orders():
+    assert EUROSAT_ORDER[-1] == "B8A" and EUROSAT_ORDER.index("B10") == 9 and len(EUROSAT_ORDER) == 13
+    assert "B10" not in L2A_ORDER and L2A_ORDER[-1] == "B8A" and len(L2A_ORDER) == 12
+    assert default_order(13) == EUROSAT_ORDER and default_order(12) == L2A_ORDER and default_order(4) is None
+
+
+@pytest.mark.parametrize("text,expected", [("b2", "B02"), ("B02", "B02"), ("8a", "B8A"), ("B8a", "B8A"),
+                                           ("B12", "B12"), (" B1 ", "B01")])
+def test_normalise_band(text, expected):
+    assert normalise_band(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["B13", "B0", "B9A", "NIR", "", "B1A"])
+def test_bad_band_names(bad):
+    with pytest.raises(AtlasError):
+        normalise_band(bad)
+
+
+def test_parse_bands_rejects_duplicates():
+    with pytest.raises(AtlasError, match="B02 more than once"):
+        parse_bands("B02,b2,B03")
+
+
+@given(st.text(max_size=40))
+def test_parse_bands_fuzz(text):
+    """Any text either parses to canonical, unique Sentinel-2 names or raises AtlasError."""
+    try:
+        bands = parse_bands(text)
+    except AtlasError:
+        return
+    assert all(b in S2_BANDS for b in bands) and len(set(bands)) == len(bands)
+
+
+@given(st.permutations(S2_BANDS))
+def test_parse_bands_roundtrip(perm):
+    assert parse_bands(",".join(perm)) == tuple(perm)
+
+
+def test_grid_counts_and_transform():
+    g = PatchGrid(10980, 10980, 64)
+    assert (g.n_rows, g.n_cols, g.cell_shape) == (171, 171, (171, 171))
+    g32 = PatchGrid(10980, 10980, 32)
+    assert (g32.n_rows, g32.cell_shape) == (342, (343, 343))
+    t = Affine(10, 0, 300000, 0, -10, 5000000)
+    assert g.cell_transform(t) == Affine(640, 0, 300000, 0, -640, 5000000)
+    assert g32.cell_transform(t).a == 320
+    with pytest.raises(AtlasError):
+        PatchGrid(100, 100, 48)
+
+
+def test_chunks_cover_every_patch_once():
+    g = PatchGrid(1000, 700, 32)
+    seen = np.zeros((g.n_rows, g.n_cols), int)
+    for r0, r1, c0, c1 in g.chunks(256):
+        seen[r0:r1, c0:c1] += 1
+        w = g.window(r0, r1, c0, c1)
+        assert w.col_off + w.width <= 1000 and w.row_off + w.height <= 700
+    assert (seen == 1).all()
+
+
+def test_cut_patches_order_and_nodata():
+    bands, h, w = 3, 128, 192
+    block = np.arange(bands * h * w, dtype=np.float32).reshape(bands, h, w)
+    valid = np.ones((h, w), bool)
+    valid[100, 10] = False  # inside patch row 1, col 0
+    patches, usable = cut_patches(block, valid, 64)
+    assert usable.shape == (2, 3) and not usable[1, 0] and usable.sum() == 5
+    assert patches.shape == (5, 64, 64, 3)
+    np.testing.assert_array_equal(patches[0], block[:, :64, :64].transpose(1, 2, 0))
+    np.testing.assert_array_equal(patches[3], block[:, 64:, 64:128].transpose(1, 2, 0))  # row 1, col 1
+    _, usable2 = cut_patches(block, valid, 64, max_nodata=0.01)
+    assert usable2.all()
+
+
+def test_average_to_cells():
+    probs = np.zeros((2, 2, 2), np.float32)
+    probs[0, 0] = [1, 0]
+    probs[0, 1] = [0, 1]
+    probs[1, 0] = [1, 0]
+    usable = np.array([[True, True], [True, False]])
+    cells, has = average_to_cells(probs, usable, 2)
+    assert cells.shape == (3, 3, 2)
+    np.testing.assert_allclose(cells[0, 1], [0.5, 0.5])  # covered by patches (0,0) and (0,1)
+    np.testing.assert_allclose(cells[1, 1], [2 / 3, 1 / 3])  # (0,0),(0,1),(1,0); (1,1) unusable
+    assert not has[2, 2] and has[2, 1]
+    same, has1 = average_to_cells(probs, usable, 1)
+    np.testing.assert_array_equal(same, probs) and np.testing.assert_array_equal(has1, usable)
