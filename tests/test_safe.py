@@ -1,0 +1,111 @@
+"""SAFE products (folder and .zip, L2A and L1C) with small JP2s written by rasterio."""
+import zipfile
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from rasterio.windows import Window
+
+from atlas_change.bands import EUROSAT_ORDER, L2A_ORDER, RESOLUTION_M
+from atlas_change.errors import AtlasError
+from atlas_change.read import open_scene
+from conftest import run_classify
+
+X0, Y0 = 399960.0, 5000040.0
+SIZE_10M = 384  # 3.84 km: 64 px at 60 m
+
+
+def _mtd(level: str, offset: int | None) -> str:
+    tag = "BOA_ADD_OFFSET" if level == "L2A" else "RADIO_ADD_OFFSET"
+    offs = "".join(f'<{tag} band_id="{i}">{offset}</{tag}>' for i in range(13)) if offset is not None else ""
+    return (f'<?xml version="1.0"?><n1:Level-{level[1:]}_User_Product xmlns:n1="https://psd-14.sentinel2.eo.esa.int">'
+            f"<General_Info><Product_Info><PROCESSING_BASELINE>{'04.00' if offset else '02.09'}</PROCESSING_BASELINE>"
+            f"</Product_Info><Product_Image_Characteristics>{offs}</Product_Image_Characteristics></General_Info>"
+            f"</n1:Level-{level[1:]}_User_Product>")
+
+
+def make_safe(root, level="L2A", offset=-1000, cloud=True):
+    """A tiny SAFE: every band holds DN = 1000 * (band position + 1) + 1000 (the offset), at its
+    native resolution; SCL marks the top-left 60 x 60 m as cloud (9)."""
+    name = f"S2A_MSI{level}_20230612T101559_N0509_R065_T32TQM_20230612T140000.SAFE"
+    safe = root / name
+    img = safe / "GRANULE" / "L2A_T32TQM_A000000_20230612T101559" / "IMG_DATA"
+    safe.mkdir(parents=True)
+    (safe / f"MTD_MSI{level}.xml").write_text(_mtd(level, offset))
+    bands = L2A_ORDER if level == "L2A" else EUROSAT_ORDER
+    layers = [(b, RESOLUTION_M[b]) for b in bands] + ([("SCL", 20)] if level == "L2A" else [])
+    for b, res in layers:
+        n = SIZE_10M * 10 // res
+        if b == "SCL":
+            data = np.full((n, n), 4, np.uint16)
+            if cloud:
+                data[:3, :3] = 9
+        else:
+            data = np.full((n, n), 1000 * (EUROSAT_ORDER.index(b) + 1) - (offset or 0), np.uint16)
+        folder = img / f"R{res}m" if level == "L2A" else img
+        folder.mkdir(parents=True, exist_ok=True)
+        suffix = f"_{res}m" if level == "L2A" else ""
+        dtype = "uint8" if b == "SCL" else "uint16"
+        with rasterio.open(folder / f"T32TQM_20230612T101559_{b}{suffix}.jp2", "w", driver="JP2OpenJPEG",
+                           width=n, height=n, count=1, dtype=dtype, crs="EPSG:32632",
+                           transform=Affine(res, 0, X0, 0, -res, Y0), QUALITY=100, REVERSIBLE="YES") as dst:
+            dst.write(data.astype(dtype), 1)
+    return safe
+
+
+def test_safe_l2a_folder(tmp_path):
+    safe = make_safe(tmp_path)
+    scene = open_scene(safe, L2A_ORDER)
+    assert (scene.kind, scene.level, scene.offset) == ("safe", "L2A", -1000)
+    assert (scene.width, scene.height) == (SIZE_10M, SIZE_10M) and scene.affine == Affine(10, 0, X0, 0, -10, Y0)
+    assert scene.date == "2023-06-12"
+    data, valid = scene.read(Window(0, 0, 128, 128))
+    assert data.shape == (12, 128, 128)
+    for i, b in enumerate(L2A_ORDER):  # offset removed: DN back on the old scale, 20/60 m resampled to 10 m
+        np.testing.assert_allclose(data[i][valid], 1000 * (EUROSAT_ORDER.index(b) + 1))
+    assert not valid[:6, :6].any() and valid[6:, 6:].all()  # SCL cloud (60 m) -> nodata
+    assert "resampled to 10 m" in scene.band_mapping["B05"] and "resampled" not in scene.band_mapping["B02"]
+
+
+def test_safe_zip_same_as_folder(tmp_path):
+    safe = make_safe(tmp_path)
+    zpath = tmp_path / (safe.name + ".zip")
+    with zipfile.ZipFile(zpath, "w") as z:
+        for f in safe.rglob("*"):
+            z.write(f, f.relative_to(tmp_path).as_posix())
+    a, b = open_scene(safe, L2A_ORDER), open_scene(zpath, L2A_ORDER)
+    w = Window(64, 64, 128, 128)
+    np.testing.assert_array_equal(a.read(w)[0], b.read(w)[0])
+    assert b.sources[0].path.startswith("/vsizip/")
+
+
+def test_safe_l2a_refused_for_b10_model(tmp_path):
+    safe = make_safe(tmp_path)
+    with pytest.raises(AtlasError, match="L2A product lacks band\\(s\\) B10.*spectrumnet-l2a12"):
+        open_scene(safe, EUROSAT_ORDER)
+
+
+def test_safe_l1c_old_baseline_no_offset(tmp_path):
+    safe = make_safe(tmp_path, level="L1C", offset=None)
+    scene = open_scene(safe, EUROSAT_ORDER)
+    assert (scene.level, scene.offset, scene.mask) == ("L1C", 0.0, None)
+    data, valid = scene.read(Window(0, 0, 64, 64))
+    assert valid.all() and data[EUROSAT_ORDER.index("B10")].mean() == 10000
+
+
+def test_classify_safe_l2a(tmp_path, model12):
+    ds = run_classify(make_safe(tmp_path), model12)
+    lulc = ds["lulc"].values
+    assert lulc.shape == (6, 6) and lulc[0, 0] == 0 and (lulc.ravel()[1:] > 0).all()
+    assert ds.attrs["product_level"] == "L2A" and ds.attrs["date"] == "2023-06-12"
+
+
+def test_not_a_safe(tmp_path):
+    (tmp_path / "x").mkdir()
+    with pytest.raises(AtlasError, match="not a Sentinel-2 SAFE product"):
+        open_scene(tmp_path / "x", L2A_ORDER)
+    bad = tmp_path / "bad.zip"
+    bad.write_text("nope")
+    with pytest.raises(AtlasError, match="bad.zip: not a zip archive"):
+        open_scene(bad, L2A_ORDER)
