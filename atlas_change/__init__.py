@@ -1,4 +1,7 @@
-"""atlas-change: Sentinel-2 scenes to EuroSAT land-use / land-cover maps on a plain CPU."""
+"""atlas-change: Sentinel-2 scenes to EuroSAT land-use / land-cover maps on a plain CPU.
+
+API: `atlas_change.classify(path, ...)`, `atlas_change.compare.compare(before, after, ...)`,
+`atlas_change.export_gpkg(folder, gpkg)`, `atlas_change.change_map(folder)`."""
 __version__ = "0.1.0"
 
 from .classes import CLASSES  # noqa: E402
@@ -13,4 +16,18 @@ def classify(path, **kwargs):
     return _classify(path, **kwargs)
 
 
-__all__ = ["CLASSES", "AtlasError", "classify", "__version__"]
+def export_gpkg(folder, gpkg):
+    """GeoPackage of tiles/changes from a compare or classify output folder."""
+    from .export import export_gpkg as _export
+
+    return _export(folder, gpkg)
+
+
+def change_map(folder, out_html=None):
+    """change_map.html (folium) from a compare or classify output folder."""
+    from .view import change_map as _view
+
+    return _view(folder, out_html)
+
+
+__all__ = ["CLASSES", "AtlasError", "classify", "export_gpkg", "change_map", "__version__"]

@@ -84,6 +84,36 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--quiet", action="store_true")
 
+    cp = sub.add_parser("compare", help="two dates of an AOI -> change raster, transitions in hectares, summary",
+                        description="Compare two classified dates over an AOI on one common grid. BEFORE/AFTER are "
+                        "classify output folders, or scenes (classified on the fly into the output's parent folder, "
+                        "reusing an earlier result of the same input and model).",
+                        epilog="outputs: before.tif, after.tif (+ _confidence.tif), change.tif (code = from_id*100 + "
+                        "to_id, 0 = unchanged/nodata/uncertain), transitions.csv (hectares), summary.json, aoi.geojson")
+    cp.add_argument("before")
+    cp.add_argument("after")
+    g = cp.add_mutually_exclusive_group(required=True)
+    g.add_argument("--aoi", help="AOI file (GeoJSON or GeoPackage, any CRS)")
+    g.add_argument("--aoi-bbox", help="minx,miny,maxx,maxy in --aoi-crs")
+    cp.add_argument("--aoi-crs", default="EPSG:4326", help="CRS of --aoi-bbox (default EPSG:4326)")
+    cp.add_argument("--out", required=True, help="output folder")
+    cp.add_argument("--min-confidence", type=float, default=0.6,
+                    help="both dates must reach this top-1 probability for a cell to count as changed/unchanged "
+                    "(default 0.6); the rest is reported as uncertain")
+    cp.add_argument("--allow-model-mismatch", action="store_true",
+                    help="compare maps made with different model weights (stamped in summary.json)")
+    cp.add_argument("--before-date")
+    cp.add_argument("--after-date")
+    cp.add_argument("--model", default=None, help="model for scenes classified on the fly")
+
+    ex = sub.add_parser("export", help="GeoPackage of labelled tiles (and changes) from a compare/classify output")
+    ex.add_argument("folder")
+    ex.add_argument("--gpkg", required=True, help="GeoPackage to write")
+
+    vw = sub.add_parser("view", help="change_map.html (folium) from a compare or classify output")
+    vw.add_argument("folder")
+    vw.add_argument("--open", action="store_true", help="open it in the web browser")
+
     d = sub.add_parser("demo", help="make a synthetic scene in outputs/demo and classify it",
                        description="Writes outputs/demo/scene.tif (synthetic, 13 bands, UTM) and classifies it. "
                        "Uses the default model when trained weights are shipped; otherwise an explicitly "
@@ -153,13 +183,43 @@ def _cmd_evaluate(a) -> None:
         print(f"  {c:22s} {v:.4f}")
 
 
+def _cmd_compare(a) -> None:
+    from .compare import compare
+
+    kw = {"model": a.model} if a.model else {}
+    s = compare(a.before, a.after, aoi=a.aoi, aoi_bbox=a.aoi_bbox, aoi_crs=a.aoi_crs, out=a.out,
+                min_confidence=a.min_confidence, allow_model_mismatch=a.allow_model_mismatch,
+                before_date=a.before_date, after_date=a.after_date, **kw)
+    print(f"{a.out}: {s['changed_ha']:.2f} ha changed, {s['uncertain_ha']:.2f} ha uncertain of "
+          f"{s['valid_ha']:.2f} ha valid in the AOI" + (" (MODEL MISMATCH)" if s["model_mismatch"] else ""))
+
+
+def _cmd_export(a) -> None:
+    from .export import export_gpkg
+
+    print(export_gpkg(a.folder, a.gpkg))
+
+
+def _cmd_view(a) -> None:
+    from .view import change_map
+
+    path = change_map(a.folder)
+    print(path)
+    if a.open:
+        import webbrowser
+
+        webbrowser.open(path.resolve().as_uri())
+
+
 def main(argv: list[str] | None = None) -> int:
     a = _parser().parse_args(argv)
     if a.command in ("train", "evaluate") and not a.data:
         print("atlas-change: error: --data EuroSAT_MS folder is required (or set ATLAS_EUROSAT)", file=sys.stderr)
         return 2
     try:
-        {"classify": _cmd_classify, "train": _cmd_train, "evaluate": _cmd_evaluate, "demo": _cmd_demo}[a.command](a)
+        commands = {"classify": _cmd_classify, "train": _cmd_train, "evaluate": _cmd_evaluate, "demo": _cmd_demo,
+                    "compare": _cmd_compare, "export": _cmd_export, "view": _cmd_view}
+        commands[a.command](a)
     except AtlasError as e:
         print(f"atlas-change: error: {e}", file=sys.stderr)
         return 2

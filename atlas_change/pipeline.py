@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
+from rasterio.errors import RasterioIOError
 from tqdm import tqdm
 
 from . import __version__
@@ -30,7 +31,12 @@ from .tile import PatchGrid, average_to_cells, cut_patches
 def classify_chunk(scene: Scene, card: ModelCard, grid: PatchGrid, rng: tuple[int, int, int, int],
                    max_nodata: float = 0.0, runtime: str = "xla", threads: int | None = None):
     """One Dask task: read the chunk's window, cut patches, predict. -> (rng, probs, usable)."""
-    block, valid = scene.read(grid.window(*rng))
+    window = grid.window(*rng)
+    try:
+        block, valid = scene.read(window)
+    except RasterioIOError as e:
+        raise AtlasError(f"{scene.path}: cannot read pixels at rows {window.row_off}..{window.row_off + window.height}, "
+                         f"cols {window.col_off}..{window.col_off + window.width} ({str(e).splitlines()[0]})") from None
     patches, usable = cut_patches(block, valid, grid.stride, grid.patch, max_nodata)
     del block
     probs = np.zeros(usable.shape + (len(card.classes),), np.float32)
@@ -155,6 +161,6 @@ def classify(path: str | os.PathLike, *, model: str = DEFAULT_MODEL, bands: str 
                 "atlas_change_version": __version__,
             }
             tiles = tiles_frame(probs, usable, stride, grid.patch, scene.affine, scene.crs)
-            run["timings_s"]["total"] = round(time.perf_counter() - t0, 3)
+            run["timings_s"]["total_before_write"] = round(time.perf_counter() - t0, 3)
             write_outputs(ds, tiles, run, out)
     return ds

@@ -1,0 +1,212 @@
+"""Compare stage: two classified dates of one AOI on one common grid -> change raster,
+from-to transition table in hectares (from the CRS), and a summary stamped with both models."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.features import geometry_mask
+from rasterio.windows import from_bounds
+
+from .assemble import _write_cog, class_colormap
+from .classes import CLASSES
+from .errors import AtlasError
+
+CHANGE_CODE_DOC = ("from_id * 100 + to_id (class ids 1..10 in EuroSAT order); 0 = unchanged, nodata, "
+                   "outside the AOI, or below --min-confidence on either date")
+
+
+@dataclass(frozen=True)
+class ClassMap:
+    """A classify output folder: lulc.tif + confidence.tif + run.json."""
+
+    folder: str
+    crs: CRS
+    transform: Affine
+    shape: tuple[int, int]
+    model: str
+    weights_sha256: str
+    date: str | None
+    scene: str
+
+
+def load_map(folder: str | os.PathLike, date: str | None = None) -> ClassMap:
+    d = Path(folder)
+    if not (d / "lulc.tif").exists() or not (d / "run.json").exists():
+        raise AtlasError(f"{d}: not a classify output folder (needs lulc.tif, confidence.tif and run.json)")
+    run = json.loads((d / "run.json").read_text())
+    with rasterio.open(d / "lulc.tif") as src:
+        crs, transform, shape = src.crs, src.transform, src.shape
+    return ClassMap(str(d), crs, transform, shape, run["model"]["model"], run["model"]["weights_sha256"],
+                    date or run["input"].get("date"), Path(run["input"]["path"]).name)
+
+
+def resolve_input(src: str | os.PathLike, date: str | None, out_root: Path, **classify_kw) -> ClassMap:
+    """A classify output folder as is, or a scene classified into out_root/<scene name>/ (reused
+    when that folder already holds a result of the same input and model)."""
+    p = Path(src)
+    if p.is_dir() and (p / "lulc.tif").exists():
+        return load_map(p, date)
+    from .pipeline import classify
+    from .registry import DEFAULT_MODEL, load_card
+
+    card = load_card(classify_kw.get("model") or DEFAULT_MODEL)
+    folder = out_root / p.name.split(".")[0]
+    if (folder / "run.json").exists():
+        run = json.loads((folder / "run.json").read_text())
+        if (run["input"]["path"] == os.path.abspath(p) and run["model"]["weights_sha256"] == card.weights_sha256
+                and run["parameters"]["stride"] == classify_kw.get("stride", 64)):
+            return load_map(folder, date)
+    classify(p, out=folder, **{**classify_kw, "model": card.path})
+    return load_map(folder, date)
+
+
+def read_aoi(aoi: str | os.PathLike | None, bbox: str | None, bbox_crs: str, crs: CRS):
+    """The AOI as one shapely geometry in `crs` (GeoJSON / GeoPackage file, or a bbox)."""
+    import geopandas as gpd
+    import shapely
+
+    if bbox:
+        try:
+            minx, miny, maxx, maxy = (float(v) for v in bbox.split(","))
+        except ValueError:
+            raise AtlasError(f"--aoi-bbox {bbox!r}: expected minx,miny,maxx,maxy") from None
+        if minx >= maxx or miny >= maxy:
+            raise AtlasError(f"--aoi-bbox {bbox!r}: min must be below max")
+        gdf = gpd.GeoDataFrame(geometry=[shapely.box(minx, miny, maxx, maxy)], crs=bbox_crs)
+        name = "--aoi-bbox"
+    else:
+        name = str(aoi)
+        try:
+            gdf = gpd.read_file(aoi)
+        except Exception as e:  # pyogrio raises several types for unreadable files
+            raise AtlasError(f"{name}: not a readable vector file ({str(e).splitlines()[0]})") from None
+        if gdf.crs is None:
+            raise AtlasError(f"{name}: the AOI has no CRS")
+    geom = gdf.to_crs(crs).geometry.union_all() if len(gdf) else None
+    if geom is None or geom.is_empty or geom.area == 0:
+        raise AtlasError(f"{name}: the AOI is empty (no polygon with area)")
+    return shapely.make_valid(geom)
+
+
+def common_grid(a: ClassMap, b: ClassMap, aoi) -> tuple[Affine, tuple[int, int]]:
+    """The cells of the maps' shared grid that cover the AOI; errors when the maps' grids differ."""
+    if a.crs != b.crs:
+        raise AtlasError(f"{b.folder}: CRS {b.crs.to_string()} differs from {a.folder}'s {a.crs.to_string()}; "
+                         "aligning them would resample the class map: classify both dates from scenes in one CRS")
+    ta, tb = a.transform, b.transform
+    if (ta.a, ta.e) != (tb.a, tb.e) or ((tb.c - ta.c) / ta.a) % 1 or ((tb.f - ta.f) / ta.e) % 1:
+        raise AtlasError(f"{b.folder}: its grid (cell {tb.a:g} m, origin {tb.c:g}, {tb.f:g}) is not aligned with "
+                         f"{a.folder}'s (cell {ta.a:g} m, origin {ta.c:g}, {ta.f:g}); use the same stride and tile grid")
+    minx, miny, maxx, maxy = aoi.bounds
+    for m in (a, b):
+        bx0, by1 = m.transform.c, m.transform.f
+        bx1, by0 = bx0 + m.shape[1] * m.transform.a, by1 + m.shape[0] * m.transform.e
+        minx, miny, maxx, maxy = max(minx, bx0), max(miny, by0), min(maxx, bx1), min(maxy, by1)
+    if minx >= maxx or miny >= maxy:
+        raise AtlasError("the AOI does not overlap both maps (check the AOI's CRS and the scenes' footprints)")
+    sx, sy = ta.a, -ta.e
+    eps = 1e-6  # cells; AOI vertices that went through a reprojection land a hair off the cell edges
+    col0 = np.floor((minx - ta.c) / sx + eps)
+    col1 = np.ceil((maxx - ta.c) / sx - eps)
+    row0 = np.floor((ta.f - maxy) / sy + eps)
+    row1 = np.ceil((ta.f - miny) / sy - eps)
+    transform = Affine(sx, 0, ta.c + col0 * sx, 0, -sy, ta.f - row0 * sy)
+    return transform, (int(row1 - row0), int(col1 - col0))
+
+
+def _read_on(m: ClassMap, name: str, transform: Affine, shape: tuple[int, int], fill):
+    bounds = (transform.c, transform.f + shape[0] * transform.e, transform.c + shape[1] * transform.a, transform.f)
+    with rasterio.open(Path(m.folder) / name) as src:
+        win = from_bounds(*bounds, transform=src.transform).round_offsets().round_lengths()
+        return src.read(1, window=win, boundless=True, fill_value=fill)
+
+
+def compare(before: str | os.PathLike, after: str | os.PathLike, *, aoi: str | None = None,
+            aoi_bbox: str | None = None, aoi_crs: str = "EPSG:4326", out: str | os.PathLike | None = None,
+            min_confidence: float = 0.6, allow_model_mismatch: bool = False, before_date: str | None = None,
+            after_date: str | None = None, **classify_kw) -> dict:
+    """Compare two dates over an AOI; returns the summary dict and, with `out`, writes before.tif,
+    after.tif, change.tif, transitions.csv and summary.json there (all or nothing)."""
+    out_root = Path(out).parent if out else Path("outputs")
+    a = resolve_input(before, before_date, out_root, **classify_kw)
+    b = resolve_input(after, after_date, out_root, **classify_kw)
+    mismatch = a.weights_sha256 != b.weights_sha256
+    if mismatch and not allow_model_mismatch:
+        raise AtlasError(f"{b.folder}: made by model {b.model} ({b.weights_sha256[:12]}) but {a.folder} by "
+                         f"{a.model} ({a.weights_sha256[:12]}); differences would mix model and land change. "
+                         "Reclassify with one model, or pass --allow-model-mismatch")
+    if a.crs.is_geographic:
+        raise AtlasError(f"{a.folder}: geographic CRS; areas need a projected CRS")
+    geom = read_aoi(aoi, aoi_bbox, aoi_crs, a.crs)
+    transform, shape = common_grid(a, b, geom)
+    in_aoi = geometry_mask([geom], out_shape=shape, transform=transform, invert=True)
+    la = np.where(in_aoi, _read_on(a, "lulc.tif", transform, shape, 0), 0).astype(np.uint8)
+    lb = np.where(in_aoi, _read_on(b, "lulc.tif", transform, shape, 0), 0).astype(np.uint8)
+    ca = _read_on(a, "confidence.tif", transform, shape, np.nan)
+    cb = _read_on(b, "confidence.tif", transform, shape, np.nan)
+    valid = (la > 0) & (lb > 0)
+    confident = valid & (ca >= min_confidence) & (cb >= min_confidence)
+    changed = confident & (la != lb)
+    code = np.where(changed, la.astype(np.uint16) * 100 + lb, 0).astype(np.uint16)
+    cell_ha = abs(transform.a * transform.e) / 1e4
+    n = len(CLASSES)
+    matrix = np.bincount((la[confident] - 1).astype(int) * n + (lb[confident] - 1), minlength=n * n).reshape(n, n)
+    tot_a = np.bincount(la[valid], minlength=n + 1)[1:]
+    tot_b = np.bincount(lb[valid], minlength=n + 1)[1:]
+    summary = {
+        "before": {"source": a.folder, "date": a.date, "model": a.model, "weights_sha256": a.weights_sha256},
+        "after": {"source": b.folder, "date": b.date, "model": b.model, "weights_sha256": b.weights_sha256},
+        "model_mismatch": mismatch,
+        "crs": a.crs.to_string(), "transform": list(transform)[:6], "shape": list(shape), "cell_area_ha": cell_ha,
+        "min_confidence": min_confidence,
+        "aoi_ha": round(float(geom.area) / 1e4, 4), "aoi_cells_ha": float(in_aoi.sum() * cell_ha),
+        "valid_ha": float(valid.sum() * cell_ha), "confident_ha": float(confident.sum() * cell_ha),
+        "uncertain_ha": float((valid & ~confident).sum() * cell_ha), "changed_ha": float(changed.sum() * cell_ha),
+        "net_change_ha": {c: float((matrix[:, i].sum() - matrix[i].sum()) * cell_ha) for i, c in enumerate(CLASSES)},
+        "change_code": CHANGE_CODE_DOC,
+    }
+    if out is not None:
+        _write_compare(Path(out), la, lb, ca, cb, code, matrix, tot_a, tot_b, cell_ha, transform, a.crs, summary, geom)
+    return summary
+
+
+def _write_compare(out: Path, la, lb, ca, cb, code, matrix, tot_a, tot_b, cell_ha, transform, crs, summary, geom):
+    import geopandas as gpd
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        stamp = {"BEFORE_MODEL": summary["before"]["model"], "BEFORE_WEIGHTS_SHA256": summary["before"]["weights_sha256"],
+                 "AFTER_MODEL": summary["after"]["model"], "AFTER_WEIGHTS_SHA256": summary["after"]["weights_sha256"],
+                 "BEFORE_DATE": summary["before"]["date"] or "", "AFTER_DATE": summary["after"]["date"] or "",
+                 "MODEL_MISMATCH": str(summary["model_mismatch"]).lower()}
+        names = {f"CLASS_{i + 1}": c for i, c in enumerate(CLASSES)}
+        for name, arr, conf in (("before", la, ca), ("after", lb, cb)):
+            _write_cog(stage / f"{name}.tif", arr, transform, crs, 0, {**names, **stamp}, class_colormap(), "class_id")
+            _write_cog(stage / f"{name}_confidence.tif", np.where(arr > 0, conf, np.nan).astype(np.float32),
+                       transform, crs, float("nan"), stamp, description="top1_probability")
+        _write_cog(stage / "change.tif", code, transform, crs, 0, {**names, **stamp, "CHANGE_CODE": CHANGE_CODE_DOC},
+                   description="change_code")
+        rows = ["from\\to," + ",".join(CLASSES) + ",total_before_ha"]
+        for i, c in enumerate(CLASSES):
+            rows.append(c + "," + ",".join(f"{v * cell_ha:.4f}" for v in matrix[i]) + f",{tot_a[i] * cell_ha:.4f}")
+        rows.append("total_after_ha," + ",".join(f"{v * cell_ha:.4f}" for v in tot_b) + ",")
+        (stage / "transitions.csv").write_text("\n".join(rows) + "\n")
+        (stage / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        gpd.GeoDataFrame(geometry=[geom], crs=crs).to_file(stage / "aoi.geojson", driver="GeoJSON")
+        out.mkdir(parents=True, exist_ok=True)
+        for f in stage.iterdir():
+            os.replace(f, out / f.name)
+    except OSError as e:
+        raise AtlasError(f"{out}: writing the comparison failed ({e.strerror or e}); nothing was written") from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)

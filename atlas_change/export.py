@@ -1,0 +1,83 @@
+"""Export stage: a GeoPackage of labelled tiles (and changes) from a compare or classify output."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .classes import CLASSES
+from .errors import AtlasError
+
+
+def _tiles(folder: Path, date: str | None, aoi=None):
+    import geopandas as gpd
+
+    run = json.loads((folder / "run.json").read_text())
+    gdf = gpd.read_parquet(folder / "tiles.parquet")
+    if aoi is not None:  # tiles whose centre lies in the AOI, as for the raster cells
+        gdf = gdf[gdf.centroid.within(aoi)]
+    gdf = gdf.drop(columns=["minx", "miny", "maxx", "maxy"]).copy()
+    gdf["date"] = date or run["input"].get("date") or ""
+    gdf["scene_id"] = Path(run["input"]["path"]).name
+    gdf["model"] = run["model"]["model"]
+    gdf["weights_sha256"] = run["model"]["weights_sha256"]
+    return gdf
+
+
+def change_frame(folder: Path):
+    """One polygon per changed cell of change.tif: from/to class, both confidences, hectares."""
+    import geopandas as gpd
+    import rasterio
+    import shapely
+
+    with rasterio.open(folder / "change.tif") as src:
+        code, t, crs = src.read(1), src.transform, src.crs
+    with rasterio.open(folder / "before_confidence.tif") as s1, rasterio.open(folder / "after_confidence.tif") as s2:
+        ca, cb = s1.read(1), s2.read(1)
+    r, c = np.nonzero(code)
+    x0, y0 = t.c + c * t.a, t.f + r * t.e
+    f, to = code[r, c] // 100, code[r, c] % 100
+    names = np.asarray(CLASSES)
+    return gpd.GeoDataFrame({
+        "row": r, "col": c, "from_id": f.astype(np.uint8), "from_class": names[f - 1] if len(f) else [],
+        "to_id": to.astype(np.uint8), "to_class": names[to - 1] if len(to) else [],
+        "confidence_before": ca[r, c], "confidence_after": cb[r, c],
+        "hectares": np.full(len(r), abs(t.a * t.e) / 1e4)},
+        geometry=shapely.box(x0, y0 + t.e, x0 + t.a, y0), crs=crs)
+
+
+def layers(folder: str | os.PathLike) -> dict:
+    """Layer name -> GeoDataFrame for a compare output (4 layers) or a classify output ('tiles')."""
+    import geopandas as gpd
+
+    d = Path(folder)
+    if (d / "summary.json").exists():
+        s = json.loads((d / "summary.json").read_text())
+        aoi = gpd.read_file(d / "aoi.geojson")
+        geom = aoi.geometry.union_all()
+        return {"tiles_before": _tiles(Path(s["before"]["source"]), s["before"]["date"], geom),
+                "tiles_after": _tiles(Path(s["after"]["source"]), s["after"]["date"], geom),
+                "changes": change_frame(d), "aoi": aoi}
+    if (d / "tiles.parquet").exists():
+        return {"tiles": _tiles(d, None)}
+    raise AtlasError(f"{d}: neither a compare output (summary.json) nor a classify output (tiles.parquet)")
+
+
+def export_gpkg(folder: str | os.PathLike, gpkg: str | os.PathLike) -> Path:
+    """Write every layer into one GeoPackage (via a temporary file, renamed when complete)."""
+    out = Path(gpkg)
+    frames = layers(folder)
+    tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}.gpkg")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        for name, gdf in frames.items():
+            gdf.to_file(tmp, layer=name, driver="GPKG")
+        os.replace(tmp, out)
+    except OSError as e:
+        raise AtlasError(f"{out}: cannot write the GeoPackage ({e.strerror or e})") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return out
