@@ -13,7 +13,7 @@ import re
 import warnings
 import xml.etree.ElementTree as ET
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -159,14 +159,8 @@ def open_scene(path: str | os.PathLike, model_bands: tuple[str, ...] = EUROSAT_O
     else:
         scene = _open_geotiff(p, model_bands, bands)
     if offset is not None:
-        scene = _replace(scene, offset=float(offset))
+        scene = replace(scene, offset=float(offset))
     return scene
-
-
-def _replace(scene: Scene, **kw) -> Scene:
-    from dataclasses import replace
-
-    return replace(scene, **kw)
 
 
 def _check_grid(p: str, ds) -> None:

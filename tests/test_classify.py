@@ -166,3 +166,14 @@ def test_one_worker_equals_two_workers(tmp_path, model13):
     two = run_classify(scene, model13, scheduler=None, workers=2, chunk=256)
     np.testing.assert_array_equal(one["lulc"].values, two["lulc"].values)
     np.testing.assert_allclose(one["confidence"].values, two["confidence"].values, atol=1e-5)
+
+
+def test_lazy_xarray_view(scene):
+    from atlas_change.read import open_scene
+
+    s = open_scene(scene)
+    da = s.to_xarray(chunk=300)  # rounded up to the file's 512 px tiles
+    assert da.shape == (13, 640, 704) and da.chunks[1][0] == 512 and da.rio.crs == s.crs
+    assert list(da.band.values) == list(EUROSAT_ORDER) and float(da.x[0]) == ORIGIN[0] + 5
+    with rasterio.open(scene) as src:
+        np.testing.assert_array_equal(da.sel(band="B8A")[:64, :64].values, src.read(13, window=((0, 64), (0, 64))))
