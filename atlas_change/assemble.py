@@ -6,6 +6,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -90,11 +92,10 @@ def raster_tags(attrs: dict) -> dict[str, str]:
     return tags
 
 
-def write_outputs(ds: xr.Dataset, tiles, run: dict, out_dir: str | os.PathLike) -> Path:
-    """Write lulc.tif, confidence.tif, tiles.parquet and run.json into `out_dir`.
-
-    Everything is written into a staging folder beside `out_dir` and moved in only when all of it
-    succeeded, so a failure leaves no partial output behind."""
+@contextmanager
+def staged_output(out_dir: str | os.PathLike) -> Iterator[Path]:
+    """Yield a staging folder beside `out_dir`; when the block succeeds, move its files into
+    `out_dir`. A failure inside the block leaves `out_dir` as it was (no partial output)."""
     out = Path(out_dir)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -102,6 +103,19 @@ def write_outputs(ds: xr.Dataset, tiles, run: dict, out_dir: str | os.PathLike) 
     except OSError as e:
         raise AtlasError(f"{out}: cannot write output here ({e.strerror})") from None
     try:
+        yield stage
+        out.mkdir(parents=True, exist_ok=True)
+        for f in stage.iterdir():
+            os.replace(f, out / f.name)
+    except OSError as e:
+        raise AtlasError(f"{out}: writing the outputs failed ({e.strerror or e})") from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def write_outputs(ds: xr.Dataset, tiles, run: dict, out_dir: str | os.PathLike) -> Path:
+    """Write lulc.tif, confidence.tif, tiles.parquet and run.json into `out_dir`, all or nothing."""
+    with staged_output(out_dir) as stage:
         transform, crs = ds.rio.transform(), ds.rio.crs
         tags = raster_tags(ds.attrs)
         _write_cog(stage / "lulc.tif", ds["lulc"].values, transform, crs, NODATA_ID, tags, class_colormap(),
@@ -110,11 +124,4 @@ def write_outputs(ds: xr.Dataset, tiles, run: dict, out_dir: str | os.PathLike) 
                    description="top1_probability")
         tiles.to_parquet(stage / "tiles.parquet", index=False)
         (stage / "run.json").write_text(json.dumps(run, indent=2, default=str) + "\n")
-        out.mkdir(parents=True, exist_ok=True)
-        for f in stage.iterdir():
-            os.replace(f, out / f.name)
-    except OSError as e:
-        raise AtlasError(f"{out}: writing the outputs failed ({e.strerror or e}); nothing was written") from None
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-    return out
+    return Path(out_dir)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +14,7 @@ from rasterio.crs import CRS
 from rasterio.features import geometry_mask
 from rasterio.windows import from_bounds
 
-from .assemble import _write_cog, class_colormap
+from .assemble import _write_cog, class_colormap, staged_output
 from .classes import CLASSES
 from .errors import AtlasError
 
@@ -182,9 +180,7 @@ def compare(before: str | os.PathLike, after: str | os.PathLike, *, aoi: str | N
 def _write_compare(out: Path, la, lb, ca, cb, code, matrix, tot_a, tot_b, cell_ha, transform, crs, summary, geom):
     import geopandas as gpd
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with staged_output(out) as stage:
         stamp = {"BEFORE_MODEL": summary["before"]["model"], "BEFORE_WEIGHTS_SHA256": summary["before"]["weights_sha256"],
                  "AFTER_MODEL": summary["after"]["model"], "AFTER_WEIGHTS_SHA256": summary["after"]["weights_sha256"],
                  "BEFORE_DATE": summary["before"]["date"] or "", "AFTER_DATE": summary["after"]["date"] or "",
@@ -203,10 +199,3 @@ def _write_compare(out: Path, la, lb, ca, cb, code, matrix, tot_a, tot_b, cell_h
         (stage / "transitions.csv").write_text("\n".join(rows) + "\n")
         (stage / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         gpd.GeoDataFrame(geometry=[geom], crs=crs).to_file(stage / "aoi.geojson", driver="GeoJSON")
-        out.mkdir(parents=True, exist_ok=True)
-        for f in stage.iterdir():
-            os.replace(f, out / f.name)
-    except OSError as e:
-        raise AtlasError(f"{out}: writing the comparison failed ({e.strerror or e}); nothing was written") from None
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)

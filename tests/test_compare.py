@@ -1,5 +1,4 @@
 """compare / export / view on classify outputs made in the test with known classes and confidences."""
-import json
 import shutil
 import subprocess
 from html.parser import HTMLParser
