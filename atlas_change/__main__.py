@@ -124,9 +124,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_classify(a) -> None:
-    from .pipeline import classify
+    from .pipeline import classify, scene_stem
 
-    out = a.out or str(Path("outputs") / Path(a.scene.rstrip("/")).name.split(".")[0])
+    out = a.out or str(Path("outputs") / scene_stem(a.scene))
     ds = classify(a.scene, model=a.model, bands=a.bands, stride=a.stride, max_nodata=a.max_nodata, out=out,
                   workers=a.workers, scheduler=a.scheduler, chunk=a.chunk, offset=a.offset,
                   allow_untrained=a.allow_untrained, quiet=a.quiet)

@@ -33,7 +33,6 @@ class ClassMap:
     model: str
     weights_sha256: str
     date: str | None
-    scene: str
 
 
 def load_map(folder: str | os.PathLike, date: str | None = None) -> ClassMap:
@@ -44,7 +43,7 @@ def load_map(folder: str | os.PathLike, date: str | None = None) -> ClassMap:
     with rasterio.open(d / "lulc.tif") as src:
         crs, transform, shape = src.crs, src.transform, src.shape
     return ClassMap(str(d), crs, transform, shape, run["model"]["model"], run["model"]["weights_sha256"],
-                    date or run["input"].get("date"), Path(run["input"]["path"]).name)
+                    date or run["input"].get("date"))
 
 
 def resolve_input(src: str | os.PathLike, date: str | None, out_root: Path, **classify_kw) -> ClassMap:
@@ -53,11 +52,11 @@ def resolve_input(src: str | os.PathLike, date: str | None, out_root: Path, **cl
     p = Path(src)
     if p.is_dir() and (p / "lulc.tif").exists():
         return load_map(p, date)
-    from .pipeline import classify
+    from .pipeline import classify, scene_stem
     from .registry import DEFAULT_MODEL, load_card
 
     card = load_card(classify_kw.get("model") or DEFAULT_MODEL)
-    folder = out_root / p.name.split(".")[0]
+    folder = out_root / scene_stem(p)
     if (folder / "run.json").exists():
         run = json.loads((folder / "run.json").read_text())
         if (run["input"]["path"] == os.path.abspath(p) and run["model"]["weights_sha256"] == card.weights_sha256

@@ -59,6 +59,11 @@ def input_checksum(path: str) -> str:
     return h.hexdigest()
 
 
+def scene_stem(path: str | os.PathLike) -> str:
+    """Folder name for a scene's results: 'S2A_...SAFE.zip' -> 'S2A_...', 'scene.tif' -> 'scene'."""
+    return Path(path).name.split(".")[0]
+
+
 def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
