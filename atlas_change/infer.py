@@ -27,7 +27,9 @@ def configure_threads(threads: int | None) -> None:
 
 
 class Predictor:
-    """`predictor(patches)` -> (n, classes) float32; patches are (n, 64, 64, bands) raw DNs."""
+    """`predictor(patches, offset)` -> (n, classes) float32. `patches` are (n, 64, 64, bands)
+    digital numbers of any numeric dtype; `offset` (e.g. -1000 for processing baseline >= 04.00)
+    is added and negative results clip to 0 before normalising, inside the compiled function."""
 
     def __init__(self, card: ModelCard, runtime: str = "xla", batch: int = 64):
         import keras
@@ -41,28 +43,29 @@ class Predictor:
         inv_std = tf.constant(1.0 / np.asarray(card.std, np.float32))
         model = self.model
 
-        def fn(x):
-            return model((x - mean) * inv_std, training=False)
+        def fn(x, offset):
+            return model((tf.maximum(x + offset, 0.0) - mean) * inv_std, training=False)
 
         self._fn = tf.function(fn, jit_compile=(runtime == "xla")) if runtime != "keras" else None
         self._mean, self._inv_std = np.asarray(card.mean, np.float32), 1.0 / np.asarray(card.std, np.float32)
 
-    def __call__(self, patches: np.ndarray) -> np.ndarray:
+    def __call__(self, patches: np.ndarray, offset: float = 0.0) -> np.ndarray:
         n = len(patches)
         out = np.empty((n, len(self.card.classes)), np.float32)
         if n == 0:
             return out
         if self._fn is None:
-            x = (patches.astype(np.float32) - self._mean) * self._inv_std
+            x = (np.maximum(patches.astype(np.float32) + offset, 0) - self._mean) * self._inv_std
             return self.model.predict(x, batch_size=self.batch, verbose=0).astype(np.float32)
         b = self.batch
         buf = np.zeros((b,) + patches.shape[1:], np.float32)
+        off = np.asarray(offset, np.float32)  # an array, so a new offset does not retrace
         for i in range(0, n, b):
             m = min(b, n - i)
             buf[:m] = patches[i:i + m]
             if m < b:
                 buf[m:] = 0
-            out[i:i + m] = self._fn(buf).numpy()[:m]
+            out[i:i + m] = self._fn(buf, off).numpy()[:m]
         return out
 
 

@@ -30,19 +30,23 @@ from .tile import PatchGrid, average_to_cells, cut_patches
 
 def classify_chunk(scene: Scene, card: ModelCard, grid: PatchGrid, rng: tuple[int, int, int, int],
                    max_nodata: float = 0.0, runtime: str = "xla", threads: int | None = None):
-    """One Dask task: read the chunk's window, cut patches, predict. -> (rng, probs, usable)."""
+    """One Dask task: read the chunk's window, cut patches, predict.
+    -> (rng, probs, usable, seconds spent in each stage)."""
     window = grid.window(*rng)
+    t0 = time.perf_counter()
     try:
-        block, valid = scene.read(window)
+        block, valid = scene.read(window, raw=True)  # the offset is applied inside the predictor
     except RasterioIOError as e:
         raise AtlasError(f"{scene.path}: cannot read pixels at rows {window.row_off}..{window.row_off + window.height}, "
                          f"cols {window.col_off}..{window.col_off + window.width} ({str(e).splitlines()[0]})") from None
+    t1 = time.perf_counter()
     patches, usable = cut_patches(block, valid, grid.stride, grid.patch, max_nodata)
     del block
+    t2 = time.perf_counter()
     probs = np.zeros(usable.shape + (len(card.classes),), np.float32)
     if len(patches):
-        probs[usable] = get_predictor(card, runtime, threads)(patches)
-    return rng, probs, usable
+        probs[usable] = get_predictor(card, runtime, threads)(patches, scene.offset)
+    return rng, probs, usable, {"read": t1 - t0, "cut": t2 - t1, "infer": time.perf_counter() - t2}
 
 
 def input_checksum(path: str) -> str:
@@ -80,8 +84,10 @@ def _compute(tasks, workers: int, scheduler: str | None, quiet: bool) -> list:
     if scheduler:
         client = Client(scheduler)
     else:
+        # each chunk's blocks are read once, so GDAL's block cache (default 5 % of RAM per process)
+        # only costs memory: keep it small in the workers
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                               silence_logs=logging.ERROR)
+                               silence_logs=logging.ERROR, env={"GDAL_CACHEMAX": os.environ.get("GDAL_CACHEMAX", "64")})
         client = Client(cluster)
     try:
         futures = [client.submit(fn, *args, pure=False, retries=2) for fn, args in tasks]
@@ -128,8 +134,11 @@ def classify(path: str | os.PathLike, *, model: str = DEFAULT_MODEL, bands: str 
         t2 = time.perf_counter()
         probs = np.zeros((grid.n_rows, grid.n_cols, len(card.classes)), np.float32)
         usable = np.zeros((grid.n_rows, grid.n_cols), bool)
-        for (r0, r1, c0, c1), p, u in results:
+        stages = dict.fromkeys(("read", "cut", "infer"), 0.0)
+        for (r0, r1, c0, c1), p, u, secs in results:
             probs[r0:r1, c0:c1], usable[r0:r1, c0:c1] = p, u
+            for k, v in secs.items():
+                stages[k] += v
         if not usable.any():
             raise AtlasError(f"{path}: no 64 x 64 patch without nodata; the scene is empty (all nodata"
                              + (" or clouds)" if scene.mask else ")") + " or --max-nodata is too strict")
@@ -160,7 +169,8 @@ def classify(path: str | os.PathLike, *, model: str = DEFAULT_MODEL, bands: str 
                            "cells_per_class": {c: int((lulc == i + 1).sum()) for i, c in enumerate(CLASSES)},
                            "nodata_cells": int((lulc == 0).sum())},
                 "timings_s": {"open": round(t1 - t0, 3), "read_and_infer": round(t2 - t1, 3),
-                              "assemble": round(t3 - t2, 3)},
+                              "assemble": round(t3 - t2, 3),
+                              "worker_stage_seconds": {k: round(v, 1) for k, v in stages.items()}},
                 "patches_per_s": round(float(usable.sum()) / max(t2 - t1, 1e-9), 1),
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "atlas_change_version": __version__,

@@ -70,23 +70,39 @@ class Scene:
     def affine(self) -> Affine:
         return Affine(*self.transform[:6])
 
-    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
-        """Read `window` of every band -> (float32 array (bands, h, w) with the offset applied,
-        bool mask (h, w) that is True where every band holds data and SCL says clear ground)."""
+    def read(self, window: Window, raw: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Read `window` of every band -> (array (bands, h, w), bool mask (h, w) that is True where
+        every band holds data and SCL says clear ground). The array is float32 with the DN offset
+        applied (negative results clip to 0), or with `raw` the file's own digital numbers, offset
+        not applied, as read (one GDAL read per file for the bands that file holds)."""
         h, w = int(window.height), int(window.width)
-        out = np.empty((len(self.sources), h, w), dtype=np.float32)
+        out = None
         valid = np.ones((h, w), dtype=bool)
-        for i, src in enumerate(self.sources):
-            raw = self._dataset(src).read(src.index, window=window)
-            valid &= raw != self.nodata
-            out[i] = raw
+        i = 0
+        for src, indexes in self._runs():
+            data = self._dataset(src).read(indexes, window=window)
+            if out is None:
+                out = np.empty((len(self.sources), h, w), dtype=data.dtype if raw else np.float32)
+            out[i:i + len(indexes)] = data
+            valid &= (data != self.nodata).all(axis=0)
+            i += len(indexes)
         if self.mask is not None:
             scl = self._dataset(self.mask).read(self.mask.index, window=window)
             valid &= ~np.isin(scl, SCL_INVALID)
-        if self.offset:
+        if self.offset and not raw:
             out += self.offset
             np.maximum(out, 0, out=out)
         return out, valid
+
+    def _runs(self) -> list[tuple[BandSource, list[int]]]:
+        """Consecutive sources from the same file, grouped so that one read fetches them all."""
+        runs: list[tuple[BandSource, list[int]]] = []
+        for src in self.sources:
+            if runs and not src.warp and not runs[-1][0].warp and runs[-1][0].path == src.path:
+                runs[-1][1].append(src.index)
+            else:
+                runs.append((src, [src.index]))
+        return runs
 
     def _dataset(self, src: BandSource):
         if not src.warp:
