@@ -1,4 +1,5 @@
-"""Command line: python -m atlas_change {classify,train,evaluate,demo} ... (see --help of each)."""
+"""Command line: python -m atlas_change {classify,compare,export,view,run,status,train,evaluate,demo} ...
+(see --help of each)."""
 from __future__ import annotations
 
 import argparse
@@ -33,6 +34,33 @@ examples:
   # on an existing Dask cluster (start one with `dask scheduler` and `dask worker tcp://HOST:8786
   # --nthreads 1 --nworkers 2` on each machine; every worker must see the scene and models paths):
   python -m atlas_change classify scene.tif --scheduler tcp://HOST:8786
+"""
+
+
+JOB_EPILOG = """\
+job file (TOML; paths relative to the job file's folder; every problem is reported before any work):
+  name = "parma-2023-2024"
+  model = "spectrumnet-l1c13"          # name under models/ or a model folder (default spectrumnet-l1c13)
+  output = "../outputs/parma"          # results: scenes/<scene>/ and <aoi>/<before>_<after>/
+  stride = 64                          # optional: 64 (default), 32 or 16
+  chunk = 1024                         # optional: pixels per Dask task side
+  min_confidence = 0.6                 # optional, for compare
+  produce = ["classify", "compare", "gpkg", "html"]   # optional (default all)
+  allow_untrained = false              # optional; allow_model_mismatch = false too
+  [[aoi]]
+  name = "parma"
+  file = "../aoi/parma.geojson"        # GeoJSON or GeoPackage, any CRS
+  scenes = { 2023-06-12 = "../scenes/S2B_MSIL1C_20230612*.SAFE.zip", 2024-06-06 = "../scenes/x_2024.tif" }
+  pairs = [["2023-06-12", "2024-06-06"]]   # optional (default: consecutive dates)
+
+state: <output>/.atlas-job/ holds one record per step (status, error, fingerprint) and a lock that
+refuses a second run of the same job at the same time. exit code: 0 when every step succeeded,
+1 when some failed (the others still ran), 2 when the job file is invalid or locked.
+
+examples:
+  python -m atlas_change run jobs/example.toml
+  python -m atlas_change run jobs/parma.toml --scheduler tcp://HOST:8786
+  python -m atlas_change status jobs/parma.toml
 """
 
 
@@ -113,13 +141,32 @@ def _parser() -> argparse.ArgumentParser:
     vw = sub.add_parser("view", help="change_map.html (folium) from a compare or classify output")
     vw.add_argument("folder")
     vw.add_argument("--open", action="store_true", help="open it in the web browser")
+    vw.add_argument("--side-by-side", action="store_true",
+                    help="also write change_map_side_by_side.html: before and after on two synchronised maps")
 
-    d = sub.add_parser("demo", help="make a synthetic scene in outputs/demo and classify it",
-                       description="Writes outputs/demo/scene.tif (synthetic, 13 bands, UTM) and classifies it. "
-                       "Uses the default model when trained weights are shipped; otherwise an explicitly "
-                       "untrained, seed-initialised model whose labels are meaningless (outputs say so).")
-    d.add_argument("--out", default="outputs/demo")
-    d.add_argument("--size", type=int, default=1024)
+    r = sub.add_parser("run", help="run a batch job file (classify, compare, gpkg, html per AOI), resumably",
+                       description="Run every step of a TOML job file that is not already up to date, on one "
+                       "Dask cluster. A step is skipped when its outputs exist and were made from the same input "
+                       "checksums, model weights and parameters; a killed classify resumes from its finished "
+                       "chunks. One failing step does not stop the others.",
+                       epilog=JOB_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("job", help="job file, e.g. jobs/example.toml")
+    r.add_argument("--workers", type=int, help="Dask worker processes of the local cluster (default: CPU cores)")
+    r.add_argument("--scheduler", help="address of a running Dask scheduler, or 'sync' to run in this process")
+    r.add_argument("--force", action="store_true", help="redo every step, even those up to date")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    s = sub.add_parser("status", help="what a job has done, what is pending or stale, what failed and why")
+    s.add_argument("job")
+
+    d = sub.add_parser("demo", help="make two synthetic dates in outputs/demo and run jobs/example.toml on them",
+                       description="Writes outputs/demo/scene_2023-06-01.tif and scene_2024-06-01.tif (synthetic, "
+                       "13 bands, UTM 32N) and runs jobs/example.toml: classify both, compare them over "
+                       "aoi/example.geojson, GeoPackage and HTML map in outputs/example/. The job's model is an "
+                       "explicitly untrained, seed-initialised SpectrumNet: its labels are meaningless (every "
+                       "output says trained: false); the pipeline, georeferencing and areas are real.")
+    d.add_argument("--size", type=int, default=1024, help="scene side in pixels (default 1024)")
+    d.add_argument("--workers", type=int, default=2)
     return p
 
 
@@ -135,30 +182,41 @@ def _cmd_classify(a) -> None:
           f"{ds.attrs['weights_sha256'][:12]}{'' if ds.attrs['trained'] else ' (UNTRAINED)'}")
 
 
-def _cmd_demo(a) -> None:
-    from .pipeline import classify
-    from .registry import load_card
-    from .synth import make_scene
-    from .train import init_untrained
+def _cmd_demo(a) -> int:
+    from .synth import demo_inputs
 
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    scene = out / "scene.tif"
-    if not scene.exists():
-        make_scene(scene, a.size, a.size, nodata_border=100)
-    try:
-        model = load_card(DEFAULT_MODEL).path
-        untrained = False
-    except AtlasError:
-        model = str(out / "untrained-spectrumnet")
-        if not (Path(model) / "card.json").exists():
-            init_untrained("spectrumnet", EUROSAT_ORDER, model, "untrained-spectrumnet")
-        untrained = True
-        print(f"note: no trained {DEFAULT_MODEL} weights under models/; using an UNTRAINED model "
-              "(labels are meaningless; the pipeline, georeferencing and outputs are real)", file=sys.stderr)
-    ds = classify(scene, model=model, out=out / "result", allow_untrained=untrained, quiet=False, workers=2)
-    print(f"{out / 'result'}: lulc.tif, confidence.tif, tiles.parquet, run.json "
-          f"({ds.sizes['y']} x {ds.sizes['x']} cells of {ds.attrs['cell_size_m']:.0f} m)")
+    root = Path(__file__).resolve().parents[1]
+    job_file = root / "jobs" / "example.toml"
+    if not job_file.exists():
+        raise AtlasError(f"{job_file}: the example job is missing (demo runs from a source checkout)")
+    demo_inputs(root / "outputs" / "demo", a.size)
+    print("note: the example job uses an UNTRAINED model: labels are meaningless; the pipeline, "
+          "georeferencing and areas are real", file=sys.stderr)
+    return _run_job(job_file, workers=a.workers)
+
+
+def _run_job(path, **kw) -> int:
+    from .jobs import load_job, run_job, table
+
+    job = load_job(path)
+    results = run_job(job, **kw)
+    print(table(results))
+    ok = all(r.status in ("done", "up to date") for r in results)
+    print(f"outputs in {job.output}" + ("" if ok else "; some steps did not succeed (see above; "
+                                                      f"`python -m atlas_change status {path}`)"))
+    return 0 if ok else 1
+
+
+def _cmd_run(a) -> int:
+    return _run_job(a.job, scheduler=a.scheduler, workers=a.workers, force=a.force, quiet=a.quiet)
+
+
+def _cmd_status(a) -> int:
+    from .jobs import job_status, load_job, table
+
+    results = job_status(load_job(a.job))
+    print(table(results))
+    return 0 if all(r.status == "done" for r in results) else 1
 
 
 def _cmd_train(a) -> None:
@@ -203,7 +261,7 @@ def _cmd_export(a) -> None:
 def _cmd_view(a) -> None:
     from .view import change_map
 
-    path = change_map(a.folder)
+    path = change_map(a.folder, side_by_side=a.side_by_side)
     print(path)
     if a.open:
         import webbrowser
@@ -218,15 +276,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         commands = {"classify": _cmd_classify, "train": _cmd_train, "evaluate": _cmd_evaluate, "demo": _cmd_demo,
-                    "compare": _cmd_compare, "export": _cmd_export, "view": _cmd_view}
-        commands[a.command](a)
+                    "compare": _cmd_compare, "export": _cmd_export, "view": _cmd_view, "run": _cmd_run,
+                    "status": _cmd_status}
+        return commands[a.command](a) or 0
     except AtlasError as e:
         print(f"atlas-change: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("atlas-change: interrupted", file=sys.stderr)
         return 130
-    return 0
 
 
 if __name__ == "__main__":

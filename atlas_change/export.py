@@ -7,8 +7,47 @@ from pathlib import Path
 
 import numpy as np
 
-from .classes import CLASSES
+from .classes import CLASSES, COLOURS
 from .errors import AtlasError
+
+_FILL = ('<symbol type="fill" name="{name}" alpha="1" clip_to_extent="1" force_rhr="0"><layer class="SimpleFill" '
+         'enabled="1" locked="0" pass="0"><Option type="Map">{options}</Option>{props}</layer></symbol>')
+
+
+def _symbol(name: str, **opts: str) -> str:
+    """A QGIS fill symbol, written both as Option map (QGIS >= 3.26) and as props (older)."""
+    options = "".join(f'<Option type="QString" name="{k}" value="{v}"/>' for k, v in opts.items())
+    props = "".join(f'<prop k="{k}" v="{v}"/>' for k, v in opts.items())
+    return _FILL.format(name=name, options=options, props=props)
+
+
+def qml_style(layer: str) -> str:
+    """QGIS style (QML) of an exported layer: class tiles by EuroSAT colour, changes and AOI as outlines."""
+    if layer in ("tiles", "tiles_before", "tiles_after"):
+        cats = "".join(f'<category symbol="{i}" value="{i + 1}" label="{i + 1} {c}" render="true"/>'
+                       for i, c in enumerate(CLASSES))
+        syms = "".join(_symbol(str(i), color=f"{r},{g},{b},255", style="solid", outline_style="no")
+                       for i, (r, g, b) in enumerate(COLOURS))
+        renderer = (f'<renderer-v2 type="categorizedSymbol" attr="class_id" symbollevels="0" forceraster="0" '
+                    f'enableorderby="0"><categories>{cats}</categories><symbols>{syms}</symbols></renderer-v2>')
+    else:
+        colour = "255,0,255,255" if layer == "changes" else "0,0,0,255"
+        renderer = ('<renderer-v2 type="singleSymbol" symbollevels="0" forceraster="0" enableorderby="0"><symbols>'
+                    + _symbol("0", color="0,0,0,0", style="no", outline_color=colour, outline_width="0.6",
+                              outline_style="solid") + "</symbols></renderer-v2>")
+    return ("<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>"
+            f'<qgis version="3.28.0" styleCategories="Symbology">{renderer}</qgis>')
+
+
+def _styles_frame(names: list[str]):
+    """The `layer_styles` table QGIS reads from a GeoPackage (default style per layer)."""
+    import pandas as pd
+
+    return pd.DataFrame({"f_table_catalog": "", "f_table_schema": "", "f_table_name": names,
+                         "f_geometry_column": "geometry", "styleName": [f"atlas-change {n}" for n in names],
+                         "styleQML": [qml_style(n) for n in names], "styleSLD": "", "useAsDefault": True,
+                         "description": "EuroSAT class colours (atlas-change)", "owner": "", "ui": "",
+                         "update_time": pd.Timestamp.now(tz="UTC").floor("s")})
 
 
 def _tiles(folder: Path, date: str | None, aoi=None):
@@ -66,7 +105,8 @@ def layers(folder: str | os.PathLike) -> dict:
 
 
 def export_gpkg(folder: str | os.PathLike, gpkg: str | os.PathLike) -> Path:
-    """Write every layer into one GeoPackage (via a temporary file, renamed when complete)."""
+    """Write every layer into one GeoPackage (via a temporary file, renamed when complete), with a
+    `layer_styles` table so that QGIS shows the tiles in the EuroSAT colours."""
     out = Path(gpkg)
     frames = layers(folder)
     tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}.gpkg")
@@ -74,6 +114,10 @@ def export_gpkg(folder: str | os.PathLike, gpkg: str | os.PathLike) -> Path:
         out.parent.mkdir(parents=True, exist_ok=True)
         for name, gdf in frames.items():
             gdf.to_file(tmp, layer=name, driver="GPKG")
+        import pyogrio
+
+        pyogrio.write_dataframe(_styles_frame(list(frames)), tmp, layer="layer_styles", driver="GPKG",
+                                layer_options={"FID": "id"})
         os.replace(tmp, out)
     except OSError as e:
         raise AtlasError(f"{out}: cannot write the GeoPackage ({e.strerror or e})") from None

@@ -1,10 +1,11 @@
 """Infer stage: a per-process cached predictor that maps raw patches to class probabilities.
 
 Normalisation ((DN - mean) / std, from the model card) is folded into one compiled TensorFlow
-function with the network, run on fixed-size batches so XLA compiles once."""
+function with the network, run on batches of a power of two (at most 64) so that XLA compiles a few shapes only."""
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 
@@ -57,25 +58,26 @@ class Predictor:
         if self._fn is None:
             x = (np.maximum(patches.astype(np.float32) + offset, 0) - self._mean) * self._inv_std
             return self.model.predict(x, batch_size=self.batch, verbose=0).astype(np.float32)
-        b = self.batch
-        buf = np.zeros((b,) + patches.shape[1:], np.float32)
         off = np.asarray(offset, np.float32)  # an array, so a new offset does not retrace
-        for i in range(0, n, b):
-            m = min(b, n - i)
+        for i in range(0, n, self.batch):
+            m = min(self.batch, n - i)
+            # batches of a power of two up to `batch`: at most 7 compiled shapes, little padding
+            buf = np.zeros((min(self.batch, 1 << (m - 1).bit_length()),) + patches.shape[1:], np.float32)
             buf[:m] = patches[i:i + m]
-            if m < b:
-                buf[m:] = 0
             out[i:i + m] = self._fn(buf, off).numpy()[:m]
         return out
 
 
 _PREDICTORS: dict[tuple, Predictor] = {}
+_LOCK = threading.Lock()
 
 
 def get_predictor(card: ModelCard, runtime: str = "xla", threads: int | None = None) -> Predictor:
-    """The process's predictor for a card: loaded once per process (once per Dask worker)."""
+    """The process's predictor for a card: loaded once per process (once per Dask worker, shared by
+    its threads)."""
     key = (card.path, card.weights_sha256, runtime)
-    if key not in _PREDICTORS:
-        configure_threads(threads)
-        _PREDICTORS[key] = Predictor(card, runtime)
+    with _LOCK:
+        if key not in _PREDICTORS:
+            configure_threads(threads)
+            _PREDICTORS[key] = Predictor(card, runtime)
     return _PREDICTORS[key]

@@ -6,12 +6,17 @@ back to the client, which averages overlapping patches onto the output cells and
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
+import shutil
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -26,6 +31,9 @@ from .infer import get_predictor
 from .read import Scene, aligned_chunk, open_scene
 from .registry import DEFAULT_MODEL, ModelCard, load_card
 from .tile import PatchGrid, average_to_cells, cut_patches
+
+
+STAGES = ("read", "cut", "infer")
 
 
 def classify_chunk(scene: Scene, card: ModelCard, grid: PatchGrid, rng: tuple[int, int, int, int],
@@ -46,7 +54,7 @@ def classify_chunk(scene: Scene, card: ModelCard, grid: PatchGrid, rng: tuple[in
     probs = np.zeros(usable.shape + (len(card.classes),), np.float32)
     if len(patches):
         probs[usable] = get_predictor(card, runtime, threads)(patches, scene.offset)
-    return rng, probs, usable, {"read": t1 - t0, "cut": t2 - t1, "infer": time.perf_counter() - t2}
+    return rng, probs, usable, dict(zip(STAGES, (t1 - t0, t2 - t1, time.perf_counter() - t2)))
 
 
 def input_checksum(path: str) -> str:
@@ -72,44 +80,107 @@ def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def _compute(tasks, workers: int, scheduler: str | None, quiet: bool) -> list:
-    """Run the chunk tasks: in this process (scheduler='sync'), on a LocalCluster of `workers`
-    single-threaded processes, or on an existing cluster (scheduler='tcp://host:8786')."""
-    bar = dict(total=len(tasks), disable=quiet, unit="chunk", desc="classify", dynamic_ncols=True)
+@contextmanager
+def dask_client(workers: int | None = None, scheduler: str | None = None) -> Iterator[Any]:
+    """A Dask client: on a new LocalCluster of `workers` single-threaded processes, or on a running
+    scheduler ('tcp://host:8786'); None for scheduler='sync' (run in this process)."""
     if scheduler == "sync":
-        return [fn(*args) for fn, args in tqdm(tasks, **bar)]
-    from distributed import Client, LocalCluster, as_completed
+        yield None
+        return
+    from distributed import Client, LocalCluster
 
-    cluster = None
     if scheduler:
-        client = Client(scheduler)
-    else:
-        # each chunk's blocks are read once, so GDAL's block cache (default 5 % of RAM per process)
-        # only costs memory: keep it small in the workers
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                               silence_logs=logging.ERROR, env={"GDAL_CACHEMAX": os.environ.get("GDAL_CACHEMAX", "64")})
-        client = Client(cluster)
-    try:
-        futures = [client.submit(fn, *args, pure=False, retries=2) for fn, args in tasks]
-        return [f.result() for f in tqdm(as_completed(futures), **bar)]
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        with Client(scheduler) as client:
+            yield client
+        return
+    # each chunk's blocks are read once, so GDAL's block cache (default 5 % of RAM per process)
+    # only costs memory: keep it small in the workers
+    with LocalCluster(n_workers=workers or default_workers(), threads_per_worker=1, processes=True,
+                      dashboard_address=None, silence_logs=logging.ERROR,
+                      env={"GDAL_CACHEMAX": os.environ.get("GDAL_CACHEMAX", "64")}) as cluster, Client(cluster) as client:
+        yield client
+
+
+def _compute(tasks, client, quiet: bool, on_result: Callable[[tuple], None]) -> list:
+    """Run the chunk tasks on `client` (or in this process when it is None), calling `on_result`
+    in this process as each one finishes."""
+    bar = tqdm(total=len(tasks), disable=quiet, unit="chunk", desc="classify", dynamic_ncols=True)
+    results = []
+    with bar:
+        if client is None:
+            done = (fn(*args) for fn, args in tasks)
+        else:
+            from distributed import as_completed
+
+            done = (f.result() for f in as_completed([client.submit(fn, *args, pure=False, retries=2)
+                                                      for fn, args in tasks]))
+        for r in done:
+            on_result(r)
+            results.append(r)
+            bar.update()
+    return results
+
+
+class ChunkStore:
+    """Finished chunks of one classify run, kept beside its output folder (.<name>.chunks/) so that a
+    killed run resumes where it stopped. `key` names the input file (path, size, mtime), the
+    model hash and the parameters; chunks saved under another key are discarded."""
+
+    def __init__(self, out: str | os.PathLike, key: dict):
+        out = Path(out)
+        self.dir, self.key = out.parent / f".{out.name}.chunks", key
+
+    def load(self) -> dict[tuple, tuple]:
+        try:
+            if json.loads((self.dir / "key.json").read_text()) == self.key:
+                found = {}
+                for f in self.dir.glob("*.npz"):
+                    with np.load(f) as z:
+                        rng = tuple(int(v) for v in z["rng"])
+                        found[rng] = (rng, z["probs"], z["usable"], dict(zip(STAGES, z["secs"].tolist())))
+                return found
+        except (OSError, ValueError, KeyError):  # absent, or left unreadable by a crash: start over
+            pass
+        self.clear()
+        return {}
+
+    def save(self, result: tuple) -> None:
+        rng, probs, usable, secs = result
+        try:
+            if not (self.dir / "key.json").exists():
+                self.dir.mkdir(parents=True, exist_ok=True)
+                _atomic_write(self.dir / "key.json", lambda f: f.write(json.dumps(self.key).encode()))
+            name = self.dir / ("_".join(map(str, rng)) + ".npz")
+            _atomic_write(name, lambda f: np.savez(f, rng=np.asarray(rng), probs=probs, usable=usable,
+                                                   secs=np.asarray([secs[k] for k in STAGES])))
+        except OSError as e:
+            raise AtlasError(f"{self.dir}: cannot keep a finished chunk ({e.strerror or e})") from None
+
+    def clear(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _atomic_write(path: Path, write: Callable) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+    os.replace(tmp, path)
 
 
 def classify(path: str | os.PathLike, *, model: str = DEFAULT_MODEL, bands: str | None = None,
              stride: int = 64, max_nodata: float = 0.0, out: str | os.PathLike | None = None,
-             workers: int | None = None, scheduler: str | None = None, chunk: int = 1024,
+             workers: int | None = None, scheduler: str | None = None, client=None, chunk: int = 1024,
              runtime: str = "xla", offset: float | None = None, allow_untrained: bool = False,
              quiet: bool = True) -> xr.Dataset:
     """Classify a Sentinel-2 scene (GeoTIFF/COG or SAFE folder/zip) into EuroSAT classes.
 
     Returns an xarray.Dataset with `lulc` (uint8 class ids 1..10, 0 = nodata), `confidence` and
     `probabilities` on the output grid (one cell per `stride` pixels, the scene's CRS and origin).
-    With `out`, also writes lulc.tif, confidence.tif, tiles.parquet and run.json there.
-    `scheduler`: None = LocalCluster of `workers` processes, 'sync' = in this process,
-    or the address of a running Dask scheduler.
+    With `out`, also writes lulc.tif, confidence.tif, tiles.parquet and run.json there, keeping
+    finished chunks in .<out>.chunks/ until then so that a killed run resumes from them.
+    `scheduler`: None = LocalCluster of `workers` processes, 'sync' = in this process, or the
+    address of a running Dask scheduler; or pass a distributed `client` to reuse (then `scheduler`
+    only says how it was made: None for a LocalCluster of `workers`, an address, for the record).
     """
     t0 = time.perf_counter()
     path = str(path)
@@ -126,32 +197,45 @@ def classify(path: str | os.PathLike, *, model: str = DEFAULT_MODEL, bands: str 
     workers = workers or default_workers()
     threads = max(1, (os.cpu_count() or 1) // workers) if scheduler is None else None
     chunk_px = aligned_chunk(chunk, scene.block)
-    tasks = [(classify_chunk, (scene, card, grid, rng, max_nodata, runtime, threads)) for rng in grid.chunks(chunk_px)]
-    with ThreadPoolExecutor(1) as pool:
-        checksum = pool.submit(input_checksum, path) if out is not None else None
-        t1 = time.perf_counter()
-        results = _compute(tasks, workers, scheduler, quiet)
-        t2 = time.perf_counter()
-        probs = np.zeros((grid.n_rows, grid.n_cols, len(card.classes)), np.float32)
-        usable = np.zeros((grid.n_rows, grid.n_cols), bool)
-        stages = dict.fromkeys(("read", "cut", "infer"), 0.0)
-        for (r0, r1, c0, c1), p, u, secs in results:
-            probs[r0:r1, c0:c1], usable[r0:r1, c0:c1] = p, u
-            for k, v in secs.items():
-                stages[k] += v
-        if not usable.any():
-            raise AtlasError(f"{path}: no 64 x 64 patch without nodata; the scene is empty (all nodata"
-                             + (" or clouds)" if scene.mask else ")") + " or --max-nodata is too strict")
-        cell_probs, has = average_to_cells(probs, usable, grid.k)
-        transform = grid.cell_transform(scene.affine)
-        stamp = card.stamp()
-        attrs = {"source": path, "date": scene.date or "", "product_level": scene.level or "unknown",
-                 "stride": stride, "cell_size_m": abs(transform.a), **stamp,
-                 "band_mapping": scene.band_mapping, "dn_offset_applied": scene.offset,
-                 "atlas_change_version": __version__}
-        ds = build_dataset(cell_probs, has, transform, scene.crs, attrs)
-        t3 = time.perf_counter()
-        if out is not None:
+    params = {"stride": stride, "patch": grid.patch, "max_nodata": max_nodata, "chunk_px": chunk_px,
+              "runtime": runtime}
+    store = None
+    if out is not None:
+        st = os.stat(path)
+        store = ChunkStore(out, {"input": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                                 "weights_sha256": card.weights_sha256, "bands": list(scene.bands),
+                                 "offset": scene.offset, **params})
+    reused = store.load() if store else {}
+    tasks = [(classify_chunk, (scene, card, grid, rng, max_nodata, runtime, threads))
+             for rng in grid.chunks(chunk_px) if rng not in reused]
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            checksum = pool.submit(input_checksum, path) if out is not None else None
+            t1 = time.perf_counter()
+            with dask_client(workers, scheduler) if client is None else nullcontext(client) as dask:
+                results = _compute(tasks, dask, quiet, store.save if store else lambda r: None)
+            t2 = time.perf_counter()
+            probs = np.zeros((grid.n_rows, grid.n_cols, len(card.classes)), np.float32)
+            usable = np.zeros((grid.n_rows, grid.n_cols), bool)
+            stages = dict.fromkeys(STAGES, 0.0)
+            for (r0, r1, c0, c1), p, u, secs in [*reused.values(), *results]:
+                probs[r0:r1, c0:c1], usable[r0:r1, c0:c1] = p, u
+                for k, v in secs.items():
+                    stages[k] += v
+            if not usable.any():
+                raise AtlasError(f"{path}: no 64 x 64 patch without nodata; the scene is empty (all nodata"
+                                 + (" or clouds)" if scene.mask else ")") + " or --max-nodata is too strict")
+            cell_probs, has = average_to_cells(probs, usable, grid.k)
+            transform = grid.cell_transform(scene.affine)
+            stamp = card.stamp()
+            attrs = {"source": path, "date": scene.date or "", "product_level": scene.level or "unknown",
+                     "stride": stride, "cell_size_m": abs(transform.a), **stamp,
+                     "band_mapping": scene.band_mapping, "dn_offset_applied": scene.offset,
+                     "atlas_change_version": __version__}
+            ds = build_dataset(cell_probs, has, transform, scene.crs, attrs)
+            t3 = time.perf_counter()
+            if out is None:
+                return ds
             lulc = ds["lulc"].values
             run = {
                 "input": {"path": os.path.abspath(path), "sha256": checksum.result(), "kind": scene.kind,
@@ -159,23 +243,28 @@ def classify(path: str | os.PathLike, *, model: str = DEFAULT_MODEL, bands: str 
                           "band_mapping": scene.band_mapping, "dn_offset_applied": scene.offset,
                           "scl_mask": scene.mask is not None},
                 "model": {**stamp, "path": card.path, "test_accuracy": card.metrics.get("accuracy")},
-                "parameters": {"stride": stride, "patch": grid.patch, "max_nodata": max_nodata, "chunk_px": chunk_px,
-                               "runtime": runtime, "workers": workers if scheduler is None else None,
+                "parameters": {**params, "workers": workers if scheduler is None else None,
                                "scheduler": scheduler or "LocalCluster"},
                 "output": {"crs": scene.crs.to_string(), "transform": list(transform)[:6],
                            "shape": list(lulc.shape), "cell_area_ha": abs(transform.a * transform.e) / 1e4},
                 "counts": {"patches": int(usable.size), "classified": int(usable.sum()),
-                           "skipped_nodata": int(usable.size - usable.sum()), "chunks": len(tasks),
+                           "skipped_nodata": int(usable.size - usable.sum()), "chunks": len(tasks) + len(reused),
+                           "chunks_resumed": len(reused),
                            "cells_per_class": {c: int((lulc == i + 1).sum()) for i, c in enumerate(CLASSES)},
                            "nodata_cells": int((lulc == 0).sum())},
                 "timings_s": {"open": round(t1 - t0, 3), "read_and_infer": round(t2 - t1, 3),
                               "assemble": round(t3 - t2, 3),
                               "worker_stage_seconds": {k: round(v, 1) for k, v in stages.items()}},
-                "patches_per_s": round(float(usable.sum()) / max(t2 - t1, 1e-9), 1),
+                "patches_per_s": round(sum(int(r[2].sum()) for r in results) / max(t2 - t1, 1e-9), 1),
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "atlas_change_version": __version__,
             }
             tiles = tiles_frame(probs, usable, stride, grid.patch, scene.affine, scene.crs)
             run["timings_s"]["total_before_write"] = round(time.perf_counter() - t0, 3)
             write_outputs(ds, tiles, run, out)
+    except AtlasError:  # a fault of the input or the output place: resuming would not help
+        if store:
+            store.clear()
+        raise
+    store.clear()
     return ds

@@ -107,7 +107,7 @@ class Scene:
     def _dataset(self, src: BandSource):
         if not src.warp:
             return _open(src.path)
-        return _open_warped(src.path, self.crs_wkt, self.transform, self.width, self.height,
+        return _open_warped(src.path, _stamp(src.path), self.crs_wkt, self.transform, self.width, self.height,
                             src.resampling, self.nodata)
 
     def to_xarray(self, chunk: int = 1024):
@@ -147,14 +147,31 @@ def _splits(n: int, size: int) -> tuple[int, ...]:
     return tuple(min(size, n - i) for i in range(0, n, size))
 
 
+def _stamp(path: str) -> tuple[int, int]:
+    """(size, mtime) of the file behind a GDAL path (the .zip of a /vsizip/ path)."""
+    if path.startswith("/vsizip/"):
+        path = path[len("/vsizip/"):path.lower().index(".zip/") + 4]
+    try:
+        st = os.stat(path)
+    except OSError:
+        return 0, 0
+    return st.st_size, st.st_mtime_ns
+
+
+def _open(path: str, stamp: tuple[int, int] | None = None):
+    """An open dataset, cached per process (a Dask worker reads many chunks of one file); a file
+    rewritten since (other size or mtime) is opened afresh, never read through a stale handle."""
+    return _open_stamped(path, stamp or _stamp(path))
+
+
 @functools.lru_cache(maxsize=64)
-def _open(path: str):
+def _open_stamped(path: str, stamp: tuple[int, int]):
     return rasterio.open(path)
 
 
 @functools.lru_cache(maxsize=64)
-def _open_warped(path, crs_wkt, transform, width, height, resampling, nodata):
-    return WarpedVRT(_open(path), crs=CRS.from_wkt(crs_wkt), transform=Affine(*transform[:6]),
+def _open_warped(path, stamp, crs_wkt, transform, width, height, resampling, nodata):
+    return WarpedVRT(_open(path, stamp), crs=CRS.from_wkt(crs_wkt), transform=Affine(*transform[:6]),
                      width=width, height=height, resampling=Resampling[resampling],
                      src_nodata=nodata, nodata=nodata)
 

@@ -1,6 +1,7 @@
 """compare / export / view on classify outputs made in the test with known classes and confidences."""
 import shutil
 import subprocess
+import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 
 import geopandas as gpd
@@ -13,7 +14,7 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from atlas_change.assemble import build_dataset, tiles_frame, write_outputs
-from atlas_change.classes import CLASSES
+from atlas_change.classes import CLASSES, COLOURS
 from atlas_change.compare import compare
 from atlas_change.errors import AtlasError
 from atlas_change.export import export_gpkg
@@ -124,8 +125,16 @@ def test_geopackage_layers(tmp_path, dates):
     aoi = aoi_file(tmp_path / "aoi.geojson", 2, 5, 3, 7)
     compare(*dates, aoi=str(aoi), out=tmp_path / "cmp")
     gpkg = export_gpkg(tmp_path / "cmp", tmp_path / "change.gpkg")
-    names = [n for n, _ in pyogrio.list_layers(gpkg)]
+    names = [n for n, g in pyogrio.list_layers(gpkg) if g]
     assert sorted(names) == ["aoi", "changes", "tiles_after", "tiles_before"]
+    styles = pyogrio.read_dataframe(gpkg, layer="layer_styles")  # what QGIS reads as each layer's default style
+    assert sorted(styles.f_table_name) == sorted(names) and styles.useAsDefault.all()
+    qml = ET.fromstring(styles.set_index("f_table_name").styleQML["tiles_before"])
+    cats = qml.findall("./renderer-v2/categories/category")
+    assert qml.find("renderer-v2").get("attr") == "class_id" and [c.get("value") for c in cats] == [
+        str(i) for i in range(1, 11)] and cats[1].get("label") == "2 Forest"
+    colours = [s.find("./layer/Option/Option[@name='color']").get("value") for s in qml.findall(".//symbol")]
+    assert colours == [f"{r},{g},{b},255" for r, g, b in COLOURS]
     before = gpd.read_file(gpkg, layer="tiles_before")
     assert before.crs == UTM and len(before) == 12  # tiles whose centre lies in the AOI
     ch = gpd.read_file(gpkg, layer="changes")
@@ -133,7 +142,7 @@ def test_geopackage_layers(tmp_path, dates):
     assert ch.hectares[0] == pytest.approx(40.96) and ch.confidence_before[0] == pytest.approx(0.9)
     assert set(before.date) == {"2023-06-01"} and "p_Forest" in before.columns
     single = export_gpkg(dates[0], tmp_path / "one.gpkg")
-    assert [n for n, _ in pyogrio.list_layers(single)] == ["tiles"]
+    assert [n for n, g in pyogrio.list_layers(single) if g] == ["tiles"]
     if shutil.which("ogrinfo"):
         assert subprocess.run(["ogrinfo", "-so", "-al", str(gpkg)], capture_output=True).returncode == 0
 
@@ -162,15 +171,17 @@ def test_change_map_html(tmp_path, dates):
 
 
 @pytest.mark.skipif(not shutil.which("chromium"), reason="chromium not installed (apt-get install chromium)")
-@pytest.mark.xfail(strict=True, reason="known defect, issue 4 open: folium loads Leaflet from a CDN, so offline the "
-                   "map does not render ('L is not defined'); the HTML must embed its JS/CSS")
 def test_change_map_renders_in_chromium(tmp_path, dates):
     aoi = aoi_file(tmp_path / "aoi.geojson", 2, 5, 3, 7)
     compare(*dates, aoi=str(aoi), out=tmp_path / "cmp")
-    html = change_map(tmp_path / "cmp")
-    r = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                        "--no-first-run", f"--user-data-dir={tmp_path / 'prof'}", "--enable-logging=stderr", "--v=0",
-                        "--virtual-time-budget=3000", "--dump-dom", html.as_uri()], capture_output=True, text=True,
-                       timeout=120)
-    assert "atlas-legend" in r.stdout
-    assert "Uncaught" not in r.stderr, r.stderr[-2000:]
+    html = change_map(tmp_path / "cmp", side_by_side=True)
+    side = tmp_path / "cmp" / "change_map_side_by_side.html"
+    for page in (html, side):
+        text = page.read_text()
+        assert "<script src=" not in text and 'rel="stylesheet" href="http' not in text  # self-contained
+        r = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                            "--no-first-run", f"--user-data-dir={tmp_path / 'prof'}", "--enable-logging=stderr",
+                            "--v=0", "--virtual-time-budget=3000", "--dump-dom", page.as_uri()],
+                           capture_output=True, text=True, timeout=120)
+        assert "atlas-legend" in r.stdout and "leaflet-container" in r.stdout  # Leaflet built the map
+        assert "Uncaught" not in r.stderr, r.stderr[-2000:]

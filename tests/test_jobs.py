@@ -1,0 +1,279 @@
+"""Batch jobs: validation, resumable runs, failure isolation, locking, crash and worker faults."""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+import shapely
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from atlas_change.__main__ import main
+from atlas_change.errors import AtlasError
+from atlas_change.jobs import job_lock, job_status, load_job, parse_job, plan, run_job
+from atlas_change.synth import DEMO_DATES, demo_inputs, make_scene
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_aoi(path: Path, box=(600700, 4992000, 604500, 4999300), crs="EPSG:32632") -> Path:
+    """An AOI polygon given in UTM 32N, written in EPSG:4326 (as a user's GeoJSON would be)."""
+    gpd.GeoDataFrame(geometry=[shapely.box(*box)], crs=crs).to_crs(4326).to_file(path)
+    return path
+
+
+def job_text(model, aois: str, output="out", extra="") -> str:
+    return (f'name = "t"\nmodel = "{model}"\nallow_untrained = true\noutput = "{output}"\nchunk = 256\n'
+            f'{extra}\n{aois}')
+
+
+def aoi_table(name, file, scenes: dict, extra="") -> str:
+    sc = ", ".join(f'{d} = "{p}"' for d, p in scenes.items())
+    return f'[[aoi]]\nname = "{name}"\nfile = "{file}"\nscenes = {{ {sc} }}\n{extra}\n'
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory):
+    """jobs/example.toml and aoi/example.geojson in a copy of the project layout, with the demo's inputs."""
+    root = tmp_path_factory.mktemp("proj")
+    for rel in ("jobs/example.toml", "aoi/example.geojson"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / rel, root / rel)
+    demo_inputs(root / "outputs" / "demo", size=512)
+    return root
+
+
+def test_example_job_runs_then_is_up_to_date(example):
+    job = load_job(example / "jobs" / "example.toml")
+    assert [s.id for s in plan(job)] == ["classify/scene_2023-06-01", "classify/scene_2024-06-01",
+                                         "compare/example/2023-06-01_2024-06-01",
+                                         "gpkg/example/2023-06-01_2024-06-01", "html/example/2023-06-01_2024-06-01"]
+    first = run_job(job, scheduler="sync", quiet=True, echo=lambda s: None)
+    assert [r.status for r in first] == ["done"] * 5, first
+    pair = example / "outputs" / "example" / "example" / "2023-06-01_2024-06-01"
+    summary = json.loads((pair / "summary.json").read_text())
+    assert (summary["before"]["date"], summary["after"]["date"]) == DEMO_DATES
+    assert set(gpd.list_layers(pair / "tiles.gpkg")["name"]) == {"tiles_before", "tiles_after", "changes", "aoi",
+                                                                 "layer_styles"}
+    assert (pair / "change_map.html").stat().st_size > 1000
+    with rasterio.open(example / "outputs" / "example" / "scenes" / "scene_2023-06-01" / "lulc.tif") as src:
+        assert src.crs.to_epsg() == 32632 and src.res == (640.0, 640.0)
+
+    again = run_job(job, scheduler="sync", quiet=True, echo=lambda s: None)
+    assert [r.status for r in again] == ["up to date"] * 5
+    assert [r.status for r in job_status(job)] == ["done"] * 5
+
+    # a changed input makes its classify stale; run redoes it and what depends on it, not the other date
+    make_scene(example / "outputs" / "demo" / "scene_2024-06-01.tif", 512, 512, nodata_border=100, seed=7,
+               tags={"DATE": "2024-06-01"})
+    assert [r.status for r in job_status(job)][:2] == ["done", "stale"]
+    third = run_job(job, scheduler="sync", quiet=True, echo=lambda s: None)
+    assert [r.status for r in third] == ["up to date", "done", "done", "done", "done"]
+
+
+def test_validation_reports_every_problem_with_lines(tmp_path, model13):
+    make_scene(tmp_path / "a.tif", 128, 128)
+    write_aoi(tmp_path / "aoi.geojson")
+    text = job_text(model13.path, aoi_table("x", "aoi.geojson", {"2023-01-01": "a.tif", "2023-13-01": "a.tif"})
+                    + aoi_table("x", "missing.geojson", {"2023-01-01": "a.tif", "2024-01-01": "nothing*.tif"},
+                                'pairs = [["2024-01-01", "2023-01-01"]]'), extra="stride = 48\ncolour = 'red'")
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(AtlasError) as e:
+        load_job(f)
+    msg = str(e.value)
+    assert msg.startswith(f"{f}: 7 problems") and "\n" not in msg
+    for part in ("line 6: stride: 48: must be 64, 32 or 16", "line 7: colour: unknown key",
+                 "line 11: aoi[0].scenes.2023-13-01: '2023-13-01' is not a date", "aoi[1].name: 'x' is used by two AOIs",
+                 "aoi[1].file: ", "missing.geojson: no such file", "aoi[1].scenes.2024-01-01: 'nothing*.tif' matches 0",
+                 "aoi[1].pairs[0]"):
+        assert part in msg, part
+    assert "line 15: aoi[1].file" in msg  # the second [[aoi]] table's file = line
+
+
+def test_cli_run_bad_job_exit_2_and_nothing_written(tmp_path, model13, capsys):
+    f = tmp_path / "job.toml"
+    f.write_text(job_text(model13.path, "", extra="stride = 64\nstride_typo = 1"))
+    assert main(["run", str(f)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(f) in err and "stride_typo: unknown key" in err and "aoi: missing" in err
+    assert not (tmp_path / "out").exists()
+    f.write_text('name = "t"\noutput = = 1\n')
+    assert main(["status", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert "not valid TOML" in err and "line 2" in err
+
+
+@pytest.mark.parametrize("content,problem", [
+    ("{not json", "not a readable vector file"),
+    ('{"type": "FeatureCollection", "features": []}', "the AOI is empty"),
+    ('{"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {}, "geometry": '
+     '{"type": "Point", "coordinates": [10.3, 45.1]}}]}', "the AOI is empty"),
+])
+def test_bad_aoi_files_refused_up_front(tmp_path, model13, content, problem):
+    make_scene(tmp_path / "a.tif", 128, 128)
+    (tmp_path / "aoi.geojson").write_text(content)
+    f = tmp_path / "job.toml"
+    f.write_text(job_text(model13.path, aoi_table("x", "aoi.geojson", {"2023-01-01": "a.tif", "2024-01-01": "a.tif"})))
+    with pytest.raises(AtlasError, match=rf"aoi\[0\]\.file: .*aoi.geojson: {problem}"):
+        load_job(f)
+
+
+job_values = st.recursive(st.none() | st.booleans() | st.integers(-100, 100) | st.floats(allow_nan=False)
+                          | st.text(max_size=12) | st.dates(),
+                          lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=10), c, max_size=3),
+                          max_leaves=12)
+job_keys = st.sampled_from(["name", "model", "output", "stride", "chunk", "max_nodata", "min_confidence", "produce",
+                            "allow_untrained", "aoi", "file", "scenes", "pairs", "zzz"])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.dictionaries(job_keys, job_values | st.lists(st.dictionaries(job_keys, job_values, max_size=5),
+                                                            max_size=2), max_size=10))
+def test_job_parser_fuzz_only_raises_atlas_error(data, tmp_path):
+    try:
+        parse_job(data, tmp_path / "fuzz.toml", "")
+    except AtlasError as e:
+        assert str(e).startswith(str(tmp_path / "fuzz.toml"))
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(max_size=200))
+def test_job_text_fuzz_only_raises_atlas_error(text, tmp_path):
+    f = tmp_path / "fuzz.toml"
+    f.write_text(text, encoding="utf-8")
+    with pytest.raises(AtlasError):
+        load_job(f)  # never valid: no scenes exist here
+
+
+def test_one_failing_step_does_not_stop_the_others(tmp_path, model13, capsys):
+    for d in ("a1", "a2"):
+        make_scene(tmp_path / f"{d}.tif", 256, 256, seed=len(d))
+    (tmp_path / "broken.tif").write_text("this is not a GeoTIFF")
+    write_aoi(tmp_path / "aoi.geojson")
+    f = tmp_path / "job.toml"
+    f.write_text(job_text(model13.path, aoi_table("good", "aoi.geojson", {"2023-01-01": "a1.tif", "2024-01-01": "a2.tif"})
+                          + aoi_table("bad", "aoi.geojson", {"2023-01-01": "a1.tif", "2024-01-01": "broken.tif"}),
+                          extra='produce = ["classify", "compare"]'))
+    assert main(["run", str(f), "--scheduler", "sync", "--quiet"]) == 1
+    out = capsys.readouterr().out
+    assert "compare/good/2023-01-01_2024-01-01" in out
+    status = {r.id: r for r in job_status(load_job(f))}
+    assert status["classify/broken"].status == "failed" and "broken.tif" in status["classify/broken"].detail
+    assert status["compare/good/2023-01-01_2024-01-01"].status == "done"
+    assert status["compare/bad/2023-01-01_2024-01-01"].status == "blocked"
+    assert (tmp_path / "out" / "good" / "2023-01-01_2024-01-01" / "transitions.csv").exists()
+    assert not (tmp_path / "out" / "scenes" / "broken").exists()
+    assert main(["status", str(f)]) == 1
+    assert "failed" in capsys.readouterr().out
+
+
+def test_second_run_of_a_job_is_refused_while_one_holds_the_lock(tmp_path, model13, capsys):
+    make_scene(tmp_path / "a.tif", 128, 128)
+    write_aoi(tmp_path / "aoi.geojson")
+    f = tmp_path / "job.toml"
+    f.write_text(job_text(model13.path, aoi_table("x", "aoi.geojson", {"2023-01-01": "a.tif"}),
+                          extra='produce = ["classify"]'))
+    with job_lock(load_job(f)):
+        assert main(["run", str(f), "--scheduler", "sync"]) == 2
+        assert "another run of this job is in progress" in capsys.readouterr().err
+        assert not (tmp_path / "out" / "scenes").exists()
+    assert main(["run", str(f), "--scheduler", "sync", "--quiet"]) == 0  # released: runs
+
+
+def test_killed_run_resumes_to_a_byte_identical_map(tmp_path, model13):
+    make_scene(tmp_path / "big.tif", 1024, 1024, block=128, seed=3)
+    write_aoi(tmp_path / "aoi.geojson")
+    f = tmp_path / "job.toml"
+    f.write_text(job_text(model13.path, aoi_table("x", "aoi.geojson", {"2023-01-01": "big.tif"}),
+                          extra='produce = ["classify"]').replace("chunk = 256", "chunk = 128"))
+    cmd = [sys.executable, "-m", "atlas_change", "run", str(f), "--scheduler", "sync", "--quiet"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    chunks = tmp_path / "out" / "scenes" / ".big.chunks"
+    deadline = time.time() + 240
+    while len(list(chunks.glob("*.npz"))) < 5 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = len(list(chunks.glob("*.npz")))
+    assert 5 <= done < 64 and not (tmp_path / "out" / "scenes" / "big" / "lulc.tif").exists()
+
+    assert subprocess.run(cmd, cwd=ROOT, capture_output=True).returncode == 0
+    result = tmp_path / "out" / "scenes" / "big"
+    run = json.loads((result / "run.json").read_text())
+    assert run["counts"]["chunks"] == 64 and run["counts"]["chunks_resumed"] >= done
+    assert not chunks.exists()
+
+    ref_job = tmp_path / "ref.toml"  # the same job, uninterrupted, into another folder
+    ref_job.write_text(f.read_text().replace('output = "out"', 'output = "ref"'))
+    assert subprocess.run(cmd[:4] + [str(ref_job)] + cmd[5:], cwd=ROOT, capture_output=True).returncode == 0
+    ref = tmp_path / "ref" / "scenes" / "big"
+    assert json.loads((ref / "run.json").read_text())["counts"]["chunks_resumed"] == 0
+    assert (result / "lulc.tif").read_bytes() == (ref / "lulc.tif").read_bytes()
+    assert (result / "confidence.tif").read_bytes() == (ref / "confidence.tif").read_bytes()
+
+
+def test_dask_worker_killed_mid_classify_job_still_completes(tmp_path, model13):
+    from distributed import Client, LocalCluster
+
+    from atlas_change.pipeline import classify
+
+    make_scene(tmp_path / "s.tif", 1024, 1024, block=128, seed=4)
+    kw = dict(model=model13.path, chunk=128, allow_untrained=True)
+    killed = []
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, Client(cluster) as client:
+        ref = classify(tmp_path / "s.tif", client=client, **kw)
+
+        def kill_one():  # SIGKILL a worker while it is running a chunk, after some chunks are done
+            time.sleep(0.3)
+            while True:
+                busy = [w for w, tasks in client.processing().items() if tasks]
+                if busy:
+                    pid = client.run(os.getpid, workers=[busy[0]])[busy[0]]
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    return
+                time.sleep(0.01)
+
+        t = threading.Thread(target=kill_one, daemon=True)
+        t.start()
+        ds = classify(tmp_path / "s.tif", client=client, out=tmp_path / "out", **kw)
+        t.join(5)
+    assert killed
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["counts"]["classified"] == 256
+    np.testing.assert_array_equal(ds["lulc"].values, ref["lulc"].values)
+    np.testing.assert_array_equal(ds["confidence"].values, ref["confidence"].values)
+
+
+@pytest.mark.parametrize("where", ["chunk store", "raster write"])
+def test_disk_full_while_writing_leaves_nothing(tmp_path, model13, monkeypatch, capsys, where):
+    import atlas_change.assemble as assemble
+    import atlas_change.pipeline as pipeline
+
+    make_scene(tmp_path / "a.tif", 256, 256)
+
+    def full(*args, **kw):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    if where == "chunk store":
+        monkeypatch.setattr(pipeline.np, "savez", full)
+    else:
+        monkeypatch.setattr(assemble, "_write_cog", full)
+    out = tmp_path / "res" / "a"
+    assert main(["classify", str(tmp_path / "a.tif"), "--model", model13.path, "--out", str(out),
+                 "--allow-untrained", "--scheduler", "sync", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(tmp_path / "res") in err and "No space left on device" in err
+    assert list((tmp_path / "res").iterdir()) == []  # no output, staging folder or chunk store left
