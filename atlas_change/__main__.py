@@ -30,9 +30,9 @@ outputs (in --out, default outputs/<scene name>/):
 examples:
   python -m atlas_change classify scene.tif
   python -m atlas_change classify S2B_MSIL2A_20230612T101559_N0509_R065_T32TQM.SAFE.zip --model spectrumnet-l2a12
-  python -m atlas_change classify scene.tif --stride 32 --workers 2 --out outputs/my-aoi
-  # on an existing Dask cluster (start one with `dask scheduler` and `dask worker tcp://HOST:8786
-  # --nthreads 1 --nworkers 2` on each machine; every worker must see the scene and models paths):
+  python -m atlas_change classify scene.tif --stride 32 --out outputs/my-aoi
+  # on an existing Dask cluster (start one with `dask scheduler` and `dask worker tcp://HOST:8786`
+  # on each machine, one worker process per machine; every worker must see the scene and models paths):
   python -m atlas_change classify scene.tif --scheduler tcp://HOST:8786
 """
 
@@ -82,7 +82,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="pixels between patch origins; 32 or 16 average overlapping patches (default 64)")
     c.add_argument("--max-nodata", type=float, default=0.0,
                    help="largest nodata fraction a patch may hold and still be labelled (default 0)")
-    c.add_argument("--workers", type=int, help="Dask worker processes of the local cluster (default: CPU cores)")
+    c.add_argument("--workers", type=int, help="Dask worker processes of the local cluster (default 1: one process whose threads use "
+                   "every core; each extra process costs about 1 GiB and is not faster)")
     c.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://host:8786), or 'sync' "
                    "to run in this process")
     c.add_argument("--chunk", type=int, default=1024, help="pixels per Dask task side (multiple of 64; default 1024)")
@@ -151,7 +152,8 @@ def _parser() -> argparse.ArgumentParser:
                        "chunks. One failing step does not stop the others.",
                        epilog=JOB_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("job", help="job file, e.g. jobs/example.toml")
-    r.add_argument("--workers", type=int, help="Dask worker processes of the local cluster (default: CPU cores)")
+    r.add_argument("--workers", type=int, help="Dask worker processes of the local cluster (default 1: one process whose threads use "
+                   "every core; each extra process costs about 1 GiB and is not faster)")
     r.add_argument("--scheduler", help="address of a running Dask scheduler, or 'sync' to run in this process")
     r.add_argument("--force", action="store_true", help="redo every step, even those up to date")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -166,7 +168,7 @@ def _parser() -> argparse.ArgumentParser:
                        "explicitly untrained, seed-initialised SpectrumNet: its labels are meaningless (every "
                        "output says trained: false); the pipeline, georeferencing and areas are real.")
     d.add_argument("--size", type=int, default=1024, help="scene side in pixels (default 1024)")
-    d.add_argument("--workers", type=int, default=2)
+    d.add_argument("--workers", type=int, help="Dask worker processes (default 1)")
     return p
 
 

@@ -77,13 +77,16 @@ def scene_stem(path: str | os.PathLike) -> str:
 
 
 def default_workers() -> int:
-    return max(1, os.cpu_count() or 1)
+    """One worker process using every core through threads: as fast as one process per core
+    (benchmarks/RESULTS.md) and about 1 GiB less memory per core, since TensorFlow and the model
+    are loaded once."""
+    return 1
 
 
 @contextmanager
 def dask_client(workers: int | None = None, scheduler: str | None = None) -> Iterator[Any]:
-    """A Dask client: on a new LocalCluster of `workers` single-threaded processes, or on a running
-    scheduler ('tcp://host:8786'); None for scheduler='sync' (run in this process)."""
+    """A Dask client: on a new LocalCluster of `workers` processes sharing the cores as threads, or
+    on a running scheduler ('tcp://host:8786'); None for scheduler='sync' (run in this process)."""
     if scheduler == "sync":
         yield None
         return
@@ -95,7 +98,8 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
         return
     # each chunk's blocks are read once, so GDAL's block cache (default 5 % of RAM per process)
     # only costs memory: keep it small in the workers
-    with LocalCluster(n_workers=workers or default_workers(), threads_per_worker=1, processes=True,
+    workers = workers or default_workers()
+    with LocalCluster(n_workers=workers, threads_per_worker=max(1, (os.cpu_count() or 1) // workers), processes=True,
                       dashboard_address=None, silence_logs=logging.ERROR,
                       env={"GDAL_CACHEMAX": os.environ.get("GDAL_CACHEMAX", "64")}) as cluster, Client(cluster) as client:
         yield client

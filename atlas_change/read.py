@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import threading
 import warnings
 import xml.etree.ElementTree as ET
 import zipfile
@@ -107,7 +108,7 @@ class Scene:
     def _dataset(self, src: BandSource):
         if not src.warp:
             return _open(src.path)
-        return _open_warped(src.path, _stamp(src.path), self.crs_wkt, self.transform, self.width, self.height,
+        return _open_warped(src.path, _stamp(src.path), threading.get_ident(), self.crs_wkt, self.transform, self.width, self.height,
                             src.resampling, self.nodata)
 
     def to_xarray(self, chunk: int = 1024):
@@ -159,18 +160,19 @@ def _stamp(path: str) -> tuple[int, int]:
 
 
 def _open(path: str, stamp: tuple[int, int] | None = None):
-    """An open dataset, cached per process (a Dask worker reads many chunks of one file); a file
-    rewritten since (other size or mtime) is opened afresh, never read through a stale handle."""
-    return _open_stamped(path, stamp or _stamp(path))
+    """An open dataset, cached per thread (GDAL handles are not thread-safe; a Dask worker thread
+    reads many chunks of one file); a file rewritten since (other size or mtime) is opened afresh,
+    never read through a stale handle."""
+    return _open_stamped(path, stamp or _stamp(path), threading.get_ident())
 
 
-@functools.lru_cache(maxsize=64)
-def _open_stamped(path: str, stamp: tuple[int, int]):
+@functools.lru_cache(maxsize=256)
+def _open_stamped(path: str, stamp: tuple[int, int], thread: int):
     return rasterio.open(path)
 
 
-@functools.lru_cache(maxsize=64)
-def _open_warped(path, stamp, crs_wkt, transform, width, height, resampling, nodata):
+@functools.lru_cache(maxsize=256)
+def _open_warped(path, stamp, thread, crs_wkt, transform, width, height, resampling, nodata):
     return WarpedVRT(_open(path, stamp), crs=CRS.from_wkt(crs_wkt), transform=Affine(*transform[:6]),
                      width=width, height=height, resampling=Resampling[resampling],
                      src_nodata=nodata, nodata=nodata)
