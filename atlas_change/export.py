@@ -113,7 +113,8 @@ def export_gpkg(folder: str | os.PathLike, gpkg: str | os.PathLike) -> Path:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         for name, gdf in frames.items():
-            gdf.to_file(tmp, layer=name, driver="GPKG")
+            # an empty layer still says it holds polygons (QGIS and ogrinfo show its type)
+            gdf.to_file(tmp, layer=name, driver="GPKG", **({"geometry_type": "Polygon"} if gdf.empty else {}))
         import pyogrio
 
         pyogrio.write_dataframe(_styles_frame(list(frames)), tmp, layer="layer_styles", driver="GPKG",

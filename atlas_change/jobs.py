@@ -211,7 +211,7 @@ def parse_job(data: dict, path: Path, text: str = "") -> Job:
         where = [f"line {ln}: {k}" if (ln := _line_of(text, k)) else k for k, _ in problems]
         raise AtlasError(f"{path}: {len(problems)} problem{'s' if len(problems) > 1 else ''}: "
                          + "; ".join(f"{w}: {m}" for w, (_, m) in zip(where, problems)))
-    return Job(path, name, model, (base / output), tuple(aois), tuple(produce), stride, chunk,
+    return Job(path, name, model, Path(os.path.normpath(base / output)), tuple(aois), tuple(produce), stride, chunk,
                max_nodata, min_conf, flags["allow_untrained"], flags["allow_model_mismatch"])
 
 
@@ -301,7 +301,8 @@ def plan(job: Job) -> list[Step]:
             steps[f"gpkg/{name}"] = Step(f"gpkg/{name}", "gpkg", [folder / "tiles.gpkg"], [sid],
                                          {"folder": folder, "made_of": made_of})
         if "html" in job.produce:
-            steps[f"html/{name}"] = Step(f"html/{name}", "html", [folder / "change_map.html"], [sid],
+            pages = ["change_map.html"] + (["change_map_side_by_side.html"] if "maps" in steps[sid].args else [])
+            steps[f"html/{name}"] = Step(f"html/{name}", "html", [folder / p for p in pages], [sid],
                                          {"folder": folder, "made_of": made_of})
     return list(steps.values())
 
@@ -428,7 +429,7 @@ def _execute(job: Job, step: Step, client, workers: int | None, scheduler: str |
     else:
         from .view import change_map
 
-        change_map(a["folder"], step.outputs[0])
+        change_map(a["folder"], step.outputs[0], side_by_side=len(step.outputs) > 1)
 
 
 def run_job(job: Job, *, scheduler: str | None = None, workers: int | None = None, force: bool = False,
