@@ -377,10 +377,13 @@ def _read_state(job: Job, step_id: str) -> dict:
 
 
 def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str) + "\n")
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(obj, indent=1, default=str) + "\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        raise AtlasError(f"{path}: cannot record the job's state ({e.strerror or e})") from None
 
 
 @contextmanager
