@@ -37,6 +37,9 @@ examples:
 """
 
 
+WORKERS_HELP = ("Dask worker processes of the local cluster (default 1: one process whose threads use every core; "
+                "each extra process costs about 1 GiB and is not faster)")
+
 JOB_EPILOG = """\
 job file (TOML; paths relative to the job file's folder; every problem is reported before any work):
   name = "parma-2023-2024"
@@ -82,8 +85,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="pixels between patch origins; 32 or 16 average overlapping patches (default 64)")
     c.add_argument("--max-nodata", type=float, default=0.0,
                    help="largest nodata fraction a patch may hold and still be labelled (default 0)")
-    c.add_argument("--workers", type=int, help="Dask worker processes of the local cluster (default 1: one process whose threads use "
-                   "every core; each extra process costs about 1 GiB and is not faster)")
+    c.add_argument("--workers", type=int, help=WORKERS_HELP)
     c.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://host:8786), or 'sync' "
                    "to run in this process")
     c.add_argument("--chunk", type=int, default=1024, help="pixels per Dask task side (multiple of 64; default 1024)")
@@ -152,8 +154,7 @@ def _parser() -> argparse.ArgumentParser:
                        "chunks. One failing step does not stop the others.",
                        epilog=JOB_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("job", help="job file, e.g. jobs/example.toml")
-    r.add_argument("--workers", type=int, help="Dask worker processes of the local cluster (default 1: one process whose threads use "
-                   "every core; each extra process costs about 1 GiB and is not faster)")
+    r.add_argument("--workers", type=int, help=WORKERS_HELP)
     r.add_argument("--scheduler", help="address of a running Dask scheduler, or 'sync' to run in this process")
     r.add_argument("--force", action="store_true", help="redo every step, even those up to date")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
