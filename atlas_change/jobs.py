@@ -266,7 +266,7 @@ def plan(job: Job) -> list[Step]:
     from .pipeline import scene_stem
 
     for aoi in job.aois:
-        for d, scene in aoi.scenes.items():
+        for scene in aoi.scenes.values():
             if scene.resolve() in scene_step:
                 continue
             stem = scene_stem(scene)
@@ -296,7 +296,8 @@ def plan(job: Job) -> list[Step]:
         products = [(sid, steps[sid].args["folder"], sid.split("/", 1)[1]) for sid in scene_step.values()]
     for sid, folder, name in products:
         maps = steps[sid].args.get("maps", [folder])  # the classify folders whose tiles go in
-        made_of = [*(m / f for m in maps for f in ("tiles.parquet", "run.json")), *steps[sid].outputs]
+        made_of = list(dict.fromkeys([*(m / f for m in maps for f in ("tiles.parquet", "run.json")),
+                                      *steps[sid].outputs]))
         if "gpkg" in job.produce:
             steps[f"gpkg/{name}"] = Step(f"gpkg/{name}", "gpkg", [folder / "tiles.gpkg"], [sid],
                                          {"folder": folder, "made_of": made_of})
@@ -323,7 +324,7 @@ class Hashes:
         from .pipeline import input_checksum
 
         files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
-        stats = [(f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+        stats = [(st.st_size, st.st_mtime_ns) for st in map(os.stat, files)]
         stamp = [len(files), sum(s for s, _ in stats), max((m for _, m in stats), default=0)]
         key = str(p.resolve())
         if key in self.known and self.known[key][0] == stamp:
@@ -377,11 +378,11 @@ def _read_state(job: Job, step_id: str) -> dict:
 
 
 def _write_json(path: Path, obj) -> None:
+    from .pipeline import atomic_write
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(obj, indent=1, default=str) + "\n")
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: f.write((json.dumps(obj, indent=1, default=str) + "\n").encode()))
     except OSError as e:
         raise AtlasError(f"{path}: cannot record the job's state ({e.strerror or e})") from None
 

@@ -153,9 +153,9 @@ class ChunkStore:
         try:
             if not (self.dir / "key.json").exists():
                 self.dir.mkdir(parents=True, exist_ok=True)
-                _atomic_write(self.dir / "key.json", lambda f: f.write(json.dumps(self.key).encode()))
+                atomic_write(self.dir / "key.json", lambda f: f.write(json.dumps(self.key).encode()))
             name = self.dir / ("_".join(map(str, rng)) + ".npz")
-            _atomic_write(name, lambda f: np.savez(f, rng=np.asarray(rng), probs=probs, usable=usable,
+            atomic_write(name, lambda f: np.savez(f, rng=np.asarray(rng), probs=probs, usable=usable,
                                                    secs=np.asarray([secs[k] for k in STAGES])))
         except OSError as e:
             raise AtlasError(f"{self.dir}: cannot keep a finished chunk ({e.strerror or e})") from None
@@ -164,7 +164,8 @@ class ChunkStore:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _atomic_write(path: Path, write: Callable) -> None:
+def atomic_write(path: Path, write: Callable) -> None:
+    """Write `path` through `write(binary file)` into a temporary name, then rename it into place."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         write(f)
