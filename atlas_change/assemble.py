@@ -6,7 +6,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -90,6 +90,17 @@ def raster_tags(attrs: dict) -> dict[str, str]:
     tags["CLASS_0"] = "nodata"
     tags.update({k.upper(): v if isinstance(v, str) else json.dumps(v) for k, v in attrs.items()})
     return tags
+
+
+def atomic_write(path: Path, write: Callable) -> None:
+    """Write `path` through `write(binary file)` into a temporary name, then rename it into place."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @contextmanager

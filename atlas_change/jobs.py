@@ -378,7 +378,7 @@ def _read_state(job: Job, step_id: str) -> dict:
 
 
 def _write_json(path: Path, obj) -> None:
-    from .pipeline import atomic_write
+    from .assemble import atomic_write
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

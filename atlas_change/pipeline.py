@@ -24,7 +24,7 @@ from rasterio.errors import RasterioIOError
 from tqdm import tqdm
 
 from . import __version__
-from .assemble import build_dataset, tiles_frame, write_outputs
+from .assemble import atomic_write, build_dataset, tiles_frame, write_outputs
 from .classes import CLASSES
 from .errors import AtlasError
 from .infer import get_predictor
@@ -162,14 +162,6 @@ class ChunkStore:
 
     def clear(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def atomic_write(path: Path, write: Callable) -> None:
-    """Write `path` through `write(binary file)` into a temporary name, then rename it into place."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-    os.replace(tmp, path)
 
 
 def classify(path: str | os.PathLike, *, model: str = DEFAULT_MODEL, bands: str | None = None,

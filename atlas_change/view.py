@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+from .assemble import atomic_write
 from .classes import CLASSES, hex_colour
 from .export import layers
 
@@ -36,9 +37,7 @@ def _aoi_layer(folium, gdf):
 
 
 def _save(m, out: Path) -> Path:
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    m.save(str(tmp))
-    os.replace(tmp, out)
+    atomic_write(out, lambda f: m.save(f, close_file=False))
     return out
 
 
