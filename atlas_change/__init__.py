@@ -2,6 +2,10 @@
 
 API: `atlas_change.classify(path, ...)`, `atlas_change.compare.compare(before, after, ...)`,
 `atlas_change.export_gpkg(folder, gpkg)`, `atlas_change.change_map(folder)`."""
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info/warning lines (oneDNN, cpu_feature_guard)
+
 __version__ = "0.1.0"
 
 from .classes import CLASSES  # noqa: E402
@@ -9,10 +13,14 @@ from .errors import AtlasError  # noqa: E402
 
 
 def classify(path, **kwargs):
-    """Classify a scene -> xarray.Dataset; see `atlas_change.pipeline.classify` for the options."""
+    """Classify a scene -> xarray.Dataset; see `atlas_change.pipeline.classify` for the options.
+    Runs Dask in this process (threads, one per core) unless `scheduler` or `workers` say otherwise,
+    so it is safe in a plain script without an `if __name__ == "__main__":` guard."""
     from .pipeline import classify as _classify
 
     kwargs.setdefault("quiet", True)
+    if "workers" not in kwargs:
+        kwargs.setdefault("scheduler", "threads")
     return _classify(path, **kwargs)
 
 

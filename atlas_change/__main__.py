@@ -10,9 +10,10 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from .bands import EUROSAT_ORDER, parse_bands  # noqa: E402
+from . import __version__  # noqa: E402
+from .bands import parse_bands  # noqa: E402
 from .errors import AtlasError  # noqa: E402
-from .registry import DEFAULT_MODEL  # noqa: E402
+from .registry import ARCHITECTURES, DEFAULT_MODELS  # noqa: E402
 
 EPILOG_CLASSIFY = """\
 inputs:
@@ -43,7 +44,9 @@ WORKERS_HELP = ("Dask worker processes of the local cluster (default 1: one proc
 JOB_EPILOG = """\
 job file (TOML; paths relative to the job file's folder; every problem is reported before any work):
   name = "parma-2023-2024"
-  model = "spectrumnet-l1c13"          # name under models/ or a model folder (default spectrumnet-l1c13)
+  model = "spectrumnet-rgb"            # optional: name under models/ or a model folder (default: the
+                                       # first shipped model of spectrumnet-l1c13, spectrumnet-rgb,
+                                       # resnet50-rgb whose bands every scene has)
   output = "../outputs/parma"          # results: scenes/<scene>/ and <aoi>/<before>_<after>/
   stride = 64                          # optional: 64 (default), 32 or 16
   chunk = 1024                         # optional: pixels per Dask task side
@@ -70,14 +73,15 @@ examples:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m atlas_change",
                                 description="Sentinel-2 scenes to EuroSAT land-use / land-cover maps, on a CPU.")
+    p.add_argument("--version", action="version", version=f"atlas-change {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     c = sub.add_parser("classify", help="label a whole scene in 64 x 64 patches -> georeferenced LULC raster",
                        description="Label a Sentinel-2 scene with the 10 EuroSAT classes, patch by patch, on Dask.",
                        epilog=EPILOG_CLASSIFY, formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("scene", help="GeoTIFF/COG, or SAFE product folder / .zip")
-    c.add_argument("--model", default=DEFAULT_MODEL, help="model name under models/ or a model folder "
-                   f"(default {DEFAULT_MODEL})")
+    c.add_argument("--model", help="model name under models/ or a model folder (default: the first of "
+                   f"{', '.join(DEFAULT_MODELS)} that is shipped, trained and whose bands the input has)")
     c.add_argument("--out", help="output folder (default outputs/<scene name>)")
     c.add_argument("--bands", help="band names of a GeoTIFF without band descriptions, in file order, "
                    "e.g. B02,B03,B04,B08")
@@ -93,27 +97,45 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--allow-untrained", action="store_true", help="run an untrained model (pipeline tests only)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    t = sub.add_parser("train", help="train a model on EuroSAT MS and write it with its model card",
-                       description="Train on EuroSAT MS (DATA/<Class>/<Class>_<n>.tif, 13 bands, B8A last) "
-                       "with the torchgeo split files eurosat-{train,val,test}.txt.")
-    t.add_argument("--data", default=os.environ.get("ATLAS_EUROSAT"), help="EuroSAT_MS folder (default $ATLAS_EUROSAT)")
-    t.add_argument("--splits", help="folder of eurosat-*.txt (default: beside or above --data)")
-    t.add_argument("--arch", default="spectrumnet", choices=("spectrumnet", "spectrumnet-bn", "resnet50"))
-    t.add_argument("--bands", default=",".join(EUROSAT_ORDER), help="input bands in order (default all 13)")
-    t.add_argument("--epochs", type=int, default=30)
-    t.add_argument("--batch", type=int, default=64)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--seed", type=int, default=42)
-    t.add_argument("--out", required=True, help="model folder to write, e.g. models/spectrumnet-l1c13")
-    t.add_argument("--quiet", action="store_true")
+    t = sub.add_parser("train", help="train a model on EuroSAT (RGB JPEGs or MS GeoTIFFs) and write it with its card",
+                       description="Train a network from scratch on EuroSAT RGB (DATA/<Class>/<Class>_<n>.jpg, "
+                       "with or without an EuroSAT_RGB/ level) or EuroSAT MS (DATA/<Class>/<Class>_<n>.tif, 13 bands, "
+                       "B8A last) with the split files eurosat-{train,val,test}.txt. The weights of the best "
+                       "validation epoch are kept, scored on the test split and written with the model card. "
+                       "An interrupted run started again with the same arguments resumes from its last epoch.",
+                       epilog="examples:\n"
+                       "  python -m atlas_change train --data ../shared/eurosat/EuroSAT_RGB --arch spectrumnet-bn-w0.5 "
+                       "--epochs 20 --out models/spectrumnet-rgb\n"
+                       "  python -m atlas_change train --data ../shared/eurosat/EuroSAT_RGB --arch resnet50 "
+                       "--out models/resnet50-rgb",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("--data", default=os.environ.get("ATLAS_EUROSAT"),
+                   help="EuroSAT RGB or MS folder (default $ATLAS_EUROSAT)")
+    t.add_argument("--splits", help="folder of eurosat-*.txt (default: beside or above --data, or ../splits)")
+    t.add_argument("--arch", default="spectrumnet-bn-w0.5", choices=ARCHITECTURES,
+                   help="network (default spectrumnet-bn-w0.5: SpectrumNet with batch norm at half width)")
+    t.add_argument("--bands", help="input bands in order (default: all the data hold: B04,B03,B02 for RGB JPEGs, "
+                   "the 13 EuroSAT bands for MS)")
+    t.add_argument("--epochs", type=int, default=30, help="epochs (default 30)")
+    t.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
+    t.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 0.002)")
+    t.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    t.add_argument("--init", help="start from this trained model (same --arch, bands a subset of --bands): e.g. "
+                   "spectrumnet-rgb for a 13-band model fine-tuned on EuroSAT MS")
+    t.add_argument("--out", required=True, help="model folder to write, e.g. models/spectrumnet-rgb")
+    t.add_argument("--quiet", action="store_true", help="no progress output")
 
-    e = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix on a split")
-    e.add_argument("--data", default=os.environ.get("ATLAS_EUROSAT"), help="EuroSAT_MS folder (default $ATLAS_EUROSAT)")
-    e.add_argument("--splits", help="folder of eurosat-*.txt")
-    e.add_argument("--model", default=DEFAULT_MODEL)
-    e.add_argument("--split", default="test", choices=("train", "val", "test"))
-    e.add_argument("--json", action="store_true", help="print one JSON object")
-    e.add_argument("--quiet", action="store_true")
+    e = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix on a split",
+                       description="Score a model on a split of EuroSAT RGB (JPEGs, RGB models only) or EuroSAT MS "
+                       "(GeoTIFF DN, through the model's radiometry: the test that real L1C input reaches the model "
+                       "as the JPEGs did). A folder holding part of the split (the MS subset) is scored on that part.")
+    e.add_argument("--data", default=os.environ.get("ATLAS_EUROSAT"),
+                   help="EuroSAT RGB or MS folder (default $ATLAS_EUROSAT)")
+    e.add_argument("--splits", help="folder of eurosat-*.txt (default: beside or above --data)")
+    e.add_argument("--model", required=True, help="model name under models/ or a model folder")
+    e.add_argument("--split", default="test", choices=("train", "val", "test"), help="split (default test)")
+    e.add_argument("--json", action="store_true", help="print one JSON object (accuracy, per_class, confusion)")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
 
     cp = sub.add_parser("compare", help="two dates of an AOI -> change raster, transitions in hectares, summary",
                         description="Compare two classified dates over an AOI on one common grid. BEFORE/AFTER are "
@@ -121,8 +143,8 @@ def _parser() -> argparse.ArgumentParser:
                         "reusing an earlier result of the same input and model).",
                         epilog="outputs: before.tif, after.tif (+ _confidence.tif), change.tif (code = from_id*100 + "
                         "to_id, 0 = unchanged/nodata/uncertain), transitions.csv (hectares), summary.json, aoi.geojson")
-    cp.add_argument("before")
-    cp.add_argument("after")
+    cp.add_argument("before", help="earlier date: a classify output folder or a scene")
+    cp.add_argument("after", help="later date: a classify output folder or a scene")
     g = cp.add_mutually_exclusive_group(required=True)
     g.add_argument("--aoi", help="AOI file (GeoJSON or GeoPackage, any CRS)")
     g.add_argument("--aoi-bbox", help="minx,miny,maxx,maxy in --aoi-crs")
@@ -133,16 +155,17 @@ def _parser() -> argparse.ArgumentParser:
                     "(default 0.6); the rest is reported as uncertain")
     cp.add_argument("--allow-model-mismatch", action="store_true",
                     help="compare maps made with different model weights (stamped in summary.json)")
-    cp.add_argument("--before-date")
-    cp.add_argument("--after-date")
-    cp.add_argument("--model", default=None, help="model for scenes classified on the fly")
+    cp.add_argument("--before-date", help="date of BEFORE, YYYY-MM-DD (default: from its run.json or scene)")
+    cp.add_argument("--after-date", help="date of AFTER, YYYY-MM-DD (default: from its run.json or scene)")
+    cp.add_argument("--model", default=None, help="model for scenes classified on the fly (default: the "
+                    "default model for their bands)")
 
     ex = sub.add_parser("export", help="GeoPackage of labelled tiles (and changes) from a compare/classify output")
-    ex.add_argument("folder")
+    ex.add_argument("folder", help="a compare output folder (summary.json) or a classify output folder")
     ex.add_argument("--gpkg", required=True, help="GeoPackage to write")
 
     vw = sub.add_parser("view", help="change_map.html (folium) from a compare or classify output")
-    vw.add_argument("folder")
+    vw.add_argument("folder", help="a compare output folder (summary.json) or a classify output folder")
     vw.add_argument("--open", action="store_true", help="open it in the web browser")
     vw.add_argument("--side-by-side", action="store_true",
                     help="also write change_map_side_by_side.html: before and after on two synchronised maps")
@@ -160,14 +183,13 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="no progress bars")
 
     s = sub.add_parser("status", help="what a job has done, what is pending or stale, what failed and why")
-    s.add_argument("job")
+    s.add_argument("job", help="job file, e.g. jobs/example.toml")
 
     d = sub.add_parser("demo", help="make two synthetic dates in outputs/demo and run jobs/example.toml on them",
                        description="Writes outputs/demo/scene_2023-06-01.tif and scene_2024-06-01.tif (synthetic, "
                        "13 bands, UTM 32N) and runs jobs/example.toml: classify both, compare them over "
-                       "aoi/example.geojson, GeoPackage and HTML map in outputs/example/. The job's model is an "
-                       "explicitly untrained, seed-initialised SpectrumNet: its labels are meaningless (every "
-                       "output says trained: false); the pipeline, georeferencing and areas are real.")
+                       "aoi/example.geojson, GeoPackage and HTML map in outputs/example/, with the default trained "
+                       "model. The scenes are made up, so the labels show the pipeline, not the model's accuracy.")
     d.add_argument("--size", type=int, default=1024, help="scene side in pixels (default 1024)")
     d.add_argument("--workers", type=int, help="Dask worker processes (default 1)")
     return p
@@ -180,6 +202,8 @@ def _cmd_classify(a) -> None:
     ds = classify(a.scene, model=a.model, bands=a.bands, stride=a.stride, max_nodata=a.max_nodata, out=out,
                   workers=a.workers, scheduler=a.scheduler, chunk=a.chunk, offset=a.offset,
                   allow_untrained=a.allow_untrained, quiet=a.quiet)
+    if a.quiet:
+        return
     n = int((ds["lulc"].values > 0).sum())
     print(f"{out}: lulc.tif {ds.sizes['y']} x {ds.sizes['x']} cells ({n} labelled), model {ds.attrs['model']} "
           f"{ds.attrs['weights_sha256'][:12]}{'' if ds.attrs['trained'] else ' (UNTRAINED)'}")
@@ -193,8 +217,8 @@ def _cmd_demo(a) -> int:
     if not job_file.exists():
         raise AtlasError(f"{job_file}: the example job is missing (demo runs from a source checkout)")
     demo_inputs(root / "outputs" / "demo", a.size)
-    print("note: the example job uses an UNTRAINED model: labels are meaningless; the pipeline, "
-          "georeferencing and areas are real", file=sys.stderr)
+    print("note: the demo scenes are synthetic (made-up surfaces on a real UTM grid): the labels show the "
+          "pipeline at work, not the model's accuracy (see models/README.md for that)", file=sys.stderr)
     return _run_job(job_file, workers=a.workers)
 
 
@@ -225,8 +249,8 @@ def _cmd_status(a) -> int:
 def _cmd_train(a) -> None:
     from .train import train
 
-    card = train(a.data, a.arch, a.out, parse_bands(a.bands), epochs=a.epochs, batch=a.batch, lr=a.lr,
-                 seed=a.seed, splits=a.splits, quiet=a.quiet)
+    card = train(a.data, a.arch, a.out, parse_bands(a.bands) if a.bands else None, epochs=a.epochs, batch=a.batch, lr=a.lr,
+                 seed=a.seed, splits=a.splits, quiet=a.quiet, init=a.init)
     acc = card.metrics.get("accuracy")
     print(f"{a.out}: {card.architecture} on {', '.join(card.bands)}; test accuracy "
           f"{acc:.4f}" if acc is not None else f"{a.out}: trained (no test split found)")
@@ -275,7 +299,7 @@ def _cmd_view(a) -> None:
 def main(argv: list[str] | None = None) -> int:
     a = _parser().parse_args(argv)
     if a.command in ("train", "evaluate") and not a.data:
-        print("atlas-change: error: --data EuroSAT_MS folder is required (or set ATLAS_EUROSAT)", file=sys.stderr)
+        print("atlas-change: error: --data EuroSAT RGB or MS folder is required (or set ATLAS_EUROSAT)", file=sys.stderr)
         return 2
     try:
         commands = {"classify": _cmd_classify, "train": _cmd_train, "evaluate": _cmd_evaluate, "demo": _cmd_demo,

@@ -38,7 +38,10 @@ def build_dataset(cell_probs: np.ndarray, has: np.ndarray, transform: Affine, cr
         coords={"y": y, "x": x, "class": list(CLASSES)},
         attrs=attrs,
     )
-    ds["lulc"].attrs.update(nodata=NODATA_ID, class_ids={c: i + 1 for i, c in enumerate(CLASSES)})
+    ds["lulc"].attrs.update(class_ids={c: i + 1 for i, c in enumerate(CLASSES)})
+    ds["lulc"] = ds["lulc"].rio.write_nodata(NODATA_ID, encoded=False)  # ds.lulc.rio.nodata == 0
+    ds["confidence"] = ds["confidence"].rio.write_nodata(np.nan, encoded=False)
+    ds["probabilities"] = ds["probabilities"].rio.write_nodata(np.nan, encoded=False)
     return ds.rio.write_crs(crs).rio.write_transform(transform)  # ds.rio.crs / .rio.transform()
 
 
@@ -62,8 +65,19 @@ def tiles_frame(probs: np.ndarray, usable: np.ndarray, stride: int, patch: int, 
     return gpd.GeoDataFrame(data, geometry=shapely.box(minx, miny, maxx, maxy), crs=crs)
 
 
-def _write_cog(path: Path, array: np.ndarray, transform: Affine, crs: CRS, nodata, tags: dict,
-               colormap: dict | None = None, description: str = "") -> None:
+#: a category: value -> (name, (r, g, b))
+Categories = dict[int, tuple[str, tuple[int, int, int]]]
+
+
+def write_cog(path: Path, array: np.ndarray, transform: Affine, crs: CRS, nodata, tags: dict,
+              description: str = "", categories: Categories | None = None) -> None:
+    """Write one band as a Cloud-Optimized GeoTIFF (DEFLATE). Continuous data get `average` overviews.
+    With `categories` (a categorical raster: class ids, change codes) the overviews use `mode`, so they
+    hold only values of the full-resolution raster, and the legend travels with the file (value 0 =
+    nodata, transparent): `<file>.aux.xml` (GDAL's sidecar, read by GDAL, QGIS and ArcGIS) holds a
+    palette up to the largest value present (values absent: transparent), the category names and a
+    raster attribute table of the values present; `<name>.qml` is a paletted QGIS style that QGIS
+    loads by itself, listing only the values present."""
     profile = dict(driver="GTiff", width=array.shape[1], height=array.shape[0], count=1, dtype=array.dtype,
                    crs=crs, transform=transform, nodata=nodata)
     with MemoryFile() as mem:
@@ -71,17 +85,66 @@ def _write_cog(path: Path, array: np.ndarray, transform: Affine, crs: CRS, nodat
             dst.write(array, 1)
             dst.update_tags(**tags)
             dst.set_band_description(1, description)
-            if colormap:
-                dst.write_colormap(1, colormap)
         with mem.open() as src:
             rasterio.shutil.copy(src, str(path), driver="COG", compress="DEFLATE",
-                                 overview_resampling="nearest" if array.dtype == np.uint8 else "average")
+                                 overview_resampling="mode" if categories is not None else "average")
+    if categories is not None:
+        present = {int(v): categories[int(v)] for v in np.unique(array) if int(v) in categories}
+        Path(f"{path}.aux.xml").write_text(_pam_categories(present))
+        path.with_suffix(".qml").write_text(qml_paletted(present))
 
 
-def class_colormap() -> dict[int, tuple[int, int, int, int]]:
-    cmap = {NODATA_ID: (0, 0, 0, 0)}
-    cmap.update({i + 1: (*rgb, 255) for i, rgb in enumerate(COLOURS)})
-    return cmap
+def _pam_categories(present: Categories) -> str:
+    """GDAL's PAM sidecar for a categorical band: palette 0..max value present (absent values and 0
+    transparent), category names by value when the values are dense (class maps), and a raster
+    attribute table (Value, Class, Red, Green, Blue) of the values present."""
+    from xml.sax.saxutils import escape
+
+    vmax = max(present, default=0)
+    dense = vmax < 2 * len(present) + 16  # class ids: names by value; sparse change codes: the table only
+    colours = "".join(f'<Entry c1="{r}" c2="{g}" c3="{b}" c4="255"/>' if v in present and v != NODATA_ID else
+                      '<Entry c1="0" c2="0" c3="0" c4="0"/>'
+                      for v in range(vmax + 1) for r, g, b in [present.get(v, ("", (0, 0, 0)))[1]])
+    names = ""
+    if dense:
+        names = "<CategoryNames>" + "".join(f"<Category>{escape(present[v][0]) if v in present else ''}</Category>"
+                                            for v in range(vmax + 1)) + "</CategoryNames>"
+    fields = [("Value", 0, 5), ("Class", 2, 2), ("Red", 0, 6), ("Green", 0, 7), ("Blue", 0, 8)]  # GFT, GFU
+    defs = "".join(f'<FieldDefn index="{i}"><Name>{n}</Name><Type>{t}</Type><Usage>{u}</Usage></FieldDefn>'
+                   for i, (n, t, u) in enumerate(fields))
+    rows = "".join(f'<Row index="{i}"><F>{v}</F><F>{escape(name)}</F>' + "".join(f"<F>{c}</F>" for c in rgb) + "</Row>"
+                   for i, (v, (name, rgb)) in enumerate(sorted((k, x) for k, x in present.items() if k != NODATA_ID)))
+    return (f'<PAMDataset><PAMRasterBand band="1"><ColorInterp>Palette</ColorInterp>{names}'
+            f"<ColorTable>{colours}</ColorTable>"
+            f'<GDALRasterAttributeTable tableType="thematic">{defs}{rows}</GDALRasterAttributeTable>'
+            "</PAMRasterBand></PAMDataset>\n")
+
+
+def qml_paletted(present: Categories) -> str:
+    """QGIS raster style: one palette entry (colour and legend label) per value present; 0 stays transparent."""
+    from xml.sax.saxutils import quoteattr
+
+    entries = "".join(f'<paletteEntry value="{v}" color="#{r:02x}{g:02x}{b:02x}" alpha="255" label={quoteattr(name)}/>'
+                      for v, (name, (r, g, b)) in sorted(present.items()) if v != NODATA_ID)
+    return ("<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
+            '<qgis version="3.22.0" styleCategories="Symbology"><pipe>'
+            '<rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1" nodataColor="">'
+            f"<rasterTransparency/><colorPalette>{entries}</colorPalette></rasterrenderer>"
+            '<brightnesscontrast brightness="0" contrast="0" gamma="1"/>'
+            '<huesaturation saturation="0" colorizeOn="0" grayscaleMode="0"/>'
+            '<rasterresampler maxOversampling="2"/></pipe><blendMode>0</blendMode></qgis>\n')
+
+
+def class_categories() -> Categories:
+    """EuroSAT class ids 1..10 with their names and colours, and 0 = nodata (transparent)."""
+    return {NODATA_ID: ("nodata", (0, 0, 0)), **{i + 1: (name, rgb) for i, (name, rgb) in enumerate(zip(CLASSES, COLOURS))}}
+
+
+def change_categories() -> Categories:
+    """Every change code from_id * 100 + to_id ("AnnualCrop to Residential"), coloured as its 'to' class."""
+    return {0: ("no change / nodata", (0, 0, 0)),
+            **{f * 100 + t: (f"{CLASSES[f - 1]} to {CLASSES[t - 1]}", COLOURS[t - 1])
+               for f in range(1, len(CLASSES) + 1) for t in range(1, len(CLASSES) + 1) if f != t}}
 
 
 def raster_tags(attrs: dict) -> dict[str, str]:
@@ -129,10 +192,10 @@ def write_outputs(ds: xr.Dataset, tiles, run: dict, out_dir: str | os.PathLike) 
     with staged_output(out_dir) as stage:
         transform, crs = ds.rio.transform(), ds.rio.crs
         tags = raster_tags(ds.attrs)
-        _write_cog(stage / "lulc.tif", ds["lulc"].values, transform, crs, NODATA_ID, tags, class_colormap(),
-                   "class_id")
-        _write_cog(stage / "confidence.tif", ds["confidence"].values, transform, crs, float("nan"), tags,
-                   description="top1_probability")
+        write_cog(stage / "lulc.tif", ds["lulc"].values, transform, crs, NODATA_ID, tags, "class_id",
+                  class_categories())
+        write_cog(stage / "confidence.tif", ds["confidence"].values, transform, crs, float("nan"), tags,
+                  "top1_probability")
         tiles.to_parquet(stage / "tiles.parquet", index=False)
         (stage / "run.json").write_text(json.dumps(run, indent=2, default=str) + "\n")
     return Path(out_dir)

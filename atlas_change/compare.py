@@ -14,7 +14,7 @@ from rasterio.crs import CRS
 from rasterio.features import geometry_mask
 from rasterio.windows import from_bounds
 
-from .assemble import _write_cog, class_colormap, staged_output
+from .assemble import change_categories, class_categories, staged_output, write_cog
 from .classes import CLASSES
 from .errors import AtlasError
 
@@ -52,10 +52,9 @@ def resolve_input(src: str | os.PathLike, date: str | None, out_root: Path, **cl
     p = Path(src)
     if p.is_dir() and (p / "lulc.tif").exists():
         return load_map(p, date)
-    from .pipeline import classify, scene_stem
-    from .registry import DEFAULT_MODEL, load_card
+    from .pipeline import classify, resolve_model, scene_stem
 
-    card = load_card(classify_kw.get("model") or DEFAULT_MODEL)
+    card, _ = resolve_model(str(p), classify_kw.get("model"), classify_kw.get("bands"))
     folder = out_root / scene_stem(p)
     if (folder / "run.json").exists():
         run = json.loads((folder / "run.json").read_text())
@@ -186,11 +185,12 @@ def _write_compare(out: Path, la, lb, ca, cb, code, matrix, tot_a, tot_b, cell_h
                  "MODEL_MISMATCH": str(summary["model_mismatch"]).lower()}
         names = {f"CLASS_{i + 1}": c for i, c in enumerate(CLASSES)}
         for name, arr, conf in (("before", la, ca), ("after", lb, cb)):
-            _write_cog(stage / f"{name}.tif", arr, transform, crs, 0, {**names, **stamp}, class_colormap(), "class_id")
-            _write_cog(stage / f"{name}_confidence.tif", np.where(arr > 0, conf, np.nan).astype(np.float32),
-                       transform, crs, float("nan"), stamp, description="top1_probability")
-        _write_cog(stage / "change.tif", code, transform, crs, 0, {**names, **stamp, "CHANGE_CODE": CHANGE_CODE_DOC},
-                   description="change_code")
+            write_cog(stage / f"{name}.tif", arr, transform, crs, 0, {**names, **stamp}, "class_id",
+                      class_categories())
+            write_cog(stage / f"{name}_confidence.tif", np.where(arr > 0, conf, np.nan).astype(np.float32),
+                      transform, crs, float("nan"), stamp, "top1_probability")
+        write_cog(stage / "change.tif", code, transform, crs, 0, {**names, **stamp, "CHANGE_CODE": CHANGE_CODE_DOC},
+                  "change_code", change_categories())
         rows = ["from\\to," + ",".join(CLASSES) + ",total_before_ha"]
         for i, c in enumerate(CLASSES):
             rows.append(c + "," + ",".join(f"{v * cell_ha:.4f}" for v in matrix[i]) + f",{tot_a[i] * cell_ha:.4f}")

@@ -10,6 +10,11 @@ import numpy as np
 from .classes import CLASSES, COLOURS
 from .errors import AtlasError
 
+#: geometry column of every layer; `layer_styles` must name the same column or QGIS ignores the style
+GEOMETRY_COLUMN = "geom"
+#: GeoPackage 1.2: what GDAL 3.x and the QGIS LTS releases in wide use read without warnings
+GPKG_VERSION = "1.2"
+
 _FILL = ('<symbol type="fill" name="{name}" alpha="1" clip_to_extent="1" force_rhr="0"><layer class="SimpleFill" '
          'enabled="1" locked="0" pass="0"><Option type="Map">{options}</Option>{props}</layer></symbol>')
 
@@ -44,7 +49,7 @@ def _styles_frame(names: list[str]):
     import pandas as pd
 
     return pd.DataFrame({"f_table_catalog": "", "f_table_schema": "", "f_table_name": names,
-                         "f_geometry_column": "geometry", "styleName": [f"atlas-change {n}" for n in names],
+                         "f_geometry_column": GEOMETRY_COLUMN, "styleName": [f"atlas-change {n}" for n in names],
                          "styleQML": [qml_style(n) for n in names], "styleSLD": "", "useAsDefault": True,
                          "description": "EuroSAT class colours (atlas-change)", "owner": "", "ui": "",
                          "update_time": pd.Timestamp.now(tz="UTC").floor("s")})
@@ -77,12 +82,13 @@ def change_frame(folder: Path):
         ca, cb = s1.read(1), s2.read(1)
     r, c = np.nonzero(code)
     x0, y0 = t.c + c * t.a, t.f + r * t.e
-    f, to = code[r, c] // 100, code[r, c] % 100
-    names = np.asarray(CLASSES)
+    f, to = (code[r, c] // 100).astype(np.int32), (code[r, c] % 100).astype(np.int32)
+    names = np.asarray(CLASSES, dtype=object)
+    # explicit dtypes: a column's type must not depend on whether anything changed
     return gpd.GeoDataFrame({
-        "row": r, "col": c, "from_id": f.astype(np.uint8), "from_class": names[f - 1] if len(f) else [],
-        "to_id": to.astype(np.uint8), "to_class": names[to - 1] if len(to) else [],
-        "confidence_before": ca[r, c], "confidence_after": cb[r, c],
+        "row": r.astype(np.int32), "col": c.astype(np.int32), "from_id": f, "from_class": names[f - 1],
+        "to_id": to, "to_class": names[to - 1],
+        "confidence_before": ca[r, c].astype(np.float32), "confidence_after": cb[r, c].astype(np.float32),
         "hectares": np.full(len(r), abs(t.a * t.e) / 1e4)},
         geometry=shapely.box(x0, y0 + t.e, x0 + t.a, y0), crs=crs)
 
@@ -106,17 +112,19 @@ def layers(folder: str | os.PathLike) -> dict:
 
 def export_gpkg(folder: str | os.PathLike, gpkg: str | os.PathLike) -> Path:
     """Write every layer into one GeoPackage (via a temporary file, renamed when complete), with a
-    `layer_styles` table so that QGIS shows the tiles in the EuroSAT colours."""
+    `layer_styles` table so that QGIS shows the tiles in the EuroSAT colours (GeoPackage 1.2)."""
+    import pyogrio
+
     out = Path(gpkg)
     frames = layers(folder)
     tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}.gpkg")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        for name, gdf in frames.items():
-            # an empty layer still says it holds polygons (QGIS and ogrinfo show its type)
-            gdf.to_file(tmp, layer=name, driver="GPKG", **({"geometry_type": "Polygon"} if gdf.empty else {}))
-        import pyogrio
-
+        for i, (name, gdf) in enumerate(frames.items()):
+            # every layer says it holds polygons, even when empty (QGIS and ogrinfo show its type)
+            pyogrio.write_dataframe(gdf, tmp, layer=name, driver="GPKG", geometry_type="Polygon",
+                                    dataset_options={"VERSION": GPKG_VERSION} if i == 0 else None,
+                                    layer_options={"GEOMETRY_NAME": GEOMETRY_COLUMN})
         pyogrio.write_dataframe(_styles_frame(list(frames)), tmp, layer="layer_styles", driver="GPKG",
                                 layer_options={"FID": "id"})
         os.replace(tmp, out)

@@ -6,7 +6,8 @@ succeeded. One failing step does not stop the others; steps that need its output
 Job file (paths are relative to the job file's folder; dates are YYYY-MM-DD):
 
     name = "example"
-    model = "spectrumnet-l1c13"         # name under models/ or a model folder
+    model = "spectrumnet-rgb"           # optional: name under models/ or a model folder (default: the
+                                        # default model that every scene of the job has the bands for)
     output = "../outputs/example"
     stride = 64                         # optional: 64, 32 or 16
     produce = ["classify", "compare", "gpkg", "html"]
@@ -196,12 +197,13 @@ def parse_job(data: dict, path: Path, text: str = "") -> Job:
             bad(f"{where}scenes", "compare needs at least two dates")
         if isinstance(aname, str) and isinstance(afile, Path):
             aois.append(AOI(aname, afile, scenes, tuple(pairs)))
-    from .registry import DEFAULT_MODEL, load_card
+    from .registry import choose_model, load_card
 
-    model = model or DEFAULT_MODEL
-    if (base / model / "card.json").is_file():
+    if isinstance(model, str) and (base / model / "card.json").is_file():
         model = str(base / model)
     try:
+        if model is None:  # the default model that every scene has the bands for
+            model = choose_model(_common_bands(aois), str(path))[0].path
         card = load_card(model)
         if not card.trained and not flags["allow_untrained"]:
             bad("model", f"{card.path} is untrained (random weights); set allow_untrained = true to run it anyway")
@@ -222,6 +224,21 @@ def _check_aoi(path: Path) -> None:
     from .compare import read_aoi
 
     read_aoi(str(path), None, "EPSG:4326", CRS.from_epsg(4326))
+
+
+def _common_bands(aois: list[AOI]) -> tuple[str, ...]:
+    """The Sentinel-2 bands every readable scene of the job holds (unreadable ones are reported per step)."""
+    from .bands import S2_BANDS
+    from .read import open_scene
+
+    common = set(S2_BANDS)
+    for a in aois:
+        for scene in a.scenes.values():
+            try:
+                common &= set(open_scene(scene, ()).available)
+            except AtlasError:
+                pass
+    return tuple(b for b in S2_BANDS if b in common)
 
 
 def _line_of(text: str, key: str) -> int | None:

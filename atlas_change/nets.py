@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import os
+import re
 
 import keras
 from keras import layers
 
 from .classes import CLASSES
+from .registry import ARCHITECTURES
 
 #: (in, squeeze, expand1x1, expand3x3) of SpectrumNet's eight spectral modules; "pool" = maxpool 2
 SPECTRUMNET_MODULES = (
@@ -14,7 +16,7 @@ SPECTRUMNET_MODULES = (
     (256, 64, 128, 128), (256, 96, 192, 192), (384, 96, 192, 192), (384, 128, 256, 256), "pool",
     (512, 128, 256, 256),
 )
-ARCHITECTURES = ("spectrumnet", "resnet50")
+_SPECTRUMNET_RE = re.compile(r"^spectrumnet(-bn)?(?:-w(0\.\d+|1(?:\.0)?))?$")
 
 
 def _spectral_module(x, squeeze: int, e1: int, e3: int, name: str, bn: bool):
@@ -28,12 +30,17 @@ def _spectral_module(x, squeeze: int, e1: int, e3: int, name: str, bn: bool):
     return layers.Concatenate(name=f"{name}_concat")([conv(s, e1, 1, "expand1x1"), conv(s, e3, 3, "expand3x3")])
 
 
-def spectrumnet(n_bands: int, n_classes: int = len(CLASSES), size: int = 64, bn: bool = False) -> keras.Model:
+def spectrumnet(n_bands: int, n_classes: int = len(CLASSES), size: int = 64, bn: bool = False,
+                width: float = 1.0) -> keras.Model:
     """SpectrumNet as published: 2x2/2 stem to 96 channels, eight spectral (fire) modules with two
     2x2 max-pools, dropout 0.5, 1x1 conv to the classes, global average pool, softmax.
-    `bn=True` gives the 'spectrumnet-bn' variant with batch norm after every conv."""
+    `bn=True` gives the 'spectrumnet-bn' variant with batch norm after every conv; `width` scales
+    every layer's channels (0.5: a quarter of the multiply-accumulates, 'spectrumnet-bn-w0.5')."""
+    def w(c: int) -> int:
+        return max(8, int(round(c * width)))
+
     inp = keras.Input((size, size, n_bands), name="patch")
-    x = layers.Conv2D(96, 2, strides=2, use_bias=not bn, name="stem")(inp)
+    x = layers.Conv2D(w(96), 2, strides=2, use_bias=not bn, name="stem")(inp)
     if bn:
         x = layers.BatchNormalization(name="stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)
@@ -44,12 +51,13 @@ def spectrumnet(n_bands: int, n_classes: int = len(CLASSES), size: int = 64, bn:
             continue
         i += 1
         _, sq, e1, e3 = spec
-        x = _spectral_module(x, sq, e1, e3, f"module{i}", bn)
+        x = _spectral_module(x, w(sq), w(e1), w(e3), f"module{i}", bn)
     x = layers.Dropout(0.5, name="dropout")(x)
     x = layers.Conv2D(n_classes, 1, name="classifier")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     out = layers.Softmax(name="probs")(x)
-    return keras.Model(inp, out, name="spectrumnet-bn" if bn else "spectrumnet")
+    name = "spectrumnet-bn" if bn else "spectrumnet"
+    return keras.Model(inp, out, name=name if width == 1.0 else f"{name}-w{width:g}")
 
 
 def resnet50(n_bands: int, n_classes: int = len(CLASSES), size: int = 64) -> keras.Model:
@@ -67,11 +75,11 @@ def resnet50(n_bands: int, n_classes: int = len(CLASSES), size: int = 64) -> ker
 
 
 def build(arch: str, n_bands: int) -> keras.Model:
-    """Build an architecture by name: 'spectrumnet', 'spectrumnet-bn' or 'resnet50'."""
-    if arch == "spectrumnet":
-        return spectrumnet(n_bands)
-    if arch == "spectrumnet-bn":
-        return spectrumnet(n_bands, bn=True)
+    """Build an architecture by name: 'spectrumnet', 'spectrumnet-bn', 'spectrumnet-bn-w0.5' (any
+    width 'spectrumnet[-bn]-wW' with 0 < W <= 1) or 'resnet50'."""
     if arch == "resnet50":
         return resnet50(n_bands)
-    raise ValueError(f"unknown architecture {arch!r} (choose spectrumnet, spectrumnet-bn or resnet50)")
+    m = _SPECTRUMNET_RE.match(arch)
+    if m and float(m.group(2) or 1) > 0:
+        return spectrumnet(n_bands, bn=bool(m.group(1)), width=float(m.group(2) or 1))
+    raise ValueError(f"unknown architecture {arch!r} (choose {', '.join(ARCHITECTURES)})")

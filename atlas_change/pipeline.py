@@ -29,7 +29,7 @@ from .classes import CLASSES
 from .errors import AtlasError
 from .infer import get_predictor
 from .read import Scene, aligned_chunk, open_scene
-from .registry import DEFAULT_MODEL, ModelCard, load_card
+from .registry import ModelCard, choose_model, load_card
 from .tile import PatchGrid, average_to_cells, cut_patches
 
 
@@ -86,11 +86,19 @@ def default_workers() -> int:
 @contextmanager
 def dask_client(workers: int | None = None, scheduler: str | None = None) -> Iterator[Any]:
     """A Dask client: on a new LocalCluster of `workers` processes sharing the cores as threads, or
-    on a running scheduler ('tcp://host:8786'); None for scheduler='sync' (run in this process)."""
+    on a running scheduler ('tcp://host:8786'); 'threads' = one in-process worker with a thread per
+    core (no process is spawned: safe from a script without a __main__ guard); None for
+    scheduler='sync' (run in this process, one chunk at a time)."""
     if scheduler == "sync":
         yield None
         return
     from distributed import Client, LocalCluster
+
+    if scheduler == "threads":
+        with LocalCluster(n_workers=1, threads_per_worker=os.cpu_count() or 1, processes=False,
+                          dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+            yield client
+        return
 
     if scheduler:
         with Client(scheduler) as client:
@@ -164,18 +172,30 @@ class ChunkStore:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def classify(path: str | os.PathLike, *, model: str = DEFAULT_MODEL, bands: str | None = None,
+def resolve_model(path: str, model: str | os.PathLike | None, bands: str | None = None) -> tuple[ModelCard, str]:
+    """(card, why): the input is checked first (exists, readable, projected CRS, band names), then
+    the named model is loaded, or the default chosen from the bands the input holds."""
+    available = open_scene(path, (), bands).available
+    if model is None:
+        return choose_model(available, path)
+    return load_card(model), "named by the user"
+
+
+def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None, bands: str | None = None,
              stride: int = 64, max_nodata: float = 0.0, out: str | os.PathLike | None = None,
              workers: int | None = None, scheduler: str | None = None, client=None, chunk: int = 1024,
              runtime: str = "xla", offset: float | None = None, allow_untrained: bool = False,
              quiet: bool = True) -> xr.Dataset:
     """Classify a Sentinel-2 scene (GeoTIFF/COG or SAFE folder/zip) into EuroSAT classes.
 
+    `model`: a model name or folder; None picks the default, the first shipped trained model of
+    registry.DEFAULT_MODELS whose bands the input holds (run.json says which and why).
     Returns an xarray.Dataset with `lulc` (uint8 class ids 1..10, 0 = nodata), `confidence` and
     `probabilities` on the output grid (one cell per `stride` pixels, the scene's CRS and origin).
     With `out`, also writes lulc.tif, confidence.tif, tiles.parquet and run.json there, keeping
     finished chunks in .<out>.chunks/ until then so that a killed run resumes from them.
-    `scheduler`: None = LocalCluster of `workers` processes, 'sync' = in this process, or the
+    `scheduler`: None = LocalCluster of `workers` processes, 'threads' = an in-process worker with a
+    thread per core (the Python API's default: safe in a plain script), 'sync' = in this process, or the
     address of a running Dask scheduler; or pass a distributed `client` to reuse (then `scheduler`
     only says how it was made: None for a LocalCluster of `workers`, an address, for the record).
     """
@@ -183,7 +203,7 @@ def classify(path: str | os.PathLike, *, model: str = DEFAULT_MODEL, bands: str 
     path = str(path)
     if not 0.0 <= max_nodata < 1.0:
         raise AtlasError(f"--max-nodata {max_nodata}: must be in [0, 1)")
-    card = load_card(model)
+    card, why = resolve_model(path, model, bands)
     if not card.trained and not allow_untrained:
         raise AtlasError(f"{card.path}: model {card.name} is untrained (random weights, meaningless labels); "
                          "train it first or pass --allow-untrained to test the pipeline")
@@ -239,7 +259,7 @@ def classify(path: str | os.PathLike, *, model: str = DEFAULT_MODEL, bands: str 
                           "level": scene.level, "date": scene.date, "width": scene.width, "height": scene.height,
                           "band_mapping": scene.band_mapping, "dn_offset_applied": scene.offset,
                           "scl_mask": scene.mask is not None},
-                "model": {**stamp, "path": card.path, "test_accuracy": card.metrics.get("accuracy")},
+                "model": {**stamp, "path": card.path, "test_accuracy": card.metrics.get("accuracy"), "why": why},
                 "parameters": {**params, "workers": workers if scheduler is None else None,
                                "scheduler": scheduler or "LocalCluster"},
                 "output": {"crs": scene.crs.to_string(), "transform": list(transform)[:6],

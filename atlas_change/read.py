@@ -27,7 +27,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from .bands import EUROSAT_ORDER, S2_BANDS, default_order, normalise_band, parse_bands
-from .errors import AtlasError
+from .errors import AtlasError, MissingBandsError
 
 #: SCL classes that are not usable ground: no data, saturated, cloud shadow, clouds, cirrus
 SCL_INVALID = (0, 1, 3, 8, 9, 10)
@@ -48,7 +48,7 @@ class Scene:
     """A scene on one grid, with the sources of the bands a model needs, in the model's order."""
 
     path: str
-    kind: str  # "geotiff" or "safe"
+    kind: str  # "geotiff", "safe" or "band-files"
     level: str | None  # "L1C", "L2A" or None when unknown
     bands: tuple[str, ...]
     sources: tuple[BandSource, ...]
@@ -62,6 +62,7 @@ class Scene:
     mask: BandSource | None = None  # L2A scene classification (SCL)
     date: str | None = None
     band_mapping: dict[str, str] = field(default_factory=dict)  # band -> where it came from
+    available: tuple[str, ...] = ()  # every Sentinel-2 band the input holds
 
     @property
     def crs(self) -> CRS:
@@ -234,6 +235,7 @@ def _open_geotiff(p: str, model_bands, bands) -> Scene:
             crs_wkt=ds.crs.to_wkt(), transform=tuple(ds.transform)[:6], width=ds.width, height=ds.height,
             block=ds.block_shapes[0][1], offset=off, nodata=float(ds.nodata if ds.nodata is not None else 0),
             date=date, band_mapping={b: f"band {i + 1} ({how})" for b, i in zip(model_bands, idx)},
+            available=names,
         )
 
 
@@ -262,7 +264,7 @@ def _file_band_names(p: str, ds, bands) -> tuple[tuple[str, ...], str]:
 def _select(p: str, names: tuple[str, ...], model_bands) -> list[int]:
     missing = [b for b in model_bands if b not in names]
     if missing:
-        raise AtlasError(f"{p}: lacks band(s) {', '.join(missing)} that the model needs "
+        raise MissingBandsError(f"{p}: lacks band(s) {', '.join(missing)} that the model needs "
                          f"(file has {', '.join(names)})")
     return [names.index(b) for b in model_bands]
 
@@ -271,10 +273,12 @@ def _select(p: str, names: tuple[str, ...], model_bands) -> list[int]:
 
 _JP2_RE = re.compile(r"IMG_DATA/(?:R(10|20|60)m/)?[^/]*_(B\d\d|B8A|SCL)(?:_(10|20|60)m)?\.jp2$", re.I)
 _MTD_RE = re.compile(r"(^|/)MTD_MSIL(1C|2A)\.xml$")
+#: a folder of one GeoTIFF per band (e.g. BigEarthNet-S2: <patch>/<patch>_B02.tif); same groups as _JP2_RE
+_TIF_RE = re.compile(r"()(?:^|/)[^/]*_(B\d\d|B8A)()\.tiff?$", re.I)
 
 
 def _date_from_name(p: str) -> str | None:
-    m = re.search(r"_(\d{8})T\d{6}_", os.path.basename(p.rstrip("/")))
+    m = re.search(r"_(\d{8})T\d{4,6}_", os.path.basename(p.rstrip("/")))
     return f"{m[1][:4]}-{m[1][4:6]}-{m[1][6:]}" if m else None
 
 
@@ -293,15 +297,24 @@ def _safe_listing(p: str) -> tuple[list[str], callable, callable]:
 
 
 def _open_safe(p: str, model_bands) -> Scene:
+    """A SAFE product (folder or zip), or a folder of one GeoTIFF per band (BigEarthNet layout:
+    no metadata, so the level comes from the name and no offset is applied unless --offset)."""
     names, gdal_path, read_bytes = _safe_listing(p)
     mtd = [n for n in names if _MTD_RE.search(n)]
-    if not mtd:
-        raise AtlasError(f"{p}: not a Sentinel-2 SAFE product (no MTD_MSIL1C.xml / MTD_MSIL2A.xml inside)")
-    level = "L" + _MTD_RE.search(mtd[0]).group(2)
-    offsets, baseline = _safe_offsets(p, read_bytes(mtd[0]))
+    band_re = _JP2_RE
+    if mtd:
+        kind, level = "safe", "L" + _MTD_RE.search(mtd[0]).group(2)
+        offsets, baseline = _safe_offsets(p, read_bytes(mtd[0]))
+    elif os.path.isdir(p) and any(_TIF_RE.search(n) for n in names):
+        band_re, kind, offsets, baseline = _TIF_RE, "band-files", {}, "unknown (no product metadata)"
+        m = re.search(r"MSIL(1C|2A)", os.path.basename(os.path.abspath(p)))
+        level = f"L{m[1]}" if m else None
+    else:
+        raise AtlasError(f"{p}: not a Sentinel-2 SAFE product (no MTD_MSIL1C.xml / MTD_MSIL2A.xml inside) "
+                         "nor a folder of one GeoTIFF per band (*_B02.tif, ...)")
     files: dict[str, tuple[int, str]] = {}  # band -> (resolution, name), finest resolution wins
     for n in names:
-        m = _JP2_RE.search(n)
+        m = band_re.search(n)
         if m:
             band = m.group(2).upper()
             res = int(m.group(1) or m.group(3) or 0)
@@ -309,10 +322,12 @@ def _open_safe(p: str, model_bands) -> Scene:
                 files[band] = (res, n)
     missing = [b for b in model_bands if b not in files]
     if missing:
-        raise AtlasError(f"{p}: {level} product lacks band(s) {', '.join(missing)} that the model needs"
+        raise MissingBandsError(f"{p}: {level or 'the'} product lacks band(s) {', '.join(missing)} that the model needs"
                          + (" (L2A has no B10: use an L2A model such as spectrumnet-l2a12)"
                             if "B10" in missing and level == "L2A" else ""))
-    ref_band = next(b for b in ("B02", "B03", "B04", "B08") if b in files)
+    ref_band = next((b for b in ("B02", "B03", "B04", "B08") if b in files), None)
+    if ref_band is None:
+        raise AtlasError(f"{p}: no 10 m band (B02, B03, B04 or B08) to set the grid")
     ref_path = gdal_path(files[ref_band][1])
     try:
         ref = _open(ref_path)
@@ -334,13 +349,15 @@ def _open_safe(p: str, model_bands) -> Scene:
     used = {offsets.get(b, 0.0) for b in model_bands}
     if len(used) > 1:
         raise AtlasError(f"{p}: bands have different add-offsets {sorted(used)}; not supported")
+    offset = used.pop() if used else 0.0
     mask = source(files["SCL"][1], "nearest") if "SCL" in files else None
     return Scene(
-        path=p, kind="safe", level=level, bands=tuple(model_bands), sources=sources,
+        path=p, kind=kind, level=level, bands=tuple(model_bands), sources=sources,
         crs_wkt=ref.crs.to_wkt(), transform=transform, width=ref.width, height=ref.height,
-        block=ref.block_shapes[0][1], offset=used.pop(), nodata=0.0, mask=mask,
+        block=ref.block_shapes[0][1], offset=offset, nodata=0.0, mask=mask,
+        available=tuple(b for b in S2_BANDS if b in files),
         date=_date_from_name(p),
-        band_mapping={b: f"{os.path.basename(files[b][1])} ({files[b][0] or 'native'} m"
+        band_mapping={b: f"{os.path.basename(files[b][1])} ({f'{files[b][0]} m' if files[b][0] else 'own grid'}"
                          f"{', resampled to 10 m' if s.warp else ''}); baseline {baseline}"
                       for b, s in zip(model_bands, sources)},
     )

@@ -13,8 +13,12 @@ from pathlib import Path
 from .classes import CLASSES
 from .errors import AtlasError
 
-DEFAULT_MODEL = "spectrumnet-l1c13"
+#: the models `classify` picks from when none is named, most preferred first: the first that is
+#: shipped, trained and whose bands the input holds (spectrumnet-l1c13 ships only where it beats the RGB models)
+DEFAULT_MODELS = ("spectrumnet-l1c13", "spectrumnet-rgb", "resnet50-rgb")
 WEIGHTS_FILE = "model.keras"
+#: networks `train` can build (atlas_change.nets); any width 'spectrumnet[-bn]-wW' (0 < W <= 1) works too
+ARCHITECTURES = ("spectrumnet", "spectrumnet-bn", "spectrumnet-bn-w0.5", "resnet50")
 
 
 def models_dir() -> Path:
@@ -34,6 +38,9 @@ class ModelCard:
     trained: bool = True
     normalisation: str = ("(DN - mean) / std per band, DN = Sentinel-2 L1C digital numbers on the "
                           "pre-04.00 scale (reflectance x 10000; the -1000 offset of newer baselines removed)")
+    #: input mapping applied before normalisation; {} = none. RGB models trained on the EuroSAT JPEGs
+    #: have {"kind": "eurosat-jpeg", "scale": 255/2750, "max": 255}: v = min(DN * scale, max)
+    radiometry: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     date: str = ""
@@ -47,6 +54,7 @@ class ModelCard:
         """What every output carries about the model."""
         return {"model": self.name, "architecture": self.architecture, "weights_sha256": self.weights_sha256,
                 "trained": self.trained, "bands": list(self.bands), "normalisation": self.normalisation,
+                "radiometry": self.radiometry,
                 "mean": list(self.mean), "std": list(self.std)}
 
 
@@ -68,7 +76,34 @@ def resolve(model: str | os.PathLike) -> Path:
         return q
     known = sorted(d.name for d in models_dir().glob("*") if (d / "card.json").exists())
     raise AtlasError(f"{model}: no such model (no card.json); known models: {', '.join(known) or 'none'}"
-                     f" in {models_dir()}; train one with `python -m atlas_change train`")
+                     f" in {models_dir()}; leave --model out to use the default, train one with "
+                     "`python -m atlas_change train`, or try the pipeline with `python -m atlas_change demo`")
+
+
+def shipped_defaults() -> list[ModelCard]:
+    """The trained models of DEFAULT_MODELS that are in models_dir(), in order of preference."""
+    cards = []
+    for name in DEFAULT_MODELS:
+        if (models_dir() / name / "card.json").exists():
+            card = load_card(name, verify=False)
+            if card.trained:
+                cards.append(card)
+    return cards
+
+
+def choose_model(available: tuple[str, ...], source: str) -> tuple[ModelCard, str]:
+    """(card, why) of the default model for an input holding the bands `available`."""
+    cards = shipped_defaults()
+    if not cards:
+        raise AtlasError(f"no trained model in {models_dir()} (looked for {', '.join(DEFAULT_MODELS)}); "
+                         "train one with `python -m atlas_change train`, or name one with --model")
+    for card in cards:
+        if set(card.bands) <= set(available):
+            why = (f"default: the first of {', '.join(DEFAULT_MODELS)} that is shipped, trained and whose bands "
+                   f"({', '.join(card.bands)}) the input has")
+            return load_card(card.path), why
+    raise AtlasError(f"{source}: no shipped model fits its bands ({', '.join(available) or 'none named'}); "
+                     + "; ".join(f"{c.name} needs {', '.join(c.bands)}" for c in cards))
 
 
 def load_card(model: str | os.PathLike, verify: bool = True) -> ModelCard:
@@ -122,6 +157,7 @@ def card_markdown(card: ModelCard) -> str:
              f"- Trained: {'yes' if card.trained else 'NO - weights are randomly initialised; labels are meaningless'}",
              f"- Input bands (in order): {', '.join(card.bands)}",
              f"- Normalisation: {card.normalisation}",
+             f"- Mean / std: {', '.join(f'{v:.2f}' for v in card.mean)} / {', '.join(f'{v:.2f}' for v in card.std)}",
              f"- Classes (ids 1..{len(card.classes)}): {', '.join(card.classes)}",
              f"- Weights: `{WEIGHTS_FILE}`, SHA-256 `{card.weights_sha256}`",
              f"- Date: {card.date}", ""]

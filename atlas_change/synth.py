@@ -67,14 +67,10 @@ DEMO_DATES = ("2023-06-01", "2024-06-01")
 
 def demo_inputs(folder: str | os.PathLike, size: int = 1024) -> Path:
     """The inputs of jobs/example.toml in `folder`: two synthetic dates of one UTM 32N area
-    (scene_<date>.tif, DATE tag set, 100 px nodata border) and an explicitly untrained SpectrumNet."""
-    from .train import init_untrained
-
+    (scene_<date>.tif, DATE tag set, 100 px nodata border)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for seed, day in enumerate(DEMO_DATES):
         if not (folder / f"scene_{day}.tif").exists():
             make_scene(folder / f"scene_{day}.tif", size, size, nodata_border=100, seed=seed, tags={"DATE": day})
-    if not (folder / "untrained-spectrumnet" / "card.json").exists():
-        init_untrained("spectrumnet", EUROSAT_ORDER, folder / "untrained-spectrumnet", "untrained-spectrumnet")
     return folder

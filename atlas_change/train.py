@@ -1,14 +1,18 @@
-"""train / evaluate: EuroSAT MS (official layout + torchgeo split files) -> a model folder.
+"""train / evaluate on EuroSAT: RGB JPEGs or 13-band MS GeoTIFFs -> a model folder with its card.
 
-Data layout: DATA/<Class>/<Class>_<n>.tif, 13 bands in EuroSAT order (B8A LAST), and the split
-files eurosat-{train,val,test}.txt (they list .jpg names; the .tif of the same stem is read).
-The patches are read once into a uint16 array cached on disk; every epoch streams from it."""
+Data: DATA/<Class>/<Class>_<n>.jpg (EuroSAT RGB, with or without an EuroSAT_RGB/ level) or
+DATA/<Class>/<Class>_<n>.tif (EuroSAT MS: 13 bands, B8A LAST; also DATA/<split>/<Class>/...), and
+the split files eurosat-{train,val,test}.txt (they list .jpg names; the file of the same stem is read).
+The patches are read once into an array cached on disk; every epoch streams from it. Training keeps
+a resumable state (weights, optimiser, epoch, best validation weights) under the cache folder: a
+killed `train` started again with the same arguments goes on from its last finished epoch."""
 from __future__ import annotations
 
 import hashlib
 import json
 import os
 import time
+import warnings
 from datetime import date
 from pathlib import Path
 
@@ -22,31 +26,70 @@ from .errors import AtlasError
 from .registry import ModelCard, load_card, save
 
 SPLITS = ("train", "val", "test")
+#: bands of the EuroSAT JPEGs, in their channel order (R, G, B)
+RGB_BANDS: tuple[str, ...] = ("B04", "B03", "B02")
+#: the EuroSAT JPEGs are v = min(DN * 255 / 2750, 255) of the L1C DN of B04, B03, B02: measured on the
+#: 270 MS/JPEG pairs of the subset (rmse 2.9 / 1.6 / 2.8 grey levels, JPEG error; saturation at ~2750 DN)
+JPEG_RADIOMETRY = {"kind": "eurosat-jpeg", "scale": 255 / 2750, "max": 255.0,
+                   "formula": "v = min(max(DN + offset, 0) * 255 / 2750, 255), DN = L1C digital numbers",
+                   "measured": "270 EuroSAT MS/JPEG twins: rmse 2.9 (B04), 1.6 (B03), 2.8 (B02) grey levels"}
+#: additive haze per JPEG channel (R, G, B) at strength 1: the median L1C - L2A difference of
+#: B04/B03/B02 seen between EuroSAT L1C and BigEarthNet L2A patches (~150 / 270 / 600 DN)
+HAZE_RGB = (14.0, 25.0, 55.0)
+AUGMENTATION = ("flips, 90-degree rotations; with p=0.8 radiometric: contrast x U(0.8, 1.2) about the "
+                "patch mean, gain x U(0.8, 1.3) (x U(0.95, 1.05) per channel), haze t * (14, 25, 55) grey "
+                "levels on R, G, B with t ~ U(-1.2, 0.5) (negative = L2A-like, darker and less blue), clip 0..255")
 
 
 def find_split_file(data: Path, split: str, splits: Path | None = None) -> Path:
-    """eurosat-<split>.txt in --splits, DATA, DATA/.. or DATA/../splits."""
+    """eurosat-<split>.txt in --splits, DATA, DATA/.., DATA/../splits or DATA/../../splits."""
     name = f"eurosat-{split}.txt"
-    for d in ([splits] if splits else []) + [data, data.parent, data.parent / "splits"]:
+    dirs = ([splits] if splits else []) + [data, data.parent, data.parent / "splits", data.parent.parent / "splits"]
+    for d in dirs:
         if (d / name).exists():
             return d / name
-    raise AtlasError(f"{data}: split file {name} not found (looked in {data}, {data.parent}, "
-                     f"{data.parent / 'splits'}); pass --splits DIR")
+    raise AtlasError(f"{data}: split file {name} not found (looked in {', '.join(map(str, dirs))}); "
+                     "pass --splits DIR")
 
 
-def split_items(data: Path, split: str, splits: Path | None = None) -> list[tuple[Path, int]]:
-    """(tif path, class index 0..9) for every entry of a split file."""
+def _roots(data: Path, split: str) -> list[Path]:
+    return [data, data / "EuroSAT_RGB", data / "EuroSAT_MS", data / split]
+
+
+def data_kind(data: str | os.PathLike, split: str = "train", splits: str | os.PathLike | None = None) -> str:
+    """'jpg' (EuroSAT RGB) or 'tif' (EuroSAT MS): the kind of the first listed patch found under DATA."""
+    data = Path(data)
+    if not data.is_dir():
+        raise AtlasError(f"{data}: no such folder (expected EuroSAT RGB or MS: <Class>/<Class>_<n>.jpg or .tif)")
+    f = find_split_file(data, split, Path(splits) if splits else None)
+    for line in f.read_text().split()[:2000]:
+        stem = Path(line).stem
+        for root in _roots(data, split):
+            for ext in ("tif", "jpg"):
+                if (root / stem.rsplit("_", 1)[0] / f"{stem}.{ext}").exists():
+                    return ext
+    raise AtlasError(f"{data}: none of the patches listed in {f} found as <Class>/<name>.jpg or .tif")
+
+
+def split_items(data: Path, split: str, splits: Path | None = None, kind: str = "tif"
+                ) -> tuple[list[tuple[Path, int]], int]:
+    """((path, class index 0..9) of the listed patches found under DATA, number listed). A folder
+    holding part of a split (the EuroSAT MS subset) gives the part; none found is an error."""
     f = find_split_file(data, split, splits)
-    items = []
+    items, listed = [], 0
     for line in f.read_text().split():
         stem = Path(line).stem  # AnnualCrop_1.jpg -> AnnualCrop_1
         cls = stem.rsplit("_", 1)[0]
         if cls not in CLASSES:
             raise AtlasError(f"{f}: entry {line!r} names no EuroSAT class")
-        items.append((data / cls / f"{stem}.tif", CLASSES.index(cls)))
+        listed += 1
+        for root in _roots(data, split):
+            if (p := root / cls / f"{stem}.{kind}").exists():
+                items.append((p, CLASSES.index(cls)))
+                break
     if not items:
-        raise AtlasError(f"{f}: empty split file")
-    return items
+        raise AtlasError(f"{data}: none of the {listed} patches of {f.name} found as <Class>/<name>.{kind}")
+    return items, listed
 
 
 def _cache_dir() -> Path:
@@ -54,115 +97,241 @@ def _cache_dir() -> Path:
 
 
 def load_split(data: str | os.PathLike, split: str, splits: str | os.PathLike | None = None,
-               quiet: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """-> (X uint16 (n, 64, 64, 13) in EuroSAT band order, y int64). Cached as .npy after the first read."""
+               quiet: bool = False, kind: str | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """-> (X, y int64, number listed in the split file). X is uint16 (n, 64, 64, 13) in EuroSAT band
+    order for MS GeoTIFFs, uint8 (n, 64, 64, 3) = B04, B03, B02 JPEG values for RGB. Cached as .npz."""
     data = Path(data)
-    items = split_items(data, split, Path(splits) if splits else None)
+    kind = kind or data_kind(data, split, splits)
+    items, listed = split_items(data, split, Path(splits) if splits else None, kind)
     key = hashlib.sha256(json.dumps([str(p.resolve()) for p, _ in items]).encode()).hexdigest()[:16]
-    cache = _cache_dir() / f"eurosat-{split}-{key}.npz"
+    cache = _cache_dir() / f"eurosat-{kind}-{split}-{key}.npz"
     if cache.exists():
         with np.load(cache) as z:
-            return z["X"], z["y"]
-    X = np.empty((len(items), 64, 64, len(EUROSAT_ORDER)), np.uint16)
-    for i, (p, _) in enumerate(tqdm(items, desc=f"read {split}", unit="patch", disable=quiet)):
-        try:
-            with rasterio.open(p) as ds:
-                if ds.count != len(EUROSAT_ORDER) or ds.shape != (64, 64):
-                    raise AtlasError(f"{p}: expected 13 bands of 64 x 64 (EuroSAT MS), found {ds.count} of {ds.shape}")
-                X[i] = ds.read().transpose(1, 2, 0)
-        except rasterio.errors.RasterioIOError as e:
-            raise AtlasError(f"{p}: cannot read ({str(e).splitlines()[0]})") from None
+            return z["X"], z["y"], listed
+    n_bands, dtype = (len(EUROSAT_ORDER), np.uint16) if kind == "tif" else (3, np.uint8)
+    X = np.empty((len(items), 64, 64, n_bands), dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        for i, (p, _) in enumerate(tqdm(items, desc=f"read {split}", unit="patch", disable=quiet)):
+            try:
+                with rasterio.open(p) as ds:
+                    if ds.count != n_bands or ds.shape != (64, 64):
+                        raise AtlasError(f"{p}: expected {n_bands} bands of 64 x 64 (EuroSAT "
+                                         f"{'MS' if kind == 'tif' else 'RGB'}), found {ds.count} of {ds.shape}")
+                    X[i] = ds.read().transpose(1, 2, 0)
+            except rasterio.errors.RasterioIOError as e:
+                raise AtlasError(f"{p}: cannot read ({str(e).splitlines()[0]})") from None
     y = np.array([c for _, c in items], np.int64)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_name(f".{cache.name}.{os.getpid()}.npz")
     np.savez(tmp, X=X, y=y)
     os.replace(tmp, cache)
-    return X, y
+    return X, y, listed
 
 
-def band_indices(bands: tuple[str, ...]) -> list[int]:
-    """Positions of `bands` inside the EuroSAT files (B01..B12 then B8A last)."""
-    return [EUROSAT_ORDER.index(b) for b in bands]
+def band_indices(bands: tuple[str, ...], source: tuple[str, ...] = EUROSAT_ORDER) -> list[int]:
+    """Positions of `bands` inside the data's channels (MS files: B01..B12 then B8A last)."""
+    missing = [b for b in bands if b not in source]
+    if missing:
+        raise AtlasError(f"the data hold {', '.join(source)}; the model needs {', '.join(missing)} too")
+    return [source.index(b) for b in bands]
 
 
 def evaluate_arrays(card: ModelCard, X: np.ndarray, y: np.ndarray, runtime: str = "graph") -> dict:
-    """Accuracy, per-class accuracy and confusion matrix of a model on EuroSAT-order patches."""
+    """Accuracy, per-class accuracy and confusion matrix of a model on EuroSAT patches: MS (13 bands,
+    DN, through the card's radiometry) or RGB JPEG values (3 bands, taken as already mapped)."""
     from .infer import get_predictor
 
-    pred = get_predictor(card, runtime)(X[..., band_indices(card.bands)]).argmax(axis=1)
+    jpeg = X.shape[-1] == len(RGB_BANDS)
+    source = RGB_BANDS if jpeg else EUROSAT_ORDER
+    if jpeg and card.radiometry.get("kind") != "eurosat-jpeg":
+        raise AtlasError(f"model {card.name} takes DN, not EuroSAT JPEG values: evaluate it on EuroSAT MS")
+    pred = get_predictor(card, runtime)(X[..., band_indices(card.bands, source)], prescaled=jpeg).argmax(axis=1)
     n = len(CLASSES)
     conf = np.bincount(y * n + pred, minlength=n * n).reshape(n, n)
     per = conf.diagonal() / np.maximum(conf.sum(axis=1), 1)
     return {"model": card.name, "weights_sha256": card.weights_sha256, "n": int(len(y)),
+            "data": "EuroSAT RGB JPEG" if jpeg else "EuroSAT MS GeoTIFF (DN)",
             "accuracy": float((pred == y).mean()), "per_class": dict(zip(CLASSES, per.round(4).tolist())),
             "confusion": conf.tolist()}
 
 
 def evaluate(data: str | os.PathLike, model: str, split: str = "test", splits: str | None = None,
              quiet: bool = False) -> dict:
+    """Evaluate a model on a split of EuroSAT RGB or MS; `n_listed` says how many the split names."""
     card = load_card(model)
-    X, y = load_split(data, split, splits, quiet)
-    return {**evaluate_arrays(card, X, y), "split": split}
+    X, y, listed = load_split(data, split, splits, quiet)
+    return {**evaluate_arrays(card, X, y), "split": split, "n_listed": listed}
 
 
-def _augment(tf, x, y):
+def _augment(tf, x, y, radiometric: bool):
+    """Flips and 90-degree rotations; for JPEG-scale RGB also contrast, gain and haze (see AUGMENTATION)."""
     x = tf.image.random_flip_left_right(x)
     x = tf.image.random_flip_up_down(x)
-    k = tf.random.uniform((), 0, 4, dtype=tf.int32)
-    return tf.image.rot90(x, k), y
+    x = tf.image.rot90(x, tf.random.uniform((), 0, 4, dtype=tf.int32))
+    if radiometric:
+        u = tf.random.uniform
+        m = tf.reduce_mean(x, axis=(0, 1), keepdims=True)
+        z = (x - m) * u((), 0.8, 1.2) + m
+        z = z * u((), 0.8, 1.3) * u((1, 1, 3), 0.95, 1.05) + u((), -1.2, 0.5) * tf.constant(HAZE_RGB)
+        x = tf.where(u(()) < 0.8, tf.clip_by_value(z, 0.0, 255.0), x)
+    return x, y
 
 
-def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tuple[str, ...] = EUROSAT_ORDER,
-          epochs: int = 30, batch: int = 64, lr: float = 1e-3, patience: int = 6, seed: int = 42,
-          splits: str | None = None, name: str | None = None, quiet: bool = False) -> ModelCard:
-    """Train `arch` on the train split, early-stop on val, evaluate on test, save with its card."""
+def _run_dir(out: Path, config: dict) -> Path:
+    key = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return _cache_dir() / "runs" / f"{out.name}-{key}"
+
+
+def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tuple[str, ...] | None = None,
+          epochs: int = 30, batch: int = 64, lr: float = 1e-3, seed: int = 42, splits: str | None = None,
+          name: str | None = None, quiet: bool = False, patience: int | None = None,
+          init: str | None = None) -> ModelCard:
+    """Train `arch` on the train split (cosine learning rate, AdamW), keep the weights of the best
+    validation epoch (the last one where the data have no validation split), evaluate them on test,
+    save with the card. Resumes an interrupted run. `init`: start from a trained model of the same
+    architecture on a subset of `bands` (e.g. spectrumnet-rgb for a 13-band model): its weights are
+    copied, the first layer's filters go to its bands and zeros to the others, and its normalisation
+    is carried over for its bands, so that the new model starts out computing exactly the old one."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
     import tensorflow as tf
 
     from .nets import build
 
+    data, out = Path(data), Path(out)
+    kind = data_kind(data, "train", splits)
+    source = RGB_BANDS if kind == "jpg" else EUROSAT_ORDER
+    bands = tuple(bands or source)
+    idx = band_indices(bands, source)
     keras.utils.set_random_seed(seed)
-    idx = band_indices(bands)
-    Xtr, ytr = load_split(data, "train", splits, quiet)
-    Xva, yva = load_split(data, "val", splits, quiet)
-    mean = Xtr[..., idx].reshape(-1, len(idx)).mean(axis=0, dtype=np.float64)
-    std = Xtr[..., idx].reshape(-1, len(idx)).std(axis=0, dtype=np.float64) + 1e-6
+    Xtr, ytr, _ = load_split(data, "train", splits, quiet, kind)
+    try:
+        Xva, yva, _ = load_split(data, "val", splits, quiet, kind)
+    except AtlasError:  # e.g. the EuroSAT MS subset: train and test only
+        Xva, yva = None, None
+    flat = Xtr[..., idx].reshape(-1, len(idx))
+    mean, std = flat.mean(axis=0, dtype=np.float64), flat.std(axis=0, dtype=np.float64) + 1e-6
+    jpeg = kind == "jpg"
+    src = load_card(init) if init else None
+    if src:
+        if jpeg or not set(src.bands) <= set(bands):
+            raise AtlasError(f"--init {init}: its bands {', '.join(src.bands)} must be a subset of the MS bands trained")
+        scale = src.radiometry.get("scale", 1.0)  # the old model's (v - m) / s on v = DN * scale
+        for b, m, sd in zip(src.bands, src.mean, src.std):
+            mean[bands.index(b)], std[bands.index(b)] = m / scale, sd / scale
 
     def norm(x, y):
+        x = tf.cast(tf.gather(x, idx, axis=-1), tf.float32)
+        x, y = _augment(tf, x, y, jpeg)
+        return (x - mean.astype(np.float32)) / std.astype(np.float32), y
+
+    def norm_val(x, y):
         return (tf.cast(tf.gather(x, idx, axis=-1), tf.float32) - mean.astype(np.float32)) / std.astype(np.float32), y
 
     ds_tr = (tf.data.Dataset.from_tensor_slices((Xtr, ytr)).shuffle(len(ytr), seed=seed, reshuffle_each_iteration=True)
-             .map(norm, num_parallel_calls=tf.data.AUTOTUNE).map(lambda x, y: _augment(tf, x, y))
-             .batch(batch).prefetch(tf.data.AUTOTUNE))
-    ds_va = tf.data.Dataset.from_tensor_slices((Xva, yva)).map(norm).batch(256).prefetch(tf.data.AUTOTUNE)
+             .map(norm, num_parallel_calls=tf.data.AUTOTUNE).batch(batch).prefetch(tf.data.AUTOTUNE))
+    ds_va = None if yva is None else (tf.data.Dataset.from_tensor_slices((Xva, yva)).map(norm_val).batch(256)
+                                      .prefetch(tf.data.AUTOTUNE))
+    config = dict(data=str(data.resolve()), arch=arch, bands=bands, epochs=epochs, batch=batch, lr=lr, seed=seed,
+                  n_train=len(ytr), augmentation=AUGMENTATION if jpeg else "flips + 90 degree rotations")
+    if src:
+        config["init"] = src.weights_sha256
+    run = _run_dir(out, config)
+    run.mkdir(parents=True, exist_ok=True)
     model = build(arch, len(idx))
+    if src:
+        _transplant(src, model, bands)
     steps = max(1, epochs * -(-len(ytr) // batch))
-    model.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(lr, steps)),
+    warm = min(steps // 10, 3 * -(-len(ytr) // batch))
+    schedule = keras.optimizers.schedules.CosineDecay(lr / 10, steps - warm, warmup_target=lr, warmup_steps=warm)
+    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    t0 = time.time()
-    hist = model.fit(ds_tr, validation_data=ds_va, epochs=epochs, verbose=0 if quiet else 2,
-                     callbacks=[keras.callbacks.EarlyStopping("val_accuracy", patience=patience,
-                                                              restore_best_weights=True)])
-    seconds = time.time() - t0
-    out = Path(out)
+    best = _BestKeeper(run)
+    callbacks = [keras.callbacks.BackupAndRestore(str(run / "backup")), best]
+    if patience:
+        callbacks.append(keras.callbacks.EarlyStopping("val_accuracy", patience=patience))
+    if not quiet:
+        print(f"training {arch} on {', '.join(bands)} ({len(ytr)} train / {0 if yva is None else len(yva)} val "
+              f"patches, {epochs} epochs{f', from {src.name}' if src else ''}); "
+              f"resumable state in {run}", flush=True)
+    model.fit(ds_tr, validation_data=ds_va, epochs=epochs, verbose=0 if quiet else 2, callbacks=callbacks)
+    n_val = 0 if yva is None else int(len(yva))
+    seconds = best.state["seconds"]
+    model.load_weights(run / "best.weights.h5")
     fields = dict(
-        name=name or out.name, architecture=model.name, bands=tuple(bands), mean=tuple(mean.tolist()),
+        name=name or out.name, architecture=model.name, bands=bands, mean=tuple(mean.tolist()),
         std=tuple(std.tolist()), date=date.today().isoformat(),
-        training={"data": f"EuroSAT MS ({Path(data).resolve()})", "split": "torchgeo eurosat-train/val/test",
-                  "n_train": int(len(ytr)), "n_val": int(len(yva)), "epochs_run": len(hist.history["loss"]),
-                  "best_val_accuracy": round(float(max(hist.history["val_accuracy"])), 4),
-                  "batch": batch, "lr": lr, "augmentation": "flips + 90 degree rotations", "seed": seed,
-                  "seconds": round(seconds, 1), "machine": f"{os.cpu_count()} CPU cores"},
+        radiometry=JPEG_RADIOMETRY if jpeg else {},
+        normalisation=("v = min(max(DN + offset, 0) * 255 / 2750, 255) (the EuroSAT JPEG mapping), then "
+                       "(v - mean) / std per band" if jpeg else ModelCard.normalisation),
+        training={"data": f"EuroSAT {'RGB JPEG' if jpeg else 'MS GeoTIFF'} ({data.resolve()})",
+                  "split": "eurosat-train/val/test.txt (train to fit, val to pick the epoch)",
+                  "n_train": int(len(ytr)), "n_val": n_val, "epochs": epochs,
+                  "best_epoch": best.state["best_epoch"],
+                  "best_val_accuracy": round(best.state["best"], 4) if n_val else None,
+                  "batch": batch, "optimizer": f"AdamW (weight decay 1e-4), lr {lr} cosine with warm-up",
+                  "augmentation": config["augmentation"], "seed": seed, "from_scratch": src is None,
+                  **({"initialised_from": f"{src.name} (weights SHA-256 {src.weights_sha256})"} if src else {}),
+                  "seconds": round(seconds, 1), "machine": f"{os.cpu_count()} CPU cores, TensorFlow {tf.__version__}"},
     )
     card = save(model, out, **fields)
     try:
-        Xte, yte = load_split(data, "test", splits, quiet)
+        Xte, yte, listed = load_split(data, "test", splits, quiet, kind)
     except AtlasError:
         return card
-    metrics = {**evaluate_arrays(card, Xte, yte), "split": "test"}
+    metrics = {**evaluate_arrays(card, Xte, yte), "split": "test", "n_listed": listed}
     metrics.pop("model"), metrics.pop("weights_sha256")
     return save(model, out, **fields, metrics=metrics)
+
+
+def _transplant(src: ModelCard, model, bands: tuple[str, ...]) -> None:
+    """Copy the weights of `src` into `model` (same architecture); the first layer's input filters of
+    the bands `src` had go to their places in `bands`, the other bands' filters are zero."""
+    import keras
+
+    old = keras.models.load_model(os.path.join(src.path, "model.keras"), compile=False)
+    first = next(layer for layer in model.layers if layer.get_weights())
+    for layer in model.layers:
+        w = old.get_layer(layer.name).get_weights() if layer.get_weights() else []
+        if layer is first:
+            kernel = np.zeros(layer.get_weights()[0].shape, np.float32)
+            for i, b in enumerate(src.bands):
+                kernel[:, :, bands.index(b), :] = w[0][:, :, i, :]
+            w = [kernel, *w[1:]]
+        if w:
+            layer.set_weights(w)
+
+
+def _best_keeper_class():
+    import keras
+
+    class BestKeeper(keras.callbacks.Callback):
+        """Keeps the best validation weights and the training seconds in the run folder, across resumes."""
+
+        def __init__(self, run: Path):
+            super().__init__()
+            self.run, self.t0 = run, time.time()
+            f = run / "best.json"
+            self.state = json.loads(f.read_text()) if f.exists() else {"best": -1.0, "best_epoch": 0, "seconds": 0.0}
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.time()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.state["seconds"] += time.time() - self.t0
+            acc = float((logs or {}).get("val_accuracy", 0.0))  # no validation data: the last epoch wins
+            if acc >= self.state["best"]:
+                self.model.save_weights(self.run / ".best.weights.h5")
+                os.replace(self.run / ".best.weights.h5", self.run / "best.weights.h5")
+                self.state.update(best=acc, best_epoch=epoch + 1)
+            (self.run / "best.json").write_text(json.dumps(self.state))
+
+    return BestKeeper
+
+
+def _BestKeeper(run: Path):
+    return _best_keeper_class()(run)
 
 
 def init_untrained(arch: str, bands: tuple[str, ...], out: str | os.PathLike, name: str, seed: int = 0) -> ModelCard:

@@ -28,7 +28,8 @@ def test_georeferencing_and_files(scene, model13, tmp_path):
     ds = run_classify(scene, model13, out=out)
     assert ds["lulc"].shape == (10, 11)
     assert ds.rio.transform() == Affine(640, 0, ORIGIN[0], 0, -640, ORIGIN[1])
-    assert sorted(p.name for p in out.iterdir()) == ["confidence.tif", "lulc.tif", "run.json", "tiles.parquet"]
+    assert sorted(p.name for p in out.iterdir()) == ["confidence.tif", "lulc.qml", "lulc.tif", "lulc.tif.aux.xml",
+                                                     "run.json", "tiles.parquet"]
     with rasterio.open(out / "lulc.tif") as src, rasterio.open(scene) as inp:
         assert src.crs == inp.crs and src.transform == Affine(640, 0, ORIGIN[0], 0, -640, ORIGIN[1])
         assert src.dtypes[0] == "uint8" and src.nodata == 0 and (src.width, src.height) == (11, 10)
@@ -177,3 +178,82 @@ def test_lazy_xarray_view(scene):
     assert list(da.band.values) == list(EUROSAT_ORDER) and float(da.x[0]) == ORIGIN[0] + 5
     with rasterio.open(scene) as src:
         np.testing.assert_array_equal(da.sel(band="B8A")[:64, :64].values, src.read(13, window=((0, 64), (0, 64))))
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory):
+    """A models folder holding two 'trained' models (tiny nets; the choice logic, not their labels,
+    is under test): spectrumnet-rgb (B04, B03, B02) and spectrumnet-l1c13 (13 bands)."""
+    from atlas_change.nets import build
+    from atlas_change.registry import save
+    from atlas_change.train import JPEG_RADIOMETRY, RGB_BANDS
+
+    root = tmp_path_factory.mktemp("models")
+    for name, bands, radiometry in (("spectrumnet-rgb", RGB_BANDS, JPEG_RADIOMETRY),
+                                    ("spectrumnet-l1c13", EUROSAT_ORDER, {})):
+        n = len(bands)
+        save(build("spectrumnet-bn-w0.125", n), root / name, name=name, architecture="spectrumnet-bn-w0.125",
+             bands=bands, mean=(100.0,) * n, std=(50.0,) * n, radiometry=radiometry, trained=True)
+    return root
+
+
+@pytest.mark.parametrize("bands,expected", [(("B04", "B03", "B02"), "spectrumnet-rgb"),
+                                            (EUROSAT_ORDER, "spectrumnet-l1c13"),
+                                            (tuple(b for b in EUROSAT_ORDER if b != "B10"), "spectrumnet-rgb")])
+def test_default_model_is_the_first_shipped_one_the_bands_fit(tmp_path, shipped, monkeypatch, bands, expected):
+    from atlas_change.pipeline import classify
+
+    monkeypatch.setenv("ATLAS_MODELS", str(shipped))
+    path = make_scene(tmp_path / "s.tif", 128, 128, bands=bands)
+    classify(path, out=tmp_path / "out", scheduler="sync", runtime="graph")
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["model"]["model"] == expected and run["model"]["why"].startswith("default")
+    assert run["model"]["bands"] == list(("B04", "B03", "B02") if expected == "spectrumnet-rgb" else EUROSAT_ORDER)
+    assert run["model"]["radiometry"].get("kind") == ("eurosat-jpeg" if expected == "spectrumnet-rgb" else None)
+
+
+def test_input_is_checked_before_the_model(tmp_path, monkeypatch, capsys):
+    from atlas_change.__main__ import main
+
+    monkeypatch.setenv("ATLAS_MODELS", str(tmp_path / "no-models"))
+    (tmp_path / "pic.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (tmp_path / "folder").mkdir()
+    for bad, problem in (("missing.tif", "no such file"), ("pic.png", "not a readable raster"),
+                         ("folder", "not a Sentinel-2 SAFE product")):
+        assert main(["classify", str(tmp_path / bad), "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and bad in err and problem in err and "model" not in err
+    good = make_scene(tmp_path / "ok.tif", 128, 128)
+    assert main(["classify", str(good), "--quiet", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "no trained model" in err and "train" in err and "--model" in err and not (tmp_path / "o").exists()
+    assert main(["classify", str(good), "--model", "nope", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "nope: no such model" in err and "demo" in err and "train" in err
+
+
+def test_api_snippet_runs_as_a_plain_script_in_silence(tmp_path, model13):
+    """The README's Python snippet pasted into a script without a __main__ guard: no crash (no worker
+    process re-imports the script), nothing on stderr (TensorFlow's log lines silenced), nodata set."""
+    path = make_scene(tmp_path / "scene.tif", 256, 256)
+    script = tmp_path / "my.py"
+    script.write_text(
+        "import atlas_change\n"
+        f"ds = atlas_change.classify({str(path)!r}, model={model13.path!r}, allow_untrained=True, stride=64)\n"
+        "print(ds.rio.crs, ds.rio.transform().a, ds['confidence'].rio.nodata, ds['lulc'].rio.nodata)\n")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["EPSG:32632", "640.0", "nan", "0"] and r.stderr == ""
+
+
+def test_cli_quiet_prints_nothing_default_prints_no_log_lines(tmp_path, model13):
+    path = make_scene(tmp_path / "scene.tif", 256, 256)
+    base = [sys.executable, "-m", "atlas_change", "classify", str(path), "--model", model13.path, "--allow-untrained"]
+    r = subprocess.run(base + ["--quiet", "--out", str(tmp_path / "q")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout == "" and r.stderr == "", r.stderr[-2000:]
+    r = subprocess.run(base + ["--out", str(tmp_path / "v")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "lulc.tif" in r.stdout
+    noise = [ln for ln in r.stderr.replace("\r", "\n").splitlines() if ln.strip() and not ln.startswith("classify")]
+    assert noise == [], noise  # only the progress bar
+    with rasterio.open(tmp_path / "q" / "confidence.tif") as src:
+        assert np.isnan(src.nodata)

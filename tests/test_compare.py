@@ -1,4 +1,5 @@
 """compare / export / view on classify outputs made in the test with known classes and confidences."""
+import os
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
@@ -147,6 +148,38 @@ def test_geopackage_layers(tmp_path, dates):
         assert subprocess.run(["ogrinfo", "-so", "-al", str(gpkg)], capture_output=True).returncode == 0
 
 
+def _gpkg_schema(gpkg):
+    import sqlite3
+
+    with sqlite3.connect(gpkg) as db:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        app = db.execute("PRAGMA application_id").fetchone()[0]
+        geom_cols = dict(db.execute("SELECT table_name, column_name FROM gpkg_geometry_columns"))
+        style_cols = dict(db.execute("SELECT f_table_name, f_geometry_column FROM layer_styles"))
+        last = [r[0] for r in db.execute("SELECT last_change FROM gpkg_contents")]
+        types = {t: {r[1]: r[2] for r in db.execute(f"PRAGMA table_info({t})")} for t in geom_cols}
+    return version, app, geom_cols, style_cols, last, types
+
+
+@pytest.mark.parametrize("changed", [True, False])
+def test_geopackage_is_1_2_styles_name_the_geometry_column_types_fixed(tmp_path, dates, changed):
+    """What QGIS needs to apply the styles (the style row names the layer's real geometry column),
+    GeoPackage 1.2, and column types that do not depend on the data (no change -> still INTEGER/TEXT)."""
+    import re
+
+    before, after = dates if changed else (dates[0], dates[0])
+    aoi = aoi_file(tmp_path / "aoi.geojson", 2, 5, 3, 7)
+    compare(before, after, aoi=str(aoi), out=tmp_path / "cmp")
+    version, app, geom_cols, style_cols, last, types = _gpkg_schema(export_gpkg(tmp_path / "cmp", tmp_path / "c.gpkg"))
+    assert app == 0x47504B47 and version == 10200  # 'GPKG', version 1.2.0
+    assert style_cols == geom_cols and set(geom_cols.values()) == {"geom"}
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z", t) for t in last), last
+    ints = ("INTEGER", "MEDIUMINT", "SMALLINT", "TINYINT")
+    ch = types["changes"]
+    assert ch["from_id"] in ints and ch["to_id"] in ints and (ch["from_class"], ch["to_class"]) == ("TEXT", "TEXT")
+    assert ch["hectares"] == "REAL" and types["tiles_before"]["class_id"] in ints
+
+
 class _Scripts(HTMLParser):
     def __init__(self):
         super().__init__()
@@ -170,8 +203,16 @@ def test_change_map_html(tmp_path, dates):
     assert "Residential" in text and "40.96" in text
 
 
-@pytest.mark.skipif(not shutil.which("chromium"), reason="chromium not installed (apt-get install chromium)")
+def _need_chromium():
+    """Skip without Chromium, except under CI=true, where .ci/run installs it: there it must run."""
+    if not shutil.which("chromium"):
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium is not installed; .ci/run must install Debian's chromium package")
+        pytest.skip("chromium not installed (apt-get install chromium)")
+
+
 def test_change_map_renders_in_chromium(tmp_path, dates):
+    _need_chromium()
     aoi = aoi_file(tmp_path / "aoi.geojson", 2, 5, 3, 7)
     compare(*dates, aoi=str(aoi), out=tmp_path / "cmp")
     html = change_map(tmp_path / "cmp", side_by_side=True)
@@ -185,3 +226,36 @@ def test_change_map_renders_in_chromium(tmp_path, dates):
                            capture_output=True, text=True, timeout=120)
         assert "atlas-legend" in r.stdout and "leaflet-container" in r.stdout  # Leaflet built the map
         assert "Uncaught" not in r.stderr, r.stderr[-2000:]
+
+
+def test_categorical_rasters_carry_their_legend_and_mode_overviews(tmp_path):
+    """change.tif (uint16 codes) and lulc.tif (uint8 ids): overviews hold only full-resolution values,
+    a .qml with one labelled entry per value present, a RAT in the .aux.xml, nodata 0."""
+    from atlas_change.assemble import change_categories, class_categories, write_cog
+
+    rng = np.random.default_rng(0)
+    codes = np.array([0, 108, 207, 301, 1002])
+    t = Affine(10, 0, X0, 0, -10, Y0)
+    for name, arr, cats in (("change", codes[rng.integers(0, 5, (1100, 1100))].astype(np.uint16), change_categories()),
+                            ("lulc", rng.choice([0, 1, 2, 8], (1100, 1100)).astype(np.uint8), class_categories())):
+        path = tmp_path / f"{name}.tif"
+        write_cog(path, arr, t, UTM, 0, {}, "x", cats)
+        values = set(np.unique(arr).tolist())
+        with rasterio.open(path) as src:
+            assert src.nodata == 0 and src.overviews(1)
+            cmap = src.colormap(1)  # the palette stops at the largest value present; 0 and absent values transparent
+            assert len(cmap) == max(values) + 1 and cmap[0][3] == 0
+            assert {v for v, c in cmap.items() if c[3] == 255} == values - {0}
+            for f in src.overviews(1):
+                ov = src.read(1, out_shape=(src.height // f, src.width // f))
+                assert set(np.unique(ov).tolist()) <= values, (name, f)
+        qml = ET.parse(path.with_suffix(".qml")).getroot()
+        entries = qml.findall(".//rasterrenderer[@type='paletted']/colorPalette/paletteEntry")
+        assert sorted(int(e.get("value")) for e in entries) == sorted(values - {0})
+        rat = ET.parse(f"{path}.aux.xml").getroot().find(".//GDALRasterAttributeTable")
+        rows = {int(r[0].text): r[1].text for r in rat.findall("Row")}
+        assert set(rows) == values - {0}
+    assert rows[8] == "Residential" and rows[2] == "Forest"
+    if shutil.which("gdalinfo"):
+        info = subprocess.run(["gdalinfo", str(tmp_path / "change.tif")], capture_output=True, text=True).stdout
+        assert "AnnualCrop to Residential" in info and "NoData Value=0" in info

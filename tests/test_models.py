@@ -50,12 +50,12 @@ def test_load_split_band_order_b8a_last(eurosat, tmp_path, monkeypatch):
     from atlas_change.train import band_indices, load_split
 
     monkeypatch.setenv("ATLAS_CACHE", str(tmp_path))
-    X, y = load_split(eurosat, "test", quiet=True)
-    assert X.shape == (10, 64, 64, 13) and X.dtype == np.uint16 and list(y) == list(range(10))
+    X, y, listed = load_split(eurosat, "test", quiet=True)
+    assert X.shape == (10, 64, 64, 13) and X.dtype == np.uint16 and list(y) == list(range(10)) and listed == 10
     # band k of the file (k = 0..12) holds ~100*(k+1): B8A is the 13th band, B10 the 10th
     assert X[..., band_indices(("B8A",))].min() >= 1300 and X[..., band_indices(("B8A",))].max() < 1400
     assert X[..., band_indices(("B10",))].min() >= 1000 and X[..., band_indices(("B10",))].max() < 1100
-    assert list(tmp_path.glob("eurosat-test-*.npz"))  # cached for the next epoch / run
+    assert list(tmp_path.glob("eurosat-tif-test-*.npz"))  # cached for the next epoch / run
 
 
 def test_train_evaluate_card_roundtrip(eurosat, tmp_path, monkeypatch):
@@ -68,7 +68,7 @@ def test_train_evaluate_card_roundtrip(eurosat, tmp_path, monkeypatch):
     card = load_card(out)
     assert card.bands == EUROSAT_ORDER and card.classes == CLASSES and card.trained
     assert len(card.mean) == 13 and card.mean[12] == pytest.approx(1300 + 4.5 + 24.5, abs=2)  # B8A last
-    assert card.training["n_train"] == 40 and card.training["epochs_run"] == 1
+    assert card.training["n_train"] == 40 and card.training["epochs"] == 1 and card.radiometry == {}
     assert 0 <= card.metrics["accuracy"] <= 1 and np.sum(card.metrics["confusion"]) == 10
     assert "SHA-256" in (out / "README.md").read_text()
     r = subprocess.run([sys.executable, "-m", "atlas_change", "evaluate", "--data", str(eurosat), "--model", str(out),
@@ -103,3 +103,129 @@ def test_wrong_band_count_refused(tmp_path, model12):
     four = make_scene(tmp_path / "rgbn.tif", 128, 128, bands=("B02", "B03", "B04", "B08"), descriptions=False)
     with pytest.raises(AtlasError, match="4 bands without Sentinel-2 band descriptions"):
         run_classify(four, model12)
+
+
+@pytest.fixture(scope="module")
+def eurosat_rgb(tmp_path_factory):
+    """EuroSAT RGB layout: ROOT/EuroSAT_RGB/<Class>/<Class>_<n>.jpg (JPEG, 3 bands), split files in ROOT/splits."""
+    root = tmp_path_factory.mktemp("eurosat_rgb")
+    data = root / "EuroSAT_RGB"
+    rng = np.random.default_rng(1)
+    names = {"train": [], "val": [], "test": []}
+    for ci, cls in enumerate(CLASSES):
+        (data / cls).mkdir(parents=True)
+        for n in range(1, 5):
+            arr = np.clip(rng.normal(20 * ci + 30, 10, (3, 64, 64)), 0, 255).astype(np.uint8)
+            with rasterio.open(data / cls / f"{cls}_{n}.jpg", "w", driver="JPEG", width=64, height=64, count=3,
+                               dtype="uint8") as d:
+                d.write(arr)
+            names["train" if n <= 2 else "val" if n == 3 else "test"].append(f"{cls}_{n}.jpg")
+    (root / "splits").mkdir()
+    for split, items in names.items():
+        (root / "splits" / f"eurosat-{split}.txt").write_text("\n".join(items) + "\n")
+    return data
+
+
+def test_train_on_rgb_jpegs_applies_the_jpeg_mapping(eurosat_rgb, eurosat, tmp_path, monkeypatch):
+    """An RGB model trained on the JPEGs carries the JPEG mapping in its card; evaluated on MS GeoTIFFs
+    it reads B04, B03, B02 through that mapping."""
+    monkeypatch.setenv("ATLAS_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "models" / "rgb"
+    r = subprocess.run([sys.executable, "-m", "atlas_change", "train", "--data", str(eurosat_rgb), "--arch",
+                        "spectrumnet-bn-w0.5", "--epochs", "1", "--batch", "8", "--out", str(out), "--quiet"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    card = load_card(out)
+    assert card.bands == ("B04", "B03", "B02") and card.radiometry["kind"] == "eurosat-jpeg"
+    assert card.radiometry["scale"] == pytest.approx(255 / 2750) and card.radiometry["max"] == 255
+    assert card.metrics["n"] == 10 and card.metrics["data"] == "EuroSAT RGB JPEG"
+    assert card.architecture == "spectrumnet-bn-w0.5"
+    for data, kind in ((eurosat_rgb, "RGB JPEG"), (eurosat, "MS GeoTIFF (DN)")):
+        r = subprocess.run([sys.executable, "-m", "atlas_change", "evaluate", "--data", str(data), "--model",
+                            str(out), "--json"], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        res = json.loads(r.stdout)
+        assert res["n"] == 10 and kind in res["data"] and 0 <= res["accuracy"] <= 1
+        assert np.asarray(res["confusion"]).shape == (10, 10)
+
+
+def test_model_scale_is_the_jpeg_mapping():
+    from atlas_change.infer import model_scale
+    from atlas_change.train import JPEG_RADIOMETRY
+
+    dn = np.array([0, 1375, 2750, 9000], np.uint16)
+    assert model_scale(dn, 0, JPEG_RADIOMETRY).tolist() == pytest.approx([0, 127.5, 255, 255])
+    # baseline >= 04.00: DN carry +1000, the offset takes it off; below 0 clips
+    assert model_scale(dn + 1000, -1000, JPEG_RADIOMETRY).tolist() == pytest.approx([0, 127.5, 255, 255])
+    assert model_scale(np.array([500]), -1000, JPEG_RADIOMETRY).tolist() == [0]
+    assert model_scale(dn, 0, {}).tolist() == dn.tolist()  # MS models: DN as they are
+
+
+@pytest.mark.data
+def test_ms_patches_reach_an_rgb_model_as_their_jpeg_twins():
+    """Every one of the 270 EuroSAT MS GeoTIFFs, opened as a scene for an RGB model and mapped as the
+    predictor maps it, equals its JPEG twin within JPEG error."""
+    from pathlib import Path
+
+    from rasterio.windows import Window
+
+    from atlas_change.infer import model_scale
+    from atlas_change.read import open_scene
+    from atlas_change.train import JPEG_RADIOMETRY, RGB_BANDS
+
+    root = Path(__file__).resolve().parents[2] / "shared" / "eurosat"
+    ms = sorted((root / "EuroSAT_MS_subset").glob("*/*/*.tif"))
+    if not ms:
+        pytest.skip("../shared/eurosat not here")
+    diffs = []
+    for p in ms:
+        scene = open_scene(p, RGB_BANDS)
+        dn, _ = scene.read(Window(0, 0, 64, 64), raw=True)
+        with rasterio.open(root / "EuroSAT_RGB" / p.parent.name / f"{p.stem}.jpg") as j:
+            jpeg = j.read().astype(np.float32)
+        diffs.append(model_scale(dn, scene.offset, JPEG_RADIOMETRY) - jpeg)
+    d = np.stack(diffs)
+    assert len(d) == 270
+    rmse = np.sqrt((d ** 2).mean(axis=(0, 2, 3)))
+    assert (rmse < 4.0).all(), rmse  # JPEG quantisation error is ~2-3 grey levels
+    assert (np.abs(d.mean(axis=(0, 2, 3))) < 2.0).all()
+
+
+@pytest.mark.data
+def test_shipped_rgb_models_on_real_ms_patches_through_classify():
+    """The 54 EuroSAT MS test patches (13-band L1C GeoTIFFs, never trained on through their JPEG twins),
+    classified one by one by `classify` itself, score about what each shipped RGB model scores on the
+    5,200 test JPEGs (54 patches: one error is 1.9 points, so allow 6)."""
+    from pathlib import Path
+
+    import atlas_change
+    from atlas_change.registry import models_dir
+
+    root = Path(__file__).resolve().parents[2] / "shared" / "eurosat" / "EuroSAT_MS_subset" / "test"
+    files = sorted(root.glob("*/*.tif"))
+    if not files:
+        pytest.skip("../shared/eurosat not here")
+    models = [n for n in ("spectrumnet-rgb", "resnet50-rgb") if (models_dir() / n / "card.json").exists()]
+    if not models:
+        pytest.skip("no shipped RGB model")
+    for name in models:
+        card = load_card(name)
+        right = sum(CLASSES[int(atlas_change.classify(p, model=name, scheduler="sync")["lulc"].values[0, 0]) - 1]
+                    == p.parent.name for p in files)
+        assert right / len(files) >= card.metrics["accuracy"] - 0.06, (name, right, len(files))
+
+
+@pytest.mark.data
+def test_real_l1c_forest_is_labelled_forest():
+    """eo-learn's clear L1C date of a Slovenian forest (13 bands, B8A after B08, band descriptions set):
+    the default model calls most of it Forest."""
+    from pathlib import Path
+
+    import atlas_change
+
+    clear = Path(__file__).resolve().parents[2] / "shared" / "scenes" / "eolearn-l1c13" / "clear.tif"
+    if not clear.exists():
+        pytest.skip("../shared/scenes not here")
+    ds = atlas_change.classify(clear, stride=16, scheduler="sync")
+    ids = ds["lulc"].values
+    assert (ids == CLASSES.index("Forest") + 1).mean() >= 0.6, np.unique(ids, return_counts=True)

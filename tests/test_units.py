@@ -97,3 +97,26 @@ def test_average_to_cells():
     assert not has[2, 2] and has[2, 1]
     same, has1 = average_to_cells(probs, usable, 1)
     np.testing.assert_array_equal(same, probs) and np.testing.assert_array_equal(has1, usable)
+
+
+def test_every_cli_option_has_help_and_version_prints(capsys):
+    import argparse
+
+    from atlas_change import __version__
+    from atlas_change.__main__ import _parser, main
+
+    missing = []
+
+    def walk(parser, name):
+        for a in parser._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for n, sp in a.choices.items():
+                    walk(sp, n)
+            elif not a.help:
+                missing.append(f"{name} {a.option_strings or a.dest}")
+
+    walk(_parser(), "atlas-change")
+    assert missing == []
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"atlas-change {__version__}"
