@@ -248,17 +248,19 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tup
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     best = _BestKeeper(run)
-    callbacks = [keras.callbacks.BackupAndRestore(str(run / "backup")), best]
+    callbacks = [keras.callbacks.BackupAndRestore(str(run / "backup"), delete_checkpoint=False), best]
     if patience:
         callbacks.append(keras.callbacks.EarlyStopping("val_accuracy", patience=patience))
     if not quiet:
         print(f"training {arch} on {', '.join(bands)} ({len(ytr)} train / {0 if yva is None else len(yva)} val "
               f"patches, {epochs} epochs{f', from {src.name}' if src else ''}); "
               f"resumable state in {run}", flush=True)
-    model.fit(ds_tr, validation_data=ds_va, epochs=epochs, verbose=0 if quiet else 2, callbacks=callbacks)
+    if not best.state.get("finished"):  # a finished run started again only re-does the steps below
+        model.fit(ds_tr, validation_data=ds_va, epochs=epochs, verbose=0 if quiet else 2, callbacks=callbacks)
     n_val = 0 if yva is None else int(len(yva))
     seconds = best.state["seconds"]
     model.load_weights(run / "best.weights.h5")
+    precise_bn = _precise_bn(model, ds_tr, ds_va, run / "best.weights.h5") if ds_va is not None else None
     fields = dict(
         name=name or out.name, architecture=model.name, bands=bands, mean=tuple(mean.tolist()),
         std=tuple(std.tolist()), date=date.today().isoformat(),
@@ -270,6 +272,7 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tup
                   "n_train": int(len(ytr)), "n_val": n_val, "epochs": epochs,
                   "best_epoch": best.state["best_epoch"],
                   "best_val_accuracy": round(best.state["best"], 4) if n_val else None,
+                  **({"precise_bn": precise_bn} if precise_bn else {}),
                   "batch": batch, "optimizer": f"AdamW (weight decay 1e-4), lr {lr} cosine with warm-up",
                   "augmentation": config["augmentation"], "seed": seed, "from_scratch": src is None,
                   **({"initialised_from": f"{src.name} (weights SHA-256 {src.weights_sha256})"} if src else {}),
@@ -283,6 +286,41 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tup
     metrics = {**evaluate_arrays(card, Xte, yte), "split": "test", "n_listed": listed}
     metrics.pop("model"), metrics.pop("weights_sha256")
     return save(model, out, **fields, metrics=metrics)
+
+
+def _precise_bn(model, ds_tr, ds_va, weights: Path, batches: int = 200) -> dict | None:
+    """Recompute the batch-norm statistics of the final weights ("precise BN"): the moving averages
+    collected during training lag behind weights that were still changing. Forward passes in
+    training mode over `batches` training batches (no weight update); kept only where validation
+    accuracy does not drop. -> what was done, for the card; None without batch-norm layers."""
+    import keras
+
+    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    if not bns:
+        return None
+
+    def val_acc() -> float:
+        right = n = 0
+        for x, y in ds_va:
+            right += int((model(x, training=False).numpy().argmax(axis=1) == y.numpy()).sum())
+            n += len(y)
+        return right / n
+
+    before = val_acc()
+    momentum = [layer.momentum for layer in bns]
+    for layer in bns:
+        layer.moving_mean.assign(np.zeros(layer.moving_mean.shape, np.float32))
+        layer.moving_variance.assign(np.ones(layer.moving_variance.shape, np.float32))
+        layer.momentum = 0.98
+    for x, _ in ds_tr.take(batches):
+        model(x, training=True)  # updates the moving statistics only
+    for layer, m in zip(bns, momentum):
+        layer.momentum = m
+    after = val_acc()
+    if after < before:
+        model.load_weights(weights)
+    return {"batches": batches, "val_accuracy_before": round(before, 4), "val_accuracy_after": round(after, 4),
+            "kept": after >= before}
 
 
 def _transplant(src: ModelCard, model, bands: tuple[str, ...]) -> None:
@@ -317,6 +355,10 @@ def _best_keeper_class():
 
         def on_epoch_begin(self, epoch, logs=None):
             self.t0 = time.time()
+
+        def on_train_end(self, logs=None):
+            self.state["finished"] = True
+            (self.run / "best.json").write_text(json.dumps(self.state))
 
         def on_epoch_end(self, epoch, logs=None):
             self.state["seconds"] += time.time() - self.t0

@@ -229,3 +229,29 @@ def test_real_l1c_forest_is_labelled_forest():
     ds = atlas_change.classify(clear, stride=16, scheduler="sync")
     ids = ds["lulc"].values
     assert (ids == CLASSES.index("Forest") + 1).mean() >= 0.6, np.unique(ids, return_counts=True)
+
+
+def test_init_from_rgb_model_starts_as_that_model(eurosat_rgb, eurosat, tmp_path, monkeypatch):
+    """--init: a 13-band model made from an RGB model (filters moved onto B04/B03/B02, zeros elsewhere,
+    normalisation carried over) computes what the RGB model computes on the same MS patches."""
+    from atlas_change.infer import Predictor
+    from atlas_change.nets import build
+    from atlas_change.train import RGB_BANDS, _transplant, band_indices, load_split, train
+
+    monkeypatch.setenv("ATLAS_CACHE", str(tmp_path / "cache"))
+    rgb = train(eurosat_rgb, "spectrumnet-bn-w0.25", tmp_path / "rgb", epochs=1, batch=8, quiet=True)
+    m13 = build("spectrumnet-bn-w0.25", 13)
+    _transplant(rgb, m13, EUROSAT_ORDER)
+    X, _, _ = load_split(eurosat, "test", quiet=True)
+    X = (X * 5).astype(np.uint16)  # B02-B04 DN below 2750, where the JPEG mapping is linear
+    mean, std = np.full(13, 1000.0), np.full(13, 500.0)
+    s = rgb.radiometry["scale"]
+    for b, m, sd in zip(rgb.bands, rgb.mean, rgb.std):
+        mean[EUROSAT_ORDER.index(b)], std[EUROSAT_ORDER.index(b)] = m / s, sd / s
+    p13 = m13.predict(((X - mean) / std).astype(np.float32), verbose=0)
+    p3 = Predictor(rgb, "graph")(X[..., band_indices(RGB_BANDS)])
+    np.testing.assert_allclose(p13, p3, atol=1e-4)
+    card = train(eurosat, "spectrumnet-bn-w0.25", tmp_path / "ms13", epochs=1, batch=8, quiet=True, init=str(rgb.path))
+    assert card.bands == EUROSAT_ORDER and card.radiometry == {} and not card.training["from_scratch"]
+    assert rgb.weights_sha256 in card.training["initialised_from"]
+    assert card.mean[3] == pytest.approx(rgb.mean[0] / s)  # B04 keeps the RGB model's normalisation
