@@ -30,7 +30,7 @@ outputs (in --out, default outputs/<scene name>/):
 
 examples:
   python -m atlas_change classify scene.tif
-  python -m atlas_change classify S2B_MSIL2A_20230612T101559_N0509_R065_T32TQM.SAFE.zip --model spectrumnet-l2a12
+  python -m atlas_change classify S2B_MSIL2A_20230612T101559_N0509_R065_T32TQM.SAFE.zip
   python -m atlas_change classify scene.tif --stride 32 --out outputs/my-aoi
   # on an existing Dask cluster (start one with `dask scheduler` and `dask worker tcp://HOST:8786`
   # on each machine, one worker process per machine; every worker must see the scene and models paths):
@@ -95,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--chunk", type=int, default=1024, help="pixels per Dask task side (multiple of 64; default 1024)")
     c.add_argument("--offset", type=float, help="override the digital-number offset (e.g. -1000)")
     c.add_argument("--allow-untrained", action="store_true", help="run an untrained model (pipeline tests only)")
-    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.add_argument("--quiet", action="store_true", help="print nothing but errors")
 
     t = sub.add_parser("train", help="train a model on EuroSAT (RGB JPEGs or MS GeoTIFFs) and write it with its card",
                        description="Train a network from scratch on EuroSAT RGB (DATA/<Class>/<Class>_<n>.jpg, "
@@ -180,7 +180,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--workers", type=int, help=WORKERS_HELP)
     r.add_argument("--scheduler", help="address of a running Dask scheduler, or 'sync' to run in this process")
     r.add_argument("--force", action="store_true", help="redo every step, even those up to date")
-    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.add_argument("--quiet", action="store_true", help="print nothing but errors (failed or blocked steps)")
 
     s = sub.add_parser("status", help="what a job has done, what is pending or stale, what failed and why")
     s.add_argument("job", help="job file, e.g. jobs/example.toml")
@@ -226,11 +226,16 @@ def _run_job(path, **kw) -> int:
     from .jobs import load_job, run_job, table
 
     job = load_job(path)
-    results = run_job(job, **kw)
-    print(table(results))
+    quiet = kw.get("quiet", False)
+    results = run_job(job, **kw, **({"echo": lambda line: None} if quiet else {}))
     ok = all(r.status in ("done", "up to date") for r in results)
-    print(f"outputs in {job.output}" + ("" if ok else "; some steps did not succeed (see above; "
-                                                      f"`python -m atlas_change status {path}`)"))
+    if not quiet:
+        print(table(results))
+        print(f"outputs in {job.output}" + ("" if ok else "; some steps did not succeed (see above; "
+                                                          f"`python -m atlas_change status {path}`)"))
+    for r in results:  # --quiet: nothing but the errors
+        if quiet and r.status not in ("done", "up to date"):
+            print(f"atlas-change: error: {r.id}: {r.status}{f': {r.detail}' if r.detail else ''}", file=sys.stderr)
     return 0 if ok else 1
 
 

@@ -66,6 +66,7 @@ class Job:
     min_confidence: float = 0.6
     allow_untrained: bool = False
     allow_model_mismatch: bool = False
+    model_why: str = "named in the job file"
 
 
 # ----------------------------------------------------------------------------------------------- parse
@@ -201,9 +202,11 @@ def parse_job(data: dict, path: Path, text: str = "") -> Job:
 
     if isinstance(model, str) and (base / model / "card.json").is_file():
         model = str(base / model)
+    why = "named in the job file"
     try:
         if model is None:  # the default model that every scene has the bands for
-            model = choose_model(_common_bands(aois), str(path))[0].path
+            card, why = choose_model(_common_bands(aois), str(path))
+            model, why = card.path, f"{why} (every scene of the job)"
         card = load_card(model)
         if not card.trained and not flags["allow_untrained"]:
             bad("model", f"{card.path} is untrained (random weights); set allow_untrained = true to run it anyway")
@@ -214,7 +217,7 @@ def parse_job(data: dict, path: Path, text: str = "") -> Job:
         raise AtlasError(f"{path}: {len(problems)} problem{'s' if len(problems) > 1 else ''}: "
                          + "; ".join(f"{w}: {m}" for w, (_, m) in zip(where, problems)))
     return Job(path, name, model, Path(os.path.normpath(base / output)), tuple(aois), tuple(produce), stride, chunk,
-               max_nodata, min_conf, flags["allow_untrained"], flags["allow_model_mismatch"])
+               max_nodata, min_conf, flags["allow_untrained"], flags["allow_model_mismatch"], why)
 
 
 def _check_aoi(path: Path) -> None:
@@ -437,7 +440,7 @@ def _execute(job: Job, step: Step, client, workers: int | None, scheduler: str |
 
         classify(a["scene"], model=job.model, stride=job.stride, chunk=job.chunk, max_nodata=job.max_nodata,
                  out=a["folder"], client=client, workers=workers, scheduler=scheduler,
-                 allow_untrained=job.allow_untrained, quiet=quiet)
+                 allow_untrained=job.allow_untrained, quiet=quiet, model_why=job.model_why)
     elif step.kind == "compare":
         from .compare import compare
 

@@ -83,3 +83,18 @@ def build(arch: str, n_bands: int) -> keras.Model:
     if m and float(m.group(2) or 1) > 0:
         return spectrumnet(n_bands, bn=bool(m.group(1)), width=float(m.group(2) or 1))
     raise ValueError(f"unknown architecture {arch!r} (choose {', '.join(ARCHITECTURES)})")
+
+
+def count_macs(model: keras.Model) -> int:
+    """Multiply-accumulates of one forward pass of one patch (convolutions and dense layers)."""
+    total = 0
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, layers.DepthwiseConv2D):
+            kh, kw, cin, _ = layer.kernel.shape
+            total += layer.output.shape[1] * layer.output.shape[2] * kh * kw * cin
+        elif isinstance(layer, layers.Conv2D):
+            kh, kw, cin, cout = layer.kernel.shape
+            total += layer.output.shape[1] * layer.output.shape[2] * kh * kw * cin * cout
+        elif isinstance(layer, layers.Dense):
+            total += layer.kernel.shape[0] * layer.kernel.shape[1]
+    return int(total)

@@ -185,11 +185,12 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
              stride: int = 64, max_nodata: float = 0.0, out: str | os.PathLike | None = None,
              workers: int | None = None, scheduler: str | None = None, client=None, chunk: int = 1024,
              runtime: str = "xla", offset: float | None = None, allow_untrained: bool = False,
-             quiet: bool = True) -> xr.Dataset:
+             quiet: bool = True, model_why: str | None = None) -> xr.Dataset:
     """Classify a Sentinel-2 scene (GeoTIFF/COG or SAFE folder/zip) into EuroSAT classes.
 
     `model`: a model name or folder; None picks the default, the first shipped trained model of
-    registry.DEFAULT_MODELS whose bands the input holds (run.json says which and why).
+    registry.DEFAULT_MODELS whose bands the input holds (run.json says which and why; `model_why`
+    overrides that reason where the caller chose the model, e.g. a job's default).
     Returns an xarray.Dataset with `lulc` (uint8 class ids 1..10, 0 = nodata), `confidence` and
     `probabilities` on the output grid (one cell per `stride` pixels, the scene's CRS and origin).
     With `out`, also writes lulc.tif, confidence.tif, tiles.parquet and run.json there, keeping
@@ -204,6 +205,7 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
     if not 0.0 <= max_nodata < 1.0:
         raise AtlasError(f"--max-nodata {max_nodata}: must be in [0, 1)")
     card, why = resolve_model(path, model, bands)
+    why = model_why or why
     if not card.trained and not allow_untrained:
         raise AtlasError(f"{card.path}: model {card.name} is untrained (random weights, meaningless labels); "
                          "train it first or pass --allow-untrained to test the pipeline")

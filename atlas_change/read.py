@@ -323,7 +323,7 @@ def _open_safe(p: str, model_bands) -> Scene:
     missing = [b for b in model_bands if b not in files]
     if missing:
         raise MissingBandsError(f"{p}: {level or 'the'} product lacks band(s) {', '.join(missing)} that the model needs"
-                         + (" (L2A has no B10: use an L2A model such as spectrumnet-l2a12)"
+                         + (" (L2A has no B10: use a model without it, such as spectrumnet-rgb)"
                             if "B10" in missing and level == "L2A" else ""))
     ref_band = next((b for b in ("B02", "B03", "B04", "B08") if b in files), None)
     if ref_band is None:

@@ -197,7 +197,7 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tup
     import keras
     import tensorflow as tf
 
-    from .nets import build
+    from .nets import build, count_macs
 
     data, out = Path(data), Path(out)
     kind = data_kind(data, "train", splits)
@@ -256,7 +256,8 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tup
               f"patches, {epochs} epochs{f', from {src.name}' if src else ''}); "
               f"resumable state in {run}", flush=True)
     if not best.state.get("finished"):  # a finished run started again only re-does the steps below
-        model.fit(ds_tr, validation_data=ds_va, epochs=epochs, verbose=0 if quiet else 2, callbacks=callbacks)
+        model.fit(ds_tr, validation_data=ds_va, epochs=epochs, verbose=0 if quiet else 2, callbacks=callbacks,
+                  shuffle=False)  # ds_tr shuffles itself
     n_val = 0 if yva is None else int(len(yva))
     seconds = best.state["seconds"]
     model.load_weights(run / "best.weights.h5")
@@ -276,6 +277,7 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tup
                   "batch": batch, "optimizer": f"AdamW (weight decay 1e-4), lr {lr} cosine with warm-up",
                   "augmentation": config["augmentation"], "seed": seed, "from_scratch": src is None,
                   **({"initialised_from": f"{src.name} (weights SHA-256 {src.weights_sha256})"} if src else {}),
+                  "parameters": int(model.count_params()), "macs_per_patch": count_macs(model),
                   "seconds": round(seconds, 1), "machine": f"{os.cpu_count()} CPU cores, TensorFlow {tf.__version__}"},
     )
     card = save(model, out, **fields)

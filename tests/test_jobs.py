@@ -168,8 +168,9 @@ def test_one_failing_step_does_not_stop_the_others(tmp_path, model13, capsys):
                           + aoi_table("bad", "aoi.geojson", {"2023-01-01": "a1.tif", "2024-01-01": "broken.tif"}),
                           extra='produce = ["classify", "compare"]'))
     assert main(["run", str(f), "--scheduler", "sync", "--quiet"]) == 1
-    out = capsys.readouterr().out
-    assert "compare/good/2023-01-01_2024-01-01" in out
+    cap = capsys.readouterr()  # --quiet: nothing but the errors
+    assert cap.out == "" and "classify/broken: failed" in cap.err and "compare/bad/2023-01-01_2024-01-01: blocked" in cap.err
+    assert "compare/good" not in cap.err
     status = {r.id: r for r in job_status(load_job(f))}
     assert status["classify/broken"].status == "failed" and "broken.tif" in status["classify/broken"].detail
     assert status["compare/good/2023-01-01_2024-01-01"].status == "done"

@@ -162,6 +162,7 @@ def test_model_scale_is_the_jpeg_mapping():
 
 
 @pytest.mark.data
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 def test_ms_patches_reach_an_rgb_model_as_their_jpeg_twins():
     """Every one of the 270 EuroSAT MS GeoTIFFs, opened as a scene for an RGB model and mapped as the
     predictor maps it, equals its JPEG twin within JPEG error."""

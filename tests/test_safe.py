@@ -82,7 +82,7 @@ def test_safe_zip_same_as_folder(tmp_path):
 
 def test_safe_l2a_refused_for_b10_model(tmp_path):
     safe = make_safe(tmp_path)
-    with pytest.raises(AtlasError, match="L2A product lacks band\\(s\\) B10.*spectrumnet-l2a12"):
+    with pytest.raises(AtlasError, match="L2A product lacks band\\(s\\) B10.*spectrumnet-rgb"):
         open_scene(safe, EUROSAT_ORDER)
 
 
