@@ -3,7 +3,3 @@
 
 class AtlasError(Exception):
     """Bad input or a refused operation; the message names the file and the problem."""
-
-
-class MissingBandsError(AtlasError):
-    """The input lacks bands a model needs (the default-model choice tries the next model)."""

@@ -27,7 +27,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from .bands import EUROSAT_ORDER, S2_BANDS, default_order, normalise_band, parse_bands
-from .errors import AtlasError, MissingBandsError
+from .errors import AtlasError
 
 #: SCL classes that are not usable ground: no data, saturated, cloud shadow, clouds, cirrus
 SCL_INVALID = (0, 1, 3, 8, 9, 10)
@@ -264,7 +264,7 @@ def _file_band_names(p: str, ds, bands) -> tuple[tuple[str, ...], str]:
 def _select(p: str, names: tuple[str, ...], model_bands) -> list[int]:
     missing = [b for b in model_bands if b not in names]
     if missing:
-        raise MissingBandsError(f"{p}: lacks band(s) {', '.join(missing)} that the model needs "
+        raise AtlasError(f"{p}: lacks band(s) {', '.join(missing)} that the model needs "
                          f"(file has {', '.join(names)})")
     return [names.index(b) for b in model_bands]
 
@@ -322,7 +322,7 @@ def _open_safe(p: str, model_bands) -> Scene:
                 files[band] = (res, n)
     missing = [b for b in model_bands if b not in files]
     if missing:
-        raise MissingBandsError(f"{p}: {level or 'the'} product lacks band(s) {', '.join(missing)} that the model needs"
+        raise AtlasError(f"{p}: {level or 'the'} product lacks band(s) {', '.join(missing)} that the model needs"
                          + (" (L2A has no B10: use a model without it, such as spectrumnet-rgb)"
                             if "B10" in missing and level == "L2A" else ""))
     ref_band = next((b for b in ("B02", "B03", "B04", "B08") if b in files), None)

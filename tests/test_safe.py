@@ -109,3 +109,22 @@ def test_not_a_safe(tmp_path):
     bad.write_text("nope")
     with pytest.raises(AtlasError, match="bad.zip: not a zip archive"):
         open_scene(bad, L2A_ORDER)
+
+
+def test_folder_of_band_geotiffs(tmp_path, model12):
+    """The BigEarthNet layout: one GeoTIFF per band at 10/20/60 m, level from the folder name, no metadata."""
+    d = tmp_path / "S2A_MSIL2A_20170613T101031_87_48"
+    d.mkdir()
+    for b in L2A_ORDER:
+        res = RESOLUTION_M[b]
+        n = 128 * 10 // res
+        with rasterio.open(d / f"{d.name}_{b}.tif", "w", driver="GTiff", width=n, height=n, count=1, dtype="uint16",
+                           crs="EPSG:32633", transform=Affine(res, 0, 500000, 0, -res, 5000000)) as f:
+            f.write(np.full((1, n, n), 100 * (L2A_ORDER.index(b) + 1), np.uint16))
+    scene = open_scene(d, L2A_ORDER)
+    assert (scene.kind, scene.level, scene.date, scene.width, scene.offset) == ("band-files", "L2A", "2017-06-13", 128, 0)
+    assert "B10" not in scene.available and scene.available[:3] == ("B01", "B02", "B03")
+    arr, _ = scene.read(Window(0, 0, 64, 64), raw=True)
+    assert [int(np.median(a)) for a in arr] == [100 * (i + 1) for i in range(12)]  # 20/60 m resampled onto 10 m
+    ds = run_classify(d, model12)
+    assert ds["lulc"].shape == (2, 2) and ds.rio.crs.to_epsg() == 32633
