@@ -105,9 +105,9 @@ def _parser() -> argparse.ArgumentParser:
                        "An interrupted run started again with the same arguments resumes from its last epoch.",
                        epilog="examples:\n"
                        "  python -m atlas_change train --data ../shared/eurosat/EuroSAT_RGB --arch spectrumnet-bn-w0.5 "
-                       "--epochs 20 --out models/spectrumnet-rgb\n"
+                       "--epochs 12 --out models/spectrumnet-rgb\n"
                        "  python -m atlas_change train --data ../shared/eurosat/EuroSAT_RGB --arch resnet50 "
-                       "--out models/resnet50-rgb",
+                       "--epochs 20 --lr 0.001 --out models/resnet50-rgb",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("--data", default=os.environ.get("ATLAS_EUROSAT"),
                    help="EuroSAT RGB or MS folder (default $ATLAS_EUROSAT)")
