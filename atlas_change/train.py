@@ -221,13 +221,12 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tup
         for b, m, sd in zip(src.bands, src.mean, src.std):
             mean[bands.index(b)], std[bands.index(b)] = m / scale, sd / scale
 
-    def norm(x, y):
-        x = tf.cast(tf.gather(x, idx, axis=-1), tf.float32)
-        x, y = _augment(tf, x, y, jpeg)
-        return (x - mean.astype(np.float32)) / std.astype(np.float32), y
-
-    def norm_val(x, y):
+    def norm_val(x, y):  # the model's bands, normalised
         return (tf.cast(tf.gather(x, idx, axis=-1), tf.float32) - mean.astype(np.float32)) / std.astype(np.float32), y
+
+    def norm(x, y):  # the same after augmenting (on the data's own scale, before normalising)
+        x, y = _augment(tf, tf.cast(tf.gather(x, idx, axis=-1), tf.float32), y, jpeg)
+        return (x - mean.astype(np.float32)) / std.astype(np.float32), y
 
     ds_tr = (tf.data.Dataset.from_tensor_slices((Xtr, ytr)).shuffle(len(ytr), seed=seed, reshuffle_each_iteration=True)
              .map(norm, num_parallel_calls=tf.data.AUTOTUNE).batch(batch).prefetch(tf.data.AUTOTUNE))
@@ -247,7 +246,7 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tup
     schedule = keras.optimizers.schedules.CosineDecay(lr / 10, steps - warm, warmup_target=lr, warmup_steps=warm)
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    best = _BestKeeper(run)
+    best = _best_keeper(run)
     callbacks = [keras.callbacks.BackupAndRestore(str(run / "backup"), delete_checkpoint=False), best]
     if patience:
         callbacks.append(keras.callbacks.EarlyStopping("val_accuracy", patience=patience))
@@ -343,7 +342,8 @@ def _transplant(src: ModelCard, model, bands: tuple[str, ...]) -> None:
             layer.set_weights(w)
 
 
-def _best_keeper_class():
+def _best_keeper(run: Path):
+    """A Keras callback that keeps the best validation weights and the training seconds in `run`."""
     import keras
 
     class BestKeeper(keras.callbacks.Callback):
@@ -371,11 +371,7 @@ def _best_keeper_class():
                 self.state.update(best=acc, best_epoch=epoch + 1)
             (self.run / "best.json").write_text(json.dumps(self.state))
 
-    return BestKeeper
-
-
-def _BestKeeper(run: Path):
-    return _best_keeper_class()(run)
+    return BestKeeper(run)
 
 
 def init_untrained(arch: str, bands: tuple[str, ...], out: str | os.PathLike, name: str, seed: int = 0) -> ModelCard:
