@@ -6,13 +6,16 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from . import __version__  # noqa: E402
 from .bands import parse_bands  # noqa: E402
-from .errors import AtlasError  # noqa: E402
+from .cloud import MAX_CLOUD  # noqa: E402
+from .errors import AtlasError, AtlasWarning  # noqa: E402
+from .infer import RUNTIMES  # noqa: E402
 from .registry import ARCHITECTURES, DEFAULT_MODELS  # noqa: E402
 
 EPILOG_CLASSIFY = """\
@@ -20,11 +23,18 @@ inputs:
   a multi-band GeoTIFF/COG (band identity from band descriptions such as B02/B8A, else --bands,
   else by count: 13 = EuroSAT/L1C order with B8A last, 12 = L2A order without B10), or a
   Sentinel-2 SAFE product as a folder or .zip (L1C or L2A; 20/60 m bands are resampled onto the
-  10 m grid by GDAL, the baseline >= 04.00 offset of -1000 is removed, L2A SCL clouds are nodata).
+  10 m grid by GDAL, the baseline >= 04.00 offset of -1000 is removed).
+
+clouds: a patch with more than --max-cloud of its pixels cloud or cloud shadow is not labelled
+  (nodata in lulc/confidence/tiles, 1 in cloud.tif, counted in run.json). L2A: the product's SCL;
+  L1C (any input with B01 B02 B04 B05 B08 B8A B09 B10 B11 B12): s2cloudless at 160 m plus dark
+  pixels near clouds as shadow; other inputs (3/4-band GeoTIFFs, L2A without SCL) are not masked,
+  with a warning, and run.json says so.
 
 outputs (in --out, default outputs/<scene name>/):
   lulc.tif        COG, uint8 class ids 1..10 (EuroSAT order, 0 = nodata), colour table
   confidence.tif  COG, float32 top-1 probability (NaN = nodata)
+  cloud.tif       COG, uint8 1 = not labelled because of cloud or shadow
   tiles.parquet   GeoParquet, one row per patch: row, col, polygon, class, confidence, probabilities
   run.json        input checksum, band mapping, model + weights SHA-256, parameters, timings, counts
 
@@ -51,6 +61,7 @@ job file (TOML; paths relative to the job file's folder; every problem is report
   stride = 64                          # optional: 64 (default), 32 or 16
   chunk = 1024                         # optional: pixels per Dask task side
   min_confidence = 0.6                 # optional, for compare
+  max_cloud = 0.1                      # optional: largest cloud/shadow share of a labelled patch
   produce = ["classify", "compare", "gpkg", "html"]   # optional (default all)
   allow_untrained = false              # optional; allow_model_mismatch = false too
   [[aoi]]
@@ -89,11 +100,19 @@ def _parser() -> argparse.ArgumentParser:
                    help="pixels between patch origins; 32 or 16 average overlapping patches (default 64)")
     c.add_argument("--max-nodata", type=float, default=0.0,
                    help="largest nodata fraction a patch may hold and still be labelled (default 0)")
+    c.add_argument("--max-cloud", type=float, default=MAX_CLOUD,
+                   help=f"largest share of a patch's pixels that may be cloud or cloud shadow and still be labelled "
+                   f"(default {MAX_CLOUD}); clouds come from the L2A SCL, else s2cloudless on L1C (needs B01, B02, "
+                   "B04, B05, B08, B8A, B09, B10, B11, B12); other inputs are not masked (a warning says so)")
+    c.add_argument("--no-cloud-mask", action="store_true", help="do not look for clouds (e.g. for a cloud-free composite)")
     c.add_argument("--workers", type=int, help=WORKERS_HELP)
     c.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://host:8786), or 'sync' "
                    "to run in this process")
     c.add_argument("--chunk", type=int, default=1024, help="pixels per Dask task side (multiple of 64; default 1024)")
     c.add_argument("--offset", type=float, help="override the digital-number offset (e.g. -1000)")
+    c.add_argument("--runtime", choices=RUNTIMES, default="xla",
+                   help="inference runtime: xla (compiled, fastest here), graph (tf.function) or keras "
+                   "(model.predict); benchmarks/RESULTS.md compares them (default xla)")
     c.add_argument("--allow-untrained", action="store_true", help="run an untrained model (pipeline tests only)")
     c.add_argument("--quiet", action="store_true", help="print nothing but errors")
 
@@ -142,7 +161,8 @@ def _parser() -> argparse.ArgumentParser:
                         "classify output folders, or scenes (classified on the fly into the output's parent folder, "
                         "reusing an earlier result of the same input and model).",
                         epilog="outputs: before.tif, after.tif (+ _confidence.tif), change.tif (code = from_id*100 + "
-                        "to_id, 0 = unchanged/nodata/uncertain), transitions.csv (hectares), summary.json, aoi.geojson")
+                        "to_id, 0 = unchanged/nodata/cloud/uncertain), transitions.csv (hectares), summary.json (changed, "
+                        "uncertain, cloud and nodata hectares), aoi.geojson")
     cp.add_argument("before", help="earlier date: a classify output folder or a scene")
     cp.add_argument("after", help="later date: a classify output folder or a scene")
     g = cp.add_mutually_exclusive_group(required=True)
@@ -159,6 +179,8 @@ def _parser() -> argparse.ArgumentParser:
     cp.add_argument("--after-date", help="date of AFTER, YYYY-MM-DD (default: from its run.json or scene)")
     cp.add_argument("--model", default=None, help="model for scenes classified on the fly (default: the "
                     "default model for their bands)")
+    cp.add_argument("--max-cloud", type=float, default=MAX_CLOUD, help="for scenes classified on the fly: largest "
+                    f"cloud or shadow share of a labelled patch (default {MAX_CLOUD}; see classify --help)")
 
     ex = sub.add_parser("export", help="GeoPackage of labelled tiles (and changes) from a compare/classify output")
     ex.add_argument("folder", help="a compare output folder (summary.json) or a classify output folder")
@@ -199,13 +221,14 @@ def _cmd_classify(a) -> None:
     from .pipeline import classify, scene_stem
 
     out = a.out or str(Path("outputs") / scene_stem(a.scene))
-    ds = classify(a.scene, model=a.model, bands=a.bands, stride=a.stride, max_nodata=a.max_nodata, out=out,
+    ds = classify(a.scene, model=a.model, bands=a.bands, stride=a.stride, max_nodata=a.max_nodata,
+                  max_cloud=a.max_cloud, cloud_mask=not a.no_cloud_mask, runtime=a.runtime, out=out,
                   workers=a.workers, scheduler=a.scheduler, chunk=a.chunk, offset=a.offset,
                   allow_untrained=a.allow_untrained, quiet=a.quiet)
     if a.quiet:
         return
-    n = int((ds["lulc"].values > 0).sum())
-    print(f"{out}: lulc.tif {ds.sizes['y']} x {ds.sizes['x']} cells ({n} labelled), model {ds.attrs['model']} "
+    n, nc = int((ds["lulc"].values > 0).sum()), int(ds["cloud"].values.sum())
+    print(f"{out}: lulc.tif {ds.sizes['y']} x {ds.sizes['x']} cells ({n} labelled, {nc} cloud), model {ds.attrs['model']} "
           f"{ds.attrs['weights_sha256'][:12]}{'' if ds.attrs['trained'] else ' (UNTRAINED)'}")
 
 
@@ -276,12 +299,13 @@ def _cmd_evaluate(a) -> None:
 def _cmd_compare(a) -> None:
     from .compare import compare
 
-    kw = {"model": a.model} if a.model else {}
+    kw = {"model": a.model, "max_cloud": a.max_cloud} if a.model else {"max_cloud": a.max_cloud}
     s = compare(a.before, a.after, aoi=a.aoi, aoi_bbox=a.aoi_bbox, aoi_crs=a.aoi_crs, out=a.out,
                 min_confidence=a.min_confidence, allow_model_mismatch=a.allow_model_mismatch,
                 before_date=a.before_date, after_date=a.after_date, **kw)
     print(f"{a.out}: {s['changed_ha']:.2f} ha changed, {s['uncertain_ha']:.2f} ha uncertain of "
-          f"{s['valid_ha']:.2f} ha valid in the AOI" + (" (MODEL MISMATCH)" if s["model_mismatch"] else ""))
+          f"{s['valid_ha']:.2f} ha valid in the AOI; {s['cloud_ha']:.2f} ha cloud on either date, "
+          f"{s['nodata_ha']:.2f} ha nodata" + (" (MODEL MISMATCH)" if s["model_mismatch"] else ""))
 
 
 def _cmd_export(a) -> None:
@@ -301,6 +325,16 @@ def _cmd_view(a) -> None:
         webbrowser.open(path.resolve().as_uri())
 
 
+_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, *args, **kw) -> None:
+    if issubclass(category, AtlasWarning):
+        print(f"atlas-change: warning: {message}", file=sys.stderr)
+    else:
+        _showwarning(message, category, *args, **kw)
+
+
 def main(argv: list[str] | None = None) -> int:
     a = _parser().parse_args(argv)
     if a.command in ("train", "evaluate") and not a.data:
@@ -310,7 +344,11 @@ def main(argv: list[str] | None = None) -> int:
         commands = {"classify": _cmd_classify, "train": _cmd_train, "evaluate": _cmd_evaluate, "demo": _cmd_demo,
                     "compare": _cmd_compare, "export": _cmd_export, "view": _cmd_view, "run": _cmd_run,
                     "status": _cmd_status}
-        return commands[a.command](a) or 0
+        with warnings.catch_warnings():  # AtlasWarnings as one line each (none with --quiet)
+            warnings.showwarning = _show_warning
+            if getattr(a, "quiet", False):
+                warnings.simplefilter("ignore", AtlasWarning)
+            return commands[a.command](a) or 0
     except AtlasError as e:
         print(f"atlas-change: error: {e}", file=sys.stderr)
         return 2

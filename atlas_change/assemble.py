@@ -23,9 +23,11 @@ from .classes import CLASSES, COLOURS, NODATA_ID
 from .errors import AtlasError
 
 
-def build_dataset(cell_probs: np.ndarray, has: np.ndarray, transform: Affine, crs: CRS, attrs: dict) -> xr.Dataset:
+def build_dataset(cell_probs: np.ndarray, has: np.ndarray, transform: Affine, crs: CRS, attrs: dict,
+                  cloud: np.ndarray | None = None) -> xr.Dataset:
     """(rows, cols, classes) probabilities + data mask -> Dataset with `lulc` (uint8 ids 1..10,
-    0 = nodata), `confidence` (top-1 probability, NaN = nodata) and `probabilities`."""
+    0 = nodata), `confidence` (top-1 probability, NaN = nodata), `probabilities` and `cloud`
+    (uint8: 1 = left unlabelled because of cloud or shadow, else 0)."""
     rows, cols, n = cell_probs.shape
     lulc = np.where(has, cell_probs.argmax(axis=-1) + 1, NODATA_ID).astype(np.uint8)
     conf = np.where(has, cell_probs.max(axis=-1, initial=0.0), np.nan).astype(np.float32)
@@ -34,7 +36,8 @@ def build_dataset(cell_probs: np.ndarray, has: np.ndarray, transform: Affine, cr
     y = transform.f + (np.arange(rows) + 0.5) * transform.e
     ds = xr.Dataset(
         {"lulc": (("y", "x"), lulc), "confidence": (("y", "x"), conf),
-         "probabilities": (("class", "y", "x"), probs)},
+         "probabilities": (("class", "y", "x"), probs),
+         "cloud": (("y", "x"), np.zeros((rows, cols), np.uint8) if cloud is None else cloud.astype(np.uint8))},
         coords={"y": y, "x": x, "class": list(CLASSES)},
         attrs=attrs,
     )
@@ -64,6 +67,8 @@ def tiles_frame(probs: np.ndarray, usable: np.ndarray, stride: int, patch: int, 
     data.update({f"p_{name}": p[:, i] for i, name in enumerate(CLASSES)})
     return gpd.GeoDataFrame(data, geometry=shapely.box(minx, miny, maxx, maxy), crs=crs)
 
+
+CLOUD_DOC = "1 = not labelled: cloud or cloud shadow (see run.json clouds), 0 = not cloud-masked"
 
 #: a category: value -> (name, (r, g, b))
 Categories = dict[int, tuple[str, tuple[int, int, int]]]
@@ -188,7 +193,7 @@ def staged_output(out_dir: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_outputs(ds: xr.Dataset, tiles, run: dict, out_dir: str | os.PathLike) -> Path:
-    """Write lulc.tif, confidence.tif, tiles.parquet and run.json into `out_dir`, all or nothing."""
+    """Write lulc.tif, confidence.tif, cloud.tif, tiles.parquet and run.json into `out_dir`, all or nothing."""
     with staged_output(out_dir) as stage:
         transform, crs = ds.rio.transform(), ds.rio.crs
         tags = raster_tags(ds.attrs)
@@ -196,6 +201,8 @@ def write_outputs(ds: xr.Dataset, tiles, run: dict, out_dir: str | os.PathLike) 
                   class_categories())
         write_cog(stage / "confidence.tif", ds["confidence"].values, transform, crs, float("nan"), tags,
                   "top1_probability")
+        write_cog(stage / "cloud.tif", ds["cloud"].values, transform, crs, 0, {**tags, "CLOUD": CLOUD_DOC},
+                  "cloud_masked", {0: ("clear or nodata", (0, 0, 0)), 1: ("cloud or shadow", (250, 250, 250))})
         tiles.to_parquet(stage / "tiles.parquet", index=False)
         (stage / "run.json").write_text(json.dumps(run, indent=2, default=str) + "\n")
     return Path(out_dir)

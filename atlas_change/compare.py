@@ -18,7 +18,7 @@ from .assemble import change_categories, class_categories, staged_output, write_
 from .classes import CLASSES
 from .errors import AtlasError
 
-CHANGE_CODE_DOC = ("from_id * 100 + to_id (class ids 1..10 in EuroSAT order); 0 = unchanged, nodata, "
+CHANGE_CODE_DOC = ("from_id * 100 + to_id (class ids 1..10 in EuroSAT order); 0 = unchanged, nodata, cloud, "
                    "outside the AOI, or below --min-confidence on either date")
 
 
@@ -120,7 +120,11 @@ def common_grid(a: ClassMap, b: ClassMap, aoi) -> tuple[Affine, tuple[int, int]]
 
 
 def _read_on(m: ClassMap, name: str, transform: Affine, shape: tuple[int, int], fill):
+    """`name` of map `m` on the compare grid; all `fill` where the map has no such file (cloud.tif
+    of results made before cloud masking)."""
     bounds = (transform.c, transform.f + shape[0] * transform.e, transform.c + shape[1] * transform.a, transform.f)
+    if not (Path(m.folder) / name).exists():
+        return np.full(shape, fill)
     with rasterio.open(Path(m.folder) / name) as src:
         win = from_bounds(*bounds, transform=src.transform).round_offsets().round_lengths()
         return src.read(1, window=win, boundless=True, fill_value=fill)
@@ -147,6 +151,8 @@ def compare(before: str | os.PathLike, after: str | os.PathLike, *, aoi: str | N
     in_aoi = geometry_mask([geom], out_shape=shape, transform=transform, invert=True)
     la = np.where(in_aoi, _read_on(a, "lulc.tif", transform, shape, 0), 0).astype(np.uint8)
     lb = np.where(in_aoi, _read_on(b, "lulc.tif", transform, shape, 0), 0).astype(np.uint8)
+    cloud_a = in_aoi & (_read_on(a, "cloud.tif", transform, shape, 0) == 1)
+    cloud_b = in_aoi & (_read_on(b, "cloud.tif", transform, shape, 0) == 1)
     ca = _read_on(a, "confidence.tif", transform, shape, np.nan)
     cb = _read_on(b, "confidence.tif", transform, shape, np.nan)
     valid = (la > 0) & (lb > 0)
@@ -165,6 +171,9 @@ def compare(before: str | os.PathLike, after: str | os.PathLike, *, aoi: str | N
         "crs": a.crs.to_string(), "transform": list(transform)[:6], "shape": list(shape), "cell_area_ha": cell_ha,
         "min_confidence": min_confidence,
         "aoi_ha": round(float(geom.area) / 1e4, 4), "aoi_cells_ha": float(in_aoi.sum() * cell_ha),
+        "cloud_ha": float((cloud_a | cloud_b).sum() * cell_ha),
+        "cloud_before_ha": float(cloud_a.sum() * cell_ha), "cloud_after_ha": float(cloud_b.sum() * cell_ha),
+        "nodata_ha": float((in_aoi & ~valid & ~cloud_a & ~cloud_b).sum() * cell_ha),
         "valid_ha": float(valid.sum() * cell_ha), "confident_ha": float(confident.sum() * cell_ha),
         "uncertain_ha": float((valid & ~confident).sum() * cell_ha), "changed_ha": float(changed.sum() * cell_ha),
         "net_change_ha": {c: float((matrix[:, i].sum() - matrix[i].sum()) * cell_ha) for i, c in enumerate(CLASSES)},

@@ -3,3 +3,7 @@
 
 class AtlasError(Exception):
     """Bad input or a refused operation; the message names the file and the problem."""
+
+
+class AtlasWarning(UserWarning):
+    """Work goes on, but the user must know (e.g. clouds not masked); the CLI prints one line."""

@@ -33,11 +33,12 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
 
+from .cloud import MAX_CLOUD
 from .errors import AtlasError
 
 PRODUCTS = ("classify", "compare", "gpkg", "html")
 TOP_KEYS = {"name": str, "model": str, "output": str, "stride": int, "chunk": int, "max_nodata": float,
-            "min_confidence": float, "produce": list, "allow_untrained": bool, "allow_model_mismatch": bool,
+            "max_cloud": float, "min_confidence": float, "produce": list, "allow_untrained": bool, "allow_model_mismatch": bool,
             "aoi": list}
 AOI_KEYS = {"name": str, "file": str, "scenes": dict, "pairs": list}
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -64,6 +65,7 @@ class Job:
     chunk: int = 1024
     max_nodata: float = 0.0
     min_confidence: float = 0.6
+    max_cloud: float = MAX_CLOUD
     allow_untrained: bool = False
     allow_model_mismatch: bool = False
     model_why: str = "named in the job file"
@@ -124,6 +126,9 @@ def parse_job(data: dict, path: Path, text: str = "") -> Job:
     max_nodata = get(data, "max_nodata", TOP_KEYS, "", default=0.0)
     if not 0.0 <= max_nodata < 1.0:
         bad("max_nodata", f"{max_nodata!r}: must be in [0, 1)")
+    max_cloud = get(data, "max_cloud", TOP_KEYS, "", default=MAX_CLOUD)
+    if not 0.0 <= max_cloud <= 1.0:
+        bad("max_cloud", f"{max_cloud!r}: must be in [0, 1]")
     min_conf = get(data, "min_confidence", TOP_KEYS, "", default=0.6)
     if not 0.0 <= min_conf <= 1.0:
         bad("min_confidence", f"{min_conf!r}: must be in [0, 1]")
@@ -217,7 +222,7 @@ def parse_job(data: dict, path: Path, text: str = "") -> Job:
         raise AtlasError(f"{path}: {len(problems)} problem{'s' if len(problems) > 1 else ''}: "
                          + "; ".join(f"{w}: {m}" for w, (_, m) in zip(where, problems)))
     return Job(path, name, model, Path(os.path.normpath(base / output)), tuple(aois), tuple(produce), stride, chunk,
-               max_nodata, min_conf, flags["allow_untrained"], flags["allow_model_mismatch"], why)
+               max_nodata, min_conf, max_cloud, flags["allow_untrained"], flags["allow_model_mismatch"], why)
 
 
 def _check_aoi(path: Path) -> None:
@@ -295,8 +300,8 @@ def plan(job: Job) -> list[Step]:
             while sid in steps:
                 sid, n = f"classify/{stem}-{n}", n + 1
             folder = job.output / "scenes" / sid.split("/", 1)[1]
-            steps[sid] = Step(sid, "classify", [folder / f for f in ("lulc.tif", "confidence.tif", "tiles.parquet",
-                                                                      "run.json")],
+            steps[sid] = Step(sid, "classify", [folder / f for f in ("lulc.tif", "confidence.tif", "cloud.tif",
+                                                                      "tiles.parquet", "run.json")],
                               args={"scene": scene, "folder": folder})
             scene_step[scene.resolve()] = sid
     products = []
@@ -366,10 +371,11 @@ def fingerprint(job: Job, step: Step, sha: Callable[[Path], str]) -> dict | None
 
             return {"scene": str(a["scene"].resolve()), "scene_sha256": sha(a["scene"]),
                     "weights_sha256": load_card(job.model).weights_sha256, "stride": job.stride,
-                    "chunk": job.chunk, "max_nodata": job.max_nodata}
+                    "chunk": job.chunk, "max_nodata": job.max_nodata, "max_cloud": job.max_cloud}
         if step.kind == "compare":
             return {"aoi_sha256": sha(a["aoi"]), "dates": list(a["dates"]),
-                    "inputs": [sha(m / f) for m in a["maps"] for f in ("lulc.tif", "confidence.tif", "run.json")],
+                    "inputs": [sha(m / f) for m in a["maps"]
+                               for f in ("lulc.tif", "confidence.tif", "cloud.tif", "run.json")],
                     "min_confidence": job.min_confidence, "allow_model_mismatch": job.allow_model_mismatch}
         return {"inputs": [sha(f) for f in a["made_of"]]}
     except FileNotFoundError:
@@ -439,7 +445,7 @@ def _execute(job: Job, step: Step, client, workers: int | None, scheduler: str |
         from .pipeline import classify
 
         classify(a["scene"], model=job.model, stride=job.stride, chunk=job.chunk, max_nodata=job.max_nodata,
-                 out=a["folder"], client=client, workers=workers, scheduler=scheduler,
+                 max_cloud=job.max_cloud, out=a["folder"], client=client, workers=workers, scheduler=scheduler,
                  allow_untrained=job.allow_untrained, quiet=quiet, model_why=job.model_why)
     elif step.kind == "compare":
         from .compare import compare

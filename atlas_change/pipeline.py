@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
@@ -26,35 +27,46 @@ from tqdm import tqdm
 from . import __version__
 from .assemble import atomic_write, build_dataset, tiles_frame, write_outputs
 from .classes import CLASSES
-from .errors import AtlasError
+from .cloud import MAX_CLOUD, CloudMasker, chunk_cloud, patch_cloud_fraction, plan
+from .errors import AtlasError, AtlasWarning
 from .infer import get_predictor
 from .read import Scene, aligned_chunk, open_scene
 from .registry import ModelCard, choose_model, load_card
-from .tile import PatchGrid, average_to_cells, cut_patches
+from .tile import PatchGrid, average_to_cells, cut_patches, usable_patches
 
 
-STAGES = ("read", "cut", "infer")
+STAGES = ("read", "cloud", "cut", "infer")
+NO_CLOUDS = CloudMasker("none", "not asked")
 
 
 def classify_chunk(scene: Scene, card: ModelCard, grid: PatchGrid, rng: tuple[int, int, int, int],
-                   max_nodata: float = 0.0, runtime: str = "xla", threads: int | None = None):
-    """One Dask task: read the chunk's window, cut patches, predict.
-    -> (rng, probs, usable, seconds spent in each stage)."""
+                   max_nodata: float = 0.0, runtime: str = "xla", threads: int | None = None,
+                   clouds: CloudMasker = NO_CLOUDS, max_cloud: float = MAX_CLOUD):
+    """One Dask task: read the chunk's window, find its clouds, cut the patches that hold data and
+    at most `max_cloud` cloud or shadow, predict those (no model work for the others).
+    -> (rng, probs, usable, cloudy, seconds spent in each stage)."""
     window = grid.window(*rng)
     t0 = time.perf_counter()
     try:
-        block, valid = scene.read(window, raw=True)  # the offset is applied inside the predictor
+        block, valid = scene.read(window, raw=True, scl=False)  # the offset is applied inside the predictor
+        t1 = time.perf_counter()
+        flags = chunk_cloud(clouds, scene, window, valid)
     except RasterioIOError as e:
         raise AtlasError(f"{scene.path}: cannot read pixels at rows {window.row_off}..{window.row_off + window.height}, "
                          f"cols {window.col_off}..{window.col_off + window.width} ({str(e).splitlines()[0]})") from None
-    t1 = time.perf_counter()
-    patches, usable = cut_patches(block, valid, grid.stride, grid.patch, max_nodata)
-    del block
+    usable = usable_patches(valid, grid.stride, grid.patch, max_nodata)
+    cloudy = np.zeros_like(usable)
+    if flags is not None:
+        cloudy = usable & (patch_cloud_fraction(*flags, grid.stride, grid.patch, usable.shape) > max_cloud)
+        usable &= ~cloudy
     t2 = time.perf_counter()
+    patches, usable = cut_patches(block, valid, grid.stride, grid.patch, usable=usable)
+    del block
+    t3 = time.perf_counter()
     probs = np.zeros(usable.shape + (len(card.classes),), np.float32)
     if len(patches):
         probs[usable] = get_predictor(card, runtime, threads)(patches, scene.offset)
-    return rng, probs, usable, dict(zip(STAGES, (t1 - t0, t2 - t1, time.perf_counter() - t2)))
+    return rng, probs, usable, cloudy, dict(zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, time.perf_counter() - t3)))
 
 
 def input_checksum(path: str) -> str:
@@ -94,9 +106,11 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
         return
     from distributed import Client, LocalCluster
 
+    # dashboard_address ":0" = any free port: None still binds the scheduler's HTTP server to 8787,
+    # with a warning on stderr whenever another run holds that port
     if scheduler == "threads":
         with LocalCluster(n_workers=1, threads_per_worker=os.cpu_count() or 1, processes=False,
-                          dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+                          dashboard_address=":0", silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
             yield client
         return
 
@@ -108,7 +122,7 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
     # only costs memory: keep it small in the workers
     workers = workers or default_workers()
     with LocalCluster(n_workers=workers, threads_per_worker=max(1, (os.cpu_count() or 1) // workers), processes=True,
-                      dashboard_address=None, silence_logs=logging.ERROR,
+                      dashboard_address=":0", silence_logs=logging.ERROR,
                       env={"GDAL_CACHEMAX": os.environ.get("GDAL_CACHEMAX", "64")}) as cluster, Client(cluster) as client:
         yield client
 
@@ -149,7 +163,7 @@ class ChunkStore:
                 for f in self.dir.glob("*.npz"):
                     with np.load(f) as z:
                         rng = tuple(int(v) for v in z["rng"])
-                        found[rng] = (rng, z["probs"], z["usable"], dict(zip(STAGES, z["secs"].tolist())))
+                        found[rng] = (rng, z["probs"], z["usable"], z["cloudy"], dict(zip(STAGES, z["secs"].tolist())))
                 return found
         except (OSError, ValueError, KeyError):  # absent, or left unreadable by a crash: start over
             pass
@@ -157,13 +171,13 @@ class ChunkStore:
         return {}
 
     def save(self, result: tuple) -> None:
-        rng, probs, usable, secs = result
+        rng, probs, usable, cloudy, secs = result
         try:
             if not (self.dir / "key.json").exists():
                 self.dir.mkdir(parents=True, exist_ok=True)
                 atomic_write(self.dir / "key.json", lambda f: f.write(json.dumps(self.key).encode()))
             name = self.dir / ("_".join(map(str, rng)) + ".npz")
-            atomic_write(name, lambda f: np.savez(f, rng=np.asarray(rng), probs=probs, usable=usable,
+            atomic_write(name, lambda f: np.savez(f, rng=np.asarray(rng), probs=probs, usable=usable, cloudy=cloudy,
                                                    secs=np.asarray([secs[k] for k in STAGES])))
         except OSError as e:
             raise AtlasError(f"{self.dir}: cannot keep a finished chunk ({e.strerror or e})") from None
@@ -185,7 +199,8 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
              stride: int = 64, max_nodata: float = 0.0, out: str | os.PathLike | None = None,
              workers: int | None = None, scheduler: str | None = None, client=None, chunk: int = 1024,
              runtime: str = "xla", offset: float | None = None, allow_untrained: bool = False,
-             quiet: bool = True, model_why: str | None = None) -> xr.Dataset:
+             quiet: bool = True, model_why: str | None = None, max_cloud: float = MAX_CLOUD,
+             cloud_mask: bool = True) -> xr.Dataset:
     """Classify a Sentinel-2 scene (GeoTIFF/COG or SAFE folder/zip) into EuroSAT classes.
 
     `model`: a model name or folder; None picks the default, the first shipped trained model of
@@ -199,17 +214,25 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
     thread per core (the Python API's default: safe in a plain script), 'sync' = in this process, or the
     address of a running Dask scheduler; or pass a distributed `client` to reuse (then `scheduler`
     only says how it was made: None for a LocalCluster of `workers`, an address, for the record).
+    Clouds and their shadows (cloud.py: the L2A SCL, else s2cloudless where the input has its ten
+    bands, else not masked, with an AtlasWarning) leave a patch unlabelled when more than
+    `max_cloud` of its pixels are cloud or shadow: nodata in every output, 1 in `cloud`.
     """
     t0 = time.perf_counter()
     path = str(path)
     if not 0.0 <= max_nodata < 1.0:
         raise AtlasError(f"--max-nodata {max_nodata}: must be in [0, 1)")
+    if not 0.0 <= max_cloud <= 1.0:
+        raise AtlasError(f"--max-cloud {max_cloud}: must be in [0, 1]")
     card, why = resolve_model(path, model, bands)
     why = model_why or why
     if not card.trained and not allow_untrained:
         raise AtlasError(f"{card.path}: model {card.name} is untrained (random weights, meaningless labels); "
                          "train it first or pass --allow-untrained to test the pipeline")
     scene = open_scene(path, card.bands, bands, offset)
+    clouds = plan(scene, bands, offset, cloud_mask)
+    if clouds.method == "none" and cloud_mask:
+        warnings.warn(f"{path}: clouds not masked: {clouds.why}", AtlasWarning, stacklevel=2)
     grid = PatchGrid(scene.width, scene.height, stride)
     if not grid.n_rows or not grid.n_cols:
         raise AtlasError(f"{path}: scene is {scene.width} x {scene.height} pixels, smaller than one 64 x 64 patch")
@@ -217,7 +240,7 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
     threads = max(1, (os.cpu_count() or 1) // workers) if scheduler is None else None
     chunk_px = aligned_chunk(chunk, scene.block)
     params = {"stride": stride, "patch": grid.patch, "max_nodata": max_nodata, "chunk_px": chunk_px,
-              "runtime": runtime}
+              "runtime": runtime, "max_cloud": max_cloud, "clouds": clouds.method}
     store = None
     if out is not None:
         st = os.stat(path)
@@ -225,7 +248,7 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
                                  "weights_sha256": card.weights_sha256, "bands": list(scene.bands),
                                  "offset": scene.offset, **params})
     reused = store.load() if store else {}
-    tasks = [(classify_chunk, (scene, card, grid, rng, max_nodata, runtime, threads))
+    tasks = [(classify_chunk, (scene, card, grid, rng, max_nodata, runtime, threads, clouds, max_cloud))
              for rng in grid.chunks(chunk_px) if rng not in reused]
     try:
         with ThreadPoolExecutor(1) as pool:
@@ -236,22 +259,26 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
             t2 = time.perf_counter()
             probs = np.zeros((grid.n_rows, grid.n_cols, len(card.classes)), np.float32)
             usable = np.zeros((grid.n_rows, grid.n_cols), bool)
+            cloudy = np.zeros_like(usable)
             stages = dict.fromkeys(STAGES, 0.0)
-            for (r0, r1, c0, c1), p, u, secs in [*reused.values(), *results]:
-                probs[r0:r1, c0:c1], usable[r0:r1, c0:c1] = p, u
+            for (r0, r1, c0, c1), p, u, cl, secs in [*reused.values(), *results]:
+                probs[r0:r1, c0:c1], usable[r0:r1, c0:c1], cloudy[r0:r1, c0:c1] = p, u, cl
                 for k, v in secs.items():
                     stages[k] += v
-            if not usable.any():
-                raise AtlasError(f"{path}: no 64 x 64 patch without nodata; the scene is empty (all nodata"
-                                 + (" or clouds)" if scene.mask else ")") + " or --max-nodata is too strict")
+            if not usable.any() and not cloudy.any():
+                raise AtlasError(f"{path}: no 64 x 64 patch without nodata; the scene is empty (all nodata)"
+                                 " or --max-nodata is too strict")
             cell_probs, has = average_to_cells(probs, usable, grid.k)
+            _, cloud_cells = average_to_cells(np.zeros(cloudy.shape + (1,), np.float32), cloudy, grid.k)
+            cloud_cells &= ~has  # a cell that any clear patch labels is not cloud-masked
             transform = grid.cell_transform(scene.affine)
             stamp = card.stamp()
             attrs = {"source": path, "date": scene.date or "", "product_level": scene.level or "unknown",
                      "stride": stride, "cell_size_m": abs(transform.a), **stamp,
                      "band_mapping": scene.band_mapping, "dn_offset_applied": scene.offset,
                      "atlas_change_version": __version__}
-            ds = build_dataset(cell_probs, has, transform, scene.crs, attrs)
+            attrs["clouds"] = clouds.method
+            ds = build_dataset(cell_probs, has, transform, scene.crs, attrs, cloud_cells)
             t3 = time.perf_counter()
             if out is None:
                 return ds
@@ -261,16 +288,21 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
                           "level": scene.level, "date": scene.date, "width": scene.width, "height": scene.height,
                           "band_mapping": scene.band_mapping, "dn_offset_applied": scene.offset,
                           "scl_mask": scene.mask is not None},
+                "clouds": clouds.record(max_cloud),
                 "model": {**stamp, "path": card.path, "test_accuracy": card.metrics.get("accuracy"), "why": why},
                 "parameters": {**params, "workers": workers if scheduler is None else None,
                                "scheduler": scheduler or "LocalCluster"},
                 "output": {"crs": scene.crs.to_string(), "transform": list(transform)[:6],
                            "shape": list(lulc.shape), "cell_area_ha": abs(transform.a * transform.e) / 1e4},
                 "counts": {"patches": int(usable.size), "classified": int(usable.sum()),
-                           "skipped_nodata": int(usable.size - usable.sum()), "chunks": len(tasks) + len(reused),
+                           "skipped_cloud": int(cloudy.sum()),
+                           "skipped_nodata": int(usable.size - usable.sum() - cloudy.sum()),
+                           "chunks": len(tasks) + len(reused),
                            "chunks_resumed": len(reused),
                            "cells_per_class": {c: int((lulc == i + 1).sum()) for i, c in enumerate(CLASSES)},
-                           "nodata_cells": int((lulc == 0).sum())},
+                           "cloud_cells": int(cloud_cells.sum()), "cloud_ha": float(cloud_cells.sum()) *
+                           abs(transform.a * transform.e) / 1e4,
+                           "nodata_cells": int(((lulc == 0) & ~cloud_cells).sum())},
                 "timings_s": {"open": round(t1 - t0, 3), "read_and_infer": round(t2 - t1, 3),
                               "assemble": round(t3 - t2, 3),
                               "worker_stage_seconds": {k: round(v, 1) for k, v in stages.items()}},

@@ -29,8 +29,11 @@ from rasterio.windows import Window
 from .bands import EUROSAT_ORDER, S2_BANDS, default_order, normalise_band, parse_bands
 from .errors import AtlasError
 
-#: SCL classes that are not usable ground: no data, saturated, cloud shadow, clouds, cirrus
-SCL_INVALID = (0, 1, 3, 8, 9, 10)
+#: SCL classes that are no data (0) or saturated/defective (1)
+SCL_NODATA = (0, 1)
+#: SCL classes that are cloud shadow (3), cloud medium (8) or high (9) probability, thin cirrus (10)
+SCL_CLOUD = (3, 8, 9, 10)
+SCL_INVALID = SCL_NODATA + SCL_CLOUD
 
 
 @dataclass(frozen=True)
@@ -72,29 +75,39 @@ class Scene:
     def affine(self) -> Affine:
         return Affine(*self.transform[:6])
 
-    def read(self, window: Window, raw: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def read(self, window: Window, raw: bool = False, scl: bool = True,
+             factor: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Read `window` of every band -> (array (bands, h, w), bool mask (h, w) that is True where
-        every band holds data and SCL says clear ground). The array is float32 with the DN offset
-        applied (negative results clip to 0), or with `raw` the file's own digital numbers, offset
-        not applied, as read (one GDAL read per file for the bands that file holds)."""
-        h, w = int(window.height), int(window.width)
+        every band holds data and, with `scl`, the L2A scene classification says clear ground
+        (without it the SCL is not read: see cloud.chunk_cloud).
+        The array is float32 with the DN offset applied (negative results clip to 0), or with `raw`
+        the file's own digital numbers, offset not applied, as read (one GDAL read per file for the
+        bands that file holds). `factor` > 1 reads (h, w) / factor pixels, each the mean of factor x
+        factor pixels (GDAL's `average` resampling; the window must be a multiple of `factor`)."""
+        h, w = int(window.height) // factor, int(window.width) // factor
+        kw = {} if factor == 1 else {"out_shape": None, "resampling": Resampling.average}
         out = None
         valid = np.ones((h, w), dtype=bool)
         i = 0
         for src, indexes in self._runs():
-            data = self._dataset(src).read(indexes, window=window)
+            if kw:
+                kw["out_shape"] = (len(indexes), h, w)
+            data = self._dataset(src).read(indexes, window=window, **kw)
             if out is None:
                 out = np.empty((len(self.sources), h, w), dtype=data.dtype if raw else np.float32)
             out[i:i + len(indexes)] = data
             valid &= (data != self.nodata).all(axis=0)
             i += len(indexes)
-        if self.mask is not None:
-            scl = self._dataset(self.mask).read(self.mask.index, window=window)
-            valid &= ~np.isin(scl, SCL_INVALID)
+        if scl and self.mask is not None:
+            valid &= ~np.isin(self.read_scl(window), SCL_INVALID)
         if self.offset and not raw:
             out += self.offset
             np.maximum(out, 0, out=out)
         return out, valid
+
+    def read_scl(self, window: Window) -> np.ndarray:
+        """The L2A scene classification (SCL) of `window` on the 10 m grid (nearest neighbour)."""
+        return self._dataset(self.mask).read(self.mask.index, window=window)
 
     def _runs(self) -> list[tuple[BandSource, list[int]]]:
         """Consecutive sources from the same file, grouped so that one read fetches them all."""

@@ -22,15 +22,20 @@ SIGNATURES = np.array([
     [1400, 1250, 1200, 1300, 1450, 1600, 1700, 1650, 600, 14, 2300, 1800, 1800],  # built-up
     [1300, 1050, 900, 650, 600, 550, 520, 480, 300, 9, 200, 120, 450],          # water
 ], dtype=np.float32)
+#: a thick cumulus cloud (bright in every band, some cirrus-band signal): s2cloudless gives it p ~ 1
+CLOUD = np.array([5200, 5000, 4800, 4900, 5000, 5100, 5200, 5300, 3000, 300, 3600, 2600, 5300], dtype=np.float32)
 
 
 def make_scene(path: str | os.PathLike, width: int = 1024, height: int = 1024, *,
                bands: tuple[str, ...] = EUROSAT_ORDER, crs: str = "EPSG:32632",
                origin: tuple[float, float] = (600000.0, 5000040.0), res: float = 10.0,
                nodata_border: int = 0, descriptions: bool = True, seed: int = 0,
-               block: int = 512, tags: dict | None = None) -> Path:
+               block: int = 512, tags: dict | None = None,
+               clouds: tuple[tuple[int, int, int, int], ...] = ()) -> Path:
     """Write a tiled, deflate-compressed uint16 GeoTIFF of `bands` (window by window, so any size
-    fits in memory). Land-cover blobs of 256 px with noise; `nodata_border` pixels of 0 on every edge."""
+    fits in memory). Land-cover blobs of 256 px with noise; `nodata_border` pixels of 0 on every edge;
+    a thick cloud over each (row, col, height, width) of `clouds` (the same land under it: a scene
+    with clouds and one without, same seed, differ only there)."""
     path = Path(path)
     rng = np.random.default_rng(seed)
     order = [EUROSAT_ORDER.index(b) for b in bands]
@@ -53,6 +58,10 @@ def make_scene(path: str | os.PathLike, width: int = 1024, height: int = 1024, *
                 base = sig[cover[rows][:, cols]]  # (h, w, bands)
                 noise = rng.normal(1.0, 0.08, size=(h, w, 1)).astype(np.float32)
                 data = np.clip(base * noise, 1, 65535).astype(np.uint16).transpose(2, 0, 1)
+                for cr, cc, ch, cw in clouds:
+                    y0, y1, x0, x1 = max(cr - r, 0), min(cr + ch - r, h), max(cc - c, 0), min(cc + cw - c, w)
+                    if y0 < y1 and x0 < x1:
+                        data[:, y0:y1, x0:x1] = (CLOUD[order][:, None, None] * noise[y0:y1, x0:x1, 0]).astype(np.uint16)
                 if nodata_border:
                     yy, xx = np.mgrid[r:r + h, c:c + w]
                     edge = ((yy < nodata_border) | (xx < nodata_border) |

@@ -66,13 +66,21 @@ class PatchGrid:
         return Window(c0 * s, r0 * s, (c1 - c0 - 1) * s + self.patch, (r1 - r0 - 1) * s + self.patch)
 
 
-def cut_patches(block: np.ndarray, valid: np.ndarray, stride: int, patch: int = PATCH,
-                max_nodata: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """(bands, h, w) block -> (patches (n, patch, patch, bands) of the usable patches,
-    usable flags (rows, cols)). A patch is usable when its nodata fraction <= max_nodata."""
+def usable_patches(valid: np.ndarray, stride: int, patch: int = PATCH, max_nodata: float = 0.0) -> np.ndarray:
+    """(h, w) data mask -> (rows, cols) flags of the patches whose nodata fraction <= max_nodata."""
     bad = sliding_window_view(~valid, (patch, patch))[::stride, ::stride]
-    frac = bad.mean(axis=(-2, -1)) if max_nodata > 0 else None
-    usable = (frac <= max_nodata) if frac is not None else ~bad.any(axis=(-2, -1))
+    if max_nodata > 0:
+        return bad.mean(axis=(-2, -1)) <= max_nodata
+    return ~bad.any(axis=(-2, -1))
+
+
+def cut_patches(block: np.ndarray, valid: np.ndarray, stride: int, patch: int = PATCH,
+                max_nodata: float = 0.0, usable: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(bands, h, w) block -> (patches (n, patch, patch, bands) of the usable patches,
+    usable flags (rows, cols)). A patch is usable when its nodata fraction <= max_nodata, or
+    where `usable` (from usable_patches, then narrowed, e.g. by clouds) says so."""
+    if usable is None:
+        usable = usable_patches(valid, stride, patch, max_nodata)
     views = sliding_window_view(block, (patch, patch), axis=(1, 2))[:, ::stride, ::stride]
     # views: (bands, rows, cols, patch, patch) -> (n, patch, patch, bands), one copy of the usable ones
     patches = np.ascontiguousarray(views[:, usable].transpose(1, 2, 3, 0))

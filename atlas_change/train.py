@@ -215,9 +215,10 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tup
     jpeg = kind == "jpg"
     src = load_card(init) if init else None
     if src:
-        if jpeg or not set(src.bands) <= set(bands):
-            raise AtlasError(f"--init {init}: its bands {', '.join(src.bands)} must be a subset of the MS bands trained")
-        scale = src.radiometry.get("scale", 1.0)  # the old model's (v - m) / s on v = DN * scale
+        if not set(src.bands) <= set(bands) or (jpeg and tuple(src.bands) != bands):
+            raise AtlasError(f"--init {init}: its bands {', '.join(src.bands)} must be a subset of the MS bands "
+                             f"trained, or the same bands for JPEG data")
+        scale = 1.0 if jpeg else src.radiometry.get("scale", 1.0)  # its (v - m) / s on v = DN * scale
         for b, m, sd in zip(src.bands, src.mean, src.std):
             mean[bands.index(b)], std[bands.index(b)] = m / scale, sd / scale
 

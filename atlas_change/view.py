@@ -1,21 +1,38 @@
 """View stage: the change map as one self-contained HTML file (Leaflet via folium, with its JS and
-CSS embedded by offlinefolium, so that it opens without internet; only the basemap tiles need it)."""
+CSS embedded by offlinefolium, so that it opens without internet; only the basemap tiles need it).
+
+Layers, bottom to top: each date's true-colour image (B04, B03, B02 of the scene itself, 2-98 %
+stretch, warped to the map's Web Mercator, at most MAX_IMAGE_PX on a side), the class maps (one
+GeoJSON polygon per tile up to MAX_FEATURES tiles, else a paletted image of the class raster),
+cloud-masked cells, the changed cells outlined with a popup (both classes, both confidences, both
+dates' top-3 probabilities), the AOI. A slider sets the class layers' opacity."""
 from __future__ import annotations
 
+import base64
 import json
 import os
 from pathlib import Path
 
+import numpy as np
+
 from .assemble import atomic_write
-from .classes import CLASSES, hex_colour
+from .classes import CLASSES, COLOURS, hex_colour
 from .export import layers
+
+MAX_IMAGE_PX = 2048  # long side of a date's true-colour image (a full 10980 px tile: ~54 m pixels)
+MAX_FEATURES = 4000  # class tiles as GeoJSON polygons up to this many per layer, else as an image
+WEB = "EPSG:3857"
 
 
 def _legend() -> str:
     rows = "".join(f'<div><span style="display:inline-block;width:12px;height:12px;background:{hex_colour(i + 1)};'
                    f'margin-right:6px"></span>{i + 1} {c}</div>' for i, c in enumerate(CLASSES))
+    cloud = ('<div><span style="display:inline-block;width:12px;height:12px;background:#fafafa;border:1px solid #999;'
+             'margin-right:6px"></span>cloud / shadow (not labelled)</div>')
     return ('<div id="atlas-legend" style="position:fixed;bottom:24px;left:24px;z-index:9999;background:white;'
-            'padding:8px;font:12px sans-serif;border:1px solid #999"><b>EuroSAT classes</b>' + rows + "</div>")
+            'padding:8px;font:12px sans-serif;border:1px solid #999"><b>EuroSAT classes</b>' + rows + cloud
+            + '<div style="margin-top:6px">class layers opacity <input id="atlas-opacity" type="range" min="0" '
+              'max="100" value="60" style="width:90px;vertical-align:middle"></div></div>')
 
 
 def _banner(text: str, left: str = "60px") -> str:
@@ -23,7 +40,115 @@ def _banner(text: str, left: str = "60px") -> str:
             f'font:13px sans-serif">{text}</div>')
 
 
-def _class_layer(folium, gdf, name: str, show: bool = True):
+def _opacity_script(names: list[str]) -> str:
+    """JS: the legend's slider sets the opacity of the class layers (GeoJSON fills or images)."""
+    return ("(function(){var s=document.getElementById('atlas-opacity');if(!s)return;"
+            f"var ls=[{','.join(names)}];"
+            "s.addEventListener('input',function(){var v=s.value/100;ls.forEach(function(l){"
+            "if(l.setOpacity){l.setOpacity(v)}else{l.setStyle({fillOpacity:v})}})});})();")
+
+
+def data_url(rgba: np.ndarray, driver: str = "PNG", **options) -> str:
+    """(4, h, w) uint8 RGBA -> a data: URL of the image encoded by GDAL (PNG lossless, WEBP lossy)."""
+    import warnings
+
+    from rasterio.errors import NotGeoreferencedWarning
+    from rasterio.io import MemoryFile
+
+    with MemoryFile() as mem, warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)  # a picture, georeferenced by Leaflet
+        with mem.open(driver=driver, width=rgba.shape[2], height=rgba.shape[1], count=4, dtype="uint8",
+                      **options) as dst:
+            dst.write(rgba)
+        raw = mem.read()
+    return f"data:image/{driver.lower()};base64,{base64.b64encode(raw).decode()}"
+
+
+def to_web(rgba: np.ndarray, transform, crs, nearest: bool) -> tuple[np.ndarray, list[list[float]]]:
+    """Warp (4, h, w) RGBA from `crs` to Web Mercator (Leaflet stretches an image overlay linearly in
+    the map's projection) -> (RGBA, [[south, west], [north, east]])."""
+    from rasterio.warp import Resampling, calculate_default_transform, reproject, transform_bounds
+
+    h, w = rgba.shape[1:]
+    bounds = (transform.c, transform.f + h * transform.e, transform.c + w * transform.a, transform.f)
+    dst_t, dw, dh = calculate_default_transform(crs, WEB, w, h, *bounds)
+    out = np.zeros((4, dh, dw), np.uint8)
+    for i in range(4):
+        reproject(rgba[i], out[i], src_transform=transform, src_crs=crs, dst_transform=dst_t, dst_crs=WEB,
+                  resampling=Resampling.nearest if nearest or i == 3 else Resampling.bilinear)
+    west, south, east, north = transform_bounds(WEB, "EPSG:4326", dst_t.c, dst_t.f + dh * dst_t.e,
+                                                dst_t.c + dw * dst_t.a, dst_t.f)
+    return out, [[south, west], [north, east]]
+
+
+def true_colour(scene_path: str, bounds: tuple[float, float, float, float] | None = None,
+                max_px: int = MAX_IMAGE_PX):
+    """The scene's B04, B03, B02 over `bounds` (its CRS; default the whole scene) as (RGBA (4, h, w)
+    uint8, transform, crs): block means read by GDAL to at most `max_px` a side, each band stretched
+    from its 2nd to 98th percentile of valid pixels, nodata transparent."""
+    from affine import Affine
+    from rasterio.windows import Window, from_bounds
+
+    from .read import open_scene
+
+    scene = open_scene(scene_path, ("B04", "B03", "B02"))
+    win = Window(0, 0, scene.width, scene.height)
+    if bounds is not None:
+        win = from_bounds(*bounds, transform=scene.affine).round_offsets().round_lengths().intersection(win)
+    f = max(1, -(-max(int(win.width), int(win.height)) // max_px))
+    win = Window(win.col_off, win.row_off, int(win.width) // f * f, int(win.height) // f * f)
+    dn, valid = scene.read(win, factor=f)  # offset applied
+    rgba = np.zeros((4,) + valid.shape, np.uint8)
+    if valid.any():
+        lo, hi = np.percentile(dn[:, valid], [2, 98], axis=1)
+        rgba[:3] = np.clip((dn - lo[:, None, None]) / np.maximum(hi - lo, 1)[:, None, None] * 255, 0, 255)
+    rgba[3] = np.where(valid, 255, 0)
+    t = scene.affine
+    transform = Affine(t.a * f, 0, t.c + win.col_off * t.a, 0, t.e * f, t.f + win.row_off * t.e)
+    return rgba, transform, scene.crs
+
+
+def _palette_rgba(ids: np.ndarray, colours: dict[int, tuple[int, int, int, int]]) -> np.ndarray:
+    lut = np.zeros((256, 4), np.uint8)
+    for v, c in colours.items():
+        lut[v] = c
+    return lut[ids].transpose(2, 0, 1)
+
+
+def _raster_layer(folium, tif: Path, name: str, colours: dict, show: bool = True):
+    """A categorical raster (class ids, cloud flags) as a paletted image overlay."""
+    import rasterio
+
+    with rasterio.open(tif) as src:
+        ids, t, crs = src.read(1), src.transform, src.crs
+    rgba, bounds = to_web(_palette_rgba(ids, colours), t, crs, nearest=True)
+    return folium.raster_layers.ImageOverlay(data_url(rgba), bounds, name=name, show=show, opacity=0.6,
+                                             interactive=False)
+
+
+def _imagery_layer(folium, run_json: Path, name: str, bounds=None, show: bool = True):
+    """A date's true-colour image as an overlay, or None (with why) when its scene cannot be read."""
+    from .errors import AtlasError
+
+    try:
+        scene = json.loads(run_json.read_text())["input"]["path"]
+        rgba, t, crs = true_colour(scene, bounds)
+    except (AtlasError, KeyError, OSError) as e:
+        return None, str(e)
+    img, bnds = to_web(rgba, t, crs, nearest=False)
+    return folium.raster_layers.ImageOverlay(data_url(img, "WEBP", QUALITY=80), bnds, name=name, show=show,
+                                             interactive=False), None
+
+
+CLASS_RGBA = {i + 1: (*rgb, 255) for i, rgb in enumerate(COLOURS)}
+CLOUD_RGBA = {1: (250, 250, 250, 230)}
+
+
+def _class_layer(folium, gdf, name: str, tif: Path, stride: int, show: bool = True):
+    """Tiles as GeoJSON polygons with a tooltip; as an image of the class raster where they overlap
+    (stride < 64), are too many, or none (e.g. all cloud)."""
+    if stride != 64 or not len(gdf) or len(gdf) > MAX_FEATURES:
+        return _raster_layer(folium, tif, name, CLASS_RGBA, show)
     gdf = gdf[["class_id", "class_name", "confidence", "date", "geometry"]]
     return folium.GeoJson(gdf, name=name, show=show,
                           style_function=lambda f: {"fillColor": hex_colour(int(f["properties"]["class_id"])),
@@ -36,6 +161,25 @@ def _aoi_layer(folium, gdf):
                           style_function=lambda f: {"color": "black", "weight": 2, "fillOpacity": 0})
 
 
+def top3(changes, tiles) -> list[str]:
+    """For each changed cell, the top-3 class probabilities of the tiles covering its centre
+    (their mean where patches overlap, as in the class map): 'Forest 0.81, Pasture 0.12, ...'."""
+    import geopandas as gpd
+
+    pcols = [f"p_{c}" for c in CLASSES]
+    pts = gpd.GeoDataFrame(geometry=changes.geometry.representative_point(), crs=changes.crs)
+    hit = gpd.sjoin(pts, tiles[pcols + ["geometry"]].to_crs(changes.crs), predicate="within")
+    mean = hit.groupby(level=0)[pcols].mean()
+    out = []
+    for i in range(len(changes)):
+        if i not in mean.index:
+            out.append("")
+            continue
+        p = mean.loc[i].to_numpy()
+        out.append(", ".join(f"{CLASSES[k]} {p[k]:.2f}" for k in np.argsort(-p)[:3]))
+    return out
+
+
 def _save(m, out: Path) -> Path:
     atomic_write(out, lambda f: m.save(f, close_file=False))
     return out
@@ -43,46 +187,127 @@ def _save(m, out: Path) -> Path:
 
 def change_map(folder: str | os.PathLike, out_html: str | os.PathLike | None = None,
                side_by_side: bool = False) -> Path:
-    """Write change_map.html: before/after class layers, change layer with popups, AOI, legend,
-    layer control, fitted to the AOI. With `side_by_side` (a compare folder), also write
-    change_map_side_by_side.html: before and after on two synchronised maps."""
+    """Write change_map.html (a compare or a classify output folder): true-colour imagery, class
+    layers, clouds, changes with popups, AOI, legend with an opacity slider, layer control, fitted
+    to the AOI. With `side_by_side` (a compare folder), also write change_map_side_by_side.html:
+    before and after, each over its own image, on two synchronised maps."""
     import offlinefolium as folium
 
     d = Path(folder)
-    frames = {k: v.to_crs("EPSG:4326") for k, v in layers(d).items()}
+    layers_native = layers(d)
+    frames = {k: v.to_crs("EPSG:4326") for k, v in layers_native.items()}
     minx, miny, maxx, maxy = frames.get("aoi", next(iter(frames.values()))).total_bounds
     summary = json.loads((d / "summary.json").read_text()) if (d / "summary.json").exists() else None
+    if summary:  # part -> (classify folder, class raster, tiles layer, date)
+        parts = {p: (Path(summary[p]["source"]), d / f"{p}.tif", f"tiles_{p}", summary[p]["date"] or p)
+                 for p in ("before", "after")}
+        crop = _union(_bounds(d / "before.tif"), tuple(layers_native["aoi"].total_bounds))
+    else:
+        parts = {"map": (d, d / "lulc.tif", "tiles", json.loads((d / "run.json").read_text())["input"].get("date")
+                         or "")}
+        crop = None
     m = folium.Map(tiles="OpenStreetMap", control_scale=True)
-    for name in ("tiles_before", "tiles_after", "tiles"):
-        if name in frames:
-            _class_layer(folium, frames[name], name.replace("_", " "), show=name != "tiles_after").add_to(m)
+    notes, class_layers = [], []
+    for i, (src, tif, tiles, date) in enumerate(parts.values()):
+        img, why = _imagery_layer(folium, src / "run.json", f"image {date}".strip(), crop, show=i == 0)
+        if img is not None:
+            img.add_to(m)
+        else:
+            notes.append(f"no image for {date or 'the scene'}: {why}")
+    for i, (src, tif, tiles, date) in enumerate(parts.values()):
+        layer = _class_layer(folium, frames[tiles], f"classes {date}".strip(), tif, _stride(src), show=i == 0)
+        layer.add_to(m)
+        class_layers.append(layer.get_name())
+        if _any(src / "cloud.tif"):
+            _raster_layer(folium, src / "cloud.tif", f"cloud {date}".strip(), CLOUD_RGBA, show=i == 0).add_to(m)
     if "changes" in frames and len(frames["changes"]):
-        ch = frames["changes"][["from_class", "to_class", "confidence_before", "confidence_after", "hectares",
-                                "geometry"]]
-        folium.GeoJson(ch, name="changes", style_function=lambda f: {"color": "#ff00ff", "weight": 2, "fillOpacity": 0},
-                       popup=folium.GeoJsonPopup(list(ch.columns[:-1]))).add_to(m)
+        _changes_layer(folium, frames, summary, notes).add_to(m)
     if "aoi" in frames:
         _aoi_layer(folium, frames["aoi"]).add_to(m)
     if summary:
         b, a = summary["before"], summary["after"]
         m.get_root().html.add_child(folium.Element(_banner(
-            f"{b['date']} ({b['model']}) to {a['date']} ({a['model']}): {summary['changed_ha']:.1f} ha changed"
-            + (" - MODEL MISMATCH" if summary["model_mismatch"] else ""))))
+            f"{b['date']} ({b['model']}) to {a['date']} ({a['model']}): {summary['changed_ha']:.1f} ha changed, "
+            f"{summary.get('cloud_ha', 0):.1f} ha cloud" + (" - MODEL MISMATCH" if summary["model_mismatch"] else "")
+            + "".join(f"<br><small>{n}</small>" for n in notes))))
+    elif notes:
+        m.get_root().html.add_child(folium.Element(_banner("<br>".join(notes))))
     m.get_root().html.add_child(folium.Element(_legend()))
+    m.get_root().script.add_child(folium.Element(_opacity_script(class_layers)))
     folium.LayerControl(collapsed=False).add_to(m)
     m.fit_bounds([[miny, minx], [maxy, maxx]])
     out = _save(m, Path(out_html) if out_html else d / "change_map.html")
     if side_by_side and summary:
-        from offlinefolium.plugins import DualMap
-
-        dm = DualMap(tiles="OpenStreetMap", control_scale=True)
-        for part, sub in (("before", dm.m1), ("after", dm.m2)):
-            _class_layer(folium, frames[f"tiles_{part}"], f"{part} {summary[part]['date']}").add_to(sub)
-            if "aoi" in frames:
-                _aoi_layer(folium, frames["aoi"]).add_to(sub)
-        dm.m1.get_root().html.add_child(folium.Element(_banner(f"before: {summary['before']['date']}")))
-        dm.m1.get_root().html.add_child(folium.Element(_banner(f"after: {summary['after']['date']}", "calc(50% + 60px)")))
-        dm.m1.get_root().html.add_child(folium.Element(_legend()))
-        dm.fit_bounds([[miny, minx], [maxy, maxx]])
-        _save(dm, out.with_name(out.stem + "_side_by_side.html"))
+        _side_by_side(folium, frames, parts, crop, summary, out.with_name(out.stem + "_side_by_side.html"),
+                      [[miny, minx], [maxy, maxx]])
     return out
+
+
+def _any(tif: Path) -> bool:
+    """Whether `tif` exists and holds a non-zero value (a cloud.tif worth drawing)."""
+    import rasterio
+
+    if not tif.exists():
+        return False
+    with rasterio.open(tif) as src:
+        return bool(src.read(1).any())
+
+
+def _bounds(tif: Path) -> tuple[float, float, float, float]:
+    import rasterio
+
+    with rasterio.open(tif) as src:
+        return tuple(src.bounds)
+
+
+def _union(a: tuple, b: tuple) -> tuple[float, float, float, float]:
+    return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
+
+
+def _stride(classify_folder: Path) -> int:
+    run = json.loads((classify_folder / "run.json").read_text())
+    return int(run.get("parameters", {}).get("stride", 64))
+
+
+def _changes_layer(folium, frames, summary, notes):
+    """Changed cells outlined, popups with both classes, confidences and top-3 probabilities (the
+    MAX_FEATURES most confident where there are more: the banner says so)."""
+    ch = frames["changes"]
+    if len(ch) > MAX_FEATURES:
+        notes.append(f"popups on the {MAX_FEATURES} most confident of {len(ch)} changed cells")
+        ch = ch.assign(_c=np.minimum(ch["confidence_before"], ch["confidence_after"])).nlargest(MAX_FEATURES, "_c")
+    ch = ch.reset_index(drop=True)
+    ch = ch.assign(top3_before=top3(ch, frames["tiles_before"]), top3_after=top3(ch, frames["tiles_after"]),
+                   confidence_before=ch["confidence_before"].round(3), confidence_after=ch["confidence_after"].round(3))
+    cols = ["from_class", "to_class", "confidence_before", "confidence_after", "top3_before", "top3_after", "hectares"]
+    aliases = ["from", "to", f"confidence {summary['before']['date']}", f"confidence {summary['after']['date']}",
+               f"top-3 {summary['before']['date']}", f"top-3 {summary['after']['date']}", "hectares"]
+    return folium.GeoJson(ch[cols + ["geometry"]], name="changes",
+                          style_function=lambda f: {"color": "#ff00ff", "weight": 2, "fillOpacity": 0},
+                          popup=folium.GeoJsonPopup(cols, aliases=aliases))
+
+
+def _side_by_side(folium, frames, parts, crop, summary, out: Path, fit) -> Path:
+    from offlinefolium.plugins import DualMap
+
+    dm = DualMap(tiles="OpenStreetMap", control_scale=True)
+    names = []
+    for part, sub in (("before", dm.m1), ("after", dm.m2)):
+        src, tif, tiles, date = parts[part]
+        img, _ = _imagery_layer(folium, src / "run.json", f"image {date}", crop)
+        if img is not None:
+            img.add_to(sub)
+        layer = _class_layer(folium, frames[tiles], f"classes {date}", tif, _stride(src))
+        layer.add_to(sub)
+        names.append(layer.get_name())
+        if _any(src / "cloud.tif"):
+            _raster_layer(folium, src / "cloud.tif", f"cloud {date}", CLOUD_RGBA).add_to(sub)
+        if "aoi" in frames:
+            _aoi_layer(folium, frames["aoi"]).add_to(sub)
+        folium.LayerControl(collapsed=True).add_to(sub)
+    dm.m1.get_root().html.add_child(folium.Element(_banner(f"before: {summary['before']['date']}")))
+    dm.m1.get_root().html.add_child(folium.Element(_banner(f"after: {summary['after']['date']}", "calc(50% + 60px)")))
+    dm.m1.get_root().html.add_child(folium.Element(_legend()))
+    dm.m1.get_root().script.add_child(folium.Element(_opacity_script(names)))
+    dm.fit_bounds(fit)
+    return _save(dm, out)

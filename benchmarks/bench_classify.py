@@ -1,19 +1,21 @@
-"""Benchmark: model-only throughput vs end-to-end `classify` vs a straightforward script, on full-size tiles.
+"""Benchmark: the shipped trained models, end to end on full Sentinel-2 tiles, against the plain script.
 
-    python benchmarks/bench_classify.py [--size 10980] [--runs 64:1,64:2,32:1] [--skip scaling,baseline]
+    python benchmarks/bench_classify.py [--size 10980] [--runtimes xla,graph,keras] [--skip ...]
 
-Generates 13-band uint16 tiled/deflate GeoTIFFs (full tile, half and quarter; kept in benchmarks/data/,
-git-ignored) and measures in one run (the machine is shared and noisy: compare ratios, not seconds):
-  1. model-only patches/s on random input, per runtime (xla, graph, keras predict), using every core,
-     the model's multiply-adds per patch and the GFLOP/s that makes, against the CPU's FMA peak;
-  2. end-to-end `python -m atlas_change classify` on the full tile for each STRIDE:WORKERS in --runs:
-     wall time (process start to exit), patches/s, ratio to the best model-only runtime, peak RSS
-     of the classify process tree (client + Dask workers), and where the workers spent their time;
-  3. scaling: the same at stride 64 on the quarter, half and full tile;
-  4. the straightforward script (benchmarks/naive_classify.py) on the quarter tile against classify
-     on the same scene.
-Appends a Markdown section to benchmarks/RESULTS.md. Speed does not depend on training, so with
-no trained model it uses a seed-initialised one of the same architecture.
+Generates 13-band uint16 tiled/deflate GeoTIFFs (full tile, half, quarter, and a 4096 x 4096 one;
+kept in benchmarks/data/, git-ignored) and measures in one run (the machine is shared and noisy:
+compare ratios, not seconds):
+  1. the table users pick from: for each shipped trained model and each inference runtime, test
+     accuracy, parameters, multiply-adds per patch, model-only patches/s on random input (every core)
+     and its share of the CPU's FMA peak, end-to-end `python -m atlas_change classify` of the full
+     tile at stride 64 (process start to exit) and the peak RSS of its process tree;
+  2. what cloud masking costs: the default model on the full tile with `--no-cloud-mask`;
+  3. scaling (default model): quarter, half and full tile; 1 and 2 worker processes; and a Dask
+     cluster started beside it (`dask scheduler` + 2 `dask worker` processes of one thread each,
+     classify --scheduler tcp://...), RSS summed over scheduler, workers and client;
+  4. the plain thing a user would otherwise run: keras ResNet50 `model.predict` over the same patches
+     of the 4096 x 4096 scene (benchmarks/naive_classify.py), whole process against whole process.
+Appends a Markdown section to benchmarks/RESULTS.md.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import socket
 import subprocess
 import sys
 import tempfile
@@ -37,32 +40,29 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from atlas_change.bands import EUROSAT_ORDER  # noqa: E402
-from atlas_change.errors import AtlasError  # noqa: E402
-from atlas_change.registry import DEFAULT_MODEL, load_card  # noqa: E402
+from atlas_change.registry import choose_model, load_card, models_dir  # noqa: E402
 
 
 class PeakRSS:
-    """Samples the summed RSS of a process and all its children (Dask workers) every 0.2 s."""
+    """Samples the summed RSS of processes and all their children every 0.2 s."""
 
-    def __init__(self, pid: int):
-        self.pid, self.peak, self._stop = pid, 0, threading.Event()
+    def __init__(self, *pids: int):
+        self.pids, self.peak, self._stop = pids, 0, threading.Event()
 
     def _run(self):
-        try:
-            me = psutil.Process(self.pid)
-        except psutil.Error:
-            return
         while not self._stop.is_set():
             total = 0
-            try:
-                tree = [me] + me.children(recursive=True)
-            except psutil.Error:
-                break
-            for p in tree:
+            for pid in self.pids:
                 try:
-                    total += p.memory_info().rss
+                    me = psutil.Process(pid)
+                    tree = [me] + me.children(recursive=True)
                 except psutil.Error:
-                    pass
+                    continue
+                for p in tree:
+                    try:
+                        total += p.memory_info().rss
+                    except psutil.Error:
+                        pass
             self.peak = max(self.peak, total)
             time.sleep(0.2)
 
@@ -77,6 +77,7 @@ class PeakRSS:
 
 
 def model_only(card, runtime: str, n: int = 1024) -> float:
+    """Patches/s of the predictor alone (normalisation + network) on random digital numbers."""
     from atlas_change.infer import Predictor
 
     pred = Predictor(card, runtime)
@@ -87,22 +88,6 @@ def model_only(card, runtime: str, n: int = 1024) -> float:
     return n / (time.perf_counter() - t)
 
 
-def macs_per_patch(card) -> int:
-    """Multiply-adds of one 64 x 64 patch through the model's convolutions and dense layers."""
-    import keras
-
-    model = keras.models.load_model(os.path.join(card.path, "model.keras"), compile=False)
-    total = 0
-    for layer in model._flatten_layers(include_self=False):
-        kernel = getattr(layer, "kernel", None)
-        if kernel is None:
-            continue
-        out = layer.output.shape  # (None, h, w, c) or (None, c)
-        spatial = int(np.prod(out[1:-1])) if len(out) > 2 else 1
-        total += spatial * int(np.prod(kernel.shape))
-    return total
-
-
 def cpu_peak_gflops() -> tuple[float, str]:
     """FMA peak: cores x 2 FMA units x 8 float32 lanes (AVX2) x 2 flops x clock."""
     info = open("/proc/cpuinfo").read().splitlines()
@@ -111,11 +96,11 @@ def cpu_peak_gflops() -> tuple[float, str]:
     return os.cpu_count() * 2 * 8 * 2 * mhz / 1e3, f"{name} at {mhz:.0f} MHz"
 
 
-def run_timed(cmd: list[str]) -> tuple[float, float]:
-    """Run a command; -> (wall s, peak RSS GiB of its process tree). Raises on failure."""
+def run_timed(cmd: list[str], also: tuple[int, ...] = ()) -> tuple[float, float]:
+    """Run a command; -> (wall s, peak RSS GiB of its process tree plus the `also` pids' trees)."""
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    with PeakRSS(proc.pid) as mem:
+    with PeakRSS(proc.pid, *also) as mem:
         log, _ = proc.communicate()
     wall = time.perf_counter() - t
     if proc.returncode:
@@ -123,17 +108,22 @@ def run_timed(cmd: list[str]) -> tuple[float, float]:
     return wall, mem.peak / 2**30
 
 
-def classify_run(scene: Path, card, stride: int, workers: int) -> dict:
+def classify_run(scene: Path, card, runtime: str = "xla", workers: int | None = None, scheduler: str | None = None,
+                 extra: tuple[str, ...] = (), also: tuple[int, ...] = (), label: str = "") -> dict:
     with tempfile.TemporaryDirectory() as out:
-        wall, rss = run_timed([sys.executable, "-m", "atlas_change", "classify", str(scene), "--model", card.path,
-                               "--stride", str(stride), "--workers", str(workers), "--out", out,
-                               "--allow-untrained", "--quiet"])
+        cmd = [sys.executable, "-m", "atlas_change", "classify", str(scene), "--model", card.path, "--out", out,
+               "--runtime", runtime, "--quiet", *extra]
+        cmd += ["--workers", str(workers)] if workers else []
+        cmd += ["--scheduler", scheduler] if scheduler else []
+        wall, rss = run_timed(cmd, also)
         run = json.load(open(os.path.join(out, "run.json")))
     n = run["counts"]["patches"]
-    print(f"classify {scene.name} stride {stride} workers {workers}: {wall:.1f} s, {n / wall:.1f} patches/s, "
-          f"peak RSS {rss:.2f} GiB, stages {run['timings_s']}", flush=True)
-    return dict(scene=scene.name, stride=stride, workers=workers, wall=wall, patches=n, speed=n / wall, rss=rss,
-                timings=run["timings_s"])
+    r = dict(scene=scene.name, model=card.name, runtime=runtime, workers=workers or 1, label=label, wall=wall,
+             patches=n, classified=run["counts"]["classified"], speed=n / wall, rss=rss,
+             stages=run["timings_s"].get("worker_stage_seconds", {}), clouds=run["clouds"]["method"])
+    print(f"classify {scene.name} {card.name} {runtime} {label or ''}: {wall:.1f} s, {n / wall:.1f} patches/s, "
+          f"peak RSS {rss:.2f} GiB, worker stages {r['stages']}", flush=True)
+    return r
 
 
 def scene_file(data: Path, width: int, height: int) -> Path:
@@ -147,87 +137,125 @@ def scene_file(data: Path, width: int, height: int) -> Path:
     return path
 
 
+def shipped() -> list:
+    """The trained models under models/, the default one for 13-band input first."""
+    cards = [load_card(d) for d in sorted(models_dir().iterdir()) if (d / "card.json").exists()]
+    cards = [c for c in cards if c.trained]
+    if not cards:
+        raise SystemExit("no trained model under models/: nothing to benchmark")
+    default = choose_model(EUROSAT_ORDER, "13-band scene")[0].name
+    return sorted(cards, key=lambda c: c.name != default)
+
+
+class LocalDaskCluster:
+    """`dask scheduler` and two `dask worker` processes (one thread each) beside this one: a Dask
+    cluster as classify --scheduler sees one."""
+
+    def __enter__(self):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.address = f"tcp://127.0.0.1:{port}"
+        self.procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                                        "--port", str(port), "--dashboard-address", ":0"], cwd=ROOT,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+        time.sleep(3)
+        self.procs += [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", self.address,
+                                         "--nthreads", "1", "--nworkers", "1", "--no-dashboard"], cwd=ROOT,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                        env={**os.environ, "GDAL_CACHEMAX": "64"}) for _ in range(2)]
+        from distributed import Client
+
+        with Client(self.address, timeout=60) as c:
+            c.wait_for_workers(2, timeout=120)
+        return self
+
+    def __exit__(self, *exc):
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            p.wait(timeout=30)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=10980, help="tile side in pixels (default 10980)")
-    ap.add_argument("--runs", default=f"64:1,64:{os.cpu_count()},32:1",
-                    help="end-to-end runs on the full tile as STRIDE:WORKERS,... where WORKERS is the number of "
-                    "Dask worker processes sharing the cores (default 64:1,64:N,32:1; 1 is classify's default)")
-    ap.add_argument("--model", default=None)
-    ap.add_argument("--runtimes", default="xla,graph,keras")
-    ap.add_argument("--skip", default="", help="comma list of steps to skip: scaling,baseline")
+    ap.add_argument("--runtimes", default="xla,graph,keras", help="inference runtimes of the table")
+    ap.add_argument("--baseline-size", type=int, default=4096, help="scene side for the plain script (default 4096)")
+    ap.add_argument("--skip", default="", help="comma list of steps to skip: clouds,scaling,cluster,baseline")
     args = ap.parse_args()
-
-    from atlas_change.train import init_untrained
-
+    skip = set(filter(None, args.skip.split(",")))
     data = ROOT / "benchmarks" / "data"
     data.mkdir(parents=True, exist_ok=True)
-    try:
-        card = load_card(args.model or DEFAULT_MODEL)
-    except AtlasError:
-        d = data / "untrained-spectrumnet"
-        card = load_card(d) if (d / "card.json").exists() else init_untrained("spectrumnet", EUROSAT_ORDER, d,
-                                                                                  "untrained-spectrumnet")
     full = scene_file(data, args.size, args.size)
-    half = scene_file(data, args.size, args.size // 2)
-    quarter = scene_file(data, args.size // 2, args.size // 2)
-    skip = set(filter(None, args.skip.split(",")))
-    workers = 1  # classify's default: one process, a thread per core
+    cards = shipped()
+    default = cards[0]
+    runtimes = args.runtimes.split(",")
 
-    macs = macs_per_patch(card)
-    speeds = {}
-    for rt in args.runtimes.split(","):
-        speeds[rt] = model_only(card, rt)
-        print(f"model-only {rt}: {speeds[rt]:.1f} patches/s = {speeds[rt] * 2 * macs / 1e9:.1f} GFLOP/s", flush=True)
-    best_rt = max(speeds, key=speeds.get)
-    best = speeds[best_rt]
-
-    runs = [classify_run(full, card, int(s), int(w)) for s, w in (r.split(":") for r in args.runs.split(","))]
+    table = []
+    for card in cards:
+        for rt in runtimes:
+            speed = model_only(card, rt)
+            print(f"model-only {card.name} {rt}: {speed:.1f} patches/s", flush=True)
+            table.append(dict(card=card, runtime=rt, model_only=speed, e2e=classify_run(full, card, rt)))
+    e2e_default = next(t["e2e"] for t in table if t["card"] is default and t["runtime"] == "xla")
+    no_clouds = None if "clouds" in skip else classify_run(full, default, extra=("--no-cloud-mask",),
+                                                           label="--no-cloud-mask")
     scaling = []
     if "scaling" not in skip:
-        scaling = [classify_run(quarter, card, 64, workers), classify_run(half, card, 64, workers)]
-        scaling += [r for r in runs if r["stride"] == 64 and r["workers"] == workers][:1]
+        scaling = [classify_run(scene_file(data, args.size // 2, args.size // 2), default, label="quarter"),
+                   classify_run(scene_file(data, args.size, args.size // 2), default, label="half"),
+                   e2e_default, classify_run(full, default, workers=2, label="2 worker processes")]
+    cluster = None
+    if "cluster" not in skip:
+        with LocalDaskCluster() as c:
+            cluster = classify_run(full, default, scheduler=c.address, also=tuple(p.pid for p in c.procs),
+                                   label="Dask cluster: scheduler + 2 workers x 1 thread")
     naive = None
     if "baseline" not in skip:
-        ours = next((r for r in scaling if r["scene"] == quarter.name), None) or classify_run(quarter, card, 64, workers)
+        scene = scene_file(data, args.baseline_size, args.baseline_size)
+        ours = classify_run(scene, default, label="baseline scene")
         with tempfile.TemporaryDirectory() as out:
-            wall, rss = run_timed([sys.executable, "benchmarks/naive_classify.py", str(quarter), card.path,
+            wall, rss = run_timed([sys.executable, "benchmarks/naive_classify.py", str(scene),
                                    os.path.join(out, "naive.tif")])
-        naive = dict(wall=wall, rss=rss, speed=ours["patches"] / wall, ours=ours)
-        print(f"straightforward script on {quarter.name}: {wall:.1f} s, {naive['speed']:.1f} patches/s; "
-              f"classify is {wall / ours['wall']:.2f}x faster", flush=True)
+        naive = dict(wall=wall, rss=rss, ours=ours)
+        print(f"plain keras ResNet50 predict on {scene.name}: {wall:.1f} s; classify {ours['wall']:.1f} s: "
+              f"{wall / ours['wall']:.2f}x faster", flush=True)
 
     peak, cpu = cpu_peak_gflops()
-    md = [f"\n## {datetime.now():%Y-%m-%d %H:%M} — {args.size} x {args.size} x 13 bands, model {card.name} "
-          f"({card.architecture})", "",
+    md = [f"\n## {datetime.now():%Y-%m-%d %H:%M} - shipped models on a {args.size} x {args.size} x 13-band tile", "",
           f"Machine: {os.cpu_count()} cores ({cpu}), {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, "
-          f"Python {platform.python_version()}. Command: `python benchmarks/bench_classify.py "
-          f"{' '.join(sys.argv[1:])}`.", "",
-          f"Model: {macs / 1e6:.0f} M multiply-adds per 64 x 64 patch. CPU FMA peak (AVX2, 2 FMA units): "
-          f"{peak:.0f} GFLOP/s.", "",
-          "| model-only runtime | patches/s | GFLOP/s | share of FMA peak |", "|---|---|---|---|"]
-    md += [f"| `{rt}` | {v:.1f} | {v * 2 * macs / 1e9:.1f} | {v * 2 * macs / 1e9 / peak:.0%} |"
-           for rt, v in speeds.items()]
-    md += ["", "End to end (`python -m atlas_change classify`, process start to exit, its default runtime `xla`; "
-           f"ratio to the best model-only runtime, `{best_rt}`):", "",
-           "| scene | stride | worker processes | patches | wall s | patches/s | ratio to model-only | peak RSS GiB "
-           "| worker s: read / cut / infer |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in runs + [r for r in scaling if r not in runs]:
-        st = r["timings"].get("worker_stage_seconds", {})
-        md.append(f"| {r['scene']} | {r['stride']} | {r['workers']} | {r['patches']} | {r['wall']:.1f} | "
-                  f"{r['speed']:.1f} | {r['speed'] / best:.2f} | {r['rss']:.2f} | "
-                  f"{st.get('read', 0):.0f} / {st.get('cut', 0):.0f} / {st.get('infer', 0):.0f} |")
-    if scaling:
-        base = scaling[0]
-        md += ["", "Scaling (stride 64): " + ", ".join(
-            f"{r['scene']} {r['patches']} patches {r['wall']:.0f} s ({r['wall'] / base['wall']:.2f}x time for "
-            f"{r['patches'] / base['patches']:.2f}x patches)" for r in scaling) + "."]
+          f"Python {platform.python_version()}, CPU FMA peak (AVX2, 2 FMA units) {peak:.0f} GFLOP/s. Command: "
+          f"`python benchmarks/bench_classify.py {' '.join(sys.argv[1:])}`. One run; compare ratios.", "",
+          "| model | runtime | test accuracy | parameters | MACs / patch | model-only patches/s | share of FMA peak "
+          "| full tile end to end s | patches/s | peak RSS GiB |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for t in table:
+        c, e = t["card"], t["e2e"]
+        macs = c.training.get("macs_per_patch", 0)
+        md.append(f"| {c.name}{' (default)' if c is default else ''} | `{t['runtime']}` | "
+                  f"{c.metrics.get('accuracy', float('nan')):.1%} | {c.training.get('parameters', 0):,} | "
+                  f"{macs / 1e6:.0f} M | {t['model_only']:.0f} | {t['model_only'] * 2 * macs / 1e9 / peak:.0%} | "
+                  f"{e['wall']:.0f} | {e['speed']:.0f} | {e['rss']:.2f} |")
+    st = e2e_default["stages"]
+    md += ["", f"Default model end to end: {e2e_default['patches']} patches, clouds by {e2e_default['clouds']}; "
+           f"worker seconds read {st.get('read', 0):.0f}, cloud {st.get('cloud', 0):.0f}, cut {st.get('cut', 0):.0f}, "
+           f"infer {st.get('infer', 0):.0f}."]
+    if no_clouds:
+        md += [f"Cloud masking: {e2e_default['wall']:.0f} s with, {no_clouds['wall']:.0f} s with `--no-cloud-mask` "
+               f"(+{e2e_default['wall'] / no_clouds['wall'] - 1:.0%})."]
+    if scaling or cluster:
+        md += ["", "| scaling (default model, stride 64) | patches | wall s | time vs quarter | patches vs quarter "
+               "| peak RSS GiB |", "|---|---|---|---|---|---|"]
+        base = scaling[0] if scaling else cluster
+        for r in scaling + ([cluster] if cluster else []):
+            md.append(f"| {r['label'] or r['scene'] + ', 1 worker process'} | {r['patches']} | {r['wall']:.0f} | "
+                      f"{r['wall'] / base['wall']:.2f}x | {r['patches'] / base['patches']:.2f}x | {r['rss']:.2f} |")
     if naive:
         o = naive["ours"]
-        md += ["", f"Straightforward script (`benchmarks/naive_classify.py`: rasterio window per patch, Keras "
-               f"`predict` per row) on {quarter.name}: {naive['wall']:.1f} s, {naive['speed']:.1f} patches/s, peak "
-               f"RSS {naive['rss']:.2f} GiB; classify on the same scene {o['wall']:.1f} s: "
-               f"**{naive['wall'] / o['wall']:.2f}x faster**."]
+        md += ["", f"Plain script (`benchmarks/naive_classify.py`: rasterio window per patch, keras ResNet50 "
+               f"`model.predict` per row of patches) on {o['scene']} ({o['patches']} patches): {naive['wall']:.0f} s, "
+               f"peak RSS {naive['rss']:.2f} GiB; `classify` with the default model ({default.name}) on the same "
+               f"scene: {o['wall']:.0f} s, peak RSS {o['rss']:.2f} GiB: **{naive['wall'] / o['wall']:.1f}x faster**."]
     with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
         f.write("\n".join(md) + "\n")
 

@@ -28,8 +28,9 @@ def test_georeferencing_and_files(scene, model13, tmp_path):
     ds = run_classify(scene, model13, out=out)
     assert ds["lulc"].shape == (10, 11)
     assert ds.rio.transform() == Affine(640, 0, ORIGIN[0], 0, -640, ORIGIN[1])
-    assert sorted(p.name for p in out.iterdir()) == ["confidence.tif", "lulc.qml", "lulc.tif", "lulc.tif.aux.xml",
-                                                     "run.json", "tiles.parquet"]
+    assert sorted(p.name for p in out.iterdir()) == ["cloud.qml", "cloud.tif", "cloud.tif.aux.xml", "confidence.tif",
+                                                     "lulc.qml", "lulc.tif", "lulc.tif.aux.xml", "run.json",
+                                                     "tiles.parquet"]
     with rasterio.open(out / "lulc.tif") as src, rasterio.open(scene) as inp:
         assert src.crs == inp.crs and src.transform == Affine(640, 0, ORIGIN[0], 0, -640, ORIGIN[1])
         assert src.dtypes[0] == "uint8" and src.nodata == 0 and (src.width, src.height) == (11, 10)

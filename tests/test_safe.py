@@ -95,10 +95,15 @@ def test_safe_l1c_old_baseline_no_offset(tmp_path):
 
 
 def test_classify_safe_l2a(tmp_path, model12):
-    ds = run_classify(make_safe(tmp_path), model12)
-    lulc = ds["lulc"].values
-    assert lulc.shape == (6, 6) and lulc[0, 0] == 0 and (lulc.ravel()[1:] > 0).all()
-    assert ds.attrs["product_level"] == "L2A" and ds.attrs["date"] == "2023-06-12"
+    """SCL clouds cover 36 of the 4096 pixels of the top-left patch: labelled under the default
+    --max-cloud (0.1), cloud-masked (nodata, cloud = 1) with max_cloud = 0."""
+    safe = make_safe(tmp_path)
+    ds = run_classify(safe, model12)
+    assert ds["lulc"].shape == (6, 6) and (ds["lulc"].values > 0).all() and not ds["cloud"].values.any()
+    assert ds.attrs["product_level"] == "L2A" and ds.attrs["date"] == "2023-06-12" and ds.attrs["clouds"] == "scl"
+    strict = run_classify(safe, model12, max_cloud=0.0)
+    lulc, cloud = strict["lulc"].values, strict["cloud"].values
+    assert lulc[0, 0] == 0 and cloud[0, 0] == 1 and (lulc.ravel()[1:] > 0).all() and cloud.sum() == 1
 
 
 def test_not_a_safe(tmp_path):
