@@ -41,11 +41,12 @@ def _banner(text: str, left: str = "60px") -> str:
 
 
 def _opacity_script(names: list[str]) -> str:
-    """JS: the legend's slider sets the opacity of the class layers (GeoJSON fills or images)."""
+    """JS: the legend's slider sets the opacity of the class layers (GeoJSON fills or images). The
+    layers are looked up when the slider moves: this script runs before folium defines them."""
     return ("(function(){var s=document.getElementById('atlas-opacity');if(!s)return;"
-            f"var ls=[{','.join(names)}];"
-            "s.addEventListener('input',function(){var v=s.value/100;ls.forEach(function(l){"
-            "if(l.setOpacity){l.setOpacity(v)}else{l.setStyle({fillOpacity:v})}})});})();")
+            f"var names={json.dumps(names)};"
+            "s.addEventListener('input',function(){var v=s.value/100;names.forEach(function(n){var l=window[n];"
+            "if(!l)return;if(l.setOpacity){l.setOpacity(v)}else{l.setStyle({fillOpacity:v})}})});})();")
 
 
 def data_url(rgba: np.ndarray, driver: str = "PNG", **options) -> str:

@@ -242,7 +242,7 @@ def main() -> None:
            f"infer {st.get('infer', 0):.0f}."]
     if no_clouds:
         md += [f"Cloud masking: {e2e_default['wall']:.0f} s with, {no_clouds['wall']:.0f} s with `--no-cloud-mask` "
-               f"(+{e2e_default['wall'] / no_clouds['wall'] - 1:.0%})."]
+               f"({e2e_default['wall'] / no_clouds['wall'] - 1:+.0%})."]
     if scaling or cluster:
         md += ["", "| scaling (default model, stride 64) | patches | wall s | time vs quarter | patches vs quarter "
                "| peak RSS GiB |", "|---|---|---|---|---|---|"]

@@ -122,10 +122,19 @@ def test_change_map_shows_each_dates_image_and_clouds(scenes, model13, tmp_path)
     side = tmp_path / "cmp" / "change_map_side_by_side.html"
     for page, n_images in ((html, 1), (side, 3)):  # shown at load: image before | image after + cloud after
         r = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                            f"--user-data-dir={tmp_path / 'prof'}", "--virtual-time-budget=3000", "--dump-dom",
-                            page.as_uri()], capture_output=True, text=True, timeout=120)
+                            f"--user-data-dir={tmp_path / 'prof'}", "--enable-logging=stderr", "--v=0",
+                            "--virtual-time-budget=3000", "--dump-dom", page.as_uri()],
+                           capture_output=True, text=True, timeout=120)
         assert r.stdout.count("leaflet-image-layer") >= n_images, page
-        assert "atlas-opacity" in r.stdout
+        assert "atlas-opacity" in r.stdout and "Uncaught" not in r.stderr, r.stderr[-2000:]
+    # the legend's slider sets the class layer's opacity (here GeoJSON tiles: their fill-opacity)
+    probe = tmp_path / "cmp" / "probe.html"
+    probe.write_text(text + "<script>setTimeout(function(){var s=document.getElementById('atlas-opacity');"
+                     "s.value=15;s.dispatchEvent(new Event('input'));},300);</script>")
+    r = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                        f"--user-data-dir={tmp_path / 'prof'}", "--virtual-time-budget=3000", "--dump-dom",
+                        probe.as_uri()], capture_output=True, text=True, timeout=120)
+    assert 'fill-opacity="0.15"' in r.stdout and 'fill-opacity="0.6"' not in r.stdout
 
 
 def test_input_without_the_detector_bands_warns(tmp_path):
