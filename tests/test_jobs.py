@@ -88,19 +88,20 @@ def test_validation_reports_every_problem_with_lines(tmp_path, model13):
     write_aoi(tmp_path / "aoi.geojson")
     text = job_text(model13.path, aoi_table("x", "aoi.geojson", {"2023-01-01": "a.tif", "2023-13-01": "a.tif"})
                     + aoi_table("x", "missing.geojson", {"2023-01-01": "a.tif", "2024-01-01": "nothing*.tif"},
-                                'pairs = [["2024-01-01", "2023-01-01"]]'), extra="stride = 48\ncolour = 'red'")
+                                'pairs = [["2024-01-01", "2023-01-01"]]'),
+                    extra="stride = 48\ncolour = 'red'\nmax_cloud = 1.5")
     f = tmp_path / "bad.toml"
     f.write_text(text)
     with pytest.raises(AtlasError) as e:
         load_job(f)
     msg = str(e.value)
-    assert msg.startswith(f"{f}: 7 problems") and "\n" not in msg
+    assert msg.startswith(f"{f}: 8 problems") and "\n" not in msg
     for part in ("line 6: stride: 48: must be 64, 32 or 16", "line 7: colour: unknown key",
-                 "line 11: aoi[0].scenes.2023-13-01: '2023-13-01' is not a date", "aoi[1].name: 'x' is used by two AOIs",
+                 "line 8: max_cloud: 1.5: must be in [0, 1]", "line 12: aoi[0].scenes.2023-13-01: '2023-13-01' is not a date", "aoi[1].name: 'x' is used by two AOIs",
                  "aoi[1].file: ", "missing.geojson: no such file", "aoi[1].scenes.2024-01-01: 'nothing*.tif' matches 0",
                  "aoi[1].pairs[0]"):
         assert part in msg, part
-    assert "line 15: aoi[1].file" in msg  # the second [[aoi]] table's file = line
+    assert "line 16: aoi[1].file" in msg  # the second [[aoi]] table's file = line
 
 
 def test_cli_run_bad_job_exit_2_and_nothing_written(tmp_path, model13, capsys):
@@ -135,7 +136,8 @@ job_values = st.recursive(st.none() | st.booleans() | st.integers(-100, 100) | s
                           | st.text(max_size=12) | st.dates(),
                           lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=10), c, max_size=3),
                           max_leaves=12)
-job_keys = st.sampled_from(["name", "model", "output", "stride", "chunk", "max_nodata", "min_confidence", "produce",
+job_keys = st.sampled_from(["name", "model", "output", "stride", "chunk", "max_nodata", "max_cloud", "min_confidence",
+                            "produce",
                             "allow_untrained", "aoi", "file", "scenes", "pairs", "zzz"])
 
 
