@@ -131,8 +131,14 @@ def load_card(model: str | os.PathLike, verify: bool = True) -> ModelCard:
 
 def save(model, out_dir: str | os.PathLike, **card_fields) -> ModelCard:
     """Save a Keras model with its card (JSON + Markdown) into `out_dir`, atomically per file."""
+    import keras
+
     d = Path(out_dir)
     d.mkdir(parents=True, exist_ok=True)
+    if getattr(model, "optimizer", None) is not None:  # the optimizer's state (2x the weights) is not the model
+        clean = keras.Model.from_config(model.get_config())  # (clone_model would copy the optimizer too)
+        clean.set_weights(model.get_weights())
+        model = clean
     tmp = d / f".tmp-{os.getpid()}.keras"
     model.save(tmp)
     os.replace(tmp, d / WEIGHTS_FILE)

@@ -71,6 +71,13 @@ def test_train_evaluate_card_roundtrip(eurosat, tmp_path, monkeypatch):
     assert card.training["n_train"] == 40 and card.training["epochs"] == 1 and card.radiometry == {}
     assert 0 <= card.metrics["accuracy"] <= 1 and np.sum(card.metrics["confusion"]) == 10
     assert "SHA-256" in (out / "README.md").read_text()
+    import io
+    import zipfile
+
+    import h5py
+
+    with zipfile.ZipFile(out / "model.keras") as z:  # weights only: no optimizer state (3x the size)
+        assert "optimizer" not in h5py.File(io.BytesIO(z.read("model.weights.h5"))).keys()
     r = subprocess.run([sys.executable, "-m", "atlas_change", "evaluate", "--data", str(eurosat), "--model", str(out),
                         "--json"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
