@@ -118,12 +118,14 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
         with Client(scheduler) as client:
             yield client
         return
-    # each chunk's blocks are read once, so GDAL's block cache (default 5 % of RAM per process)
-    # only costs memory: keep it small in the workers
+    # GDAL's block cache (default 5 % of RAM per process) need only hold what one chunk reads: its
+    # window, and for cloud masking the window plus a 1 km margin, band by band (a 13-band
+    # pixel-interleaved file: ~110 MB of decoded blocks per chunk; with 64 MB every band decoded
+    # the blocks again: cloud stage 33 worker-s instead of 8.5 on a 4096 x 4096 scene)
     workers = workers or default_workers()
     with LocalCluster(n_workers=workers, threads_per_worker=max(1, (os.cpu_count() or 1) // workers), processes=True,
                       dashboard_address=":0", silence_logs=logging.ERROR,
-                      env={"GDAL_CACHEMAX": os.environ.get("GDAL_CACHEMAX", "64")}) as cluster, Client(cluster) as client:
+                      env={"GDAL_CACHEMAX": os.environ.get("GDAL_CACHEMAX", "256")}) as cluster, Client(cluster) as client:
         yield client
 
 

@@ -163,7 +163,7 @@ class LocalDaskCluster:
         self.procs += [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", self.address,
                                          "--nthreads", "1", "--nworkers", "1", "--no-dashboard"], cwd=ROOT,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                        env={**os.environ, "GDAL_CACHEMAX": "64"}) for _ in range(2)]
+                                        env={**os.environ, "GDAL_CACHEMAX": "256"}) for _ in range(2)]
         from distributed import Client
 
         with Client(self.address, timeout=60) as c:

@@ -38,10 +38,14 @@ def ms_patches(shared: Path, model: str) -> tuple[float, int, dict]:
 
 
 def labels(path: Path, model: str, stride: int) -> tuple[Counter, float]:
+    """Cells per class (and 'cloud (masked)'), mean confidence of the labelled cells (NaN: none)."""
     ds = atlas_change.classify(path, model=model, stride=stride, scheduler="sync")
     ids = ds["lulc"].values
     conf = ds["confidence"].values
-    return Counter(CLASSES[i - 1] for i in ids[ids > 0].ravel()), float(np.nanmean(conf))
+    counts = Counter(CLASSES[i - 1] for i in ids[ids > 0].ravel())
+    if ds["cloud"].values.any():
+        counts["cloud (masked)"] = int(ds["cloud"].values.sum())
+    return counts, float(np.nanmean(conf)) if (ids > 0).any() else float("nan")
 
 
 def main() -> None:
