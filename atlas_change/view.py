@@ -197,7 +197,10 @@ def change_map(folder: str | os.PathLike, out_html: str | os.PathLike | None = N
     d = Path(folder)
     layers_native = layers(d)
     frames = {k: v.to_crs("EPSG:4326") for k, v in layers_native.items()}
-    minx, miny, maxx, maxy = frames.get("aoi", next(iter(frames.values()))).total_bounds
+    if "aoi" in frames:
+        minx, miny, maxx, maxy = frames["aoi"].total_bounds
+    else:  # the class raster's footprint (there may be no tile at all: e.g. all cloud)
+        minx, miny, maxx, maxy = _bounds(d / "lulc.tif", "EPSG:4326")
     summary = json.loads((d / "summary.json").read_text()) if (d / "summary.json").exists() else None
     if summary:  # part -> (classify folder, class raster, tiles layer, date)
         parts = {p: (Path(summary[p]["source"]), d / f"{p}.tif", f"tiles_{p}", summary[p]["date"] or p)
@@ -254,11 +257,13 @@ def _any(tif: Path) -> bool:
         return bool(src.read(1).any())
 
 
-def _bounds(tif: Path) -> tuple[float, float, float, float]:
+def _bounds(tif: Path, crs: str | None = None) -> tuple[float, float, float, float]:
+    """Bounds of a raster, in its CRS or `crs`."""
     import rasterio
+    from rasterio.warp import transform_bounds
 
     with rasterio.open(tif) as src:
-        return tuple(src.bounds)
+        return tuple(transform_bounds(src.crs, crs, *src.bounds)) if crs else tuple(src.bounds)
 
 
 def _union(a: tuple, b: tuple) -> tuple[float, float, float, float]:
