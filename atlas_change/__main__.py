@@ -299,7 +299,7 @@ def _cmd_evaluate(a) -> None:
 def _cmd_compare(a) -> None:
     from .compare import compare
 
-    kw = {"model": a.model, "max_cloud": a.max_cloud} if a.model else {"max_cloud": a.max_cloud}
+    kw = {"max_cloud": a.max_cloud, **({"model": a.model} if a.model else {})}
     s = compare(a.before, a.after, aoi=a.aoi, aoi_bbox=a.aoi_bbox, aoi_crs=a.aoi_crs, out=a.out,
                 min_confidence=a.min_confidence, allow_model_mismatch=a.allow_model_mismatch,
                 before_date=a.before_date, after_date=a.after_date, **kw)

@@ -118,8 +118,8 @@ def chunk_cloud(masker: CloudMasker, main: Scene, window: Window,
     c0, r0 = max(0, int(window.col_off) - m), max(0, int(window.row_off) - m)
     c1 = min(s.width // FACTOR * FACTOR, int(window.col_off + window.width) + m)
     r1 = min(s.height // FACTOR * FACTOR, int(window.row_off + window.height) + m)
-    dn, valid = s.read(Window(c0, r0, c1 - c0, r1 - r0), raw=True, factor=FACTOR)
-    flags = s2cloudless_mask(dn, s.offset, valid)
+    dn, has_data = s.read(Window(c0, r0, c1 - c0, r1 - r0), raw=True, factor=FACTOR)
+    flags = s2cloudless_mask(dn, s.offset, has_data)
     # back onto the chunk's window: rows/cols of flags that cover it (the window starts on a multiple of 64)
     top, left = (int(window.row_off) - r0) // FACTOR, (int(window.col_off) - c0) // FACTOR
     h, w = -(-int(window.height) // FACTOR), -(-int(window.width) // FACTOR)

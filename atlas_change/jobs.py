@@ -38,8 +38,8 @@ from .errors import AtlasError
 
 PRODUCTS = ("classify", "compare", "gpkg", "html")
 TOP_KEYS = {"name": str, "model": str, "output": str, "stride": int, "chunk": int, "max_nodata": float,
-            "max_cloud": float, "min_confidence": float, "produce": list, "allow_untrained": bool, "allow_model_mismatch": bool,
-            "aoi": list}
+            "max_cloud": float, "min_confidence": float, "produce": list, "allow_untrained": bool,
+            "allow_model_mismatch": bool, "aoi": list}
 AOI_KEYS = {"name": str, "file": str, "scenes": dict, "pairs": list}
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 STATE_DIR = ".atlas-job"

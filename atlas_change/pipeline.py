@@ -278,13 +278,13 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
             attrs = {"source": path, "date": scene.date or "", "product_level": scene.level or "unknown",
                      "stride": stride, "cell_size_m": abs(transform.a), **stamp,
                      "band_mapping": scene.band_mapping, "dn_offset_applied": scene.offset,
-                     "atlas_change_version": __version__}
-            attrs["clouds"] = clouds.method
+                     "atlas_change_version": __version__, "clouds": clouds.method}
             ds = build_dataset(cell_probs, has, transform, scene.crs, attrs, cloud_cells)
             t3 = time.perf_counter()
             if out is None:
                 return ds
             lulc = ds["lulc"].values
+            cell_ha = abs(transform.a * transform.e) / 1e4
             run = {
                 "input": {"path": os.path.abspath(path), "sha256": checksum.result(), "kind": scene.kind,
                           "level": scene.level, "date": scene.date, "width": scene.width, "height": scene.height,
@@ -295,15 +295,14 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
                 "parameters": {**params, "workers": workers if scheduler is None else None,
                                "scheduler": scheduler or "LocalCluster"},
                 "output": {"crs": scene.crs.to_string(), "transform": list(transform)[:6],
-                           "shape": list(lulc.shape), "cell_area_ha": abs(transform.a * transform.e) / 1e4},
+                           "shape": list(lulc.shape), "cell_area_ha": cell_ha},
                 "counts": {"patches": int(usable.size), "classified": int(usable.sum()),
                            "skipped_cloud": int(cloudy.sum()),
                            "skipped_nodata": int(usable.size - usable.sum() - cloudy.sum()),
                            "chunks": len(tasks) + len(reused),
                            "chunks_resumed": len(reused),
                            "cells_per_class": {c: int((lulc == i + 1).sum()) for i, c in enumerate(CLASSES)},
-                           "cloud_cells": int(cloud_cells.sum()), "cloud_ha": float(cloud_cells.sum()) *
-                           abs(transform.a * transform.e) / 1e4,
+                           "cloud_cells": int(cloud_cells.sum()), "cloud_ha": float(cloud_cells.sum()) * cell_ha,
                            "nodata_cells": int(((lulc == 0) & ~cloud_cells).sum())},
                 "timings_s": {"open": round(t1 - t0, 3), "read_and_infer": round(t2 - t1, 3),
                               "assemble": round(t3 - t2, 3),
