@@ -3,10 +3,36 @@
 API: `atlas_change.classify(path, ...)`, `atlas_change.compare.compare(before, after, ...)`,
 `atlas_change.export_gpkg(folder, gpkg)`, `atlas_change.change_map(folder)`."""
 import os
+import sys
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info/warning lines (oneDNN, cpu_feature_guard)
 
 __version__ = "0.1.0"
+
+#: what TensorFlow's C++ logging prints at import on CPUs where oneDNN is on (AVX512-VNNI/BF16, AMX),
+#: whatever TF_CPP_MIN_LOG_LEVEL says: absl logs before it is initialised, straight to file descriptor 2
+_TF_IMPORT_NOISE = ("WARNING: All log messages before absl::InitializeLog()", "oneDNN custom operations are on")
+
+
+def quiet_tensorflow() -> None:
+    """Import TensorFlow and Keras once per process without their import-time log lines on stderr
+    (anything else they print there is passed on); later `import tensorflow` / `keras` are free."""
+    if "keras" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            import keras  # noqa: F401  (imports tensorflow, its backend)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            for line in caught.read().decode(errors="replace").splitlines(keepends=True):
+                if not any(n in line for n in _TF_IMPORT_NOISE):
+                    sys.stderr.write(line)
 
 from .classes import CLASSES  # noqa: E402
 from .errors import AtlasError  # noqa: E402

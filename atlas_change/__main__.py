@@ -15,8 +15,8 @@ from . import __version__  # noqa: E402
 from .bands import parse_bands  # noqa: E402
 from .cloud import MAX_CLOUD  # noqa: E402
 from .errors import AtlasError, AtlasWarning  # noqa: E402
-from .infer import RUNTIMES  # noqa: E402
-from .registry import ARCHITECTURES, DEFAULT_MODELS  # noqa: E402
+from .infer import DEFAULT_RUNTIME, RUNTIMES  # noqa: E402
+from .registry import ARCHITECTURES, DEFAULT_MODELS, PRECISIONS  # noqa: E402
 
 EPILOG_CLASSIFY = """\
 inputs:
@@ -48,7 +48,7 @@ examples:
 """
 
 
-WORKERS_HELP = ("Dask worker processes of the local cluster (default 1: one process whose threads use every core; "
+WORKERS_HELP = ("Dask worker processes of the local cluster (default 1: this process, with a thread per core; "
                 "each extra process costs about 1 GiB and is not faster)")
 
 JOB_EPILOG = """\
@@ -110,9 +110,10 @@ def _parser() -> argparse.ArgumentParser:
                    "to run in this process")
     c.add_argument("--chunk", type=int, default=1024, help="pixels per Dask task side (multiple of 64; default 1024)")
     c.add_argument("--offset", type=float, help="override the digital-number offset (e.g. -1000)")
-    c.add_argument("--runtime", choices=RUNTIMES, default="xla",
-                   help="inference runtime: xla (compiled, fastest here), graph (tf.function) or keras "
-                   "(model.predict); benchmarks/RESULTS.md compares them (default xla)")
+    c.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME,
+                   help="inference runtime: openvino (the network compiled by OpenVINO for this CPU, fastest "
+                   "here), xla (TensorFlow XLA), graph (tf.function) or keras (model.predict); labels agree to "
+                   f"the tolerance in benchmarks/RESULTS.md, which compares their speed (default {DEFAULT_RUNTIME})")
     c.add_argument("--allow-untrained", action="store_true", help="run an untrained model (pipeline tests only)")
     c.add_argument("--quiet", action="store_true", help="print nothing but errors")
 
@@ -141,6 +142,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     t.add_argument("--init", help="start from this trained model (same --arch, bands a subset of --bands): e.g. "
                    "spectrumnet-rgb for a 13-band model fine-tuned on EuroSAT MS")
+    t.add_argument("--precision", choices=PRECISIONS, default="float32",
+                   help="training arithmetic: float32, or mixed_bfloat16 (bfloat16 compute, float32 weights: about 2x "
+                   "faster on CPUs with AVX512-BF16 or AMX, slower elsewhere); the saved model is float32 either way")
     t.add_argument("--out", required=True, help="model folder to write, e.g. models/spectrumnet-rgb")
     t.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -278,7 +282,7 @@ def _cmd_train(a) -> None:
     from .train import train
 
     card = train(a.data, a.arch, a.out, parse_bands(a.bands) if a.bands else None, epochs=a.epochs, batch=a.batch, lr=a.lr,
-                 seed=a.seed, splits=a.splits, quiet=a.quiet, init=a.init)
+                 seed=a.seed, splits=a.splits, quiet=a.quiet, init=a.init, precision=a.precision)
     acc = card.metrics.get("accuracy")
     print(f"{a.out}: {card.architecture} on {', '.join(card.bands)}; test accuracy "
           f"{acc:.4f}" if acc is not None else f"{a.out}: trained (no test split found)")

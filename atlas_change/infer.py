@@ -1,23 +1,35 @@
 """Infer stage: a per-process cached predictor that maps raw patches to class probabilities.
 
-Normalisation ((DN - mean) / std, from the model card) is folded into one compiled TensorFlow
-function with the network, run on batches of a power of two (at most 64) so that XLA compiles a few shapes only."""
+The DN offset, the card's radiometry and normalisation ((v - mean) / std) are folded into one
+compiled function with the network, run on batches of a power of two (at most 64) so that few
+shapes are compiled. Runtimes: `openvino` (default: that function converted by OpenVINO and compiled
+for this CPU; the converted model is kept under the cache folder, so later runs need no TensorFlow
+at all), `xla` (TensorFlow XLA), `graph` (tf.function), `keras` (model.predict). benchmarks/RESULTS.md
+compares their speed and how often their labels agree."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
+import tempfile
 import threading
+from pathlib import Path
 
 import numpy as np
 
-from .registry import WEIGHTS_FILE, ModelCard
+from . import __version__, quiet_tensorflow
+from .registry import WEIGHTS_FILE, ModelCard, cache_dir
 
-RUNTIMES = ("xla", "graph", "keras")
+RUNTIMES = ("openvino", "xla", "graph", "keras")
+DEFAULT_RUNTIME = "openvino"
 
 
 def configure_threads(threads: int | None) -> None:
     """Pin TensorFlow's thread pools (one Dask worker should not take every core)."""
     if not threads:
         return
+    quiet_tensorflow()
     import tensorflow as tf
 
     try:
@@ -27,11 +39,93 @@ def configure_threads(threads: int | None) -> None:
         pass
 
 
+def runtime_precision(runtime: str) -> str:
+    """The arithmetic `runtime` runs the network in on this machine: OpenVINO computes in bfloat16
+    where the CPU has it (AVX512-BF16, AMX: its default there; its labels agree with Keras on 99.9 %
+    of the EuroSAT test patches, benchmarks/RESULTS.md), float32 elsewhere; TensorFlow in float32."""
+    if runtime != "openvino":
+        return "float32"
+    import openvino as ov
+
+    return "bfloat16" if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES") else "float32"
+
+
 def model_scale(patches: np.ndarray, offset: float, radiometry: dict) -> np.ndarray:
     """What the network sees before normalisation: max(DN + offset, 0), then the card's radiometry
     (RGB models: min(v * 255 / 2750, 255), the EuroSAT JPEG mapping). NumPy twin of the compiled path."""
     v = np.maximum(patches.astype(np.float32) + np.float32(offset), 0)
     return np.minimum(v * np.float32(radiometry.get("scale", 1.0)), np.float32(radiometry.get("max", np.inf)))
+
+
+def _load_keras(card: ModelCard):
+    quiet_tensorflow()
+    import keras
+
+    return keras.models.load_model(os.path.join(card.path, WEIGHTS_FILE), compile=False)
+
+
+def _network_fn(card: ModelCard, model):
+    """The TensorFlow function (patches, offset, scale) -> probabilities: offset, clip at 0, radiometry
+    (v * scale, capped at the card's max), normalisation, network."""
+    import tensorflow as tf
+
+    mean = tf.constant(np.asarray(card.mean, np.float32))
+    inv_std = tf.constant(1.0 / np.asarray(card.std, np.float32))
+    cap = tf.constant(np.float32(card.radiometry.get("max", np.inf)))
+
+    def fn(x, offset, scale):
+        return model((tf.minimum(tf.maximum(x + offset, 0.0) * scale, cap) - mean) * inv_std, training=False)
+
+    return fn
+
+
+def openvino_model_dir(card: ModelCard) -> Path:
+    """Where the card's converted OpenVINO model is kept: keyed by the weights, the normalisation and
+    the versions of OpenVINO and of this package (the function it holds)."""
+    import openvino as ov
+
+    key = json.dumps([card.weights_sha256, card.bands, card.mean, card.std, card.radiometry, ov.__version__,
+                      __version__], default=str)
+    return cache_dir() / "openvino" / f"{card.name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+def _openvino(card: ModelCard, threads: int | None):
+    """The card's network function compiled by OpenVINO for the CPU, latency hint (one stream on every
+    core, or `threads`); -> a callable (patches, offset, scale). Converted from Keras once and kept
+    (openvino_model_dir); a cache that cannot be written only costs the conversion next time. One
+    batch at a time per process (a lock): the Dask threads of a worker take turns, each on all cores."""
+    import openvino as ov
+
+    core, folder = ov.Core(), openvino_model_dir(card)
+    xml = folder / "model.xml"
+    if xml.exists():
+        model = core.read_model(xml)
+    else:
+        fn = _network_fn(card, _load_keras(card))
+        import tensorflow as tf
+
+        spec = [tf.TensorSpec((None, 64, 64, len(card.bands)), tf.float32), tf.TensorSpec((), tf.float32),
+                tf.TensorSpec((), tf.float32)]
+        model = ov.convert_model(tf.function(fn, input_signature=spec))
+        try:  # whole folder or nothing: written aside, then renamed
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+            ov.save_model(model, tmp / "model.xml", compress_to_fp16=False)
+            try:
+                os.rename(tmp, folder)
+            except OSError:  # another process was first
+                shutil.rmtree(tmp, ignore_errors=True)
+        except OSError:
+            pass
+    config = {"PERFORMANCE_HINT": "LATENCY", **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
+    compiled = core.compile_model(model, "CPU", config)
+    request, lock = compiled.create_infer_request(), threading.Lock()
+
+    def run(x, offset, scale):
+        with lock:
+            return request.infer([x, offset, scale])[0].copy()
+
+    return run
 
 
 class Predictor:
@@ -41,24 +135,23 @@ class Predictor:
     JPEG mapping min(DN * 255 / 2750, 255)) and the normalisation, all inside the compiled function.
     `prescaled=True` takes patches already on the radiometry's scale (the EuroSAT JPEG values)."""
 
-    def __init__(self, card: ModelCard, runtime: str = "xla", batch: int = 64):
-        import keras
-        import tensorflow as tf
-
+    def __init__(self, card: ModelCard, runtime: str = DEFAULT_RUNTIME, batch: int = 64, threads: int | None = None):
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}")
         self.card, self.runtime, self.batch = card, runtime, batch
-        self.model = keras.models.load_model(os.path.join(card.path, WEIGHTS_FILE), compile=False)
         self._scale = np.float32(card.radiometry.get("scale", 1.0))
         self._cap = np.float32(card.radiometry.get("max", np.inf))
         self._mean, self._inv_std = np.asarray(card.mean, np.float32), 1.0 / np.asarray(card.std, np.float32)
-        mean, inv_std, cap = tf.constant(self._mean), tf.constant(self._inv_std), tf.constant(self._cap)
-        model = self.model
+        self.model = self._fn = None
+        if runtime == "openvino":
+            self._fn = _openvino(card, threads)
+            return
+        configure_threads(threads)
+        import tensorflow as tf
 
-        def fn(x, offset, scale):
-            return model((tf.minimum(tf.maximum(x + offset, 0.0) * scale, cap) - mean) * inv_std, training=False)
-
-        self._fn = tf.function(fn, jit_compile=(runtime == "xla")) if runtime != "keras" else None
+        self.model = _load_keras(card)
+        if runtime != "keras":
+            self._fn = tf.function(_network_fn(card, self.model), jit_compile=(runtime == "xla"))
 
     def __call__(self, patches: np.ndarray, offset: float = 0.0, prescaled: bool = False) -> np.ndarray:
         n = len(patches)
@@ -77,7 +170,7 @@ class Predictor:
             # batches of a power of two up to `batch`: at most 7 compiled shapes, little padding
             buf = np.zeros((min(self.batch, 1 << (m - 1).bit_length()),) + patches.shape[1:], np.float32)
             buf[:m] = patches[i:i + m]
-            out[i:i + m] = self._fn(buf, off, scale).numpy()[:m]
+            out[i:i + m] = np.asarray(self._fn(buf, off, scale))[:m]
         return out
 
 
@@ -85,12 +178,11 @@ _PREDICTORS: dict[tuple, Predictor] = {}
 _LOCK = threading.Lock()
 
 
-def get_predictor(card: ModelCard, runtime: str = "xla", threads: int | None = None) -> Predictor:
+def get_predictor(card: ModelCard, runtime: str = DEFAULT_RUNTIME, threads: int | None = None) -> Predictor:
     """The process's predictor for a card: loaded once per process (once per Dask worker, shared by
     its threads)."""
     key = (card.path, card.weights_sha256, runtime)
     with _LOCK:
         if key not in _PREDICTORS:
-            configure_threads(threads)
-            _PREDICTORS[key] = Predictor(card, runtime)
+            _PREDICTORS[key] = Predictor(card, runtime, threads=threads)
     return _PREDICTORS[key]

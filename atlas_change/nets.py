@@ -4,8 +4,11 @@ from __future__ import annotations
 import os
 import re
 
-import keras
-from keras import layers
+from . import quiet_tensorflow
+
+quiet_tensorflow()
+import keras  # noqa: E402
+from keras import layers  # noqa: E402
 
 from .classes import CLASSES
 from .registry import ARCHITECTURES
@@ -55,7 +58,7 @@ def spectrumnet(n_bands: int, n_classes: int = len(CLASSES), size: int = 64, bn:
     x = layers.Dropout(0.5, name="dropout")(x)
     x = layers.Conv2D(n_classes, 1, name="classifier")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
-    out = layers.Softmax(name="probs")(x)
+    out = layers.Softmax(name="probs", dtype="float32")(x)  # float32 under a mixed policy too
     name = "spectrumnet-bn" if bn else "spectrumnet"
     return keras.Model(inp, out, name=name if width == 1.0 else f"{name}-w{width:g}")
 
@@ -70,7 +73,7 @@ def resnet50(n_bands: int, n_classes: int = len(CLASSES), size: int = 64) -> ker
     base = keras.applications.ResNet50(include_top=False, weights=weights, input_shape=(size, size, n_bands),
                                        pooling="avg")
     inp = keras.Input((size, size, n_bands), name="patch")
-    out = layers.Dense(n_classes, activation="softmax", name="probs")(base(inp))
+    out = layers.Dense(n_classes, activation="softmax", name="probs", dtype="float32")(base(inp))
     return keras.Model(inp, out, name="resnet50")
 
 

@@ -29,7 +29,7 @@ from .assemble import atomic_write, build_dataset, tiles_frame, write_outputs
 from .classes import CLASSES
 from .cloud import MAX_CLOUD, CloudMasker, chunk_cloud, patch_cloud_fraction, plan
 from .errors import AtlasError, AtlasWarning
-from .infer import get_predictor
+from .infer import DEFAULT_RUNTIME, get_predictor, runtime_precision
 from .read import Scene, aligned_chunk, open_scene
 from .registry import ModelCard, choose_model, load_card
 from .tile import PatchGrid, average_to_cells, cut_patches, usable_patches
@@ -40,7 +40,7 @@ NO_CLOUDS = CloudMasker("none", "not asked")
 
 
 def classify_chunk(scene: Scene, card: ModelCard, grid: PatchGrid, rng: tuple[int, int, int, int],
-                   max_nodata: float = 0.0, runtime: str = "xla", threads: int | None = None,
+                   max_nodata: float = 0.0, runtime: str = DEFAULT_RUNTIME, threads: int | None = None,
                    clouds: CloudMasker = NO_CLOUDS, max_cloud: float = MAX_CLOUD):
     """One Dask task: read the chunk's window, find its clouds, cut the patches that hold data and
     at most `max_cloud` cloud or shadow, predict those (no model work for the others).
@@ -89,18 +89,18 @@ def scene_stem(path: str | os.PathLike) -> str:
 
 
 def default_workers() -> int:
-    """One worker process using every core through threads: as fast as one process per core
-    (benchmarks/RESULTS.md) and about 1 GiB less memory per core, since TensorFlow and the model
-    are loaded once."""
+    """One worker using every core through threads, in this process: as fast as one process per core
+    and about 1 GiB less memory per core, since the model is loaded once; and no process to start
+    (benchmarks/RESULTS.md)."""
     return 1
 
 
 @contextmanager
 def dask_client(workers: int | None = None, scheduler: str | None = None) -> Iterator[Any]:
-    """A Dask client: on a new LocalCluster of `workers` processes sharing the cores as threads, or
-    on a running scheduler ('tcp://host:8786'); 'threads' = one in-process worker with a thread per
-    core (no process is spawned: safe from a script without a __main__ guard); None for
-    scheduler='sync' (run in this process, one chunk at a time)."""
+    """A Dask client: 'threads' (and the default of one worker) = one in-process worker with a thread
+    per core (no process is spawned: safe from a script without a __main__ guard); `workers` > 1 = a
+    new LocalCluster of that many processes sharing the cores as threads; an address = a running
+    scheduler ('tcp://host:8786'); None for scheduler='sync' (in this process, one chunk at a time)."""
     if scheduler == "sync":
         yield None
         return
@@ -108,7 +108,7 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
 
     # dashboard_address ":0" = any free port: None still binds the scheduler's HTTP server to 8787,
     # with a warning on stderr whenever another run holds that port
-    if scheduler == "threads":
+    if scheduler == "threads" or (scheduler is None and (workers or default_workers()) == 1):
         with LocalCluster(n_workers=1, threads_per_worker=os.cpu_count() or 1, processes=False,
                           dashboard_address=":0", silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
             yield client
@@ -200,7 +200,7 @@ def resolve_model(path: str, model: str | os.PathLike | None, bands: str | None 
 def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None, bands: str | None = None,
              stride: int = 64, max_nodata: float = 0.0, out: str | os.PathLike | None = None,
              workers: int | None = None, scheduler: str | None = None, client=None, chunk: int = 1024,
-             runtime: str = "xla", offset: float | None = None, allow_untrained: bool = False,
+             runtime: str = DEFAULT_RUNTIME, offset: float | None = None, allow_untrained: bool = False,
              quiet: bool = True, model_why: str | None = None, max_cloud: float = MAX_CLOUD,
              cloud_mask: bool = True) -> xr.Dataset:
     """Classify a Sentinel-2 scene (GeoTIFF/COG or SAFE folder/zip) into EuroSAT classes.
@@ -292,8 +292,9 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
                           "scl_mask": scene.mask is not None},
                 "clouds": clouds.record(max_cloud),
                 "model": {**stamp, "path": card.path, "test_accuracy": card.metrics.get("accuracy"), "why": why},
-                "parameters": {**params, "workers": workers if scheduler is None else None,
-                               "scheduler": scheduler or "LocalCluster"},
+                "parameters": {**params, "inference_precision": runtime_precision(runtime),
+                               "workers": workers if scheduler is None else None,
+                               "scheduler": scheduler or ("threads" if workers == 1 else "LocalCluster")},
                 "output": {"crs": scene.crs.to_string(), "transform": list(transform)[:6],
                            "shape": list(lulc.shape), "cell_area_ha": cell_ha},
                 "counts": {"patches": int(usable.size), "classified": int(usable.sum()),

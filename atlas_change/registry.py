@@ -19,6 +19,14 @@ DEFAULT_MODELS = ("spectrumnet-l1c13", "spectrumnet-rgb", "resnet50-rgb")
 WEIGHTS_FILE = "model.keras"
 #: networks `train` can build (atlas_change.nets); any width 'spectrumnet[-bn]-wW' (0 < W <= 1) works too
 ARCHITECTURES = ("spectrumnet", "spectrumnet-bn", "spectrumnet-bn-w0.5", "resnet50")
+#: Keras dtype policies `train` can use; mixed_bfloat16 keeps float32 weights, and the model is saved float32
+PRECISIONS = ("float32", "mixed_bfloat16")
+
+
+def cache_dir() -> Path:
+    """Where derived data are kept between runs (decoded EuroSAT arrays, training state, converted
+    models): $ATLAS_CACHE, else ~/.cache/atlas_change."""
+    return Path(os.environ.get("ATLAS_CACHE", Path.home() / ".cache" / "atlas_change"))
 
 
 def models_dir() -> Path:
@@ -131,6 +139,9 @@ def load_card(model: str | os.PathLike, verify: bool = True) -> ModelCard:
 
 def save(model, out_dir: str | os.PathLike, **card_fields) -> ModelCard:
     """Save a Keras model with its card (JSON + Markdown) into `out_dir`, atomically per file."""
+    from . import quiet_tensorflow
+
+    quiet_tensorflow()
     import keras
 
     d = Path(out_dir)

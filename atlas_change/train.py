@@ -20,10 +20,12 @@ import numpy as np
 import rasterio
 from tqdm import tqdm
 
+from . import quiet_tensorflow
 from .bands import EUROSAT_ORDER
 from .classes import CLASSES
 from .errors import AtlasError
-from .registry import ModelCard, load_card, save
+from .infer import DEFAULT_RUNTIME
+from .registry import PRECISIONS, ModelCard, cache_dir, load_card, save
 
 SPLITS = ("train", "val", "test")
 #: bands of the EuroSAT JPEGs, in their channel order (R, G, B)
@@ -92,10 +94,6 @@ def split_items(data: Path, split: str, splits: Path | None = None, kind: str = 
     return items, listed
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("ATLAS_CACHE", Path.home() / ".cache" / "atlas_change"))
-
-
 def load_split(data: str | os.PathLike, split: str, splits: str | os.PathLike | None = None,
                quiet: bool = False, kind: str | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """-> (X, y int64, number listed in the split file). X is uint16 (n, 64, 64, 13) in EuroSAT band
@@ -104,7 +102,7 @@ def load_split(data: str | os.PathLike, split: str, splits: str | os.PathLike | 
     kind = kind or data_kind(data, split, splits)
     items, listed = split_items(data, split, Path(splits) if splits else None, kind)
     key = hashlib.sha256(json.dumps([str(p.resolve()) for p, _ in items]).encode()).hexdigest()[:16]
-    cache = _cache_dir() / f"eurosat-{kind}-{split}-{key}.npz"
+    cache = cache_dir() / f"eurosat-{kind}-{split}-{key}.npz"
     if cache.exists():
         with np.load(cache) as z:
             return z["X"], z["y"], listed
@@ -137,7 +135,7 @@ def band_indices(bands: tuple[str, ...], source: tuple[str, ...] = EUROSAT_ORDER
     return [source.index(b) for b in bands]
 
 
-def evaluate_arrays(card: ModelCard, X: np.ndarray, y: np.ndarray, runtime: str = "graph") -> dict:
+def evaluate_arrays(card: ModelCard, X: np.ndarray, y: np.ndarray, runtime: str = DEFAULT_RUNTIME) -> dict:
     """Accuracy, per-class accuracy and confusion matrix of a model on EuroSAT patches: MS (13 bands,
     DN, through the card's radiometry) or RGB JPEG values (3 bands, taken as already mapped)."""
     from .infer import get_predictor
@@ -180,20 +178,22 @@ def _augment(tf, x, y, radiometric: bool):
 
 def _run_dir(out: Path, config: dict) -> Path:
     key = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    return _cache_dir() / "runs" / f"{out.name}-{key}"
+    return cache_dir() / "runs" / f"{out.name}-{key}"
 
 
 def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tuple[str, ...] | None = None,
           epochs: int = 30, batch: int = 64, lr: float = 1e-3, seed: int = 42, splits: str | None = None,
           name: str | None = None, quiet: bool = False, patience: int | None = None,
-          init: str | None = None) -> ModelCard:
+          init: str | None = None, precision: str = "float32") -> ModelCard:
     """Train `arch` on the train split (cosine learning rate, AdamW), keep the weights of the best
     validation epoch (the last one where the data have no validation split), evaluate them on test,
     save with the card. Resumes an interrupted run. `init`: start from a trained model of the same
     architecture on a subset of `bands` (e.g. spectrumnet-rgb for a 13-band model): its weights are
     copied, the first layer's filters go to its bands and zeros to the others, and its normalisation
-    is carried over for its bands, so that the new model starts out computing exactly the old one."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    is carried over for its bands, so that the new model starts out computing exactly the old one.
+    `precision` 'mixed_bfloat16' trains with bfloat16 arithmetic (float32 weights); the saved model
+    is float32 with the same weights, so inference is as for any other model."""
+    quiet_tensorflow()
     import keras
     import tensorflow as tf
 
@@ -237,9 +237,17 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tup
                   n_train=len(ytr), augmentation=AUGMENTATION if jpeg else "flips + 90 degree rotations")
     if src:
         config["init"] = src.weights_sha256
+    if precision != "float32":
+        if precision not in PRECISIONS:
+            raise AtlasError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
+        config["precision"] = precision
     run = _run_dir(out, config)
     run.mkdir(parents=True, exist_ok=True)
-    model = build(arch, len(idx))
+    try:  # the policy applies to the layers built under it; float32 again for everything after
+        keras.mixed_precision.set_global_policy(precision)
+        model = build(arch, len(idx))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
     if src:
         _transplant(src, model, bands)
     steps = max(1, epochs * -(-len(ytr) // batch))
@@ -261,6 +269,9 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tup
     n_val = 0 if yva is None else int(len(yva))
     seconds = best.state["seconds"]
     model.load_weights(run / "best.weights.h5")
+    if precision != "float32":  # the same (float32) weights in a float32 network: what is saved and run
+        weights, model = model.get_weights(), build(arch, len(idx))
+        model.set_weights(weights)
     precise_bn = _precise_bn(model, ds_tr, ds_va, run / "best.weights.h5") if ds_va is not None else None
     fields = dict(
         name=name or out.name, architecture=model.name, bands=bands, mean=tuple(mean.tolist()),
@@ -275,6 +286,7 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tup
                   "best_val_accuracy": round(best.state["best"], 4) if n_val else None,
                   **({"precise_bn": precise_bn} if precise_bn else {}),
                   "batch": batch, "optimizer": f"AdamW (weight decay 1e-4), lr {lr} cosine with warm-up",
+                  "precision": precision,
                   "augmentation": config["augmentation"], "seed": seed, "from_scratch": src is None,
                   **({"initialised_from": f"{src.name} (weights SHA-256 {src.weights_sha256})"} if src else {}),
                   "parameters": int(model.count_params()), "macs_per_patch": count_macs(model),
@@ -295,6 +307,7 @@ def _precise_bn(model, ds_tr, ds_va, weights: Path, batches: int = 200) -> dict 
     collected during training lag behind weights that were still changing. Forward passes in
     training mode over `batches` training batches (no weight update); kept only where validation
     accuracy does not drop. -> what was done, for the card; None without batch-norm layers."""
+    quiet_tensorflow()
     import keras
 
     bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
@@ -328,6 +341,7 @@ def _precise_bn(model, ds_tr, ds_va, weights: Path, batches: int = 200) -> dict 
 def _transplant(src: ModelCard, model, bands: tuple[str, ...]) -> None:
     """Copy the weights of `src` into `model` (same architecture); the first layer's input filters of
     the bands `src` had go to their places in `bands`, the other bands' filters are zero."""
+    quiet_tensorflow()
     import keras
 
     old = keras.models.load_model(os.path.join(src.path, "model.keras"), compile=False)
@@ -345,6 +359,7 @@ def _transplant(src: ModelCard, model, bands: tuple[str, ...]) -> None:
 
 def _best_keeper(run: Path):
     """A Keras callback that keeps the best validation weights and the training seconds in `run`."""
+    quiet_tensorflow()
     import keras
 
     class BestKeeper(keras.callbacks.Callback):
@@ -378,6 +393,7 @@ def _best_keeper(run: Path):
 def init_untrained(arch: str, bands: tuple[str, ...], out: str | os.PathLike, name: str, seed: int = 0) -> ModelCard:
     """A seed-initialised, explicitly UNTRAINED model (card says trained: false), for exercising
     the pipeline where no trained weights exist. Its labels mean nothing and outputs say so."""
+    quiet_tensorflow()
     import keras
 
     from .nets import build

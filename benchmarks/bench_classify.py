@@ -1,14 +1,16 @@
 """Benchmark: the shipped trained models, end to end on full Sentinel-2 tiles, against the plain script.
 
-    python benchmarks/bench_classify.py [--size 10980] [--runtimes xla,graph,keras] [--skip ...]
+    python benchmarks/bench_classify.py [--size 10980] [--runtimes openvino,xla,graph,keras] [--skip ...]
 
 Generates 13-band uint16 tiled/deflate GeoTIFFs (full tile, half, quarter, and a 4096 x 4096 one;
 kept in benchmarks/data/, git-ignored) and measures in one run (the machine is shared and noisy:
 compare ratios, not seconds):
   1. the table users pick from: for each shipped trained model and each inference runtime, test
-     accuracy, parameters, multiply-adds per patch, model-only patches/s on random input (every core)
-     and its share of the CPU's FMA peak, end-to-end `python -m atlas_change classify` of the full
-     tile at stride 64 (process start to exit) and the peak RSS of its process tree;
+     accuracy (the card's, and the runtime's own on the EuroSAT test JPEGs with the share of labels
+     that agree with Keras `model.predict`, where --eurosat is found), parameters, multiply-adds per
+     patch, the arithmetic the runtime uses here, model-only patches/s on random input (every core)
+     and its share of the CPU's float32 FMA peak, end-to-end `python -m atlas_change classify` of the
+     full tile at stride 64 (process start to exit) and the peak RSS of its process tree;
   2. what cloud masking costs: the default model on the full tile with `--no-cloud-mask`;
   3. scaling (default model): quarter, half and full tile; 1 and 2 worker processes; and a Dask
      cluster started beside it (`dask scheduler` + 2 `dask worker` processes of one thread each,
@@ -40,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from atlas_change.bands import EUROSAT_ORDER  # noqa: E402
+from atlas_change.infer import DEFAULT_RUNTIME, Predictor, runtime_precision  # noqa: E402
 from atlas_change.registry import choose_model, load_card, models_dir  # noqa: E402
 
 
@@ -78,8 +81,6 @@ class PeakRSS:
 
 def model_only(card, runtime: str, n: int = 1024) -> float:
     """Patches/s of the predictor alone (normalisation + network) on random digital numbers."""
-    from atlas_change.infer import Predictor
-
     pred = Predictor(card, runtime)
     x = np.random.default_rng(0).integers(1, 4000, size=(n, 64, 64, len(card.bands))).astype(np.uint16)
     pred(x[:256])  # warm up / compile
@@ -88,8 +89,27 @@ def model_only(card, runtime: str, n: int = 1024) -> float:
     return n / (time.perf_counter() - t)
 
 
+def test_agreement(card, runtimes: list[str], eurosat: Path | None) -> dict[str, tuple[float, float]]:
+    """{runtime: (accuracy, share of labels equal to keras `model.predict`'s)} on the EuroSAT RGB test
+    JPEGs, for RGB models where `eurosat` holds them; {} otherwise."""
+    from atlas_change.train import load_split
+
+    if eurosat is None or card.radiometry.get("kind") != "eurosat-jpeg":
+        return {}
+    X, y, _ = load_split(eurosat, "test", quiet=True)
+    ref = Predictor(card, "keras")(X, prescaled=True).argmax(axis=1)
+    out = {}
+    for rt in runtimes:
+        pred = Predictor(card, rt)(X, prescaled=True).argmax(axis=1)
+        out[rt] = (float((pred == y).mean()), float((pred == ref).mean()))
+        print(f"test split {card.name} {rt}: accuracy {out[rt][0]:.4f}, agrees with keras on {out[rt][1]:.2%}",
+              flush=True)
+    return out
+
+
 def cpu_peak_gflops() -> tuple[float, str]:
-    """FMA peak: cores x 2 FMA units x 8 float32 lanes (AVX2) x 2 flops x clock."""
+    """float32 FMA peak: cores x 2 FMA units x 8 float32 lanes (256 bits) x 2 flops x clock (AVX-512 on
+    AMD Zen 4 runs on the same two 256-bit units; bfloat16 dot products do twice the flops)."""
     info = open("/proc/cpuinfo").read().splitlines()
     mhz = max(float(line.split(":")[1]) for line in info if line.startswith("cpu MHz"))
     name = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), platform.processor())
@@ -108,7 +128,7 @@ def run_timed(cmd: list[str], also: tuple[int, ...] = ()) -> tuple[float, float]
     return wall, mem.peak / 2**30
 
 
-def classify_run(scene: Path, card, runtime: str = "xla", workers: int | None = None, scheduler: str | None = None,
+def classify_run(scene: Path, card, runtime: str = DEFAULT_RUNTIME, workers: int | None = None, scheduler: str | None = None,
                  extra: tuple[str, ...] = (), also: tuple[int, ...] = (), label: str = "") -> dict:
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "-m", "atlas_change", "classify", str(scene), "--model", card.path, "--out", out,
@@ -180,7 +200,11 @@ class LocalDaskCluster:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=10980, help="tile side in pixels (default 10980)")
-    ap.add_argument("--runtimes", default="xla,graph,keras", help="inference runtimes of the table")
+    ap.add_argument("--runtimes", default="openvino,xla,graph,keras", help="inference runtimes of the table")
+    default_eurosat = os.environ.get("ATLAS_EUROSAT", str(ROOT.parent / "shared" / "eurosat" / "EuroSAT_RGB"))
+    ap.add_argument("--eurosat", default=default_eurosat,
+                    help="EuroSAT RGB folder for test accuracy and label agreement per runtime (default "
+                    "$ATLAS_EUROSAT or ../shared/eurosat/EuroSAT_RGB; skipped where absent)")
     ap.add_argument("--baseline-size", type=int, default=4096, help="scene side for the plain script (default 4096)")
     ap.add_argument("--skip", default="", help="comma list of steps to skip: clouds,scaling,cluster,baseline")
     args = ap.parse_args()
@@ -192,13 +216,16 @@ def main() -> None:
     default = cards[0]
     runtimes = args.runtimes.split(",")
 
+    eurosat = Path(args.eurosat) if Path(args.eurosat).is_dir() else None
     table = []
     for card in cards:
+        agree = test_agreement(card, runtimes, eurosat)
         for rt in runtimes:
             speed = model_only(card, rt)
             print(f"model-only {card.name} {rt}: {speed:.1f} patches/s", flush=True)
-            table.append(dict(card=card, runtime=rt, model_only=speed, e2e=classify_run(full, card, rt)))
-    e2e_default = next(t["e2e"] for t in table if t["card"] is default and t["runtime"] == "xla")
+            table.append(dict(card=card, runtime=rt, model_only=speed, e2e=classify_run(full, card, rt),
+                              test=agree.get(rt), precision=runtime_precision(rt)))
+    e2e_default = next(t["e2e"] for t in table if t["card"] is default and t["runtime"] == DEFAULT_RUNTIME)
     no_clouds = None if "clouds" in skip else classify_run(full, default, extra=("--no-cloud-mask",),
                                                            label="--no-cloud-mask")
     scaling = []
@@ -225,15 +252,20 @@ def main() -> None:
     peak, cpu = cpu_peak_gflops()
     md = [f"\n## {datetime.now():%Y-%m-%d %H:%M} - shipped models on a {args.size} x {args.size} x 13-band tile", "",
           f"Machine: {os.cpu_count()} cores ({cpu}), {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, "
-          f"Python {platform.python_version()}, CPU FMA peak (AVX2, 2 FMA units) {peak:.0f} GFLOP/s. Command: "
-          f"`python benchmarks/bench_classify.py {' '.join(sys.argv[1:])}`. One run; compare ratios.", "",
-          "| model | runtime | test accuracy | parameters | MACs / patch | model-only patches/s | share of FMA peak "
-          "| full tile end to end s | patches/s | peak RSS GiB |", "|---|---|---|---|---|---|---|---|---|---|"]
+          f"Python {platform.python_version()}, CPU float32 FMA peak (2 x 256-bit FMA units) {peak:.0f} GFLOP/s. "
+          f"Command: `python benchmarks/bench_classify.py {' '.join(sys.argv[1:])}`. One run; compare ratios. "
+          "Test accuracy: the card's (5,200 EuroSAT test JPEGs); then this runtime's own on them, and the "
+          "share of its labels equal to keras `model.predict`'s.", "",
+          "| model | runtime | arithmetic | test accuracy (card / this runtime) | labels = keras | parameters "
+          "| MACs / patch | model-only patches/s | share of f32 FMA peak | full tile end to end s | patches/s "
+          "| peak RSS GiB |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for t in table:
-        c, e = t["card"], t["e2e"]
+        c, e, test = t["card"], t["e2e"], t["test"]
         macs = c.training.get("macs_per_patch", 0)
-        md.append(f"| {c.name}{' (default)' if c is default else ''} | `{t['runtime']}` | "
-                  f"{c.metrics.get('accuracy', float('nan')):.1%} | {c.training.get('parameters', 0):,} | "
+        own, agree = (f"{test[0]:.2%}", f"{test[1]:.2%}") if test else ("-", "-")
+        md.append(f"| {c.name}{' (default)' if c is default else ''} | `{t['runtime']}` | {t['precision']} | "
+                  f"{c.metrics.get('accuracy', float('nan')):.2%} / {own} | {agree} | "
+                  f"{c.training.get('parameters', 0):,} | "
                   f"{macs / 1e6:.0f} M | {t['model_only']:.0f} | {t['model_only'] * 2 * macs / 1e9 / peak:.0%} | "
                   f"{e['wall']:.0f} | {e['speed']:.0f} | {e['rss']:.2f} |")
     st = e2e_default["stages"]

@@ -11,6 +11,18 @@ import pytest  # noqa: E402
 from atlas_change.bands import EUROSAT_ORDER, L2A_ORDER  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache(tmp_path_factory):
+    """Converted models of the tests' throw-away networks go to a temporary cache, not the user's."""
+    old = os.environ.get("ATLAS_CACHE")
+    os.environ["ATLAS_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("ATLAS_CACHE")
+    else:
+        os.environ["ATLAS_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def model13(tmp_path_factory):
     from atlas_change.train import init_untrained

@@ -1,7 +1,9 @@
 """Model definitions, the registry (cards, hashes) and train/evaluate on a tiny EuroSAT-layout folder."""
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -263,3 +265,64 @@ def test_init_from_rgb_model_starts_as_that_model(eurosat_rgb, eurosat, tmp_path
     assert card.bands == EUROSAT_ORDER and card.radiometry == {} and not card.training["from_scratch"]
     assert rgb.weights_sha256 in card.training["initialised_from"]
     assert card.mean[3] == pytest.approx(rgb.mean[0] / s)  # B04 keeps the RGB model's normalisation
+
+
+def test_train_in_mixed_bfloat16_saves_a_float32_model(eurosat, tmp_path, monkeypatch):
+    """--precision mixed_bfloat16 trains in bfloat16 but ships float32 weights in a float32 network: the
+    saved model computes what `evaluate` scored, on any CPU."""
+    import keras
+
+    from atlas_change.train import evaluate, train
+
+    monkeypatch.setenv("ATLAS_CACHE", str(tmp_path / "cache"))
+    card = train(eurosat, "spectrumnet-bn-w0.25", tmp_path / "bf16", epochs=1, batch=8, quiet=True,
+                 precision="mixed_bfloat16")
+    assert card.training["precision"] == "mixed_bfloat16"
+    model = keras.models.load_model(tmp_path / "bf16" / "model.keras", compile=False)
+    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
+    assert {w.dtype for w in model.weights} == {"float32"}
+    assert keras.mixed_precision.global_policy().name == "float32"  # nothing left behind in the process
+    assert evaluate(eurosat, str(tmp_path / "bf16"), quiet=True)["accuracy"] == pytest.approx(card.metrics["accuracy"])
+    with pytest.raises(AtlasError, match="--precision float16"):
+        train(eurosat, "spectrumnet-bn-w0.25", tmp_path / "f16", epochs=1, quiet=True, precision="float16")
+
+
+@pytest.mark.parametrize("offset", [0.0, -1000.0])
+def test_openvino_runtime_computes_what_tensorflow_computes(offset):
+    """The default runtime (OpenVINO) gives the TensorFlow graph's probabilities for the shipped RGB
+    model on DN patches, offset and JPEG mapping included: to float32 rounding, or within bfloat16's
+    where this CPU makes OpenVINO compute in bfloat16; and (almost always) the same label."""
+    from atlas_change.infer import Predictor, runtime_precision
+
+    card = load_card("spectrumnet-rgb")
+    rng = np.random.default_rng(1)
+    base = rng.integers(200, 2600, (1, 1, 1, 3)) + rng.normal(0, 150, (96, 64, 64, 3))  # smooth-ish patches
+    dn = np.clip(base * rng.uniform(0.3, 1.5, (96, 1, 1, 3)) - offset, 0, 12000).astype(np.uint16)
+    ref = Predictor(card, "graph")(dn, offset)
+    got = Predictor(card, "openvino")(dn, offset)
+    tol = 1e-4 if runtime_precision("openvino") == "float32" else 0.08
+    np.testing.assert_allclose(got, ref, atol=tol)
+    assert (got.argmax(axis=1) == ref.argmax(axis=1)).mean() >= 0.95
+    assert got.shape == (96, 10) and np.allclose(got.sum(axis=1), 1, atol=1e-3)
+
+
+def test_openvino_model_is_converted_once_then_runs_without_tensorflow(model13, tmp_path):
+    """The first OpenVINO predictor of a model converts it from Keras and keeps the result under the
+    cache folder; a later process reads that and never imports TensorFlow (seconds of start-up), and
+    computes the same probabilities. Neither prints anything."""
+    code = ("import json, sys\nimport numpy as np\nfrom atlas_change.registry import load_card\n"
+            "from atlas_change.infer import get_predictor, openvino_model_dir\n"
+            f"card = load_card({model13.path!r})\n"
+            "x = np.random.default_rng(0).integers(0, 4000, (5, 64, 64, 13)).astype(np.uint16)\n"
+            "p = get_predictor(card, 'openvino')(x, -1000.0)\n"
+            "print(json.dumps([p.tolist(), 'tensorflow' in sys.modules, str(openvino_model_dir(card))]))\n")
+    env = {**os.environ, "ATLAS_CACHE": str(tmp_path / "cache")}
+    runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+            for _ in range(2)]
+    for r in runs:
+        assert r.returncode == 0 and r.stderr == "", r.stderr[-2000:]
+    (p1, tf1, folder), (p2, tf2, _) = (json.loads(r.stdout) for r in runs)
+    assert tf1 and not tf2
+    assert folder.startswith(str(tmp_path / "cache")) and {f.name for f in Path(folder).iterdir()} == {"model.xml", "model.bin"}
+    np.testing.assert_array_equal(p1, p2)
+    assert not [f for f in Path(folder).parent.iterdir() if f.name.startswith(".")]  # no half-written copy
