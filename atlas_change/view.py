@@ -116,45 +116,67 @@ def _palette_rgba(ids: np.ndarray, colours: dict[int, tuple[int, int, int, int]]
     return lut[ids].transpose(2, 0, 1)
 
 
-def _raster_layer(folium, tif: Path, name: str, colours: dict, show: bool = True):
-    """A categorical raster (class ids, cloud flags) as a paletted image overlay."""
+def _raster_picture(tif: Path, colours: dict) -> tuple[str, list]:
+    """A categorical raster (class ids, cloud flags) as a paletted PNG in Web Mercator: (data URL, bounds)."""
     import rasterio
 
     with rasterio.open(tif) as src:
         ids, t, crs = src.read(1), src.transform, src.crs
     rgba, bounds = to_web(_palette_rgba(ids, colours), t, crs, nearest=True)
-    return folium.raster_layers.ImageOverlay(data_url(rgba), bounds, name=name, show=show, opacity=0.6,
-                                             interactive=False)
+    return data_url(rgba), bounds
 
 
-def _imagery_layer(folium, run_json: Path, name: str, bounds=None, show: bool = True):
-    """A date's true-colour image as an overlay, or None (with why) when its scene cannot be read."""
+def _imagery_picture(scene: str, bounds=None) -> tuple[tuple[str, list] | None, str | None]:
+    """A scene's true-colour image in Web Mercator, (data URL, bounds); or None and why it cannot be read."""
     from .errors import AtlasError
 
     try:
-        scene = json.loads(run_json.read_text())["input"]["path"]
         rgba, t, crs = true_colour(scene, bounds)
-    except (AtlasError, KeyError, OSError) as e:
+    except (AtlasError, OSError) as e:
         return None, str(e)
     img, bnds = to_web(rgba, t, crs, nearest=False)
-    return folium.raster_layers.ImageOverlay(data_url(img, "WEBP", QUALITY=80), bnds, name=name, show=show,
-                                             interactive=False), None
+    return (data_url(img, "WEBP", QUALITY=80), bnds), None
 
 
 CLASS_RGBA = {i + 1: (*rgb, 255) for i, rgb in enumerate(COLOURS)}
 CLOUD_RGBA = {1: (250, 250, 250, 230)}
 
 
-def _class_layer(folium, gdf, name: str, tif: Path, stride: int, show: bool = True):
-    """Tiles as GeoJSON polygons with a tooltip; as an image of the class raster where they overlap
-    (stride < 64), are too many, or none (e.g. all cloud)."""
-    if stride != 64 or not len(gdf) or len(gdf) > MAX_FEATURES:
-        return _raster_layer(folium, tif, name, CLASS_RGBA, show)
-    gdf = gdf[["class_id", "class_name", "confidence", "date", "geometry"]]
-    return folium.GeoJson(gdf, name=name, show=show,
-                          style_function=lambda f: {"fillColor": hex_colour(int(f["properties"]["class_id"])),
-                                                    "color": "none", "fillOpacity": 0.6},
-                          tooltip=folium.GeoJsonTooltip(["class_name", "confidence", "date"]))
+class DatePictures:
+    """What one date's layers show, computed once for every page that draws them: the true-colour
+    image (or why there is none), the class raster as a picture where tiles overlap (stride < 64), are
+    too many, or are none (e.g. all cloud), and the cloud cells' picture where there are any."""
+
+    def __init__(self, classify_folder: Path, tif: Path, tiles, date: str, crop=None):
+        run = json.loads((classify_folder / "run.json").read_text())
+        self.date, self.tiles = date, tiles
+        self.image, self.why = _imagery_picture(run.get("input", {}).get("path", ""), crop)
+        stride = int(run.get("parameters", {}).get("stride", 64))
+        as_image = stride != 64 or not len(tiles) or len(tiles) > MAX_FEATURES
+        self.classes = _raster_picture(tif, CLASS_RGBA) if as_image else None
+        cloud = classify_folder / "cloud.tif"
+        self.cloud = _raster_picture(cloud, CLOUD_RGBA) if _any(cloud) else None
+
+    def add_to(self, folium, target, show: bool = True, image: bool = True) -> str:
+        """Add the class and cloud layers (and the image, with `image`) to a map; -> the class
+        layer's JavaScript name (for the opacity slider)."""
+        def overlay(picture, name, **kw):
+            return folium.raster_layers.ImageOverlay(picture[0], picture[1], name=name, show=show,
+                                                     interactive=False, **kw).add_to(target)
+
+        if image and self.image:
+            overlay(self.image, f"image {self.date}".strip())
+        if self.classes:
+            layer = overlay(self.classes, f"classes {self.date}".strip(), opacity=0.6)
+        else:
+            gdf = self.tiles[["class_id", "class_name", "confidence", "date", "geometry"]]
+            layer = folium.GeoJson(gdf, name=f"classes {self.date}".strip(), show=show,
+                                   style_function=lambda f: {"fillColor": hex_colour(int(f["properties"]["class_id"])),
+                                                             "color": "none", "fillOpacity": 0.6},
+                                   tooltip=folium.GeoJsonTooltip(["class_name", "confidence", "date"])).add_to(target)
+        if self.cloud:
+            overlay(self.cloud, f"cloud {self.date}".strip(), opacity=0.6)
+        return layer.get_name()
 
 
 def _aoi_layer(folium, gdf):
@@ -210,20 +232,14 @@ def change_map(folder: str | os.PathLike, out_html: str | os.PathLike | None = N
         parts = {"map": (d, d / "lulc.tif", "tiles", json.loads((d / "run.json").read_text())["input"].get("date")
                          or "")}
         crop = None
+    pictures = {p: DatePictures(src, tif, frames[tiles], date, crop) for p, (src, tif, tiles, date) in parts.items()}
     m = folium.Map(tiles="OpenStreetMap", control_scale=True)
-    notes, class_layers = [], []
-    for i, (src, tif, tiles, date) in enumerate(parts.values()):
-        img, why = _imagery_layer(folium, src / "run.json", f"image {date}".strip(), crop, show=i == 0)
-        if img is not None:
-            img.add_to(m)
-        else:
-            notes.append(f"no image for {date or 'the scene'}: {why}")
-    for i, (src, tif, tiles, date) in enumerate(parts.values()):
-        layer = _class_layer(folium, frames[tiles], f"classes {date}".strip(), tif, _stride(src), show=i == 0)
-        layer.add_to(m)
-        class_layers.append(layer.get_name())
-        if _any(src / "cloud.tif"):
-            _raster_layer(folium, src / "cloud.tif", f"cloud {date}".strip(), CLOUD_RGBA, show=i == 0).add_to(m)
+    notes = [f"no image for {p.date or 'the scene'}: {p.why}" for p in pictures.values() if p.why]
+    for i, p in enumerate(pictures.values()):  # both images first, under every class layer
+        if p.image:
+            folium.raster_layers.ImageOverlay(p.image[0], p.image[1], name=f"image {p.date}".strip(), show=i == 0,
+                                              interactive=False).add_to(m)
+    class_layers = [p.add_to(folium, m, show=i == 0, image=False) for i, p in enumerate(pictures.values())]
     if "changes" in frames and len(frames["changes"]):
         _changes_layer(folium, frames, summary, notes).add_to(m)
     if "aoi" in frames:
@@ -242,7 +258,7 @@ def change_map(folder: str | os.PathLike, out_html: str | os.PathLike | None = N
     m.fit_bounds([[miny, minx], [maxy, maxx]])
     out = _save(m, Path(out_html) if out_html else d / "change_map.html")
     if side_by_side and summary:
-        _side_by_side(folium, frames, parts, crop, summary, out.with_name(out.stem + "_side_by_side.html"),
+        _side_by_side(folium, frames, pictures, summary, out.with_name(out.stem + "_side_by_side.html"),
                       [[miny, minx], [maxy, maxx]])
     return out
 
@@ -270,11 +286,6 @@ def _union(a: tuple, b: tuple) -> tuple[float, float, float, float]:
     return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
 
 
-def _stride(classify_folder: Path) -> int:
-    run = json.loads((classify_folder / "run.json").read_text())
-    return int(run.get("parameters", {}).get("stride", 64))
-
-
 def _changes_layer(folium, frames, summary, notes):
     """Changed cells outlined, popups with both classes, confidences and top-3 probabilities (the
     MAX_FEATURES most confident where there are more: the banner says so)."""
@@ -293,21 +304,13 @@ def _changes_layer(folium, frames, summary, notes):
                           popup=folium.GeoJsonPopup(cols, aliases=aliases))
 
 
-def _side_by_side(folium, frames, parts, crop, summary, out: Path, fit) -> Path:
+def _side_by_side(folium, frames, pictures: dict[str, DatePictures], summary, out: Path, fit) -> Path:
     from offlinefolium.plugins import DualMap
 
     dm = DualMap(tiles="OpenStreetMap", control_scale=True)
     names = []
     for part, sub in (("before", dm.m1), ("after", dm.m2)):
-        src, tif, tiles, date = parts[part]
-        img, _ = _imagery_layer(folium, src / "run.json", f"image {date}", crop)
-        if img is not None:
-            img.add_to(sub)
-        layer = _class_layer(folium, frames[tiles], f"classes {date}", tif, _stride(src))
-        layer.add_to(sub)
-        names.append(layer.get_name())
-        if _any(src / "cloud.tif"):
-            _raster_layer(folium, src / "cloud.tif", f"cloud {date}", CLOUD_RGBA).add_to(sub)
+        names.append(pictures[part].add_to(folium, sub))
         if "aoi" in frames:
             _aoi_layer(folium, frames["aoi"]).add_to(sub)
         folium.LayerControl(collapsed=True).add_to(sub)
