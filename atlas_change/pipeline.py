@@ -32,7 +32,7 @@ from .errors import AtlasError, AtlasWarning
 from .infer import DEFAULT_RUNTIME, get_predictor, runtime_precision
 from .read import Scene, aligned_chunk, open_scene
 from .registry import ModelCard, choose_model, load_card
-from .tile import PatchGrid, average_to_cells, cut_patches, usable_patches
+from .tile import PatchGrid, average_to_cells, covering_patches, cut_patches, usable_patches
 
 
 STAGES = ("read", "cloud", "cut", "infer")
@@ -271,8 +271,7 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
                 raise AtlasError(f"{path}: no 64 x 64 patch without nodata; the scene is empty (all nodata)"
                                  " or --max-nodata is too strict")
             cell_probs, has = average_to_cells(probs, usable, grid.k)
-            _, cloud_cells = average_to_cells(np.zeros(cloudy.shape + (1,), np.float32), cloudy, grid.k)
-            cloud_cells &= ~has  # a cell that any clear patch labels is not cloud-masked
+            cloud_cells = (covering_patches(cloudy, grid.k) > 0) & ~has  # a cell any clear patch labels is not cloud
             transform = grid.cell_transform(scene.affine)
             stamp = card.stamp()
             attrs = {"source": path, "date": scene.date or "", "product_level": scene.level or "unknown",

@@ -87,17 +87,27 @@ def cut_patches(block: np.ndarray, valid: np.ndarray, stride: int, patch: int = 
     return patches, usable
 
 
+def covering_patches(flags: np.ndarray, k: int) -> np.ndarray:
+    """Per-patch flags (R, C) -> per cell (R+k-1, C+k-1): how many flagged patches cover the cell
+    (a patch covers k x k cells, k = patch / stride)."""
+    r, c = flags.shape
+    count = np.zeros((r + k - 1, c + k - 1), dtype=np.int32)
+    for dy in range(k):
+        for dx in range(k):
+            count[dy:dy + r, dx:dx + c] += flags
+    return count
+
+
 def average_to_cells(probs: np.ndarray, usable: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Patch probabilities (R, C, n) -> cell probabilities (R+k-1, C+k-1, n): each cell gets the
     mean over the usable patches that cover it. Returns (cell probs, cell has-data mask)."""
     r, c, n = probs.shape
     total = np.zeros((r + k - 1, c + k - 1, n), dtype=np.float64)
-    count = np.zeros((r + k - 1, c + k - 1), dtype=np.int32)
     w = usable.astype(np.float64)
     for dy in range(k):
         for dx in range(k):
             total[dy:dy + r, dx:dx + c] += probs * w[..., None]
-            count[dy:dy + r, dx:dx + c] += usable
+    count = covering_patches(usable, k)
     has = count > 0
     total[has] /= count[has][:, None]
     return total.astype(np.float32), has

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from atlas_change.bands import EUROSAT_ORDER, L2A_ORDER, S2_BANDS, default_order, normalise_band, parse_bands
 from atlas_change.errors import AtlasError
-from atlas_change.tile import PatchGrid, average_to_cells, cut_patches
+from atlas_change.tile import PatchGrid, average_to_cells, covering_patches, cut_patches
 
 
 def test_band_orders():
@@ -97,6 +97,8 @@ def test_average_to_cells():
     assert not has[2, 2] and has[2, 1]
     same, has1 = average_to_cells(probs, usable, 1)
     np.testing.assert_array_equal(same, probs) and np.testing.assert_array_equal(has1, usable)
+    # stride 32 (k = 2): each cell counts the patches covering it
+    np.testing.assert_array_equal(covering_patches(usable, 2), [[1, 2, 1], [2, 3, 1], [1, 1, 0]])
 
 
 def test_every_cli_option_has_help_and_version_prints(capsys):
