@@ -157,6 +157,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--splits", help="folder of eurosat-*.txt (default: beside or above --data)")
     e.add_argument("--model", required=True, help="model name under models/ or a model folder")
     e.add_argument("--split", default="test", choices=("train", "val", "test"), help="split (default test)")
+    e.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME,
+                   help=f"inference runtime, as for classify (default {DEFAULT_RUNTIME}; model cards score 'graph', "
+                   "the float32 network)")
     e.add_argument("--json", action="store_true", help="print one JSON object (accuracy, per_class, confusion)")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -291,7 +294,7 @@ def _cmd_train(a) -> None:
 def _cmd_evaluate(a) -> None:
     from .train import evaluate
 
-    r = evaluate(a.data, a.model, a.split, a.splits, quiet=a.quiet or a.json)
+    r = evaluate(a.data, a.model, a.split, a.splits, quiet=a.quiet or a.json, runtime=a.runtime)
     if a.json:
         print(json.dumps(r))
         return
