@@ -247,7 +247,8 @@ def change_map(folder: str | os.PathLike, out_html: str | os.PathLike | None = N
     if summary:
         b, a = summary["before"], summary["after"]
         m.get_root().html.add_child(folium.Element(_banner(
-            f"{b['date']} ({b['model']}) to {a['date']} ({a['model']}): {summary['changed_ha']:.1f} ha changed, "
+            f"{_label(summary, 'before')} ({b['model']}) to {_label(summary, 'after')} ({a['model']}): "
+            f"{summary['changed_ha']:.1f} ha changed, "
             f"{summary.get('cloud_ha', 0):.1f} ha cloud" + (" - MODEL MISMATCH" if summary["model_mismatch"] else "")
             + "".join(f"<br><small>{n}</small>" for n in notes))))
     elif notes:
@@ -282,6 +283,11 @@ def _bounds(tif: Path, crs: str | None = None) -> tuple[float, float, float, flo
         return tuple(transform_bounds(src.crs, crs, *src.bounds)) if crs else tuple(src.bounds)
 
 
+def _label(summary: dict, part: str) -> str:
+    """A date's name on the page: its acquisition date, or 'before' / 'after' where the scene has none."""
+    return summary[part]["date"] or part
+
+
 def _union(a: tuple, b: tuple) -> tuple[float, float, float, float]:
     return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
 
@@ -297,8 +303,8 @@ def _changes_layer(folium, frames, summary, notes):
     ch = ch.assign(top3_before=top3(ch, frames["tiles_before"]), top3_after=top3(ch, frames["tiles_after"]),
                    confidence_before=ch["confidence_before"].round(3), confidence_after=ch["confidence_after"].round(3))
     cols = ["from_class", "to_class", "confidence_before", "confidence_after", "top3_before", "top3_after", "hectares"]
-    aliases = ["from", "to", f"confidence {summary['before']['date']}", f"confidence {summary['after']['date']}",
-               f"top-3 {summary['before']['date']}", f"top-3 {summary['after']['date']}", "hectares"]
+    b, a = _label(summary, "before"), _label(summary, "after")
+    aliases = ["from", "to", f"confidence {b}", f"confidence {a}", f"top-3 {b}", f"top-3 {a}", "hectares"]
     return folium.GeoJson(ch[cols + ["geometry"]], name="changes",
                           style_function=lambda f: {"color": "#ff00ff", "weight": 2, "fillOpacity": 0},
                           popup=folium.GeoJsonPopup(cols, aliases=aliases))
@@ -314,8 +320,9 @@ def _side_by_side(folium, frames, pictures: dict[str, DatePictures], summary, ou
         if "aoi" in frames:
             _aoi_layer(folium, frames["aoi"]).add_to(sub)
         folium.LayerControl(collapsed=True).add_to(sub)
-    dm.m1.get_root().html.add_child(folium.Element(_banner(f"before: {summary['before']['date']}")))
-    dm.m1.get_root().html.add_child(folium.Element(_banner(f"after: {summary['after']['date']}", "calc(50% + 60px)")))
+    for part, left in (("before", "60px"), ("after", "calc(50% + 60px)")):
+        date = summary[part]["date"]
+        dm.m1.get_root().html.add_child(folium.Element(_banner(f"{part}: {date}" if date else part, left)))
     dm.m1.get_root().html.add_child(folium.Element(_legend()))
     dm.m1.get_root().script.add_child(folium.Element(_opacity_script(names)))
     dm.fit_bounds(fit)

@@ -179,6 +179,17 @@ def test_real_cloudy_l1c_is_masked_and_shows_no_change(tmp_path):
     s = compare(tmp_path / "clear", tmp_path / "cloudy", aoi_bbox=f"{b.left},{b.bottom},{b.right},{b.top}",
                 aoi_crs="EPSG:32633", out=tmp_path / "cmp")
     assert s["changed_ha"] == 0 and s["cloud_ha"] >= 0.95 * s["aoi_cells_ha"] and s["cloud_before_ha"] == 0
+    # the files carry no acquisition date: the pages name the dates "before" / "after", never "None"
+    import re
+
+    from atlas_change.view import change_map
+
+    change_map(tmp_path / "cmp", side_by_side=True)
+    for page in ("change_map.html", "change_map_side_by_side.html"):
+        text = (tmp_path / "cmp" / page).read_text()
+        assert not re.search(r"None \(|: None\b|top-3 None", text), page
+        assert (f"before ({s['before']['model']}) to after ({s['after']['model']})" if page == "change_map.html"
+                else ">before</div>") in text, page
 
 
 def test_l1c_safe_feeds_s2cloudless_its_bands_and_offset(tmp_path, model13):
