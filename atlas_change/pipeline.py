@@ -29,7 +29,7 @@ from .assemble import atomic_write, build_dataset, tiles_frame, write_outputs
 from .classes import CLASSES
 from .cloud import MAX_CLOUD, CloudMasker, chunk_cloud, patch_cloud_fraction, plan
 from .errors import AtlasError, AtlasWarning
-from .infer import DEFAULT_RUNTIME, get_predictor, runtime_precision
+from .infer import DEFAULT_RUNTIME, DEFAULT_VIEWS, VIEWS, get_predictor, runtime_precision
 from .read import Scene, aligned_chunk, open_scene
 from .registry import ModelCard, choose_model, load_card
 from .tile import PatchGrid, average_to_cells, covering_patches, cut_patches, usable_patches
@@ -41,7 +41,7 @@ NO_CLOUDS = CloudMasker("none", "not asked")
 
 def classify_chunk(scene: Scene, card: ModelCard, grid: PatchGrid, rng: tuple[int, int, int, int],
                    max_nodata: float = 0.0, runtime: str = DEFAULT_RUNTIME, threads: int | None = None,
-                   clouds: CloudMasker = NO_CLOUDS, max_cloud: float = MAX_CLOUD):
+                   clouds: CloudMasker = NO_CLOUDS, max_cloud: float = MAX_CLOUD, views: int = 1):
     """One Dask task: read the chunk's window, find its clouds, cut the patches that hold data and
     at most `max_cloud` cloud or shadow, predict those (no model work for the others).
     -> (rng, probs, usable, cloudy, seconds spent in each stage)."""
@@ -65,7 +65,7 @@ def classify_chunk(scene: Scene, card: ModelCard, grid: PatchGrid, rng: tuple[in
     t3 = time.perf_counter()
     probs = np.zeros(usable.shape + (len(card.classes),), np.float32)
     if len(patches):
-        probs[usable] = get_predictor(card, runtime, threads)(patches, scene.offset)
+        probs[usable] = get_predictor(card, runtime, threads)(patches, scene.offset, views=views)
     return rng, probs, usable, cloudy, dict(zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, time.perf_counter() - t3)))
 
 
@@ -202,7 +202,7 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
              workers: int | None = None, scheduler: str | None = None, client=None, chunk: int = 1024,
              runtime: str = DEFAULT_RUNTIME, offset: float | None = None, allow_untrained: bool = False,
              quiet: bool = True, model_why: str | None = None, max_cloud: float = MAX_CLOUD,
-             cloud_mask: bool = True) -> xr.Dataset:
+             cloud_mask: bool = True, tta: int = DEFAULT_VIEWS) -> xr.Dataset:
     """Classify a Sentinel-2 scene (GeoTIFF/COG or SAFE folder/zip) into EuroSAT classes.
 
     `model`: a model name or folder; None picks the default, the first shipped trained model of
@@ -216,6 +216,8 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
     thread per core (the Python API's default: safe in a plain script), 'sync' = in this process, or the
     address of a running Dask scheduler; or pass a distributed `client` to reuse (then `scheduler`
     only says how it was made: None for a LocalCluster of `workers`, an address, for the record).
+    `tta`: test-time augmentation, the class probabilities averaged over that many views of each patch
+    (1, 2, 4 or 8: identity, quarter turns, then transposed; default 2, benchmarks/RESULTS.md).
     Clouds and their shadows (cloud.py: the L2A SCL, else s2cloudless where the input has its ten
     bands, else not masked, with an AtlasWarning) leave a patch unlabelled when more than
     `max_cloud` of its pixels are cloud or shadow: nodata in every output, 1 in `cloud`.
@@ -226,6 +228,8 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
         raise AtlasError(f"--max-nodata {max_nodata}: must be in [0, 1)")
     if not 0.0 <= max_cloud <= 1.0:
         raise AtlasError(f"--max-cloud {max_cloud}: must be in [0, 1]")
+    if tta not in VIEWS:
+        raise AtlasError(f"--tta {tta}: must be one of {', '.join(map(str, VIEWS))}")
     card, why = resolve_model(path, model, bands)
     why = model_why or why
     if not card.trained and not allow_untrained:
@@ -242,7 +246,7 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
     threads = max(1, (os.cpu_count() or 1) // workers) if scheduler is None else None
     chunk_px = aligned_chunk(chunk, scene.block)
     params = {"stride": stride, "patch": grid.patch, "max_nodata": max_nodata, "chunk_px": chunk_px,
-              "runtime": runtime, "max_cloud": max_cloud, "clouds": clouds.method}
+              "runtime": runtime, "tta_views": tta, "max_cloud": max_cloud, "clouds": clouds.method}
     store = None
     if out is not None:
         st = os.stat(path)
@@ -250,7 +254,7 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
                                  "weights_sha256": card.weights_sha256, "bands": list(scene.bands),
                                  "offset": scene.offset, **params})
     reused = store.load() if store else {}
-    tasks = [(classify_chunk, (scene, card, grid, rng, max_nodata, runtime, threads, clouds, max_cloud))
+    tasks = [(classify_chunk, (scene, card, grid, rng, max_nodata, runtime, threads, clouds, max_cloud, tta))
              for rng in grid.chunks(chunk_px) if rng not in reused]
     try:
         with ThreadPoolExecutor(1) as pool:
@@ -277,7 +281,7 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
             attrs = {"source": path, "date": scene.date or "", "product_level": scene.level or "unknown",
                      "stride": stride, "cell_size_m": abs(transform.a), **stamp,
                      "band_mapping": scene.band_mapping, "dn_offset_applied": scene.offset,
-                     "atlas_change_version": __version__, "clouds": clouds.method}
+                     "atlas_change_version": __version__, "clouds": clouds.method, "tta_views": tta}
             ds = build_dataset(cell_probs, has, transform, scene.crs, attrs, cloud_cells)
             t3 = time.perf_counter()
             if out is None:

@@ -135,7 +135,8 @@ def band_indices(bands: tuple[str, ...], source: tuple[str, ...] = EUROSAT_ORDER
     return [source.index(b) for b in bands]
 
 
-def evaluate_arrays(card: ModelCard, X: np.ndarray, y: np.ndarray, runtime: str = DEFAULT_RUNTIME) -> dict:
+def evaluate_arrays(card: ModelCard, X: np.ndarray, y: np.ndarray, runtime: str = DEFAULT_RUNTIME,
+                    views: int = 1) -> dict:
     """Accuracy, per-class accuracy and confusion matrix of a model on EuroSAT patches: MS (13 bands,
     DN, through the card's radiometry) or RGB JPEG values (3 bands, taken as already mapped)."""
     from .infer import get_predictor
@@ -144,22 +145,24 @@ def evaluate_arrays(card: ModelCard, X: np.ndarray, y: np.ndarray, runtime: str 
     source = RGB_BANDS if jpeg else EUROSAT_ORDER
     if jpeg and card.radiometry.get("kind") != "eurosat-jpeg":
         raise AtlasError(f"model {card.name} takes DN, not EuroSAT JPEG values: evaluate it on EuroSAT MS")
-    pred = get_predictor(card, runtime)(X[..., band_indices(card.bands, source)], prescaled=jpeg).argmax(axis=1)
+    pred = get_predictor(card, runtime)(X[..., band_indices(card.bands, source)], prescaled=jpeg,
+                                        views=views).argmax(axis=1)
     n = len(CLASSES)
     conf = np.bincount(y * n + pred, minlength=n * n).reshape(n, n)
     per = conf.diagonal() / np.maximum(conf.sum(axis=1), 1)
-    return {"model": card.name, "weights_sha256": card.weights_sha256, "runtime": runtime, "n": int(len(y)),
+    return {"model": card.name, "weights_sha256": card.weights_sha256, "runtime": runtime, "tta_views": views,
+            "n": int(len(y)),
             "data": "EuroSAT RGB JPEG" if jpeg else "EuroSAT MS GeoTIFF (DN)",
             "accuracy": float((pred == y).mean()), "per_class": dict(zip(CLASSES, per.round(4).tolist())),
             "confusion": conf.tolist()}
 
 
 def evaluate(data: str | os.PathLike, model: str, split: str = "test", splits: str | None = None,
-             quiet: bool = False, runtime: str = DEFAULT_RUNTIME) -> dict:
+             quiet: bool = False, runtime: str = DEFAULT_RUNTIME, views: int = 1) -> dict:
     """Evaluate a model on a split of EuroSAT RGB or MS; `n_listed` says how many the split names."""
     card = load_card(model)
     X, y, listed = load_split(data, split, splits, quiet)
-    return {**evaluate_arrays(card, X, y, runtime), "split": split, "n_listed": listed}
+    return {**evaluate_arrays(card, X, y, runtime, views), "split": split, "n_listed": listed}
 
 
 def _augment(tf, x, y, radiometric: bool):
