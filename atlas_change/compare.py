@@ -46,7 +46,7 @@ def load_map(folder: str | os.PathLike, date: str | None = None) -> ClassMap:
     with rasterio.open(d / "lulc.tif") as src:
         crs, transform, shape = src.crs, src.transform, src.shape
     return ClassMap(str(d), crs, transform, shape, run["model"]["model"], run["model"]["weights_sha256"],
-                    date or run["input"].get("date"), int(run["parameters"].get("tta_views", 1)))
+                    date or run["input"].get("date"), int(run.get("parameters", {}).get("tta_views", 1)))
 
 
 def resolve_input(src: str | os.PathLike, date: str | None, out_root: Path, **classify_kw) -> ClassMap:

@@ -50,6 +50,7 @@ def test_georeferencing_and_files(scene, model13, tmp_path):
     assert run["model"]["weights_sha256"] == model13.weights_sha256
     assert run["input"]["band_mapping"]["B8A"] == "band 13 (band description)"
     assert run["counts"]["classified"] == 110 and run["output"]["cell_area_ha"] == pytest.approx(40.96)
+    assert run["parameters"]["tta_views"] == 2 and run["parameters"]["runtime"] == "graph"  # the default TTA
     tiles = pd.read_parquet(out / "tiles.parquet")
     assert len(tiles) == 110 and set(tiles["class_id"]) <= set(range(1, 11))
     first = tiles[(tiles.row == 0) & (tiles.col == 0)].iloc[0]

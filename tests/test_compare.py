@@ -1,4 +1,5 @@
 """compare / export / view on classify outputs made in the test with known classes and confidences."""
+import json
 import os
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ from rasterio.crs import CRS
 from atlas_change.assemble import build_dataset, tiles_frame, write_outputs
 from atlas_change.classes import CLASSES, COLOURS
 from atlas_change.compare import compare
-from atlas_change.errors import AtlasError
+from atlas_change.errors import AtlasError, AtlasWarning
 from atlas_change.export import export_gpkg
 from atlas_change.view import change_map
 
@@ -106,6 +107,18 @@ def test_model_mismatch_refused_unless_allowed(tmp_path, dates):
     assert s["model_mismatch"] is True
     with rasterio.open(tmp_path / "y" / "change.tif") as src:
         assert src.tags()["MODEL_MISMATCH"] == "true"
+
+
+def test_dates_classified_with_different_tta_are_flagged(tmp_path, dates):
+    """Two dates made with different --tta: compare says so (a warning naming both) and records each."""
+    run_json = dates[1] / "run.json"
+    run = json.loads(run_json.read_text())
+    run_json.write_text(json.dumps({**run, "parameters": {"tta_views": 4}}))
+    aoi = aoi_file(tmp_path / "aoi.geojson", 0, 5, 0, 5)
+    with pytest.warns(AtlasWarning, match="--tta 4 but .* with --tta 1"):
+        s = compare(*dates, aoi=str(aoi), out=tmp_path / "x")
+    assert (s["before"]["tta_views"], s["after"]["tta_views"]) == (1, 4)
+    run_json.write_text(json.dumps(run))
 
 
 def test_crs_and_overlap_errors(tmp_path, dates):

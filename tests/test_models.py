@@ -327,3 +327,21 @@ def test_openvino_model_is_converted_once_then_runs_without_tensorflow(model13, 
     assert folder.startswith(str(tmp_path / "cache")) and {f.name for f in Path(folder).iterdir()} == {"model.xml", "model.bin"}
     np.testing.assert_array_equal(p1, p2)
     assert not [f for f in Path(folder).parent.iterdir() if f.name.startswith(".")]  # no half-written copy
+
+
+def test_test_time_augmentation_averages_the_rotated_views(model13):
+    """--tta N: the probabilities are the mean over the first N views (identity, quarter turns, then
+    transposed); a patch that looks the same in every view gets what it gets without TTA; a bad N is refused."""
+    from atlas_change.infer import Predictor, view
+
+    p = Predictor(model13, "graph")
+    rng = np.random.default_rng(3)
+    x = rng.integers(500, 3000, (4, 64, 64, 13)).astype(np.uint16)
+    np.testing.assert_allclose(p(x, views=2), (p(x) + p(np.rot90(x, 1, axes=(1, 2)))) / 2, atol=1e-6)
+    np.testing.assert_allclose(p(x, views=8)[0], np.mean([p(view(x[:1], i))[0] for i in range(8)], axis=0), atol=1e-6)
+    np.testing.assert_array_equal(view(x, 5), np.rot90(x.transpose(0, 2, 1, 3), 1, axes=(1, 2)))
+    flat = np.full((2, 64, 64, 13), 1500, np.uint16)
+    np.testing.assert_allclose(p(flat, views=4), p(flat), atol=1e-6)
+    assert np.abs(p(x, views=2) - p(x)).max() > 1e-6  # the views differ for a real patch (untrained net: a little)
+    with pytest.raises(ValueError, match="views"):
+        p(x, views=3)
