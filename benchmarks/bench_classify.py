@@ -9,8 +9,10 @@ compare ratios, not seconds):
      accuracy (the card's, and the runtime's own on the EuroSAT test JPEGs with the share of labels
      that agree with Keras `model.predict`, where --eurosat is found), parameters, multiply-adds per
      patch, the arithmetic the runtime uses here, model-only patches/s on random input (every core)
-     and its share of the CPU's float32 FMA peak, end-to-end `python -m atlas_change classify` of the
-     full tile at stride 64 (process start to exit) and the peak RSS of its process tree;
+     and its share of the CPU's float32 FMA peak, end-to-end `python -m atlas_change classify --tta 1`
+     of the full tile at stride 64 (process start to exit) and the peak RSS of its process tree;
+     then, for the default model and runtime, test-time augmentation 1, 2 (the default) and 4 views:
+     test accuracy, model-only patches/s and the full tile end to end;
   2. what cloud masking costs: the default model on the full tile with `--no-cloud-mask`;
   3. scaling (default model): quarter, half and full tile; 1 and 2 worker processes; and a Dask
      cluster started beside it (`dask scheduler` + 2 `dask worker` processes of one thread each,
@@ -42,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from atlas_change.bands import EUROSAT_ORDER  # noqa: E402
-from atlas_change.infer import DEFAULT_RUNTIME, Predictor, runtime_precision  # noqa: E402
+from atlas_change.infer import DEFAULT_RUNTIME, DEFAULT_VIEWS, Predictor, runtime_precision  # noqa: E402
 from atlas_change.registry import choose_model, load_card, models_dir  # noqa: E402
 
 
@@ -79,28 +81,28 @@ class PeakRSS:
         self._t.join()
 
 
-def model_only(card, runtime: str, n: int = 1024) -> float:
+def model_only(card, runtime: str, n: int = 1024, views: int = 1) -> float:
     """Patches/s of the predictor alone (normalisation + network) on random digital numbers."""
     pred = Predictor(card, runtime)
     x = np.random.default_rng(0).integers(1, 4000, size=(n, 64, 64, len(card.bands))).astype(np.uint16)
     pred(x[:256])  # warm up / compile
     t = time.perf_counter()
-    pred(x)
+    pred(x, views=views)
     return n / (time.perf_counter() - t)
 
 
-def test_agreement(card, runtimes: list[str], eurosat: Path | None) -> dict[str, tuple[float, float]]:
+def test_agreement(card, runtimes: list[str], eurosat: Path | None, views: int = 1) -> dict[str, tuple[float, float]]:
     """{runtime: (accuracy, share of labels equal to keras `model.predict`'s)} on the EuroSAT RGB test
-    JPEGs, for RGB models where `eurosat` holds them; {} otherwise."""
+    JPEGs (with `views` TTA views), for RGB models where `eurosat` holds them; {} otherwise."""
     from atlas_change.train import load_split
 
     if eurosat is None or card.radiometry.get("kind") != "eurosat-jpeg":
         return {}
     X, y, _ = load_split(eurosat, "test", quiet=True)
-    ref = Predictor(card, "keras")(X, prescaled=True).argmax(axis=1)
+    ref = Predictor(card, "keras")(X, prescaled=True, views=views).argmax(axis=1)
     out = {}
     for rt in runtimes:
-        pred = Predictor(card, rt)(X, prescaled=True).argmax(axis=1)
+        pred = Predictor(card, rt)(X, prescaled=True, views=views).argmax(axis=1)
         out[rt] = (float((pred == y).mean()), float((pred == ref).mean()))
         print(f"test split {card.name} {rt}: accuracy {out[rt][0]:.4f}, agrees with keras on {out[rt][1]:.2%}",
               flush=True)
@@ -225,9 +227,16 @@ def main() -> None:
         for rt in runtimes:
             speed = model_only(card, rt)
             print(f"model-only {card.name} {rt}: {speed:.1f} patches/s", flush=True)
-            table.append(dict(card=card, runtime=rt, model_only=speed, e2e=classify_run(full, card, rt),
-                              test=agree.get(rt), precision=runtime_precision(rt)))
-    e2e_default = next(t["e2e"] for t in table if t["card"] is default and t["runtime"] == DEFAULT_RUNTIME)
+            table.append(dict(card=card, runtime=rt, model_only=speed, precision=runtime_precision(rt),
+                              e2e=classify_run(full, card, rt, extra=("--tta", "1"), label="--tta 1"),
+                              test=agree.get(rt)))
+    tta = []  # the default model and runtime with 1, 2 (default) and 4 views
+    for views in (1, 2, 4):
+        test = test_agreement(default, [DEFAULT_RUNTIME], eurosat, views).get(DEFAULT_RUNTIME)
+        e2e = next(t["e2e"] for t in table if t["card"] is default and t["runtime"] == DEFAULT_RUNTIME) \
+            if views == 1 else classify_run(full, default, extra=("--tta", str(views)), label=f"--tta {views}")
+        tta.append(dict(views=views, test=test, model_only=model_only(default, DEFAULT_RUNTIME, views=views), e2e=e2e))
+    e2e_default = next(t["e2e"] for t in tta if t["views"] == DEFAULT_VIEWS)
     with tempfile.TemporaryDirectory() as cache:  # no converted OpenVINO model yet: converted, with TensorFlow
         cold = classify_run(full, default, label="first run (empty cache)", env={"ATLAS_CACHE": cache})
     no_clouds = None if "clouds" in skip else classify_run(full, default, extra=("--no-cloud-mask",),
@@ -236,7 +245,7 @@ def main() -> None:
     if "scaling" not in skip:
         scaling = [classify_run(scene_file(data, args.size // 2, args.size // 2), default, label="quarter"),
                    classify_run(scene_file(data, args.size, args.size // 2), default, label="half"),
-                   e2e_default, classify_run(full, default, workers=2, label="2 worker processes")]
+                   dict(e2e_default, label="full tile"), classify_run(full, default, workers=2, label="2 worker processes")]
     cluster = None
     if "cluster" not in skip:
         with LocalDaskCluster() as c:
@@ -261,8 +270,8 @@ def main() -> None:
           "Test accuracy: the card's (5,200 EuroSAT test JPEGs); then this runtime's own on them, and the "
           "share of its labels equal to keras `model.predict`'s.", "",
           "| model | runtime | arithmetic | test accuracy (card / this runtime) | labels = keras | parameters "
-          "| MACs / patch | model-only patches/s | share of f32 FMA peak | full tile end to end s | patches/s "
-          "| peak RSS GiB |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "| MACs / patch | model-only patches/s | share of f32 FMA peak | full tile end to end s (`--tta 1`) "
+          "| patches/s | peak RSS GiB |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for t in table:
         c, e, test = t["card"], t["e2e"], t["test"]
         macs = c.training.get("macs_per_patch", 0)
@@ -272,6 +281,13 @@ def main() -> None:
                   f"{c.training.get('parameters', 0):,} | "
                   f"{macs / 1e6:.0f} M | {t['model_only']:.0f} | {t['model_only'] * 2 * macs / 1e9 / peak:.0%} | "
                   f"{e['wall']:.0f} | {e['speed']:.0f} | {e['rss']:.2f} |")
+    md += ["", f"Test-time augmentation, {default.name} with `{DEFAULT_RUNTIME}` (default `--tta {DEFAULT_VIEWS}`):", "",
+           "| `--tta` | test accuracy (5,200 JPEGs) | model-only patches/s | full tile end to end s | peak RSS GiB |",
+           "|---|---|---|---|---|"]
+    for t in tta:
+        acc = f"{t['test'][0]:.2%}" if t["test"] else "-"
+        md.append(f"| {t['views']}{' (default)' if t['views'] == DEFAULT_VIEWS else ''} | {acc} | "
+                  f"{t['model_only']:.0f} | {t['e2e']['wall']:.0f} | {t['e2e']['rss']:.2f} |")
     st = e2e_default["stages"]
     md += ["", f"Default model end to end: {e2e_default['patches']} patches, clouds by {e2e_default['clouds']}; "
            f"worker seconds read {st.get('read', 0):.0f}, cloud {st.get('cloud', 0):.0f}, cut {st.get('cut', 0):.0f}, "
