@@ -49,7 +49,7 @@ examples:
 
 
 WORKERS_HELP = ("Dask worker processes of the local cluster (default 1: this process, with a thread per core; "
-                "each extra process costs about 1 GiB and is not faster)")
+                "more processes split the cores and are slower on one machine: benchmarks/RESULTS.md)")
 
 JOB_EPILOG = """\
 job file (TOML; paths relative to the job file's folder; every problem is reported before any work):

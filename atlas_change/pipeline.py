@@ -89,9 +89,8 @@ def scene_stem(path: str | os.PathLike) -> str:
 
 
 def default_workers() -> int:
-    """One worker using every core through threads, in this process: as fast as one process per core
-    and about 1 GiB less memory per core, since the model is loaded once; and no process to start
-    (benchmarks/RESULTS.md)."""
+    """One worker using every core through threads, in this process: faster than one process per core
+    (each batch of the network gets every core; benchmarks/RESULTS.md), and no process to start."""
     return 1
 
 
