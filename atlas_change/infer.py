@@ -117,16 +117,15 @@ def _openvino(card: ModelCard, threads: int | None):
         spec = [tf.TensorSpec((None, 64, 64, len(card.bands)), tf.float32), tf.TensorSpec((), tf.float32),
                 tf.TensorSpec((), tf.float32)]
         model = ov.convert_model(tf.function(fn, input_signature=spec))
+        tmp = None
         try:  # whole folder or nothing: written aside, then renamed
             folder.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
             ov.save_model(model, tmp / "model.xml", compress_to_fp16=False)
-            try:
-                os.rename(tmp, folder)
-            except OSError:  # another process was first
+            os.rename(tmp, folder)
+        except OSError:  # read-only or full cache, or another process was first
+            if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
-        except OSError:
-            pass
     config = {"PERFORMANCE_HINT": "LATENCY", **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
     compiled = core.compile_model(model, "CPU", config)
     request, lock = compiled.create_infer_request(), threading.Lock()

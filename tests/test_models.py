@@ -345,3 +345,15 @@ def test_test_time_augmentation_averages_the_rotated_views(model13):
     assert np.abs(p(x, views=2) - p(x)).max() > 1e-6  # the views differ for a real patch (untrained net: a little)
     with pytest.raises(ValueError, match="views"):
         p(x, views=3)
+
+
+def test_openvino_runs_where_its_cache_cannot_be_written(model13, tmp_path, monkeypatch):
+    """A cache folder that cannot be made (here a file stands in its way) costs only the conversion."""
+    from atlas_change.infer import Predictor
+
+    (tmp_path / "cache").write_text("not a folder")
+    monkeypatch.setenv("ATLAS_CACHE", str(tmp_path / "cache"))
+    x = np.full((2, 64, 64, 13), 1500, np.uint16)
+    out = Predictor(model13, "openvino")(x)
+    assert out.shape == (2, 10) and np.allclose(out.sum(axis=1), 1, atol=1e-3)
+    assert (tmp_path / "cache").read_text() == "not a folder" and len(list(tmp_path.iterdir())) == 1
