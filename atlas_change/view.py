@@ -157,17 +157,21 @@ class DatePictures:
         cloud = classify_folder / "cloud.tif"
         self.cloud = _raster_picture(cloud, CLOUD_RGBA) if _any(cloud) else None
 
-    def add_to(self, folium, target, show: bool = True, image: bool = True) -> str:
-        """Add the class and cloud layers (and the image, with `image`) to a map; -> the class
-        layer's JavaScript name (for the opacity slider)."""
-        def overlay(picture, name, **kw):
-            return folium.raster_layers.ImageOverlay(picture[0], picture[1], name=name, show=show,
-                                                     interactive=False, **kw).add_to(target)
+    @staticmethod
+    def _overlay(folium, target, picture, name: str, show: bool, **kw):
+        return folium.raster_layers.ImageOverlay(picture[0], picture[1], name=name, show=show,
+                                                 interactive=False, **kw).add_to(target)
 
-        if image and self.image:
-            overlay(self.image, f"image {self.date}".strip())
+    def add_image(self, folium, target, show: bool = True) -> None:
+        """Add the true-colour image (where there is one) to a map."""
+        if self.image:
+            self._overlay(folium, target, self.image, f"image {self.date}".strip(), show)
+
+    def add_layers(self, folium, target, show: bool = True) -> str:
+        """Add the class and cloud layers to a map; -> the class layer's JavaScript name (for the
+        opacity slider)."""
         if self.classes:
-            layer = overlay(self.classes, f"classes {self.date}".strip(), opacity=0.6)
+            layer = self._overlay(folium, target, self.classes, f"classes {self.date}".strip(), show, opacity=0.6)
         else:
             gdf = self.tiles[["class_id", "class_name", "confidence", "date", "geometry"]]
             layer = folium.GeoJson(gdf, name=f"classes {self.date}".strip(), show=show,
@@ -175,7 +179,7 @@ class DatePictures:
                                                              "color": "none", "fillOpacity": 0.6},
                                    tooltip=folium.GeoJsonTooltip(["class_name", "confidence", "date"])).add_to(target)
         if self.cloud:
-            overlay(self.cloud, f"cloud {self.date}".strip(), opacity=0.6)
+            self._overlay(folium, target, self.cloud, f"cloud {self.date}".strip(), show, opacity=0.6)
         return layer.get_name()
 
 
@@ -236,10 +240,8 @@ def change_map(folder: str | os.PathLike, out_html: str | os.PathLike | None = N
     m = folium.Map(tiles="OpenStreetMap", control_scale=True)
     notes = [f"no image for {p.date or 'the scene'}: {p.why}" for p in pictures.values() if p.why]
     for i, p in enumerate(pictures.values()):  # both images first, under every class layer
-        if p.image:
-            folium.raster_layers.ImageOverlay(p.image[0], p.image[1], name=f"image {p.date}".strip(), show=i == 0,
-                                              interactive=False).add_to(m)
-    class_layers = [p.add_to(folium, m, show=i == 0, image=False) for i, p in enumerate(pictures.values())]
+        p.add_image(folium, m, show=i == 0)
+    class_layers = [p.add_layers(folium, m, show=i == 0) for i, p in enumerate(pictures.values())]
     if "changes" in frames and len(frames["changes"]):
         _changes_layer(folium, frames, summary, notes).add_to(m)
     if "aoi" in frames:
@@ -316,7 +318,8 @@ def _side_by_side(folium, frames, pictures: dict[str, DatePictures], summary, ou
     dm = DualMap(tiles="OpenStreetMap", control_scale=True)
     names = []
     for part, sub in (("before", dm.m1), ("after", dm.m2)):
-        names.append(pictures[part].add_to(folium, sub))
+        pictures[part].add_image(folium, sub)
+        names.append(pictures[part].add_layers(folium, sub))
         if "aoi" in frames:
             _aoi_layer(folium, frames["aoi"]).add_to(sub)
         folium.LayerControl(collapsed=True).add_to(sub)
