@@ -94,6 +94,14 @@ def default_workers() -> int:
     return 1
 
 
+def local_scheduler(workers: int | None, scheduler: str | None) -> str | None:
+    """What `dask_client` starts when no address is given: 'threads' (one worker in this process, the
+    default), 'LocalCluster' (`workers` > 1 processes), or `scheduler` as given ('sync', an address)."""
+    if scheduler is not None:
+        return scheduler
+    return "threads" if (workers or default_workers()) == 1 else "LocalCluster"
+
+
 @contextmanager
 def dask_client(workers: int | None = None, scheduler: str | None = None) -> Iterator[Any]:
     """A Dask client: 'threads' (and the default of one worker) = one in-process worker with a thread
@@ -107,7 +115,7 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
 
     # dashboard_address ":0" = any free port: None still binds the scheduler's HTTP server to 8787,
     # with a warning on stderr whenever another run holds that port
-    if scheduler == "threads" or (scheduler is None and (workers or default_workers()) == 1):
+    if local_scheduler(workers, scheduler) == "threads":
         with LocalCluster(n_workers=1, threads_per_worker=os.cpu_count() or 1, processes=False,
                           dashboard_address=":0", silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
             yield client
@@ -296,7 +304,7 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
                 "model": {**stamp, "path": card.path, "test_accuracy": card.metrics.get("accuracy"), "why": why},
                 "parameters": {**params, "inference_precision": runtime_precision(runtime),
                                "workers": workers if scheduler is None else None,
-                               "scheduler": scheduler or ("threads" if workers == 1 else "LocalCluster")},
+                               "scheduler": local_scheduler(workers, scheduler)},
                 "output": {"crs": scene.crs.to_string(), "transform": list(transform)[:6],
                            "shape": list(lulc.shape), "cell_area_ha": cell_ha},
                 "counts": {"patches": int(usable.size), "classified": int(usable.sum()),
