@@ -13,7 +13,10 @@ import json
 import os
 import shutil
 import tempfile
+import queue
 import threading
+from collections import deque
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -99,11 +102,52 @@ def openvino_model_dir(card: ModelCard) -> Path:
     return cache_dir() / "openvino" / f"{card.name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 
-def _openvino(card: ModelCard, threads: int | None):
-    """The card's network function compiled by OpenVINO for the CPU, latency hint (one stream on every
-    core, or `threads`); -> a callable (patches, offset, scale). Converted from Keras once and kept
-    (openvino_model_dir); a cache that cannot be written only costs the conversion next time. One
-    batch at a time per process (a lock): the Dask threads of a worker take turns, each on all cores."""
+class _RequestPool:
+    """Infer requests of a model compiled for throughput (one stream per core, one core each): the
+    Dask threads of a worker each run on a stream of their own, so the read and cloud stages of one
+    chunk never compete with a batch of another for cores, and one caller with many batches (evaluate)
+    keeps every stream busy."""
+
+    def __init__(self, compiled, n: int):
+        self._free: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(n):
+            self._free.put(compiled.create_infer_request())
+
+    def run(self, batches: Iterable[list]) -> list[np.ndarray]:
+        """First outputs of each batch's inputs, in order."""
+        out: list = []
+        pending: deque = deque()  # (index, request) started, oldest first
+
+        def finish():
+            i, req = pending.popleft()
+            req.wait()
+            out[i] = req.get_output_tensor(0).data.copy()
+            return req
+
+        try:
+            for inputs in batches:
+                try:
+                    req = self._free.get_nowait()
+                except queue.Empty:  # every request busy: reuse this caller's oldest, or wait for one
+                    req = finish() if pending else self._free.get()
+                out.append(None)
+                req.start_async(inputs)
+                pending.append((len(out) - 1, req))
+            while pending:
+                self._free.put(finish())
+        finally:
+            for _, req in pending:
+                req.wait()
+                self._free.put(req)
+        return out
+
+
+def _openvino(card: ModelCard, threads: int | None, batch: int) -> _RequestPool:
+    """The card's network function (patches, offset, scale) compiled by OpenVINO for the CPU for
+    batches of exactly `batch` patches, one stream per core (or per `threads`). A static shape: with
+    a dynamic batch, requests running at once on a new shape can deadlock OpenVINO's CPU thread pool
+    (seen here once; ultralytics/ultralytics#25923). Converted from Keras once and kept
+    (openvino_model_dir); a cache that cannot be written only costs the conversion next time."""
     import openvino as ov
 
     core, folder = ov.Core(), openvino_model_dir(card)
@@ -126,15 +170,11 @@ def _openvino(card: ModelCard, threads: int | None):
         except OSError:  # read-only or full cache, or another process was first
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
-    config = {"PERFORMANCE_HINT": "LATENCY", **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
-    compiled = core.compile_model(model, "CPU", config)
-    request, lock = compiled.create_infer_request(), threading.Lock()
-
-    def run(x, offset, scale):
-        with lock:
-            return request.infer([x, offset, scale])[0].copy()
-
-    return run
+    model.reshape({model.inputs[0]: [batch, 64, 64, len(card.bands)]})
+    n = threads or os.cpu_count() or 1
+    compiled = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": n,
+                                                 "INFERENCE_NUM_THREADS": n})
+    return _RequestPool(compiled, n)
 
 
 class Predictor:
@@ -152,9 +192,9 @@ class Predictor:
         self._scale = np.float32(card.radiometry.get("scale", 1.0))
         self._cap = np.float32(card.radiometry.get("max", np.inf))
         self._mean, self._inv_std = np.asarray(card.mean, np.float32), 1.0 / np.asarray(card.std, np.float32)
-        self.model = self._fn = None
+        self.model = self._fn = self._pool = None
         if runtime == "openvino":
-            self._fn = _openvino(card, threads)
+            self._pool = _openvino(card, threads, batch)
             return
         configure_threads(threads)
         self.model = _load_keras(card)
@@ -174,18 +214,29 @@ class Predictor:
         if n == 0:
             return out
         scale = np.float32(1.0) if prescaled else self._scale
-        if self._fn is None:
+        if self._fn is None and self._pool is None:
             x = model_scale(patches, offset, {"scale": scale, "max": self._cap})
             return self.model.predict((x - self._mean) * self._inv_std, batch_size=self.batch,
                                       verbose=0).astype(np.float32)
         # arrays, so a new offset or scale does not retrace
         off, scale = np.asarray(offset, np.float32), np.asarray(scale, np.float32)
-        for i in range(0, n, self.batch):
-            m = min(self.batch, n - i)
-            # batches of a power of two up to `batch`: at most 7 compiled shapes, little padding
-            buf = np.zeros((min(self.batch, 1 << (m - 1).bit_length()),) + patches.shape[1:], np.float32)
-            buf[:m] = patches[i:i + m]
-            out[i:i + m] = np.asarray(self._fn(buf, off, scale))[:m]
+
+        def batches():
+            for i in range(0, n, self.batch):
+                m = min(self.batch, n - i)
+                # OpenVINO: always `batch` (one static shape); TensorFlow: a power of two up to
+                # `batch` (at most 7 compiled shapes, little padding)
+                size = self.batch if self._pool is not None else min(self.batch, 1 << (m - 1).bit_length())
+                buf = np.zeros((size,) + patches.shape[1:], np.float32)
+                buf[:m] = patches[i:i + m]
+                yield [buf, off, scale]
+
+        if self._pool is not None:
+            results = self._pool.run(batches())
+        else:
+            results = (np.asarray(self._fn(*b)) for b in batches())
+        for i, r in zip(range(0, n, self.batch), results):
+            out[i:i + self.batch] = r[:min(self.batch, n - i)]
         return out
 
 

@@ -90,7 +90,7 @@ def scene_stem(path: str | os.PathLike) -> str:
 
 def default_workers() -> int:
     """One worker using every core through threads, in this process: faster than one process per core
-    (each batch of the network gets every core; benchmarks/RESULTS.md), and no process to start."""
+    (benchmarks/RESULTS.md), and no process to start."""
     return 1
 
 

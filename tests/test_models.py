@@ -307,6 +307,25 @@ def test_openvino_runtime_computes_what_tensorflow_computes(offset):
     assert got.shape == (96, 10) and np.allclose(got.sum(axis=1), 1, atol=1e-3)
 
 
+def test_openvino_predictor_shared_by_threads_gives_each_caller_its_own_answers(model13):
+    """The Dask threads of a worker share one OpenVINO predictor (a pool of requests, one stream
+    per core): callers at once, with batches of every size (full, partial, one patch), each get the
+    probabilities of their own patches, in order, as one caller alone gets them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from atlas_change.infer import Predictor
+
+    p = Predictor(model13, "openvino")
+    rng = np.random.default_rng(4)
+    inputs = [rng.integers(0, 4000, (n, 64, 64, 13)).astype(np.uint16) for n in (1, 64, 130, 7, 200, 65)]
+    alone = [p(x, -1000.0) for x in inputs]
+    with ThreadPoolExecutor(3) as pool:
+        together = list(pool.map(lambda x: p(x, -1000.0), inputs * 2))
+    for want, got in zip(alone * 2, together):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, atol=1e-6)
+
+
 def test_openvino_model_is_converted_once_then_runs_without_tensorflow(model13, tmp_path):
     """The first OpenVINO predictor of a model converts it from Keras and keeps the result under the
     cache folder; a later process reads that and never imports TensorFlow (seconds of start-up), and
