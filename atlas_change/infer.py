@@ -112,6 +112,11 @@ class _RequestPool:
         self._free: queue.SimpleQueue = queue.SimpleQueue()
         for _ in range(n):
             self._free.put(compiled.create_infer_request())
+        # one batch on every request from this thread first: the bindings' first call initialises
+        # static state, and two threads making it at once deadlocked (one holding the GIL, the other
+        # the initialiser; seen here in a Dask worker)
+        zeros = [np.zeros(tuple(i.shape), i.element_type.to_dtype()) for i in compiled.inputs]
+        self.run([zeros] * n)
 
     def run(self, batches: Iterable[list]) -> list[np.ndarray]:
         """First outputs of each batch's inputs, in order."""
@@ -144,9 +149,8 @@ class _RequestPool:
 
 def _openvino(card: ModelCard, threads: int | None, batch: int) -> _RequestPool:
     """The card's network function (patches, offset, scale) compiled by OpenVINO for the CPU for
-    batches of exactly `batch` patches, one stream per core (or per `threads`). A static shape: with
-    a dynamic batch, requests running at once on a new shape can deadlock OpenVINO's CPU thread pool
-    (seen here once; ultralytics/ultralytics#25923). Converted from Keras once and kept
+    batches of exactly `batch` patches (one static shape: nothing is re-planned while requests run
+    at once), one stream per core (or per `threads`). Converted from Keras once and kept
     (openvino_model_dir); a cache that cannot be written only costs the conversion next time."""
     import openvino as ov
 
