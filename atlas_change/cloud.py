@@ -89,8 +89,11 @@ def s2cloudless_mask(dn: np.ndarray, offset: float, valid: np.ndarray) -> np.nda
     from scipy import ndimage
 
     refl = np.maximum(dn.astype(np.float32) + np.float32(offset), 0) / np.float32(10000)
-    x = np.ascontiguousarray(refl.transpose(1, 2, 0))[None]
-    prob = _detector().get_cloud_probability_maps(x, num_threads=1)
+    # the classifier sees only pixels with data (nodata borders can be half a tile), as a 1 x n image
+    prob = np.zeros((1,) + valid.shape, np.float32)
+    if valid.any():
+        pixels = np.ascontiguousarray(refl[:, valid].T)[None, None]
+        prob[0][valid] = _detector().get_cloud_probability_maps(pixels, num_threads=1)[0, 0]
     cloud = _detector().get_mask_from_prob(prob)[0].astype(bool) & valid
     if not cloud.any():
         return cloud

@@ -215,3 +215,26 @@ def test_l1c_safe_feeds_s2cloudless_its_bands_and_offset(tmp_path, model13):
     assert run["clouds"]["method"] == "s2cloudless"
     c = run["counts"]
     assert c["classified"] + c["skipped_cloud"] + c["skipped_nodata"] == c["patches"] == 36  # 384 px
+
+
+def test_s2cloudless_sees_only_pixels_with_data():
+    """The detector's probabilities are s2cloudless's own (its masks on a scene without nodata), and
+    the classifier is given only the pixels with data: a nodata border holds no cloud and changes
+    nothing elsewhere."""
+    from atlas_change.cloud import _detector, s2cloudless_mask
+
+    clear = np.array([1200, 900, 600, 1100, 3000, 3200, 1000, 20, 1800, 900], np.float32)  # vegetation
+    dn = np.broadcast_to(clear[:, None, None], (10, 40, 40)).copy()
+    dn[:, 12:24, 12:24] = np.array([5200, 5000, 5100, 5300, 5600, 5700, 3000, 900, 4200, 3100])[:, None, None]
+    dn += np.random.default_rng(0).normal(0, 20, dn.shape).astype(np.float32)
+    valid = np.ones((40, 40), bool)
+    full = s2cloudless_mask(dn, 0.0, valid)
+    library = _detector().get_cloud_masks((dn / 10000).transpose(1, 2, 0)[None])[0].astype(bool)
+    assert full[16:20, 16:20].all() and not full[:, 32:].any()
+    np.testing.assert_array_equal(full, library)  # no shadow-like pixels here: clouds only
+    valid[:, 30:] = False  # an east border of nodata
+    border = dn.copy()
+    border[:, ~valid] = 0
+    part = s2cloudless_mask(border, 0.0, valid)
+    assert not part[~valid].any()
+    np.testing.assert_array_equal(part[:, :26], full[:, :26])  # beyond the smoothing's reach: as before
