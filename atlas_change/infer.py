@@ -1,8 +1,9 @@
 """Infer stage: a per-process cached predictor that maps raw patches to class probabilities.
 
 The DN offset, the card's radiometry and normalisation ((v - mean) / std) are folded into one
-compiled function with the network, run on batches of a power of two (at most 64) so that few
-shapes are compiled. Runtimes: `openvino` (default: that function converted by OpenVINO and compiled
+compiled function with the network, run on batches of 64 (OpenVINO: exactly 64, one stream per
+core, shared by the threads of a process; TensorFlow: a power of two up to 64, so that few shapes
+are compiled). Runtimes: `openvino` (default: that function converted by OpenVINO and compiled
 for this CPU; the converted model is kept under the cache folder, so later runs need no TensorFlow
 at all), `xla` (TensorFlow XLA), `graph` (tf.function), `keras` (model.predict). benchmarks/RESULTS.md
 compares their speed and how often their labels agree."""
@@ -11,9 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import shutil
 import tempfile
-import queue
 import threading
 from collections import deque
 from collections.abc import Iterable
