@@ -156,6 +156,15 @@ def _compute(tasks, client, quiet: bool, on_result: Callable[[tuple], None]) -> 
     return results
 
 
+def workers_precision(client, runtime: str) -> str:
+    """The arithmetic `runtime` uses where the chunks ran: asked of every Dask worker (a cluster's
+    CPUs need not be this one's: bfloat16 on some, float32 on others reads 'bfloat16, float32'), or of
+    this process without a client."""
+    if client is None:
+        return runtime_precision(runtime)
+    return ", ".join(sorted(set(client.run(runtime_precision, runtime).values())))
+
+
 class ChunkStore:
     """Finished chunks of one classify run, kept beside its output folder (.<name>.chunks/) so that a
     killed run resumes where it stopped. `key` names the input file (path, size, mtime), the
@@ -269,6 +278,7 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
             t1 = time.perf_counter()
             with dask_client(workers, scheduler) if client is None else nullcontext(client) as dask:
                 results = _compute(tasks, dask, quiet, store.save if store else lambda r: None)
+                precision = workers_precision(dask, runtime)
             t2 = time.perf_counter()
             probs = np.zeros((grid.n_rows, grid.n_cols, len(card.classes)), np.float32)
             usable = np.zeros((grid.n_rows, grid.n_cols), bool)
@@ -302,7 +312,7 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
                           "scl_mask": scene.mask is not None},
                 "clouds": clouds.record(max_cloud),
                 "model": {**stamp, "path": card.path, "test_accuracy": card.metrics.get("accuracy"), "why": why},
-                "parameters": {**params, "inference_precision": runtime_precision(runtime),
+                "parameters": {**params, "inference_precision": precision,
                                "workers": workers if scheduler is None else None,
                                "scheduler": local_scheduler(workers, scheduler)},
                 "output": {"crs": scene.crs.to_string(), "transform": list(transform)[:6],

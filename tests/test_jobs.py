@@ -279,3 +279,26 @@ def test_disk_full_while_writing_leaves_nothing(tmp_path, model13, monkeypatch, 
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and str(tmp_path / "res") in err and "No space left on device" in err
     assert list((tmp_path / "res").iterdir()) == []  # no output, staging folder or chunk store left
+
+
+def _pretend_bfloat16() -> None:
+    import atlas_change.infer
+
+    atlas_change.infer.runtime_precision = lambda runtime: f"{runtime} bfloat16 (worker)"
+
+
+def test_run_json_records_the_arithmetic_of_the_workers_not_of_the_client(tmp_path, model13):
+    """On a cluster the chunks run on the workers' CPUs: run.json's inference_precision is what the
+    workers report (here a worker patched to say so), not what this process would use."""
+    from distributed import Client, LocalCluster
+
+    from atlas_change.infer import runtime_precision
+    from atlas_change.pipeline import classify
+
+    make_scene(tmp_path / "s.tif", 256, 256, seed=4)
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster, Client(cluster) as client:
+        client.run(_pretend_bfloat16)
+        classify(tmp_path / "s.tif", client=client, out=tmp_path / "out", model=model13.path, runtime="graph",
+                 allow_untrained=True)
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["parameters"]["inference_precision"] == "graph bfloat16 (worker)" != runtime_precision("graph")
