@@ -103,6 +103,9 @@ def openvino_model_dir(card: ModelCard) -> Path:
     return cache_dir() / "openvino" / f"{card.name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 
+_FIRST_CALL = threading.Lock()
+
+
 class _RequestPool:
     """Infer requests of a model compiled for throughput (one stream per core, one core each): the
     Dask threads of a worker each run on a stream of their own, so the read and cloud stages of one
@@ -113,11 +116,12 @@ class _RequestPool:
         self._free: queue.SimpleQueue = queue.SimpleQueue()
         for _ in range(n):
             self._free.put(compiled.create_infer_request())
-        # one batch on every request from this thread first: the bindings' first call initialises
-        # static state, and two threads making it at once deadlocked (one holding the GIL, the other
-        # the initialiser; seen here in a Dask worker)
+        # one batch on every request, one pool at a time, before any other thread can use it: the
+        # bindings' first call initialises static state, and two threads making it at once
+        # deadlocked (one holding the GIL, the other the initialiser; seen here in a Dask worker)
         zeros = [np.zeros(tuple(i.shape), i.element_type.to_dtype()) for i in compiled.inputs]
-        self.run([zeros] * n)
+        with _FIRST_CALL:
+            self.run([zeros] * n)
 
     def run(self, batches: Iterable[list]) -> list[np.ndarray]:
         """First outputs of each batch's inputs, in order."""
