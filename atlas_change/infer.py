@@ -87,6 +87,7 @@ def _network_fn(card: ModelCard, model):
     inv_std = tf.constant(1.0 / np.asarray(card.std, np.float32))
     cap = tf.constant(np.float32(card.radiometry.get("max", np.inf)))
 
+    @tf.autograph.experimental.do_not_convert  # no Python control flow to convert (and no warning about it)
     def fn(x, offset, scale):
         return model((tf.minimum(tf.maximum(x + offset, 0.0) * scale, cap) - mean) * inv_std, training=False)
 
