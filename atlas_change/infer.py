@@ -142,7 +142,11 @@ class _RequestPool:
                 except queue.Empty:  # every request busy: reuse this caller's oldest, or wait for one
                     req = finish() if pending else self._free.get()
                 out.append(None)
-                req.start_async(inputs)
+                try:
+                    req.start_async(inputs)
+                except BaseException:  # e.g. inputs of the wrong shape: the request stays in the pool
+                    self._free.put(req)
+                    raise
                 pending.append((len(out) - 1, req))
             while pending:
                 self._free.put(finish())
