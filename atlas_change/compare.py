@@ -35,7 +35,12 @@ class ClassMap:
     model: str
     weights_sha256: str
     date: str | None
-    tta_views: int = 1  # outputs made before test-time augmentation existed had none
+    tta_views: int
+
+
+def tta_views(run: dict) -> int:
+    """The --tta a run.json was made with (1 for outputs from before test-time augmentation existed)."""
+    return int(run.get("parameters", {}).get("tta_views", 1))
 
 
 def load_map(folder: str | os.PathLike, date: str | None = None) -> ClassMap:
@@ -46,7 +51,7 @@ def load_map(folder: str | os.PathLike, date: str | None = None) -> ClassMap:
     with rasterio.open(d / "lulc.tif") as src:
         crs, transform, shape = src.crs, src.transform, src.shape
     return ClassMap(str(d), crs, transform, shape, run["model"]["model"], run["model"]["weights_sha256"],
-                    date or run["input"].get("date"), int(run.get("parameters", {}).get("tta_views", 1)))
+                    date or run["input"].get("date"), tta_views(run))
 
 
 def resolve_input(src: str | os.PathLike, date: str | None, out_root: Path, **classify_kw) -> ClassMap:
@@ -63,7 +68,7 @@ def resolve_input(src: str | os.PathLike, date: str | None, out_root: Path, **cl
         run = json.loads((folder / "run.json").read_text())
         if (run["input"]["path"] == os.path.abspath(p) and run["model"]["weights_sha256"] == card.weights_sha256
                 and run["parameters"]["stride"] == classify_kw.get("stride", 64)
-                and run["parameters"].get("tta_views", 1) == classify_kw.get("tta", DEFAULT_VIEWS)):
+                and tta_views(run) == classify_kw.get("tta", DEFAULT_VIEWS)):
             return load_map(folder, date)
     classify(p, out=folder, **{**classify_kw, "model": card.path})
     return load_map(folder, date)
