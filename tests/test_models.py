@@ -226,6 +226,31 @@ def test_shipped_rgb_models_on_real_ms_patches_through_classify():
 
 
 @pytest.mark.data
+def test_shipped_models_score_what_their_cards_say_on_the_test_split():
+    """`evaluate` of each shipped trained model on all 5,200 EuroSAT test JPEGs: the float32 network
+    ('graph', what cards score) reproduces its card's accuracy, and the default runtime (OpenVINO,
+    bfloat16 where the CPU has it) loses at most half a point against it."""
+    from pathlib import Path
+
+    from atlas_change.registry import shipped_defaults
+    from atlas_change.train import evaluate
+
+    rgb = Path(__file__).resolve().parents[2] / "shared" / "eurosat" / "EuroSAT_RGB"
+    if not rgb.is_dir():
+        pytest.skip("../shared/eurosat not here")
+    cards = [c for c in shipped_defaults() if c.radiometry.get("kind") == "eurosat-jpeg"]
+    if not cards:
+        pytest.skip("no shipped RGB model")
+    for card in cards:
+        graph = evaluate(rgb, card.name, "test", quiet=True, runtime="graph")
+        assert graph["n"] == 5200 and graph["weights_sha256"] == card.weights_sha256
+        assert abs(graph["accuracy"] - card.metrics["accuracy"]) <= 0.002, (card.name, graph["accuracy"])
+        assert sum(map(sum, graph["confusion"])) == 5200 and list(graph["per_class"]) == list(CLASSES)
+        default = evaluate(rgb, card.name, "test", quiet=True)
+        assert default["accuracy"] >= card.metrics["accuracy"] - 0.005, (card.name, default["accuracy"])
+
+
+@pytest.mark.data
 def test_real_l1c_forest_is_labelled_forest():
     """eo-learn's clear L1C date of a Slovenian forest (13 bands, B8A after B08, band descriptions set):
     the default model calls most of it Forest."""
