@@ -250,7 +250,7 @@ class Predictor:
         else:
             results = (np.asarray(self._fn(*b)) for b in batches())
         for i, r in zip(range(0, n, self.batch), results):
-            out[i:i + self.batch] = r[:min(self.batch, n - i)]
+            out[i:i + self.batch] = r[:n - i]  # a padded last batch: its first n - i rows
         return out
 
 
