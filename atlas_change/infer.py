@@ -114,7 +114,6 @@ class _RequestPool:
     keeps every stream busy."""
 
     def __init__(self, compiled, n: int):
-        self.size = n  # requests = streams
         self._free: queue.SimpleQueue = queue.SimpleQueue()
         for _ in range(n):
             self._free.put(compiled.create_infer_request())

@@ -40,8 +40,8 @@ NO_CLOUDS = CloudMasker("none", "not asked")
 
 
 def classify_chunk(scene: Scene, card: ModelCard, grid: PatchGrid, rng: tuple[int, int, int, int],
-                   max_nodata: float = 0.0, runtime: str = DEFAULT_RUNTIME, clouds: CloudMasker = NO_CLOUDS,
-                   max_cloud: float = MAX_CLOUD, views: int = 1):
+                   max_nodata: float = 0.0, runtime: str = DEFAULT_RUNTIME, threads: int | None = None,
+                   clouds: CloudMasker = NO_CLOUDS, max_cloud: float = MAX_CLOUD, views: int = 1):
     """One Dask task: read the chunk's window, find its clouds, cut the patches that hold data and
     at most `max_cloud` cloud or shadow, predict those (no model work for the others).
     -> (rng, probs, usable, cloudy, seconds spent in each stage)."""
@@ -65,19 +65,8 @@ def classify_chunk(scene: Scene, card: ModelCard, grid: PatchGrid, rng: tuple[in
     t3 = time.perf_counter()
     probs = np.zeros(usable.shape + (len(card.classes),), np.float32)
     if len(patches):
-        probs[usable] = get_predictor(card, runtime, worker_threads())(patches, scene.offset, views=views)
+        probs[usable] = get_predictor(card, runtime, threads)(patches, scene.offset, views=views)
     return rng, probs, usable, cloudy, dict(zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, time.perf_counter() - t3)))
-
-
-def worker_threads() -> int | None:
-    """The thread count of the Dask worker running this task (e.g. `dask worker --nthreads 1`), so
-    that its predictor uses as many cores as the worker was given; None (every core) outside one."""
-    try:
-        from distributed import get_worker
-
-        return get_worker().state.nthreads
-    except ValueError:  # not in a worker
-        return None
 
 
 def input_checksum(path: str) -> str:
@@ -270,6 +259,7 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
     if not grid.n_rows or not grid.n_cols:
         raise AtlasError(f"{path}: scene is {scene.width} x {scene.height} pixels, smaller than one 64 x 64 patch")
     workers = workers or default_workers()
+    threads = max(1, (os.cpu_count() or 1) // workers) if scheduler is None else None
     chunk_px = aligned_chunk(chunk, scene.block)
     params = {"stride": stride, "patch": grid.patch, "max_nodata": max_nodata, "chunk_px": chunk_px,
               "runtime": runtime, "tta_views": tta, "max_cloud": max_cloud, "clouds": clouds.method}
@@ -280,7 +270,7 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
                                  "weights_sha256": card.weights_sha256, "bands": list(scene.bands),
                                  "offset": scene.offset, **params})
     reused = store.load() if store else {}
-    tasks = [(classify_chunk, (scene, card, grid, rng, max_nodata, runtime, clouds, max_cloud, tta))
+    tasks = [(classify_chunk, (scene, card, grid, rng, max_nodata, runtime, threads, clouds, max_cloud, tta))
              for rng in grid.chunks(chunk_px) if rng not in reused]
     try:
         with ThreadPoolExecutor(1) as pool:

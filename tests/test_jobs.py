@@ -302,23 +302,3 @@ def test_run_json_records_the_arithmetic_of_the_workers_not_of_the_client(tmp_pa
                  allow_untrained=True)
     run = json.loads((tmp_path / "out" / "run.json").read_text())
     assert run["parameters"]["inference_precision"] == "graph bfloat16 (worker)" != runtime_precision("graph")
-
-
-def _stream_counts() -> list[int]:
-    from atlas_change.infer import _PREDICTORS
-
-    return sorted(p._pool.size for p in _PREDICTORS.values() if p._pool is not None)
-
-
-def test_cluster_worker_runs_as_many_inference_streams_as_it_has_threads(tmp_path, model13):
-    """A Dask worker started with one thread (`dask worker --nthreads 1`) runs its OpenVINO model on
-    one stream, not one per core of its machine (which oversubscribes the cores the worker shares)."""
-    from distributed import Client, LocalCluster
-
-    from atlas_change.pipeline import classify
-
-    make_scene(tmp_path / "s.tif", 256, 256, seed=4)
-    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster, Client(cluster) as client:
-        classify(tmp_path / "s.tif", client=client, out=tmp_path / "out", model=model13.path, runtime="openvino",
-                 allow_untrained=True, quiet=True)
-        assert list(client.run(_stream_counts).values()) == [[1]]
