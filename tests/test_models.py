@@ -201,6 +201,16 @@ def test_ms_patches_reach_an_rgb_model_as_their_jpeg_twins():
     assert (np.abs(d.mean(axis=(0, 2, 3))) < 2.0).all()
 
 
+def _shipped_rgb_cards() -> list:
+    """The shipped trained models that take EuroSAT-JPEG-scale RGB; skips the test where there are none."""
+    from atlas_change.registry import shipped_defaults
+
+    cards = [c for c in shipped_defaults() if c.radiometry.get("kind") == "eurosat-jpeg"]
+    if not cards:
+        pytest.skip("no shipped RGB model")
+    return cards
+
+
 @pytest.mark.data
 def test_shipped_rgb_models_on_real_ms_patches_through_classify():
     """The 54 EuroSAT MS test patches (13-band L1C GeoTIFFs, never trained on through their JPEG twins),
@@ -209,20 +219,15 @@ def test_shipped_rgb_models_on_real_ms_patches_through_classify():
     from pathlib import Path
 
     import atlas_change
-    from atlas_change.registry import models_dir
 
     root = Path(__file__).resolve().parents[2] / "shared" / "eurosat" / "EuroSAT_MS_subset" / "test"
     files = sorted(root.glob("*/*.tif"))
     if not files:
         pytest.skip("../shared/eurosat not here")
-    models = [n for n in ("spectrumnet-rgb", "resnet50-rgb") if (models_dir() / n / "card.json").exists()]
-    if not models:
-        pytest.skip("no shipped RGB model")
-    for name in models:
-        card = load_card(name)
-        right = sum(CLASSES[int(atlas_change.classify(p, model=name, scheduler="sync")["lulc"].values[0, 0]) - 1]
+    for card in _shipped_rgb_cards():
+        right = sum(CLASSES[int(atlas_change.classify(p, model=card.name, scheduler="sync")["lulc"].values[0, 0]) - 1]
                     == p.parent.name for p in files)
-        assert right / len(files) >= card.metrics["accuracy"] - 0.06, (name, right, len(files))
+        assert right / len(files) >= card.metrics["accuracy"] - 0.06, (card.name, right, len(files))
 
 
 @pytest.mark.data
@@ -232,16 +237,12 @@ def test_shipped_models_score_what_their_cards_say_on_the_test_split():
     bfloat16 where the CPU has it) loses at most half a point against it."""
     from pathlib import Path
 
-    from atlas_change.registry import shipped_defaults
     from atlas_change.train import evaluate
 
     rgb = Path(__file__).resolve().parents[2] / "shared" / "eurosat" / "EuroSAT_RGB"
     if not rgb.is_dir():
         pytest.skip("../shared/eurosat not here")
-    cards = [c for c in shipped_defaults() if c.radiometry.get("kind") == "eurosat-jpeg"]
-    if not cards:
-        pytest.skip("no shipped RGB model")
-    for card in cards:
+    for card in _shipped_rgb_cards():
         graph = evaluate(rgb, card.name, "test", quiet=True, runtime="graph")
         assert graph["n"] == 5200 and graph["weights_sha256"] == card.weights_sha256
         assert abs(graph["accuracy"] - card.metrics["accuracy"]) <= 0.002, (card.name, graph["accuracy"])
