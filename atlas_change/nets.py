@@ -63,25 +63,35 @@ def spectrumnet(n_bands: int, n_classes: int = len(CLASSES), size: int = 64, bn:
     return keras.Model(inp, out, name=name if width == 1.0 else f"{name}-w{width:g}")
 
 
-def resnet50(n_bands: int, n_classes: int = len(CLASSES), size: int = 64) -> keras.Model:
+def resnet50(n_bands: int, n_classes: int = len(CLASSES), size: int = 64, stem_pool: bool = True) -> keras.Model:
     """ResNet50 backbone + global pool + softmax. ImageNet weights are used for 3-band input only
     when they are already in the local Keras cache (nothing is downloaded); other band counts get
-    a first conv sized for the bands (random init)."""
+    a first conv sized for the bands (random init). `stem_pool=False` ('resnet50-nomaxpool') drops the
+    stem's 3x3/2 max-pool: the same layers and weights, a 4x4 instead of 2x2 last feature map on a
+    64x64 patch, about 4 times the multiply-accumulates."""
     home = os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras"))
     cached = os.path.join(home, "models", "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
     weights = cached if n_bands == 3 and os.path.exists(cached) else None
     base = keras.applications.ResNet50(include_top=False, weights=weights, input_shape=(size, size, n_bands),
                                        pooling="avg")
+    if not stem_pool:  # same layer names, so weights move between the two by name
+        def clone(layer):
+            if layer.name in ("pool1_pad", "pool1_pool"):
+                return layers.Identity(name=layer.name)
+            return layer.__class__.from_config(layer.get_config())
+        weights_in = base.get_weights()
+        base = keras.models.clone_model(base, clone_function=clone)
+        base.set_weights(weights_in)
     inp = keras.Input((size, size, n_bands), name="patch")
     out = layers.Dense(n_classes, activation="softmax", name="probs", dtype="float32")(base(inp))
-    return keras.Model(inp, out, name="resnet50")
+    return keras.Model(inp, out, name="resnet50" if stem_pool else "resnet50-nomaxpool")
 
 
 def build(arch: str, n_bands: int) -> keras.Model:
     """Build an architecture by name: 'spectrumnet', 'spectrumnet-bn', 'spectrumnet-bn-w0.5' (any
-    width 'spectrumnet[-bn]-wW' with 0 < W <= 1) or 'resnet50'."""
-    if arch == "resnet50":
-        return resnet50(n_bands)
+    width 'spectrumnet[-bn]-wW' with 0 < W <= 1), 'resnet50' or 'resnet50-nomaxpool'."""
+    if arch in ("resnet50", "resnet50-nomaxpool"):
+        return resnet50(n_bands, stem_pool=arch == "resnet50")
     m = _SPECTRUMNET_RE.match(arch)
     if m and float(m.group(2) or 1) > 0:
         return spectrumnet(n_bands, bn=bool(m.group(1)), width=float(m.group(2) or 1))

@@ -18,7 +18,7 @@ from .errors import AtlasError
 DEFAULT_MODELS = ("spectrumnet-l1c13", "spectrumnet-rgb", "resnet50-rgb")
 WEIGHTS_FILE = "model.keras"
 #: networks `train` can build (atlas_change.nets); any width 'spectrumnet[-bn]-wW' (0 < W <= 1) works too
-ARCHITECTURES = ("spectrumnet", "spectrumnet-bn", "spectrumnet-bn-w0.5", "resnet50")
+ARCHITECTURES = ("spectrumnet", "spectrumnet-bn", "spectrumnet-bn-w0.5", "resnet50", "resnet50-nomaxpool")
 #: Keras dtype policies `train` can use; mixed_bfloat16 keeps float32 weights, and the model is saved float32
 PRECISIONS = ("float32", "mixed_bfloat16")
 

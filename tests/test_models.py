@@ -27,6 +27,24 @@ def test_spectrumnet_matches_publication():
     assert build("resnet50", 3).output_shape == (None, 10)
 
 
+def test_resnet50_without_the_stem_max_pool_keeps_the_weights_and_quadruples_the_last_feature_map(tmp_path):
+    import keras
+
+    from atlas_change.nets import build, count_macs
+
+    std, nop = build("resnet50", 3), build("resnet50-nomaxpool", 3)
+    assert nop.name == "resnet50-nomaxpool" and nop.output_shape == (None, 10)
+    assert [w.shape for w in nop.get_weights()] == [w.shape for w in std.get_weights()]
+    assert nop.layers[1].get_layer("conv5_block3_out").output.shape[1:3] == (4, 4)
+    assert std.layers[1].get_layer("conv5_block3_out").output.shape[1:3] == (2, 2)
+    assert 3.5 < count_macs(nop) / count_macs(std) < 4.2
+    nop.set_weights(std.get_weights())  # --init resnet50-rgb: the standard network's weights fit as they are
+    nop.save(tmp_path / "m.keras")
+    again = keras.models.load_model(tmp_path / "m.keras", compile=False)
+    x = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)
+    np.testing.assert_allclose(again.predict(x, verbose=0), nop.predict(x, verbose=0), atol=1e-6)
+
+
 @pytest.fixture(scope="module")
 def eurosat(tmp_path_factory):
     """EuroSAT MS layout: DATA/<Class>/<Class>_<n>.tif (13 bands, band k holds 100*(k+1) + class),
