@@ -132,7 +132,9 @@ def _parser() -> argparse.ArgumentParser:
                        "  python -m atlas_change train --data ../shared/eurosat/EuroSAT_RGB --arch spectrumnet-bn-w0.5 "
                        "--epochs 12 --out models/spectrumnet-rgb\n"
                        "  python -m atlas_change train --data ../shared/eurosat/EuroSAT_RGB --arch resnet50 "
-                       "--epochs 20 --lr 0.001 --out models/resnet50-rgb",
+                       "--epochs 20 --lr 0.001 --out models/resnet50-rgb\n"
+                       "  python -m atlas_change train --data ../shared/eurosat/EuroSAT_RGB --arch resnet50-nomaxpool "
+                       "--init models/resnet50-rgb --epochs 8 --lr 0.0005 --out models/resnet50-rgb-nomaxpool",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("--data", default=os.environ.get("ATLAS_EUROSAT"),
                    help="EuroSAT RGB or MS folder (default $ATLAS_EUROSAT)")
