@@ -147,9 +147,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
     t.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 0.002)")
     t.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
-    t.add_argument("--init", help="start from this trained model (same --arch, or resnet50 for resnet50-nomaxpool: the same "
-                   "weights; bands a subset of --bands): e.g. spectrumnet-rgb for a 13-band model fine-tuned on "
-                   "EuroSAT MS")
+    t.add_argument("--init", help="start from this trained model (same --arch, or resnet50 for "
+                   "resnet50-nomaxpool: the same weights; bands a subset of --bands): e.g. spectrumnet-rgb for a "
+                   "13-band model fine-tuned on EuroSAT MS")
     t.add_argument("--precision", choices=PRECISIONS, default="float32",
                    help="training arithmetic: float32, or mixed_bfloat16 (bfloat16 compute, float32 weights: about 2x "
                    "faster on CPUs with AVX512-BF16 or AMX, slower elsewhere); the saved model is float32 either way")

@@ -343,8 +343,9 @@ def _precise_bn(model, ds_tr, ds_va, weights: Path, batches: int = 200) -> dict 
 
 
 def _transplant(src: ModelCard, model, bands: tuple[str, ...]) -> None:
-    """Copy the weights of `src` into `model` (same architecture); the first layer's input filters of
-    the bands `src` had go to their places in `bands`, the other bands' filters are zero."""
+    """Copy the weights of `src` into `model` (same weights by layer name: the same architecture, or
+    resnet50 into resnet50-nomaxpool); the first layer's input filters of the bands `src` had go to
+    their places in `bands`, the other bands' filters are zero."""
     quiet_tensorflow()
     import keras
 
