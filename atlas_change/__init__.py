@@ -2,9 +2,11 @@
 
 API: `atlas_change.classify(path, ...)`, `atlas_change.compare.compare(before, after, ...)`,
 `atlas_change.export_gpkg(folder, gpkg)`, `atlas_change.change_map(folder)`."""
+import contextlib
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info/warning lines (oneDNN, cpu_feature_guard)
 
@@ -15,24 +17,38 @@ __version__ = "0.1.0"
 _TF_IMPORT_NOISE = ("WARNING: All log messages before absl::InitializeLog()", "oneDNN custom operations are on")
 
 
+@contextlib.contextmanager
+def captured_stderr() -> Iterator[list[str]]:
+    """Catch what C libraries write straight to file descriptor 2 inside the block (TensorFlow's
+    absl lines, libtiff's "_tiffWriteProc: No space left on device."): the yielded list holds those
+    lines afterwards, for the caller to pass on or to turn into its own one-line error."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    lines: list[str] = []
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            lines.extend(caught.read().decode(errors="replace").splitlines(keepends=True))
+
+
 def quiet_tensorflow() -> None:
     """Import TensorFlow and Keras once per process without their import-time log lines on stderr
     (anything else they print there is passed on); later `import tensorflow` / `keras` are free."""
     if "keras" in sys.modules:
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as caught:
-        os.dup2(caught.fileno(), 2)
-        try:
+    caught: list[str] = []
+    try:
+        with captured_stderr() as caught:
             import keras  # noqa: F401  (imports tensorflow, its backend)
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            caught.seek(0)
-            for line in caught.read().decode(errors="replace").splitlines(keepends=True):
-                if not any(n in line for n in _TF_IMPORT_NOISE):
-                    sys.stderr.write(line)
+    finally:
+        for line in caught:
+            if not any(n in line for n in _TF_IMPORT_NOISE):
+                sys.stderr.write(line)
 
 from .classes import CLASSES  # noqa: E402
 from .errors import AtlasError  # noqa: E402
@@ -57,11 +73,12 @@ def export_gpkg(folder, gpkg):
     return _export(folder, gpkg)
 
 
-def change_map(folder, out_html=None):
-    """change_map.html (folium) from a compare or classify output folder."""
+def change_map(folder, out_html=None, side_by_side=False):
+    """change_map.html (folium) from a compare or classify output folder; with `side_by_side` (a
+    compare folder) also change_map_side_by_side.html."""
     from .view import change_map as _view
 
-    return _view(folder, out_html)
+    return _view(folder, out_html, side_by_side=side_by_side)
 
 
 __all__ = ["CLASSES", "AtlasError", "classify", "export_gpkg", "change_map", "__version__"]

@@ -1,9 +1,10 @@
-"""Command line: python -m atlas_change {classify,compare,export,view,run,status,train,evaluate,demo} ...
+"""Command line: python -m atlas_change {classify,compare,export,view,run,status,train,evaluate,calibrate,demo} ...
 (see --help of each)."""
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import warnings
@@ -26,15 +27,24 @@ inputs:
   10 m grid by GDAL, the baseline >= 04.00 offset of -1000 is removed).
 
 clouds: a patch with more than --max-cloud of its pixels cloud or cloud shadow is not labelled
-  (nodata in lulc/confidence/tiles, 1 in cloud.tif, counted in run.json). L2A: the product's SCL;
+  (nodata in lulc/confidence/tiles, 2 in cloud.tif, counted in run.json). L2A: the product's SCL;
   L1C (any input with B01 B02 B04 B05 B08 B8A B09 B10 B11 B12): s2cloudless at 160 m plus dark
   pixels near clouds as shadow; other inputs (3/4-band GeoTIFFs, L2A without SCL) are not masked,
   with a warning, and run.json says so.
 
+water and snow (the bands the RGB model never sees; run.json "surface"): River / SeaLake only where
+  at least 1 % of a patch is water by NDWI (B03, B08) > 0 (McFeeters 1996) and, with B11, MNDWI > 0
+  (Xu 2006); a patch over half water is River or SeaLake. Snow (L2A SCL class 11, else NDSI > 0.4
+  with B08 > 0.11 and B03 > 0.10 reflectance, Hall et al. 1995) is handled like cloud: a patch with
+  more than --max-cloud snow is not labelled (3 in cloud.tif, snow hectares in run.json). Inputs
+  without B08 (or B11 and SCL for snow) get a warning.
+
 outputs (in --out, default outputs/<scene name>/):
-  lulc.tif        COG, uint8 class ids 1..10 (EuroSAT order, 0 = nodata), colour table
+  lulc.tif        COG, uint8 class ids 1..10 (EuroSAT order, 0 = nodata), colour table inside the file;
+                  class names and attribute table in lulc.tif.aux.xml, QGIS style in lulc.qml
   confidence.tif  COG, float32 top-1 probability (NaN = nodata)
-  cloud.tif       COG, uint8 1 = not labelled because of cloud or shadow
+  cloud.tif       COG, uint8 0 = nodata (outside the scene), 1 = clear (labelled), 2 = not labelled:
+                  cloud or shadow, 3 = not labelled: snow or ice
   tiles.parquet   GeoParquet, one row per patch: row, col, polygon, class, confidence, probabilities
   run.json        input checksum, band mapping, model + weights SHA-256, parameters, timings, counts
 
@@ -61,18 +71,23 @@ job file (TOML; paths relative to the job file's folder; every problem is report
   stride = 64                          # optional: 64 (default), 32 or 16
   chunk = 1024                         # optional: pixels per Dask task side
   min_confidence = 0.6                 # optional, for compare
+  max_nodata = 0.0                     # optional: largest nodata share of a labelled patch, [0, 1)
   max_cloud = 0.1                      # optional: largest cloud/shadow share of a labelled patch
+  tta = 2                              # optional: test-time augmentation views, 1, 2, 4 or 8
+                                       # (4 for change on small AOIs: see classify --help)
+  runtime = "openvino"                 # optional: openvino, xla, graph or keras
   produce = ["classify", "compare", "gpkg", "html"]   # optional (default all)
   allow_untrained = false              # optional; allow_model_mismatch = false too
   [[aoi]]
-  name = "parma"
+  name = "parma"                       # not "scenes": <output>/scenes/ holds the per-scene results
   file = "../aoi/parma.geojson"        # GeoJSON or GeoPackage, any CRS
   scenes = { 2023-06-12 = "../scenes/S2B_MSIL1C_20230612*.SAFE.zip", 2024-06-06 = "../scenes/x_2024.tif" }
   pairs = [["2023-06-12", "2024-06-06"]]   # optional (default: consecutive dates)
 
 state: <output>/.atlas-job/ holds one record per step (status, error, fingerprint) and a lock that
 refuses a second run of the same job at the same time. exit code: 0 when every step succeeded,
-1 when some failed (the others still ran), 2 when the job file is invalid or locked.
+1 when some failed (the others still ran), 2 when the job file is invalid or locked. The last lines
+give each compared AOI's result: changed, uncertain and cloud hectares, the map and the GeoPackage.
 
 examples:
   python -m atlas_change run jobs/example.toml
@@ -105,6 +120,9 @@ def _parser() -> argparse.ArgumentParser:
                    f"(default {MAX_CLOUD}); clouds come from the L2A SCL, else s2cloudless on L1C (needs B01, B02, "
                    "B04, B05, B08, B8A, B09, B10, B11, B12); other inputs are not masked (a warning says so)")
     c.add_argument("--no-cloud-mask", action="store_true", help="do not look for clouds (e.g. for a cloud-free composite)")
+    c.add_argument("--no-surface-tests", action="store_true",
+                   help="do not use the NIR / SWIR water and snow tests (see 'water and snow' below): the labels of "
+                   "the RGB model alone, snow labelled as land cover")
     c.add_argument("--workers", type=int, help=WORKERS_HELP)
     c.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://host:8786), or 'sync' "
                    "to run in this process")
@@ -173,13 +191,30 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print one JSON object (accuracy, per_class, confusion)")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    ca = sub.add_parser("calibrate", help="fit a model's probability calibration (temperature) on EuroSAT val",
+                        description="Temperature scaling (Guo et al. 2017): fit one temperature T on the EuroSAT "
+                        "RGB validation split so that the class probabilities mean what they say (patches given 0.9 "
+                        "right about 90 %% of the time), then write it with the expected calibration error on the "
+                        "test split, before and after, into the model's card.json. Labels do not change (the top "
+                        "class is the same); confidence.tif and --min-confidence use the calibrated probabilities.",
+                        epilog="example:\n  python -m atlas_change calibrate --data ../shared/eurosat/EuroSAT_RGB "
+                        "--model spectrumnet-rgb", formatter_class=argparse.RawDescriptionHelpFormatter)
+    ca.add_argument("--data", default=os.environ.get("ATLAS_EUROSAT"),
+                    help="EuroSAT RGB folder (default $ATLAS_EUROSAT)")
+    ca.add_argument("--splits", help="folder of eurosat-*.txt (default: beside or above --data)")
+    ca.add_argument("--model", required=True, help="model name under models/ or a model folder")
+    ca.add_argument("--tta", type=int, choices=VIEWS, default=DEFAULT_VIEWS,
+                    help=f"test-time views to fit with (default {DEFAULT_VIEWS}, classify's default)")
+    ca.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME, help=f"inference runtime (default {DEFAULT_RUNTIME})")
+    ca.add_argument("--quiet", action="store_true", help="no progress bar")
+
     cp = sub.add_parser("compare", help="two dates of an AOI -> change raster, transitions in hectares, summary",
                         description="Compare two classified dates over an AOI on one common grid. BEFORE/AFTER are "
                         "classify output folders, or scenes (classified on the fly into the output's parent folder, "
                         "reusing an earlier result of the same input and model).",
                         epilog="outputs: before.tif, after.tif (+ _confidence.tif), change.tif (code = from_id*100 + "
                         "to_id, 0 = unchanged/nodata/cloud/uncertain), transitions.csv (hectares), summary.json (changed, "
-                        "uncertain, cloud and nodata hectares), aoi.geojson")
+                        "uncertain, cloud, snow and nodata hectares), aoi.geojson")
     cp.add_argument("before", help="earlier date: a classify output folder or a scene")
     cp.add_argument("after", help="later date: a classify output folder or a scene")
     g = cp.add_mutually_exclusive_group(required=True)
@@ -198,12 +233,33 @@ def _parser() -> argparse.ArgumentParser:
                     "default model for their bands)")
     cp.add_argument("--max-cloud", type=float, default=MAX_CLOUD, help="for scenes classified on the fly: largest "
                     f"cloud or shadow share of a labelled patch (default {MAX_CLOUD}; see classify --help)")
+    cp.add_argument("--stride", type=int, default=64, choices=(64, 32, 16),
+                    help="for scenes classified on the fly: pixels between patch origins (default 64; see classify --help)")
+    cp.add_argument("--tta", type=int, choices=VIEWS, default=DEFAULT_VIEWS,
+                    help=f"for scenes classified on the fly: test-time augmentation views (default {DEFAULT_VIEWS}; "
+                    "4 gives steadier labels for change on small AOIs; see classify --help)")
+    cp.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME,
+                    help=f"for scenes classified on the fly: inference runtime (default {DEFAULT_RUNTIME})")
 
-    ex = sub.add_parser("export", help="GeoPackage of labelled tiles (and changes) from a compare/classify output")
+    ex = sub.add_parser("export", help="GeoPackage of labelled tiles (and changes) from a compare/classify output",
+                        description="Write a GeoPackage (1.2, with QGIS styles in layer_styles) from a compare output "
+                        "folder (layers tiles_before, tiles_after: the labelled 64 x 64 patches of each date inside "
+                        "the AOI, which overlap at stride 32 or 16; changes: one polygon per changed map cell with "
+                        "both classes, confidences and hectares; aoi: the AOI's features and attributes) or from a "
+                        "classify output folder (layer tiles).",
+                        epilog="example:\n  python -m atlas_change export outputs/example/lake/2023-06-01_2024-06-01 "
+                        "--gpkg lake.gpkg", formatter_class=argparse.RawDescriptionHelpFormatter)
     ex.add_argument("folder", help="a compare output folder (summary.json) or a classify output folder")
     ex.add_argument("--gpkg", required=True, help="GeoPackage to write")
 
-    vw = sub.add_parser("view", help="change_map.html (folium) from a compare or classify output")
+    vw = sub.add_parser("view", help="change_map.html (folium) from a compare or classify output",
+                        description="Write change_map.html into the folder: one self-contained page (Leaflet inside; "
+                        "only the OpenStreetMap basemap needs the internet) with each date's true-colour image read "
+                        "from its scene, the class layers, cloud cells, the changed cells outlined with popups (both "
+                        "classes, confidences, top-3 probabilities), the AOI, a legend and an opacity slider. A "
+                        "scene that has moved since is named in a warning and on the page; the rest is still drawn.",
+                        epilog="example:\n  python -m atlas_change view outputs/example/lake/2023-06-01_2024-06-01 "
+                        "--side-by-side --open", formatter_class=argparse.RawDescriptionHelpFormatter)
     vw.add_argument("folder", help="a compare output folder (summary.json) or a classify output folder")
     vw.add_argument("--open", action="store_true", help="open it in the web browser")
     vw.add_argument("--side-by-side", action="store_true",
@@ -221,7 +277,15 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="redo every step, even those up to date")
     r.add_argument("--quiet", action="store_true", help="print nothing but errors (failed or blocked steps)")
 
-    s = sub.add_parser("status", help="what a job has done, what is pending or stale, what failed and why")
+    s = sub.add_parser("status", help="what a job has done, what is pending or stale, what failed and why",
+                       description="List every step of a job file as `run` would find it, without running anything: "
+                       "done, stale (its inputs, parameters or outputs changed since, or a step it needs will be "
+                       "redone: `run` redoes it), pending (never run), failed (with the error) or blocked (a step it "
+                       "needs failed).",
+                       epilog="exit code: 0 when every step is done, 1 when any is stale, pending, failed or "
+                       "blocked (so a script can tell whether `run` has work left), 2 when the job file is invalid.\n"
+                       "example:\n  python -m atlas_change status jobs/example.toml",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("job", help="job file, e.g. jobs/example.toml")
 
     d = sub.add_parser("demo", help="make two synthetic dates in outputs/demo and run jobs/example.toml on them",
@@ -239,13 +303,15 @@ def _cmd_classify(a) -> None:
 
     out = a.out or str(Path("outputs") / scene_stem(a.scene))
     ds = classify(a.scene, model=a.model, bands=a.bands, stride=a.stride, max_nodata=a.max_nodata,
-                  max_cloud=a.max_cloud, cloud_mask=not a.no_cloud_mask, runtime=a.runtime, tta=a.tta, out=out,
+                  max_cloud=a.max_cloud, cloud_mask=not a.no_cloud_mask, surface_tests=not a.no_surface_tests,
+                  runtime=a.runtime, tta=a.tta, out=out,
                   workers=a.workers, scheduler=a.scheduler, chunk=a.chunk, offset=a.offset,
                   allow_untrained=a.allow_untrained, quiet=a.quiet)
     if a.quiet:
         return
-    n, nc = int((ds["lulc"].values > 0).sum()), int(ds["cloud"].values.sum())
-    print(f"{out}: lulc.tif {ds.sizes['y']} x {ds.sizes['x']} cells ({n} labelled, {nc} cloud), model {ds.attrs['model']} "
+    n, nc, ns = int((ds["lulc"].values > 0).sum()), int(ds["cloud"].values.sum()), int(ds["snow"].values.sum())
+    print(f"{out}: lulc.tif {ds.sizes['y']} x {ds.sizes['x']} cells ({n} labelled, {nc} cloud, {ns} snow), "
+          f"model {ds.attrs['model']} "
           f"{ds.attrs['weights_sha256'][:12]}{'' if ds.attrs['trained'] else ' (UNTRAINED)'}")
 
 
@@ -263,7 +329,7 @@ def _cmd_demo(a) -> int:
 
 
 def _run_job(path, **kw) -> int:
-    from .jobs import load_job, run_job, table
+    from .jobs import load_job, outcomes, run_job, table
 
     job = load_job(path)
     quiet = kw.get("quiet", False)
@@ -271,6 +337,8 @@ def _run_job(path, **kw) -> int:
     ok = all(r.status in ("done", "up to date") for r in results)
     if not quiet:
         print(table(results))
+        for line in outcomes(job, results):
+            print(line)
         print(f"outputs in {job.output}" + ("" if ok else "; some steps did not succeed (see above; "
                                                           f"`python -m atlas_change status {path}`)"))
     for r in results:  # --quiet: nothing but the errors
@@ -313,15 +381,24 @@ def _cmd_evaluate(a) -> None:
         print(f"  {c:22s} {v:.4f}")
 
 
+def _cmd_calibrate(a) -> None:
+    from .calibrate import calibrate
+
+    r = calibrate(a.data, a.model, a.splits, a.tta, a.runtime, a.quiet)
+    print(f"{a.model}: temperature {r['temperature']:.3f}; expected calibration error on test "
+          f"{r['ece_test_before']:.4f} -> {r['ece_test_after']:.4f} (written to its card.json)")
+
+
 def _cmd_compare(a) -> None:
     from .compare import compare
 
-    kw = {"max_cloud": a.max_cloud, **({"model": a.model} if a.model else {})}
+    kw = {"max_cloud": a.max_cloud, "stride": a.stride, "tta": a.tta, "runtime": a.runtime,
+          **({"model": a.model} if a.model else {})}
     s = compare(a.before, a.after, aoi=a.aoi, aoi_bbox=a.aoi_bbox, aoi_crs=a.aoi_crs, out=a.out,
                 min_confidence=a.min_confidence, allow_model_mismatch=a.allow_model_mismatch,
                 before_date=a.before_date, after_date=a.after_date, **kw)
     print(f"{a.out}: {s['changed_ha']:.2f} ha changed, {s['uncertain_ha']:.2f} ha uncertain of "
-          f"{s['valid_ha']:.2f} ha valid in the AOI; {s['cloud_ha']:.2f} ha cloud on either date, "
+          f"{s['valid_ha']:.2f} ha valid in the AOI; {s['cloud_ha']:.2f} ha cloud and {s['snow_ha']:.2f} ha snow on either date, "
           f"{s['nodata_ha']:.2f} ha nodata" + (" (MODEL MISMATCH)" if s["model_mismatch"] else ""))
 
 
@@ -336,6 +413,9 @@ def _cmd_view(a) -> None:
 
     path = change_map(a.folder, side_by_side=a.side_by_side)
     print(path)
+    side = path.with_name(path.stem + "_side_by_side.html")
+    if a.side_by_side and side.exists():
+        print(side)
     if a.open:
         import webbrowser
 
@@ -354,13 +434,15 @@ def _show_warning(message, category, *args, **kw) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     a = _parser().parse_args(argv)
-    if a.command in ("train", "evaluate") and not a.data:
+    for name in ("rasterio", "pyogrio"):  # GDAL's own messages (e.g. libtiff's on a full disk): the error says it
+        logging.getLogger(name).addHandler(logging.NullHandler())
+    if a.command in ("train", "evaluate", "calibrate") and not a.data:
         print("atlas-change: error: --data EuroSAT RGB or MS folder is required (or set ATLAS_EUROSAT)", file=sys.stderr)
         return 2
     try:
         commands = {"classify": _cmd_classify, "train": _cmd_train, "evaluate": _cmd_evaluate, "demo": _cmd_demo,
                     "compare": _cmd_compare, "export": _cmd_export, "view": _cmd_view, "run": _cmd_run,
-                    "status": _cmd_status}
+                    "status": _cmd_status, "calibrate": _cmd_calibrate}
         with warnings.catch_warnings():  # AtlasWarnings as one line each (none with --quiet)
             warnings.showwarning = _show_warning
             if getattr(a, "quiet", False):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ import rasterio.shutil
 import xarray as xr
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.errors import RasterioError
 from rasterio.io import MemoryFile
 
 from .classes import CLASSES, COLOURS, NODATA_ID
@@ -24,10 +26,10 @@ from .errors import AtlasError
 
 
 def build_dataset(cell_probs: np.ndarray, has: np.ndarray, transform: Affine, crs: CRS, attrs: dict,
-                  cloud: np.ndarray | None = None) -> xr.Dataset:
+                  cloud: np.ndarray | None = None, snow: np.ndarray | None = None) -> xr.Dataset:
     """(rows, cols, classes) probabilities + data mask -> Dataset with `lulc` (uint8 ids 1..10,
-    0 = nodata), `confidence` (top-1 probability, NaN = nodata), `probabilities` and `cloud`
-    (uint8: 1 = left unlabelled because of cloud or shadow, else 0)."""
+    0 = nodata), `confidence` (top-1 probability, NaN = nodata), `probabilities`, `cloud` and `snow`
+    (uint8: 1 = left unlabelled because of cloud or shadow / snow or ice, else 0)."""
     rows, cols, n = cell_probs.shape
     lulc = np.where(has, cell_probs.argmax(axis=-1) + 1, NODATA_ID).astype(np.uint8)
     conf = np.where(has, cell_probs.max(axis=-1, initial=0.0), np.nan).astype(np.float32)
@@ -37,7 +39,8 @@ def build_dataset(cell_probs: np.ndarray, has: np.ndarray, transform: Affine, cr
     ds = xr.Dataset(
         {"lulc": (("y", "x"), lulc), "confidence": (("y", "x"), conf),
          "probabilities": (("class", "y", "x"), probs),
-         "cloud": (("y", "x"), np.zeros((rows, cols), np.uint8) if cloud is None else cloud.astype(np.uint8))},
+         "cloud": (("y", "x"), np.zeros((rows, cols), np.uint8) if cloud is None else cloud.astype(np.uint8)),
+         "snow": (("y", "x"), np.zeros((rows, cols), np.uint8) if snow is None else snow.astype(np.uint8))},
         coords={"y": y, "x": x, "class": list(CLASSES)},
         attrs=attrs,
     )
@@ -68,7 +71,35 @@ def tiles_frame(probs: np.ndarray, usable: np.ndarray, stride: int, patch: int, 
     return gpd.GeoDataFrame(data, geometry=shapely.box(minx, miny, maxx, maxy), crs=crs)
 
 
-CLOUD_DOC = "1 = not labelled: cloud or cloud shadow (see run.json clouds), 0 = not cloud-masked"
+#: cloud.tif values: 0 = no data (outside the scene, or too much nodata to label), 1 = clear (labelled),
+#: 2 = not labelled because of cloud or cloud shadow, 3 = not labelled because of snow or ice
+SKY_NODATA, SKY_CLEAR, SKY_CLOUD, SKY_SNOW = 0, 1, 2, 3
+CLOUD_DOC = ("0 = nodata (outside the scene), 1 = clear (labelled), 2 = not labelled: cloud or cloud shadow "
+             "(run.json clouds), 3 = not labelled: snow or ice (run.json surface)")
+SKY_CATEGORIES = {SKY_NODATA: ("nodata", (0, 0, 0)), SKY_CLEAR: ("clear", (200, 200, 200)),
+                  SKY_CLOUD: ("cloud or shadow", (0, 200, 255)), SKY_SNOW: ("snow or ice", (255, 140, 220))}
+
+
+def sky_codes(lulc: np.ndarray, cloud: np.ndarray, snow: np.ndarray | None = None) -> np.ndarray:
+    """cloud.tif's values from the class map (0 = nodata) and the cloud and snow flags of the cells."""
+    codes = np.where(cloud.astype(bool), SKY_CLOUD, np.where(lulc > 0, SKY_CLEAR, SKY_NODATA))
+    if snow is not None:
+        codes = np.where(snow.astype(bool) & (codes == SKY_NODATA), SKY_SNOW, codes)
+    return codes.astype(np.uint8)
+
+
+def cloud_code(path: Path) -> int:
+    """The value of cloud cells in a cloud.tif: 2, or 1 in files written before 'clear' got its own
+    value (no CLOUD_CODES tag; there 0 meant clear or nodata)."""
+    if not Path(path).exists():
+        return SKY_CLOUD
+    with rasterio.open(path) as src:
+        return SKY_CLOUD if "CLOUD_CODES" in src.tags() else 1
+
+
+def hectares(value: float) -> float:
+    """Hectares as stored and shown: to 0.01 ha (one 10 m pixel), never 913.9200000000001."""
+    return round(float(value), 2)
 
 #: a category: value -> (name, (r, g, b))
 Categories = dict[int, tuple[str, tuple[int, int, int]]]
@@ -83,6 +114,25 @@ def write_cog(path: Path, array: np.ndarray, transform: Affine, crs: CRS, nodata
     palette up to the largest value present (values absent: transparent), the category names and a
     raster attribute table of the values present; `<name>.qml` is a paletted QGIS style that QGIS
     loads by itself, listing only the values present."""
+    from rasterio._err import CPLE_BaseError
+
+    from . import captured_stderr
+
+    problem = None
+    with captured_stderr() as said:  # libtiff prints its write errors itself ("_tiffWriteProc: ...")
+        try:
+            _write_cog(path, array, transform, crs, nodata, tags, description, categories)
+            with rasterio.open(path) as check:  # GDAL may finish "successfully" on a truncated file
+                check.read(1)
+        except (OSError, RasterioError, CPLE_BaseError) as e:
+            problem = getattr(e, "strerror", None) or str(e).splitlines()[0][:160]
+    if problem is not None:  # a full disk, a lost mount: say it once, with the file
+        libtiff = [ln.strip().rstrip(".").split(": ", 1)[-1] for ln in said if ln.strip()]
+        raise AtlasError(f"{path}: cannot write ({libtiff[-1] if libtiff else problem})")
+    sys.stderr.writelines(said)
+
+
+def _write_cog(path: Path, array, transform, crs, nodata, tags, description, categories) -> None:
     profile = dict(driver="GTiff", width=array.shape[1], height=array.shape[0], count=1, dtype=array.dtype,
                    crs=crs, transform=transform, nodata=nodata)
     with MemoryFile() as mem:
@@ -90,6 +140,8 @@ def write_cog(path: Path, array: np.ndarray, transform: Affine, crs: CRS, nodata
             dst.write(array, 1)
             dst.update_tags(**tags)
             dst.set_band_description(1, description)
+            if categories is not None:  # the palette inside the file: a COG copied or served alone keeps its colours
+                dst.write_colormap(1, palette(categories, int(array.max(initial=0))))
         with mem.open() as src:
             rasterio.shutil.copy(src, str(path), driver="COG", compress="DEFLATE",
                                  overview_resampling="mode" if categories is not None else "average")
@@ -97,6 +149,13 @@ def write_cog(path: Path, array: np.ndarray, transform: Affine, crs: CRS, nodata
         present = {int(v): categories[int(v)] for v in np.unique(array) if int(v) in categories}
         Path(f"{path}.aux.xml").write_text(_pam_categories(present))
         path.with_suffix(".qml").write_text(qml_paletted(present))
+
+
+def palette(categories: Categories, vmax: int) -> dict[int, tuple[int, int, int, int]]:
+    """Colour table 0..vmax: each category's colour, opaque; 0 (nodata) and unused values transparent
+    (GeoTIFF stores no alpha: clients that read the .aux.xml sidecar get it)."""
+    return {v: (*categories[v][1], 255) if v in categories and v != NODATA_ID else (0, 0, 0, 0)
+            for v in range(vmax + 1)}
 
 
 def _pam_categories(present: Categories) -> str:
@@ -160,15 +219,62 @@ def raster_tags(attrs: dict) -> dict[str, str]:
     return tags
 
 
+def write_file(path: Path, write: Callable[[Path], object]) -> None:
+    """`write(path)`, a failure (a full disk, a lost mount) as an AtlasError naming `path`."""
+    try:
+        write(path)
+    except (OSError, RuntimeError) as e:  # pyarrow's and pyogrio's errors included
+        raise AtlasError(f"{path}: cannot write ({getattr(e, 'strerror', None) or str(e).splitlines()[0][:160]})") from None
+
+
 def atomic_write(path: Path, write: Callable) -> None:
-    """Write `path` through `write(binary file)` into a temporary name, then rename it into place."""
+    """Write `path` through `write(binary file)` into a temporary name, then rename it into place;
+    a failure (e.g. a full disk) is an AtlasError naming `path`, and leaves nothing behind."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
             write(f)
         os.replace(tmp, path)
+    except OSError as e:
+        raise AtlasError(f"{path}: cannot write ({e.strerror or e})") from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+# --- reading outputs back: every damaged file is named, with what is wrong ------------------------
+
+def read_json(path: Path, need: tuple[str, ...] = ()) -> dict:
+    """A JSON object written by atlas-change, with the (dotted) keys `need`: 'model.weights_sha256'."""
+    try:
+        obj = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise AtlasError(f"{path}: missing") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise AtlasError(f"{path}: unreadable ({str(e).splitlines()[0][:120]})") from None
+    for key in need:
+        v = obj
+        for part in key.split("."):
+            v = v.get(part) if isinstance(v, dict) else None
+        if v is None:
+            raise AtlasError(f"{path}: incomplete (no {key!r}); the step that wrote it must be run again")
+    return obj
+
+
+def read_raster(path: Path) -> tuple[np.ndarray, Affine, CRS, dict]:
+    """Band 1 of a raster written by atlas-change, whole: (array, transform, crs, tags); a missing,
+    truncated or CRS-less file is an AtlasError naming it."""
+    from rasterio.errors import CRSError, RasterioError
+
+    if not Path(path).is_file():
+        raise AtlasError(f"{path}: missing")
+    try:
+        with rasterio.open(path) as src:
+            if src.crs is None:
+                raise AtlasError(f"{path}: damaged (no CRS); the step that wrote it must be run again")
+            return src.read(1), src.transform, src.crs, src.tags()
+    except (RasterioError, CRSError) as e:
+        raise AtlasError(f"{path}: damaged ({str(e).splitlines()[0][:160]}); the step that wrote it must be run again") from None
 
 
 @contextmanager
@@ -186,6 +292,8 @@ def staged_output(out_dir: str | os.PathLike) -> Iterator[Path]:
         out.mkdir(parents=True, exist_ok=True)
         for f in stage.iterdir():
             os.replace(f, out / f.name)
+    except AtlasError as e:  # name the file as the user will look for it, not its staging copy
+        raise AtlasError(str(e).replace(str(stage), str(out))) from None
     except OSError as e:
         raise AtlasError(f"{out}: writing the outputs failed ({e.strerror or e})") from None
     finally:
@@ -201,8 +309,9 @@ def write_outputs(ds: xr.Dataset, tiles, run: dict, out_dir: str | os.PathLike) 
                   class_categories())
         write_cog(stage / "confidence.tif", ds["confidence"].values, transform, crs, float("nan"), tags,
                   "top1_probability")
-        write_cog(stage / "cloud.tif", ds["cloud"].values, transform, crs, 0, {**tags, "CLOUD": CLOUD_DOC},
-                  "cloud_masked", {0: ("clear or nodata", (0, 0, 0)), 1: ("cloud or shadow", (250, 250, 250))})
-        tiles.to_parquet(stage / "tiles.parquet", index=False)
-        (stage / "run.json").write_text(json.dumps(run, indent=2, default=str) + "\n")
+        write_cog(stage / "cloud.tif", sky_codes(ds["lulc"].values, ds["cloud"].values, ds["snow"].values), transform,
+                  crs, SKY_NODATA,
+                  {**tags, "CLOUD": CLOUD_DOC, "CLOUD_CODES": CLOUD_DOC}, "cloud_masked", SKY_CATEGORIES)
+        write_file(stage / "tiles.parquet", lambda p: tiles.to_parquet(p, index=False))
+        write_file(stage / "run.json", lambda p: p.write_text(json.dumps(run, indent=2, default=str) + "\n"))
     return Path(out_dir)

@@ -15,12 +15,14 @@ from rasterio.crs import CRS
 from rasterio.features import geometry_mask
 from rasterio.windows import from_bounds
 
-from .assemble import change_categories, class_categories, staged_output, write_cog
+from .assemble import (SKY_SNOW, change_categories, class_categories, cloud_code, hectares, read_json, read_raster,
+                       staged_output, write_cog, write_file)
 from .classes import CLASSES
+from .dates import metadata_date, user_date
 from .errors import AtlasError, AtlasWarning
 from .infer import DEFAULT_VIEWS
 
-CHANGE_CODE_DOC = ("from_id * 100 + to_id (class ids 1..10 in EuroSAT order); 0 = unchanged, nodata, cloud, "
+CHANGE_CODE_DOC = ("from_id * 100 + to_id (class ids 1..10 in EuroSAT order); 0 = unchanged, nodata, cloud, snow, "
                    "outside the AOI, or below --min-confidence on either date")
 
 
@@ -43,39 +45,69 @@ def tta_views(run: dict) -> int:
     return int(run.get("parameters", {}).get("tta_views", 1))
 
 
+RUN_KEYS = ("input.path", "model.model", "model.weights_sha256")
+
+
 def load_map(folder: str | os.PathLike, date: str | None = None) -> ClassMap:
+    """A classify output folder, checked: run.json readable, lulc.tif readable and stamped with the
+    model that run.json names (a run.json edited to pass for another model is refused)."""
     d = Path(folder)
-    if not (d / "lulc.tif").exists() or not (d / "run.json").exists():
-        raise AtlasError(f"{d}: not a classify output folder (needs lulc.tif, confidence.tif and run.json)")
-    run = json.loads((d / "run.json").read_text())
+    run = read_json(d / "run.json", RUN_KEYS)
+    _, transform, crs, tags = read_raster(d / "lulc.tif")
+    model, sha = run["model"]["model"], run["model"]["weights_sha256"]
+    if (tags.get("MODEL"), tags.get("WEIGHTS_SHA256")) != (model, sha):
+        raise AtlasError(f"{d / 'run.json'}: names model {model} ({str(sha)[:12]}) but lulc.tif is stamped "
+                         f"{tags.get('MODEL')} ({str(tags.get('WEIGHTS_SHA256'))[:12]}); classify the scene again")
     with rasterio.open(d / "lulc.tif") as src:
-        crs, transform, shape = src.crs, src.transform, src.shape
-    return ClassMap(str(d), crs, transform, shape, run["model"]["model"], run["model"]["weights_sha256"],
-                    date or run["input"].get("date"), tta_views(run))
+        shape = src.shape
+    return ClassMap(str(d), crs, transform, shape, model, sha,
+                    date or metadata_date(run["input"].get("date")), tta_views(run))
+
+
+def is_output_folder(p: Path) -> bool:
+    """Whether `p` is (or was meant to be) a classify output folder rather than a scene."""
+    return p.is_dir() and any((p / f).exists() for f in ("lulc.tif", "run.json", "confidence.tif", "tiles.parquet"))
 
 
 def resolve_input(src: str | os.PathLike, date: str | None, out_root: Path, **classify_kw) -> ClassMap:
     """A classify output folder as is, or a scene classified into out_root/<scene name>/ (reused
-    when that folder already holds a result of the same input and model)."""
+    when that folder already holds a sound result of the same input, model and parameters)."""
     p = Path(src)
-    if p.is_dir() and (p / "lulc.tif").exists():
+    if is_output_folder(p):
         return load_map(p, date)
     from .pipeline import classify, resolve_model, scene_stem
 
     card, _ = resolve_model(str(p), classify_kw.get("model"), classify_kw.get("bands"))
     folder = out_root / scene_stem(p)
-    if (folder / "run.json").exists():
-        run = json.loads((folder / "run.json").read_text())
+    try:
+        run = read_json(folder / "run.json", RUN_KEYS)
         if (run["input"]["path"] == os.path.abspath(p) and run["model"]["weights_sha256"] == card.weights_sha256
-                and run["parameters"]["stride"] == classify_kw.get("stride", 64)
+                and run.get("parameters", {}).get("stride") == classify_kw.get("stride", 64)
                 and tta_views(run) == classify_kw.get("tta", DEFAULT_VIEWS)):
             return load_map(folder, date)
+    except AtlasError:  # none yet, or damaged: classify again
+        pass
     classify(p, out=folder, **{**classify_kw, "model": card.path})
     return load_map(folder, date)
 
 
 def read_aoi(aoi: str | os.PathLike | None, bbox: str | None, bbox_crs: str, crs: CRS):
     """The AOI as one shapely geometry in `crs` (GeoJSON / GeoPackage file, or a bbox)."""
+    return aoi_union(read_aoi_frame(aoi, bbox, bbox_crs, crs), aoi or "--aoi-bbox")
+
+
+def aoi_union(gdf, name: str):
+    """The AOI's features as one valid geometry; AtlasError when it has no area."""
+    import shapely
+
+    geom = gdf.geometry.union_all() if len(gdf) else None
+    if geom is None or geom.is_empty or geom.area == 0:
+        raise AtlasError(f"{name}: the AOI is empty (no polygon with area)")
+    return shapely.make_valid(geom)
+
+
+def read_aoi_frame(aoi: str | os.PathLike | None, bbox: str | None, bbox_crs: str, crs: CRS):
+    """The AOI's features in `crs`, with their attributes (GeoJSON / GeoPackage file, or a bbox)."""
     import geopandas as gpd
     import shapely
 
@@ -96,10 +128,7 @@ def read_aoi(aoi: str | os.PathLike | None, bbox: str | None, bbox_crs: str, crs
             raise AtlasError(f"{name}: not a readable vector file ({str(e).splitlines()[0]})") from None
         if gdf.crs is None:
             raise AtlasError(f"{name}: the AOI has no CRS")
-    geom = gdf.to_crs(crs).geometry.union_all() if len(gdf) else None
-    if geom is None or geom.is_empty or geom.area == 0:
-        raise AtlasError(f"{name}: the AOI is empty (no polygon with area)")
-    return shapely.make_valid(geom)
+    return gdf.to_crs(crs)
 
 
 def common_grid(a: ClassMap, b: ClassMap, aoi) -> tuple[Affine, tuple[int, int]]:
@@ -109,8 +138,8 @@ def common_grid(a: ClassMap, b: ClassMap, aoi) -> tuple[Affine, tuple[int, int]]
                          "aligning them would resample the class map: classify both dates from scenes in one CRS")
     ta, tb = a.transform, b.transform
     if (ta.a, ta.e) != (tb.a, tb.e) or ((tb.c - ta.c) / ta.a) % 1 or ((tb.f - ta.f) / ta.e) % 1:
-        raise AtlasError(f"{b.folder}: its grid (cell {tb.a:g} m, origin {tb.c:g}, {tb.f:g}) is not aligned with "
-                         f"{a.folder}'s (cell {ta.a:g} m, origin {ta.c:g}, {ta.f:g}); use the same stride and tile grid")
+        raise AtlasError(f"{b.folder}: its grid (cell {tb.a:g} m, origin {tb.c:.2f}, {tb.f:.2f}) is not aligned with "
+                         f"{a.folder}'s (cell {ta.a:g} m, origin {ta.c:.2f}, {ta.f:.2f}); use the same stride and tile grid")
     minx, miny, maxx, maxy = aoi.bounds
     for m in (a, b):
         bx0, by1 = m.transform.c, m.transform.f
@@ -145,6 +174,7 @@ def compare(before: str | os.PathLike, after: str | os.PathLike, *, aoi: str | N
             after_date: str | None = None, **classify_kw) -> dict:
     """Compare two dates over an AOI; returns the summary dict and, with `out`, writes before.tif,
     after.tif, change.tif, transitions.csv and summary.json there (all or nothing)."""
+    before_date, after_date = user_date(before_date, "--before-date"), user_date(after_date, "--after-date")
     out_root = Path(out).parent if out else Path("outputs")
     a = resolve_input(before, before_date, out_root, **classify_kw)
     b = resolve_input(after, after_date, out_root, **classify_kw)
@@ -158,13 +188,16 @@ def compare(before: str | os.PathLike, after: str | os.PathLike, *, aoi: str | N
                          "Reclassify with one model, or pass --allow-model-mismatch")
     if a.crs.is_geographic:
         raise AtlasError(f"{a.folder}: geographic CRS; areas need a projected CRS")
-    geom = read_aoi(aoi, aoi_bbox, aoi_crs, a.crs)
+    features = read_aoi_frame(aoi, aoi_bbox, aoi_crs, a.crs)
+    geom = aoi_union(features, aoi or "--aoi-bbox")
     transform, shape = common_grid(a, b, geom)
     in_aoi = geometry_mask([geom], out_shape=shape, transform=transform, invert=True)
     la = np.where(in_aoi, _read_on(a, "lulc.tif", transform, shape, 0), 0).astype(np.uint8)
     lb = np.where(in_aoi, _read_on(b, "lulc.tif", transform, shape, 0), 0).astype(np.uint8)
-    cloud_a = in_aoi & (_read_on(a, "cloud.tif", transform, shape, 0) == 1)
-    cloud_b = in_aoi & (_read_on(b, "cloud.tif", transform, shape, 0) == 1)
+    sky_a, sky_b = (_read_on(m, "cloud.tif", transform, shape, 0) for m in (a, b))
+    cloud_a = in_aoi & (sky_a == cloud_code(Path(a.folder) / "cloud.tif"))
+    cloud_b = in_aoi & (sky_b == cloud_code(Path(b.folder) / "cloud.tif"))
+    snow_a, snow_b = in_aoi & (sky_a == SKY_SNOW) & ~cloud_a, in_aoi & (sky_b == SKY_SNOW) & ~cloud_b
     ca = _read_on(a, "confidence.tif", transform, shape, np.nan)
     cb = _read_on(b, "confidence.tif", transform, shape, np.nan)
     valid = (la > 0) & (lb > 0)
@@ -184,23 +217,24 @@ def compare(before: str | os.PathLike, after: str | os.PathLike, *, aoi: str | N
         "model_mismatch": mismatch,
         "crs": a.crs.to_string(), "transform": list(transform)[:6], "shape": list(shape), "cell_area_ha": cell_ha,
         "min_confidence": min_confidence,
-        "aoi_ha": round(float(geom.area) / 1e4, 4), "aoi_cells_ha": float(in_aoi.sum() * cell_ha),
-        "cloud_ha": float((cloud_a | cloud_b).sum() * cell_ha),
-        "cloud_before_ha": float(cloud_a.sum() * cell_ha), "cloud_after_ha": float(cloud_b.sum() * cell_ha),
-        "nodata_ha": float((in_aoi & ~valid & ~cloud_a & ~cloud_b).sum() * cell_ha),
-        "valid_ha": float(valid.sum() * cell_ha), "confident_ha": float(confident.sum() * cell_ha),
-        "uncertain_ha": float((valid & ~confident).sum() * cell_ha), "changed_ha": float(changed.sum() * cell_ha),
-        "net_change_ha": {c: float((matrix[:, i].sum() - matrix[i].sum()) * cell_ha) for i, c in enumerate(CLASSES)},
+        "aoi_ha": hectares(geom.area / 1e4), "aoi_cells_ha": hectares(in_aoi.sum() * cell_ha),
+        "cloud_ha": hectares((cloud_a | cloud_b).sum() * cell_ha),
+        "cloud_before_ha": hectares(cloud_a.sum() * cell_ha), "cloud_after_ha": hectares(cloud_b.sum() * cell_ha),
+        "snow_ha": hectares(((snow_a | snow_b) & ~cloud_a & ~cloud_b).sum() * cell_ha),
+        "snow_before_ha": hectares(snow_a.sum() * cell_ha), "snow_after_ha": hectares(snow_b.sum() * cell_ha),
+        "nodata_ha": hectares((in_aoi & ~valid & ~cloud_a & ~cloud_b & ~snow_a & ~snow_b).sum() * cell_ha),
+        "valid_ha": hectares(valid.sum() * cell_ha), "confident_ha": hectares(confident.sum() * cell_ha),
+        "uncertain_ha": hectares((valid & ~confident).sum() * cell_ha), "changed_ha": hectares(changed.sum() * cell_ha),
+        "net_change_ha": {c: hectares((matrix[:, i].sum() - matrix[i].sum()) * cell_ha) for i, c in enumerate(CLASSES)},
         "change_code": CHANGE_CODE_DOC,
     }
     if out is not None:
-        _write_compare(Path(out), la, lb, ca, cb, code, matrix, tot_a, tot_b, cell_ha, transform, a.crs, summary, geom)
+        _write_compare(Path(out), la, lb, ca, cb, code, matrix, tot_a, tot_b, cell_ha, transform, a.crs, summary,
+                       features)
     return summary
 
 
-def _write_compare(out: Path, la, lb, ca, cb, code, matrix, tot_a, tot_b, cell_ha, transform, crs, summary, geom):
-    import geopandas as gpd
-
+def _write_compare(out: Path, la, lb, ca, cb, code, matrix, tot_a, tot_b, cell_ha, transform, crs, summary, features):
     with staged_output(out) as stage:
         stamp = {"BEFORE_MODEL": summary["before"]["model"], "BEFORE_WEIGHTS_SHA256": summary["before"]["weights_sha256"],
                  "AFTER_MODEL": summary["after"]["model"], "AFTER_WEIGHTS_SHA256": summary["after"]["weights_sha256"],
@@ -216,8 +250,8 @@ def _write_compare(out: Path, la, lb, ca, cb, code, matrix, tot_a, tot_b, cell_h
                   "change_code", change_categories())
         rows = ["from\\to," + ",".join(CLASSES) + ",total_before_ha"]
         for i, c in enumerate(CLASSES):
-            rows.append(c + "," + ",".join(f"{v * cell_ha:.4f}" for v in matrix[i]) + f",{tot_a[i] * cell_ha:.4f}")
-        rows.append("total_after_ha," + ",".join(f"{v * cell_ha:.4f}" for v in tot_b) + ",")
-        (stage / "transitions.csv").write_text("\n".join(rows) + "\n")
-        (stage / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        gpd.GeoDataFrame(geometry=[geom], crs=crs).to_file(stage / "aoi.geojson", driver="GeoJSON")
+            rows.append(c + "," + ",".join(f"{hectares(v * cell_ha):.2f}" for v in matrix[i]) + f",{hectares(tot_a[i] * cell_ha):.2f}")
+        rows.append("total_after_ha," + ",".join(f"{hectares(v * cell_ha):.2f}" for v in tot_b) + ",")
+        write_file(stage / "transitions.csv", lambda p: p.write_text("\n".join(rows) + "\n"))
+        write_file(stage / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"))
+        write_file(stage / "aoi.geojson", lambda p: features.to_file(p, driver="GeoJSON"))  # the AOI's own features

@@ -1,13 +1,14 @@
 """Export stage: a GeoPackage of labelled tiles (and changes) from a compare or classify output."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 
+from .assemble import read_json, read_raster
 from .classes import CLASSES, COLOURS
+from .dates import metadata_date
 from .errors import AtlasError
 
 #: geometry column of every layer; `layer_styles` must name the same column or QGIS ignores the style
@@ -56,14 +57,24 @@ def _styles_frame(names: list[str]):
 
 
 def _tiles(folder: Path, date: str | None, aoi=None):
-    import geopandas as gpd
+    import datetime as dt
 
-    run = json.loads((folder / "run.json").read_text())
-    gdf = gpd.read_parquet(folder / "tiles.parquet")
+    import geopandas as gpd
+    import pandas as pd
+    import pyarrow as pa
+
+    run = read_json(folder / "run.json", ("input.path", "model.model", "model.weights_sha256"))
+    try:
+        gdf = gpd.read_parquet(folder / "tiles.parquet")
+    except (OSError, ValueError) as e:
+        raise AtlasError(f"{folder / 'tiles.parquet'}: unreadable ({str(e).splitlines()[0][:120]}); "
+                         "classify the scene again") from None
     if aoi is not None:  # tiles whose centre lies in the AOI, as for the raster cells
         gdf = gdf[gdf.centroid.within(aoi)]
     gdf = gdf.drop(columns=["minx", "miny", "maxx", "maxy"]).copy()
-    gdf["date"] = date or run["input"].get("date") or ""
+    day = metadata_date(date) or metadata_date(run["input"].get("date"))
+    # a GeoPackage DATE field (not text): Arrow's date32, written through pyogrio's Arrow path
+    gdf["date"] = pd.array([dt.date.fromisoformat(day) if day else None] * len(gdf), dtype=pd.ArrowDtype(pa.date32()))
     gdf["scene_id"] = Path(run["input"]["path"]).name
     gdf["model"] = run["model"]["model"]
     gdf["weights_sha256"] = run["model"]["weights_sha256"]
@@ -73,13 +84,10 @@ def _tiles(folder: Path, date: str | None, aoi=None):
 def change_frame(folder: Path):
     """One polygon per changed cell of change.tif: from/to class, both confidences, hectares."""
     import geopandas as gpd
-    import rasterio
     import shapely
 
-    with rasterio.open(folder / "change.tif") as src:
-        code, t, crs = src.read(1), src.transform, src.crs
-    with rasterio.open(folder / "before_confidence.tif") as s1, rasterio.open(folder / "after_confidence.tif") as s2:
-        ca, cb = s1.read(1), s2.read(1)
+    code, t, crs, _ = read_raster(folder / "change.tif")
+    ca, cb = (read_raster(folder / f"{p}_confidence.tif")[0] for p in ("before", "after"))
     r, c = np.nonzero(code)
     x0, y0 = t.c + c * t.a, t.f + r * t.e
     f, to = (code[r, c] // 100).astype(np.int32), (code[r, c] % 100).astype(np.int32)
@@ -99,7 +107,7 @@ def layers(folder: str | os.PathLike) -> dict:
 
     d = Path(folder)
     if (d / "summary.json").exists():
-        s = json.loads((d / "summary.json").read_text())
+        s = read_json(d / "summary.json", ("before.source", "after.source"))
         aoi = gpd.read_file(d / "aoi.geojson")
         geom = aoi.geometry.union_all()
         return {"tiles_before": _tiles(Path(s["before"]["source"]), s["before"]["date"], geom),
@@ -122,14 +130,14 @@ def export_gpkg(folder: str | os.PathLike, gpkg: str | os.PathLike) -> Path:
         out.parent.mkdir(parents=True, exist_ok=True)
         for i, (name, gdf) in enumerate(frames.items()):
             # every layer says it holds polygons, even when empty (QGIS and ogrinfo show its type)
-            pyogrio.write_dataframe(gdf, tmp, layer=name, driver="GPKG", geometry_type="Polygon",
+            pyogrio.write_dataframe(gdf, tmp, layer=name, driver="GPKG", geometry_type="Polygon", use_arrow=True,
                                     dataset_options={"VERSION": GPKG_VERSION} if i == 0 else None,
                                     layer_options={"GEOMETRY_NAME": GEOMETRY_COLUMN})
         pyogrio.write_dataframe(_styles_frame(list(frames)), tmp, layer="layer_styles", driver="GPKG",
                                 layer_options={"FID": "id"})
         os.replace(tmp, out)
-    except OSError as e:
-        raise AtlasError(f"{out}: cannot write the GeoPackage ({e.strerror or e})") from None
+    except (OSError, RuntimeError) as e:  # pyogrio's errors (e.g. a full disk) are RuntimeErrors
+        raise AtlasError(f"{out}: cannot write the GeoPackage ({getattr(e, 'strerror', None) or str(e).splitlines()[0]})") from None
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, quiet_tensorflow
+from .calibrate import apply_temperature
 from .registry import WEIGHTS_FILE, ModelCard, cache_dir
 
 RUNTIMES = ("openvino", "xla", "graph", "keras")
@@ -181,7 +182,7 @@ def _openvino(card: ModelCard, threads: int | None, batch: int) -> _RequestPool:
             tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
             ov.save_model(model, tmp / "model.xml", compress_to_fp16=False)
             os.rename(tmp, folder)
-        except OSError:  # read-only or full cache, or another process was first
+        except (OSError, RuntimeError):  # read-only or full cache (OpenVINO: RuntimeError), or another process was first
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
     model.reshape({model.inputs[0]: [batch, 64, 64, len(card.bands)]})
@@ -197,7 +198,8 @@ class Predictor:
     is added and negative results clip to 0; then the card's radiometry (for RGB models the EuroSAT
     JPEG mapping min(DN * 255 / 2750, 255)) and the normalisation, all inside the compiled function.
     `prescaled=True` takes patches already on the radiometry's scale (the EuroSAT JPEG values);
-    `views` > 1 averages the probabilities over that many views of each patch (VIEWS)."""
+    `views` > 1 averages the probabilities over that many views of each patch (VIEWS), and the
+    card's calibration (a temperature) is applied to the average unless `calibrated=False`."""
 
     def __init__(self, card: ModelCard, runtime: str = DEFAULT_RUNTIME, batch: int = 64, threads: int | None = None):
         if runtime not in RUNTIMES:
@@ -218,11 +220,15 @@ class Predictor:
             self._fn = tf.function(_network_fn(card, self.model), jit_compile=(runtime == "xla"))
 
     def __call__(self, patches: np.ndarray, offset: float = 0.0, prescaled: bool = False,
-                 views: int = 1) -> np.ndarray:
+                 views: int = 1, calibrated: bool = True) -> np.ndarray:
         if views not in VIEWS:
             raise ValueError(f"views must be one of {VIEWS}")
-        if views > 1:
-            return np.mean([self(view(patches, i), offset, prescaled) for i in range(views)], axis=0)
+        p = (self._predict(patches, offset, prescaled) if views == 1 else
+             np.mean([self._predict(view(patches, i), offset, prescaled) for i in range(views)], axis=0))
+        return apply_temperature(p, self.card.temperature) if calibrated else p
+
+    def _predict(self, patches: np.ndarray, offset: float, prescaled: bool) -> np.ndarray:
+        """One view of every patch through the network: (n, classes) probabilities."""
         n = len(patches)
         out = np.empty((n, len(self.card.classes)), np.float32)
         if n == 0:

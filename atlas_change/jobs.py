@@ -35,14 +35,17 @@ from pathlib import Path
 
 from .cloud import MAX_CLOUD
 from .errors import AtlasError
+from .infer import DEFAULT_RUNTIME, DEFAULT_VIEWS, RUNTIMES, VIEWS
 
 PRODUCTS = ("classify", "compare", "gpkg", "html")
 TOP_KEYS = {"name": str, "model": str, "output": str, "stride": int, "chunk": int, "max_nodata": float,
-            "max_cloud": float, "min_confidence": float, "produce": list, "allow_untrained": bool,
-            "allow_model_mismatch": bool, "aoi": list}
+            "max_cloud": float, "min_confidence": float, "tta": int, "runtime": str, "produce": list,
+            "allow_untrained": bool, "allow_model_mismatch": bool, "aoi": list}
 AOI_KEYS = {"name": str, "file": str, "scenes": dict, "pairs": list}
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 STATE_DIR = ".atlas-job"
+#: folder names under the job's output that the job itself uses: no AOI may take them
+RESERVED = ("scenes",)
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,8 @@ class Job:
     max_nodata: float = 0.0
     min_confidence: float = 0.6
     max_cloud: float = MAX_CLOUD
+    tta: int = DEFAULT_VIEWS
+    runtime: str = DEFAULT_RUNTIME
     allow_untrained: bool = False
     allow_model_mismatch: bool = False
     model_why: str = "named in the job file"
@@ -132,6 +137,14 @@ def parse_job(data: dict, path: Path, text: str = "") -> Job:
     min_conf = get(data, "min_confidence", TOP_KEYS, "", default=0.6)
     if not 0.0 <= min_conf <= 1.0:
         bad("min_confidence", f"{min_conf!r}: must be in [0, 1]")
+    tta = get(data, "tta", TOP_KEYS, "", default=DEFAULT_VIEWS)
+    if tta not in VIEWS:
+        bad("tta", f"{tta!r}: must be one of {', '.join(map(str, VIEWS))}")
+        tta = DEFAULT_VIEWS
+    runtime = get(data, "runtime", TOP_KEYS, "", default=DEFAULT_RUNTIME)
+    if runtime not in RUNTIMES:
+        bad("runtime", f"{runtime!r}: must be one of {', '.join(RUNTIMES)}")
+        runtime = DEFAULT_RUNTIME
     produce = get(data, "produce", TOP_KEYS, "", default=list(PRODUCTS))
     if not produce or any(v not in PRODUCTS for v in produce):
         bad("produce", f"{produce!r}: a non-empty list of {', '.join(PRODUCTS)}")
@@ -155,6 +168,8 @@ def parse_job(data: dict, path: Path, text: str = "") -> Job:
         if isinstance(aname, str):
             if not NAME.match(aname):
                 bad(f"{where}name", f"{aname!r}: use letters, digits, '_', '-', '.'")
+            elif aname in RESERVED:
+                bad(f"{where}name", f"{aname!r} is reserved (<output>/{aname}/ holds the job's per-scene results)")
             elif aname in seen:
                 bad(f"{where}name", f"{aname!r} is used by two AOIs")
             seen.add(aname)
@@ -184,7 +199,8 @@ def parse_job(data: dict, path: Path, text: str = "") -> Job:
                 continue
             hits = sorted(glob.glob(str(base / pattern)))
             if len(hits) != 1:
-                bad(key, f"{pattern!r} matches {len(hits)} files{': ' + ', '.join(hits[:3]) if hits else ''}; "
+                shown = ", ".join(hits[:5]) + (f" and {len(hits) - 5} more" if len(hits) > 5 else "")
+                bad(key, f"{pattern!r} matches {len(hits)} files{': ' + shown if hits else ''}; "
                     "it must name exactly one scene")
                 continue
             scenes[d] = Path(hits[0])
@@ -219,10 +235,11 @@ def parse_job(data: dict, path: Path, text: str = "") -> Job:
         bad("model", str(e))
     if problems:
         where = [f"line {ln}: {k}" if (ln := _line_of(text, k)) else k for k, _ in problems]
-        raise AtlasError(f"{path}: {len(problems)} problem{'s' if len(problems) > 1 else ''}: "
-                         + "; ".join(f"{w}: {m}" for w, (_, m) in zip(where, problems)))
+        raise AtlasError(f"{path}: {len(problems)} problem{'s' if len(problems) > 1 else ''}:"
+                         + "".join(f"\n  {w}: {m}" for w, (_, m) in zip(where, problems)))
     return Job(path, name, model, Path(os.path.normpath(base / output)), tuple(aois), tuple(produce), stride, chunk,
-               max_nodata, min_conf, max_cloud, flags["allow_untrained"], flags["allow_model_mismatch"], why)
+               max_nodata, min_conf, max_cloud, tta, runtime, flags["allow_untrained"], flags["allow_model_mismatch"],
+               why)
 
 
 def _check_aoi(path: Path) -> None:
@@ -371,7 +388,9 @@ def fingerprint(job: Job, step: Step, sha: Callable[[Path], str]) -> dict | None
 
             return {"scene": str(a["scene"].resolve()), "scene_sha256": sha(a["scene"]),
                     "weights_sha256": load_card(job.model).weights_sha256, "stride": job.stride,
-                    "chunk": job.chunk, "max_nodata": job.max_nodata, "max_cloud": job.max_cloud}
+                    "chunk": job.chunk, "max_nodata": job.max_nodata, "max_cloud": job.max_cloud,
+                    **({"tta": job.tta} if job.tta != DEFAULT_VIEWS else {}),
+                    **({"runtime": job.runtime} if job.runtime != DEFAULT_RUNTIME else {})}
         if step.kind == "compare":
             return {"aoi_sha256": sha(a["aoi"]), "dates": list(a["dates"]),
                     "inputs": [sha(m / f) for m in a["maps"]
@@ -445,7 +464,7 @@ def _execute(job: Job, step: Step, client, workers: int | None, scheduler: str |
         from .pipeline import classify
 
         classify(a["scene"], model=job.model, stride=job.stride, chunk=job.chunk, max_nodata=job.max_nodata,
-                 max_cloud=job.max_cloud, out=a["folder"], client=client, workers=workers, scheduler=scheduler,
+                 max_cloud=job.max_cloud, tta=job.tta, runtime=job.runtime, out=a["folder"], client=client, workers=workers, scheduler=scheduler,
                  allow_untrained=job.allow_untrained, quiet=quiet, model_why=job.model_why)
     elif step.kind == "compare":
         from .compare import compare
@@ -485,7 +504,7 @@ def run_job(job: Job, *, scheduler: str | None = None, workers: int | None = Non
                     fp = fingerprint(job, step, hashes)
                     state = _read_state(job, step.id)
                     if (not force and fp is not None and state.get("status") == "done"
-                            and state.get("fingerprint") == fp and all(p.exists() for p in step.outputs)):
+                            and state.get("fingerprint") == fp and damage(step) is None):
                         results[step.id] = Result(step.id, "up to date")
                         echo(f"[{n}/{len(steps)}] {step.id}: up to date")
                         continue
@@ -512,24 +531,76 @@ def run_job(job: Job, *, scheduler: str | None = None, workers: int | None = Non
     return list(results.values())
 
 
+def damage(step: Step) -> str | None:
+    """What is wrong with a finished step's outputs (missing, unreadable, a classify folder whose
+    run.json and raster stamp disagree), or None when they are sound; such a step is done again."""
+    missing = [p.name for p in step.outputs if not p.exists()]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    try:
+        if step.kind == "classify":
+            from .assemble import read_raster
+            from .compare import load_map
+
+            load_map(step.args["folder"])
+            for name in ("confidence.tif", "cloud.tif"):
+                read_raster(step.args["folder"] / name)
+        elif step.kind == "compare":
+            from .assemble import read_json, read_raster
+
+            read_json(step.args["folder"] / "summary.json", ("before.source", "after.source", "changed_ha"))
+            read_raster(step.args["folder"] / "change.tif")
+    except AtlasError as e:
+        return str(e)
+    return None
+
+
 def job_status(job: Job) -> list[Result]:
-    """Each step as done / stale (inputs or parameters changed since) / failed / pending, without running."""
+    """Each step as `run` would find it, without running: done, stale (inputs, parameters or outputs
+    changed since, or a step it needs will be redone), failed, blocked or pending."""
     hashes = Hashes(job.output / STATE_DIR / "hashes.json")
     out: dict[str, Result] = {}
     for step in plan(job):
         state = _read_state(job, step.id)
         stuck = [d for d in step.deps if out[d].status in ("failed", "blocked")]
+        redone = [d for d in step.deps if out[d].status in ("stale", "pending")]
         if state.get("status") == "failed":
             out[step.id] = Result(step.id, "failed", state.get("seconds", 0.0), state.get("error", ""))
         elif stuck:
             out[step.id] = Result(step.id, "blocked", detail=f"needs {', '.join(stuck)}")
-        elif state.get("status") == "done" and all(p.exists() for p in step.outputs):
-            same = fingerprint(job, step, hashes) == state.get("fingerprint")
-            out[step.id] = Result(step.id, "done" if same else "stale", state.get("seconds", 0.0),
-                                  "" if same else "inputs or parameters changed since; `run` redoes it")
+        elif state.get("status") == "done":
+            why = damage(step)
+            if why is None and fingerprint(job, step, hashes) != state.get("fingerprint"):
+                why = "inputs or parameters changed since"
+            if why is None and redone:
+                why = f"waits for {', '.join(redone)}"
+            out[step.id] = Result(step.id, "stale" if why else "done", state.get("seconds", 0.0),
+                                  f"{why}; `run` redoes it" if why else "")
         else:
             out[step.id] = Result(step.id, "pending")
     return list(out.values())
+
+
+def outcomes(job: Job, results: list[Result]) -> list[str]:
+    """One line per compared AOI and date pair that has a result: changed, uncertain and cloud
+    hectares and where the map and the GeoPackage are."""
+    ok = {r.id for r in results if r.status in ("done", "up to date")}
+    steps = {s.id: s for s in plan(job)}
+    lines = []
+    for step in steps.values():
+        if step.kind != "compare" or step.id not in ok:
+            continue
+        from .assemble import read_json
+
+        try:
+            s = read_json(step.args["folder"] / "summary.json", ("changed_ha", "uncertain_ha", "cloud_ha"))
+        except AtlasError:
+            continue
+        name = step.id.split("/", 1)[1]
+        files = [str(p) for sid in (f"html/{name}", f"gpkg/{name}") if sid in ok for p in steps[sid].outputs[:1]]
+        lines.append(f"{name}: {s['changed_ha']:.2f} ha changed, {s['uncertain_ha']:.2f} ha uncertain, "
+                     f"{s['cloud_ha']:.2f} ha cloud" + (f"; {', '.join(files)}" if files else f"; {step.args['folder']}"))
+    return lines
 
 
 def table(results: list[Result]) -> str:

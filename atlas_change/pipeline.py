@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -25,32 +26,40 @@ from rasterio.errors import RasterioIOError
 from tqdm import tqdm
 
 from . import __version__
-from .assemble import atomic_write, build_dataset, tiles_frame, write_outputs
+from . import surface
+from .assemble import atomic_write, build_dataset, hectares, tiles_frame, write_outputs
 from .classes import CLASSES
 from .cloud import MAX_CLOUD, CloudMasker, chunk_cloud, patch_cloud_fraction, plan
 from .errors import AtlasError, AtlasWarning
 from .infer import DEFAULT_RUNTIME, DEFAULT_VIEWS, VIEWS, get_predictor, runtime_precision
 from .read import Scene, aligned_chunk, open_scene
 from .registry import ModelCard, choose_model, load_card
+from .surface import SurfacePlan
 from .tile import PatchGrid, average_to_cells, covering_patches, cut_patches, usable_patches
 
 
 STAGES = ("read", "cloud", "cut", "infer")
+#: held while a local Dask cluster starts: two threads of one process starting theirs at once raced in
+#: distributed's lazy imports ("module 'distributed.dashboard' has no attribute 'scheduler'")
+_CLUSTER_START = threading.Lock()
 NO_CLOUDS = CloudMasker("none", "not asked")
 
 
 def classify_chunk(scene: Scene, card: ModelCard, grid: PatchGrid, rng: tuple[int, int, int, int],
                    max_nodata: float = 0.0, runtime: str = DEFAULT_RUNTIME, threads: int | None = None,
-                   clouds: CloudMasker = NO_CLOUDS, max_cloud: float = MAX_CLOUD, views: int = 1):
-    """One Dask task: read the chunk's window, find its clouds, cut the patches that hold data and
-    at most `max_cloud` cloud or shadow, predict those (no model work for the others).
-    -> (rng, probs, usable, cloudy, seconds spent in each stage)."""
+                   clouds: CloudMasker = NO_CLOUDS, max_cloud: float = MAX_CLOUD, views: int = 1,
+                   surf: SurfacePlan = surface.OFF):
+    """One Dask task: read the chunk's window, find its clouds, water and snow, cut the patches that
+    hold data and at most `max_cloud` cloud or shadow (then at most that much snow), predict those
+    (no model work for the others), and give River / SeaLake only where the patch holds water.
+    -> (rng, probs, usable, cloudy, snowy, seconds spent in each stage)."""
     window = grid.window(*rng)
     t0 = time.perf_counter()
     try:
         block, valid = scene.read(window, raw=True, scl=False)  # the offset is applied inside the predictor
         t1 = time.perf_counter()
         flags = chunk_cloud(clouds, scene, window, valid)
+        ground = surface.chunk_flags(surf, scene, window)
     except RasterioIOError as e:
         raise AtlasError(f"{scene.path}: cannot read pixels at rows {window.row_off}..{window.row_off + window.height}, "
                          f"cols {window.col_off}..{window.col_off + window.width} ({str(e).splitlines()[0]})") from None
@@ -59,14 +68,22 @@ def classify_chunk(scene: Scene, card: ModelCard, grid: PatchGrid, rng: tuple[in
     if flags is not None:
         cloudy = usable & (patch_cloud_fraction(*flags, grid.stride, grid.patch, usable.shape) > max_cloud)
         usable &= ~cloudy
+    snowy = np.zeros_like(usable)
+    water_share = None
+    if ground is not None:
+        snowy = usable & (patch_cloud_fraction(ground[1], 1, grid.stride, grid.patch, usable.shape) > max_cloud)
+        usable &= ~snowy
+        if surf.water != "off":
+            water_share = patch_cloud_fraction(ground[0] & valid, 1, grid.stride, grid.patch, usable.shape)
     t2 = time.perf_counter()
     patches, usable = cut_patches(block, valid, grid.stride, grid.patch, usable=usable)
     del block
     t3 = time.perf_counter()
     probs = np.zeros(usable.shape + (len(card.classes),), np.float32)
     if len(patches):
-        probs[usable] = get_predictor(card, runtime, threads)(patches, scene.offset, views=views)
-    return rng, probs, usable, cloudy, dict(zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, time.perf_counter() - t3)))
+        p = get_predictor(card, runtime, threads)(patches, scene.offset, views=views)
+        probs[usable] = p if water_share is None else surface.water_rule(p, water_share[usable])
+    return rng, probs, usable, cloudy, snowy, dict(zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, time.perf_counter() - t3)))
 
 
 def input_checksum(path: str) -> str:
@@ -116,8 +133,15 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
     # dashboard_address ":0" = any free port: None still binds the scheduler's HTTP server to 8787,
     # with a warning on stderr whenever another run holds that port
     if local_scheduler(workers, scheduler) == "threads":
-        with LocalCluster(n_workers=1, threads_per_worker=os.cpu_count() or 1, processes=False,
-                          dashboard_address=":0", silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        with _CLUSTER_START:  # distributed imports its dashboard modules lazily, racily between threads
+            cluster = LocalCluster(n_workers=1, threads_per_worker=os.cpu_count() or 1, processes=False,
+                                   dashboard_address=":0", silence_logs=logging.ERROR)
+            try:
+                client = Client(cluster)
+            except BaseException:
+                cluster.close()
+                raise
+        with cluster, client:
             yield client
         return
 
@@ -130,9 +154,16 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
     # pixel-interleaved file: ~110 MB of decoded blocks per chunk; with 64 MB every band decoded
     # the blocks again: cloud stage 33 worker-s instead of 8.5 on a 4096 x 4096 scene)
     workers = workers or default_workers()
-    with LocalCluster(n_workers=workers, threads_per_worker=max(1, (os.cpu_count() or 1) // workers), processes=True,
-                      dashboard_address=":0", silence_logs=logging.ERROR,
-                      env={"GDAL_CACHEMAX": os.environ.get("GDAL_CACHEMAX", "256")}) as cluster, Client(cluster) as client:
+    with _CLUSTER_START:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=max(1, (os.cpu_count() or 1) // workers),
+                               processes=True, dashboard_address=":0", silence_logs=logging.ERROR,
+                               env={"GDAL_CACHEMAX": os.environ.get("GDAL_CACHEMAX", "256")})
+        try:
+            client = Client(cluster)
+        except BaseException:
+            cluster.close()
+            raise
+    with cluster, client:
         yield client
 
 
@@ -181,7 +212,8 @@ class ChunkStore:
                 for f in self.dir.glob("*.npz"):
                     with np.load(f) as z:
                         rng = tuple(int(v) for v in z["rng"])
-                        found[rng] = (rng, z["probs"], z["usable"], z["cloudy"], dict(zip(STAGES, z["secs"].tolist())))
+                        found[rng] = (rng, z["probs"], z["usable"], z["cloudy"], z["snowy"],
+                                      dict(zip(STAGES, z["secs"].tolist())))
                 return found
         except (OSError, ValueError, KeyError):  # absent, or left unreadable by a crash: start over
             pass
@@ -189,14 +221,14 @@ class ChunkStore:
         return {}
 
     def save(self, result: tuple) -> None:
-        rng, probs, usable, cloudy, secs = result
+        rng, probs, usable, cloudy, snowy, secs = result
         try:
             if not (self.dir / "key.json").exists():
                 self.dir.mkdir(parents=True, exist_ok=True)
                 atomic_write(self.dir / "key.json", lambda f: f.write(json.dumps(self.key).encode()))
             name = self.dir / ("_".join(map(str, rng)) + ".npz")
             atomic_write(name, lambda f: np.savez(f, rng=np.asarray(rng), probs=probs, usable=usable, cloudy=cloudy,
-                                                   secs=np.asarray([secs[k] for k in STAGES])))
+                                                   snowy=snowy, secs=np.asarray([secs[k] for k in STAGES])))
         except OSError as e:
             raise AtlasError(f"{self.dir}: cannot keep a finished chunk ({e.strerror or e})") from None
 
@@ -218,7 +250,7 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
              workers: int | None = None, scheduler: str | None = None, client=None, chunk: int = 1024,
              runtime: str = DEFAULT_RUNTIME, offset: float | None = None, allow_untrained: bool = False,
              quiet: bool = True, model_why: str | None = None, max_cloud: float = MAX_CLOUD,
-             cloud_mask: bool = True, tta: int = DEFAULT_VIEWS) -> xr.Dataset:
+             cloud_mask: bool = True, tta: int = DEFAULT_VIEWS, surface_tests: bool = True) -> xr.Dataset:
     """Classify a Sentinel-2 scene (GeoTIFF/COG or SAFE folder/zip) into EuroSAT classes.
 
     `model`: a model name or folder; None picks the default, the first shipped trained model of
@@ -237,6 +269,8 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
     Clouds and their shadows (cloud.py: the L2A SCL, else s2cloudless where the input has its ten
     bands, else not masked, with an AtlasWarning) leave a patch unlabelled when more than
     `max_cloud` of its pixels are cloud or shadow: nodata in every output, 1 in `cloud`.
+    `surface_tests`: water and snow from the NIR / SWIR bands (surface.py): River / SeaLake only where
+    a patch holds water, snow left unlabelled like cloud (1 in `snow`); False: the RGB model alone.
     """
     t0 = time.perf_counter()
     path = str(path)
@@ -255,6 +289,10 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
     clouds = plan(scene, bands, offset, cloud_mask)
     if clouds.method == "none" and cloud_mask:
         warnings.warn(f"{path}: clouds not masked: {clouds.why}", AtlasWarning, stacklevel=2)
+    surf = surface.plan(scene, bands, offset) if surface_tests else surface.OFF
+    if surface_tests and surface.missing(surf):
+        warnings.warn(f"{path}: {surface.missing(surf)}: the labels rest on the RGB bands alone", AtlasWarning,
+                      stacklevel=2)
     grid = PatchGrid(scene.width, scene.height, stride)
     if not grid.n_rows or not grid.n_cols:
         raise AtlasError(f"{path}: scene is {scene.width} x {scene.height} pixels, smaller than one 64 x 64 patch")
@@ -262,7 +300,8 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
     threads = max(1, (os.cpu_count() or 1) // workers) if scheduler is None else None
     chunk_px = aligned_chunk(chunk, scene.block)
     params = {"stride": stride, "patch": grid.patch, "max_nodata": max_nodata, "chunk_px": chunk_px,
-              "runtime": runtime, "tta_views": tta, "max_cloud": max_cloud, "clouds": clouds.method}
+              "runtime": runtime, "tta_views": tta, "max_cloud": max_cloud, "clouds": clouds.method,
+              "water": surf.water, "snow": surf.snow}
     store = None
     if out is not None:
         st = os.stat(path)
@@ -270,8 +309,15 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
                                  "weights_sha256": card.weights_sha256, "bands": list(scene.bands),
                                  "offset": scene.offset, **params})
     reused = store.load() if store else {}
-    tasks = [(classify_chunk, (scene, card, grid, rng, max_nodata, runtime, threads, clouds, max_cloud, tta))
-             for rng in grid.chunks(chunk_px) if rng not in reused]
+    todo = [rng for rng in grid.chunks(chunk_px) if rng not in reused]
+    # chunks whose file stores no block (a sparse GeoTIFF) are nodata: no task, no read
+    stored = [rng for rng in tqdm(todo, disable=quiet or len(todo) < 1000, unit="chunk", desc="find data",
+                                  dynamic_ncols=True) if scene.holds_blocks(grid.window(*rng))]
+    if not stored and not reused:
+        raise AtlasError(f"{path}: all nodata: the file stores no pixel block anywhere in its "
+                         f"{scene.width} x {scene.height} pixels (an empty sparse GeoTIFF)")
+    tasks = [(classify_chunk, (scene, card, grid, rng, max_nodata, runtime, threads, clouds, max_cloud, tta, surf))
+             for rng in stored]
     try:
         with ThreadPoolExecutor(1) as pool:
             checksum = pool.submit(input_checksum, path) if out is not None else None
@@ -283,23 +329,25 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
             probs = np.zeros((grid.n_rows, grid.n_cols, len(card.classes)), np.float32)
             usable = np.zeros((grid.n_rows, grid.n_cols), bool)
             cloudy = np.zeros_like(usable)
+            snowy = np.zeros_like(usable)
             stages = dict.fromkeys(STAGES, 0.0)
-            for (r0, r1, c0, c1), p, u, cl, secs in [*reused.values(), *results]:
-                probs[r0:r1, c0:c1], usable[r0:r1, c0:c1], cloudy[r0:r1, c0:c1] = p, u, cl
+            for (r0, r1, c0, c1), p, u, cl, sn, secs in [*reused.values(), *results]:
+                probs[r0:r1, c0:c1], usable[r0:r1, c0:c1], cloudy[r0:r1, c0:c1], snowy[r0:r1, c0:c1] = p, u, cl, sn
                 for k, v in secs.items():
                     stages[k] += v
-            if not usable.any() and not cloudy.any():
+            if not usable.any() and not cloudy.any() and not snowy.any():
                 raise AtlasError(f"{path}: no 64 x 64 patch without nodata; the scene is empty (all nodata)"
                                  " or --max-nodata is too strict")
             cell_probs, has = average_to_cells(probs, usable, grid.k)
             cloud_cells = (covering_patches(cloudy, grid.k) > 0) & ~has  # a cell any clear patch labels is not cloud
+            snow_cells = (covering_patches(snowy, grid.k) > 0) & ~has & ~cloud_cells
             transform = grid.cell_transform(scene.affine)
             stamp = card.stamp()
             attrs = {"source": path, "date": scene.date or "", "product_level": scene.level or "unknown",
                      "stride": stride, "cell_size_m": abs(transform.a), **stamp,
                      "band_mapping": scene.band_mapping, "dn_offset_applied": scene.offset,
                      "atlas_change_version": __version__, "clouds": clouds.method, "tta_views": tta}
-            ds = build_dataset(cell_probs, has, transform, scene.crs, attrs, cloud_cells)
+            ds = build_dataset(cell_probs, has, transform, scene.crs, attrs, cloud_cells, snow_cells)
             t3 = time.perf_counter()
             if out is None:
                 return ds
@@ -309,8 +357,9 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
                 "input": {"path": os.path.abspath(path), "sha256": checksum.result(), "kind": scene.kind,
                           "level": scene.level, "date": scene.date, "width": scene.width, "height": scene.height,
                           "band_mapping": scene.band_mapping, "dn_offset_applied": scene.offset,
-                          "scl_mask": scene.mask is not None},
+                          "dn_offset_how": scene.offset_how, "scl_mask": scene.mask is not None},
                 "clouds": clouds.record(max_cloud),
+                "surface": surf.record(),
                 "model": {**stamp, "path": card.path, "test_accuracy": card.metrics.get("accuracy"), "why": why},
                 "parameters": {**params, "inference_precision": precision,
                                "workers": workers if scheduler is None else None,
@@ -318,13 +367,14 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
                 "output": {"crs": scene.crs.to_string(), "transform": list(transform)[:6],
                            "shape": list(lulc.shape), "cell_area_ha": cell_ha},
                 "counts": {"patches": int(usable.size), "classified": int(usable.sum()),
-                           "skipped_cloud": int(cloudy.sum()),
-                           "skipped_nodata": int(usable.size - usable.sum() - cloudy.sum()),
-                           "chunks": len(tasks) + len(reused),
+                           "skipped_cloud": int(cloudy.sum()), "skipped_snow": int(snowy.sum()),
+                           "skipped_nodata": int(usable.size - usable.sum() - cloudy.sum() - snowy.sum()),
+                           "chunks": len(tasks) + len(reused), "chunks_without_data": len(todo) - len(stored),
                            "chunks_resumed": len(reused),
                            "cells_per_class": {c: int((lulc == i + 1).sum()) for i, c in enumerate(CLASSES)},
-                           "cloud_cells": int(cloud_cells.sum()), "cloud_ha": float(cloud_cells.sum()) * cell_ha,
-                           "nodata_cells": int(((lulc == 0) & ~cloud_cells).sum())},
+                           "cloud_cells": int(cloud_cells.sum()), "cloud_ha": hectares(cloud_cells.sum() * cell_ha),
+                           "snow_cells": int(snow_cells.sum()), "snow_ha": hectares(snow_cells.sum() * cell_ha),
+                           "nodata_cells": int(((lulc == 0) & ~cloud_cells & ~snow_cells).sum())},
                 "timings_s": {"open": round(t1 - t0, 3), "read_and_infer": round(t2 - t1, 3),
                               "assemble": round(t3 - t2, 3),
                               "worker_stage_seconds": {k: round(v, 1) for k, v in stages.items()}},

@@ -8,12 +8,14 @@ gives a lazy, dask-chunked DataArray built on the same reader.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 import threading
 import warnings
 import xml.etree.ElementTree as ET
 import zipfile
+import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from .bands import EUROSAT_ORDER, S2_BANDS, default_order, normalise_band, parse_bands
+from .dates import metadata_date
 from .errors import AtlasError
 
 #: SCL classes that are no data (0) or saturated/defective (1)
@@ -61,6 +64,7 @@ class Scene:
     height: int
     block: int  # internal tile size (pixels) of the first source, for chunk alignment
     offset: float = 0.0  # added to every digital number (baseline >= 04.00: -1000)
+    offset_how: str = "no offset in the metadata"  # how `offset` was decided (run.json)
     nodata: float = 0.0
     mask: BandSource | None = None  # L2A scene classification (SCL)
     date: str | None = None
@@ -95,6 +99,10 @@ class Scene:
             data = self._dataset(src).read(indexes, window=window, **kw)
             if out is None:
                 out = np.empty((len(self.sources), h, w), dtype=data.dtype if raw else np.float32)
+            if data.dtype.kind == "f":  # NaN is nodata in a float scene, whatever the file declares
+                nan = np.isnan(data)
+                valid &= ~nan.any(axis=0)
+                data[nan] = 0 if np.isnan(self.nodata) else self.nodata
             out[i:i + len(indexes)] = data
             valid &= (data != self.nodata).all(axis=0)
             i += len(indexes)
@@ -104,6 +112,23 @@ class Scene:
             out += self.offset
             np.maximum(out, 0, out=out)
         return out, valid
+
+    def holds_blocks(self, window: Window) -> bool:
+        """False when some band's file stores no block at all inside `window` (a sparse GeoTIFF:
+        GDAL reads absent blocks as nodata), so the window is nodata without reading a pixel. Asks
+        GDAL's TIFF directory (BLOCK_OFFSET_x_y), not the pixels; True for other formats."""
+        for src, _ in self._runs():
+            ds = self._dataset(src)
+            if src.warp or ds.driver != "GTiff":
+                continue
+            bh, bw = ds.block_shapes[0]
+            r0, c0 = int(window.row_off) // bh, int(window.col_off) // bw
+            r1 = (int(window.row_off + window.height) - 1) // bh
+            c1 = (int(window.col_off + window.width) - 1) // bw
+            if not any(ds.get_tag_item(f"BLOCK_OFFSET_{c}_{r}", "TIFF", bidx=src.index) is not None
+                       for r in range(r0, r1 + 1) for c in range(c0, c1 + 1)):
+                return False
+        return True
 
     def read_scl(self, window: Window) -> np.ndarray:
         """The L2A scene classification (SCL) of `window` on the 10 m grid (nearest neighbour)."""
@@ -208,7 +233,7 @@ def open_scene(path: str | os.PathLike, model_bands: tuple[str, ...] = EUROSAT_O
     else:
         scene = _open_geotiff(p, model_bands, bands)
     if offset is not None:
-        scene = replace(scene, offset=float(offset))
+        scene = replace(scene, offset=float(offset), offset_how="--offset")
     return scene
 
 
@@ -235,9 +260,11 @@ def _open_geotiff(p: str, model_bands, bands) -> Scene:
         names, how = _file_band_names(p, ds, bands)
         idx = _select(p, names, model_bands)
         tags = ds.tags()
-        off = next((float(tags[k]) for k in ("BOA_ADD_OFFSET", "RADIO_ADD_OFFSET") if k in tags), 0.0)
+        key = next((k for k in ("BOA_ADD_OFFSET", "RADIO_ADD_OFFSET") if k in tags), None)
+        off, off_how = _check_offset(float(tags[key]) if key else 0.0, f"the {key} tag",
+                                     [(p, names.index(b) + 1) for b in OFFSET_BANDS if b in names])
         level = tags.get("PROCESSING_LEVEL") or ("L2A" if len(names) == 12 and "B10" not in names else None)
-        date = tags.get("DATE") or tags.get("TIFFTAG_DATETIME") or _date_from_name(p)
+        date = metadata_date(tags.get("DATE")) or metadata_date(tags.get("TIFFTAG_DATETIME")) or _date_from_name(p)
         try:  # a truncated or corrupt file often opens but fails on the first read of a block
             ds.read(1, window=Window(0, 0, min(ds.width, 1), min(ds.height, 1)))
         except RasterioIOError as e:
@@ -246,7 +273,8 @@ def _open_geotiff(p: str, model_bands, bands) -> Scene:
             path=p, kind="geotiff", level=level, bands=tuple(model_bands),
             sources=tuple(BandSource(p, i + 1) for i in idx),
             crs_wkt=ds.crs.to_wkt(), transform=tuple(ds.transform)[:6], width=ds.width, height=ds.height,
-            block=ds.block_shapes[0][1], offset=off, nodata=float(ds.nodata if ds.nodata is not None else 0),
+            block=ds.block_shapes[0][1], offset=off, offset_how=off_how,
+            nodata=float(ds.nodata if ds.nodata is not None else 0),
             date=date, band_mapping={b: f"band {i + 1} ({how})" for b, i in zip(model_bands, idx)},
             available=names,
         )
@@ -286,13 +314,14 @@ def _select(p: str, names: tuple[str, ...], model_bands) -> list[int]:
 
 _JP2_RE = re.compile(r"IMG_DATA/(?:R(10|20|60)m/)?[^/]*_(B\d\d|B8A|SCL)(?:_(10|20|60)m)?\.jp2$", re.I)
 _MTD_RE = re.compile(r"(^|/)MTD_MSIL(1C|2A)\.xml$")
-#: a folder of one GeoTIFF per band (e.g. BigEarthNet-S2: <patch>/<patch>_B02.tif); same groups as _JP2_RE
-_TIF_RE = re.compile(r"()(?:^|/)[^/]*_(B\d\d|B8A)()\.tiff?$", re.I)
+#: a folder of one GeoTIFF per band: BigEarthNet-S2 (<patch>_B02.tif), Major TOM (B02.tif), SSL4EO-S12 (B2.tif),
+#: with an optional SCL.tif; same groups as _JP2_RE
+_TIF_RE = re.compile(r"()(?:^|/)(?:[^/]*_)?(B\d\d?|B8A|SCL)()\.tiff?$", re.I)
 
 
 def _date_from_name(p: str) -> str | None:
     m = re.search(r"_(\d{8})T\d{4,6}_", os.path.basename(p.rstrip("/")))
-    return f"{m[1][:4]}-{m[1][4:6]}-{m[1][6:]}" if m else None
+    return metadata_date(m[1]) if m else None
 
 
 def _safe_listing(p: str) -> tuple[list[str], callable, callable]:
@@ -303,10 +332,22 @@ def _safe_listing(p: str) -> tuple[list[str], callable, callable]:
         return names, lambda n: str(root / n), lambda n: (root / n).read_bytes()
     try:
         zf = zipfile.ZipFile(p)
-    except zipfile.BadZipFile:
-        raise AtlasError(f"{p}: not a zip archive (expected a zipped Sentinel-2 .SAFE product)") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError) as e:
+        raise AtlasError(f"{p}: not a zip archive, or a damaged one ({_zip_problem(e)}); expected a zipped "
+                         "Sentinel-2 .SAFE product") from None
     absp = os.path.abspath(p)
-    return zf.namelist(), lambda n: f"/vsizip/{absp}/{n}", zf.read
+
+    def read(name: str) -> bytes:
+        try:
+            return zf.read(name)
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as e:
+            raise AtlasError(f"{p}: damaged zip archive: cannot extract {name} ({_zip_problem(e)})") from None
+
+    return zf.namelist(), lambda n: f"/vsizip/{absp}/{n}", read
+
+
+def _zip_problem(e: Exception) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0][:120] or type(e).__name__
 
 
 def _open_safe(p: str, model_bands) -> Scene:
@@ -319,17 +360,21 @@ def _open_safe(p: str, model_bands) -> Scene:
         kind, level = "safe", "L" + _MTD_RE.search(mtd[0]).group(2)
         offsets, baseline = _safe_offsets(p, read_bytes(mtd[0]))
     elif os.path.isdir(p) and any(_TIF_RE.search(n) for n in names):
-        band_re, kind, offsets, baseline = _TIF_RE, "band-files", {}, "unknown (no product metadata)"
-        m = re.search(r"MSIL(1C|2A)", os.path.basename(os.path.abspath(p)))
-        level = f"L{m[1]}" if m else None
+        band_re, kind = _TIF_RE, "band-files"
+        level, baseline = _folder_product(p, read_bytes if "metadata.json" in names else None)
+        offsets = dict.fromkeys(S2_BANDS, -1000.0) if baseline >= "04.00" and baseline[:1].isdigit() else {}
+        baseline += " (from the product name)" if baseline[:1].isdigit() else ""
     else:
         raise AtlasError(f"{p}: not a Sentinel-2 SAFE product (no MTD_MSIL1C.xml / MTD_MSIL2A.xml inside) "
-                         "nor a folder of one GeoTIFF per band (*_B02.tif, ...)")
+                         "nor a folder of one GeoTIFF per band (B02.tif, B2.tif or *_B02.tif, ...)")
     files: dict[str, tuple[int, str]] = {}  # band -> (resolution, name), finest resolution wins
     for n in names:
         m = band_re.search(n)
         if m:
-            band = m.group(2).upper()
+            try:
+                band = m.group(2).upper() if m.group(2).upper() == "SCL" else normalise_band(m.group(2))
+            except AtlasError:  # B13.tif and the like: not a Sentinel-2 band
+                continue
             res = int(m.group(1) or m.group(3) or 0)
             if band not in files or (res and res < files[band][0]):
                 files[band] = (res, n)
@@ -362,18 +407,66 @@ def _open_safe(p: str, model_bands) -> Scene:
     used = {offsets.get(b, 0.0) for b in model_bands}
     if len(used) > 1:
         raise AtlasError(f"{p}: bands have different add-offsets {sorted(used)}; not supported")
-    offset = used.pop() if used else 0.0
+    offset, offset_how = _check_offset(used.pop() if used else 0.0, f"baseline {baseline}",
+                                       [(gdal_path(files[b][1]), 1) for b in OFFSET_BANDS if b in files])
     mask = source(files["SCL"][1], "nearest") if "SCL" in files else None
     return Scene(
         path=p, kind=kind, level=level, bands=tuple(model_bands), sources=sources,
         crs_wkt=ref.crs.to_wkt(), transform=transform, width=ref.width, height=ref.height,
-        block=ref.block_shapes[0][1], offset=offset, nodata=0.0, mask=mask,
+        block=ref.block_shapes[0][1], offset=offset, offset_how=offset_how, nodata=0.0, mask=mask,
         available=tuple(b for b in S2_BANDS if b in files),
         date=_date_from_name(p),
         band_mapping={b: f"{os.path.basename(files[b][1])} ({f'{files[b][0]} m' if files[b][0] else 'own grid'}"
                          f"{', resampled to 10 m' if s.warp else ''}); baseline {baseline}"
                       for b, s in zip(model_bands, sources)},
     )
+
+
+#: the 10 m bands whose darkest pixels tell whether a product carries the +1000 DN offset
+OFFSET_BANDS = ("B02", "B03", "B04", "B08")
+
+
+def _check_offset(offset: float, said: str, bands: list[tuple[str, int]]) -> tuple[float, str]:
+    """Cross-check a claimed offset (-1000: baseline >= 04.00 added 1000 to every DN) against the
+    pixels, since catalogue and product flags are sometimes wrong: with the offset, no valid pixel
+    is below 1000 DN (reflectance 0). Reads 9 windows of 256 x 256 spread over the scene; when the
+    darkest 1 % of a 10 m band lies below 1000 DN, the offset is not there. -> (offset, how)."""
+    if not offset:
+        return 0.0, f"no offset ({said})"
+    dark = []
+    for path, index in bands:
+        ds = _open(path)
+        h, w = min(256, ds.height), min(256, ds.width)
+        vals = [ds.read(index, window=Window(c, r, w, h)) for r in np.linspace(0, ds.height - h, 3).astype(int)
+                for c in np.linspace(0, ds.width - w, 3).astype(int)]
+        v = np.concatenate([x.ravel() for x in vals])
+        v = v[(v != 0) & np.isfinite(v)]
+        if v.size:
+            dark.append(float(np.percentile(v, 1)))
+    if dark and min(dark) < 1000:
+        return 0.0, (f"{said} implies {offset:+g} DN, but the darkest 1 % of its pixels are at {min(dark):.0f} DN, "
+                     "below the offset's floor of 1000: no offset applied")
+    return offset, f"{offset:+g} DN ({said}; the pixels agree: darkest 1 % at " + (
+        f"{min(dark):.0f} DN)" if dark else "no valid pixel read)")
+
+
+def _folder_product(p: str, read_json) -> tuple[str | None, str]:
+    """(level, processing baseline) of a band folder, from the product name in the folder's name
+    (S2B_MSIL2A_20200223T032739_N9999_...) or in its metadata.json (SSL4EO-S12: PRODUCT_ID,
+    PROCESSING_BASELINE); baseline 'unknown (...)' where neither says."""
+    text = os.path.basename(os.path.abspath(p))
+    meta = {}
+    if read_json is not None:
+        try:
+            meta = json.loads(read_json("metadata.json"))
+        except (ValueError, OSError, AtlasError):
+            meta = {}
+        text += " " + str(meta.get("PRODUCT_ID", ""))
+    m = re.search(r"MSIL(1C|2A)", text)
+    b = re.search(r"_N(\d{2})(\d{2})_", text)
+    baseline = (str(meta["PROCESSING_BASELINE"]) if meta.get("PROCESSING_BASELINE")
+                else f"{b[1]}.{b[2]}" if b else "unknown (no product metadata)")
+    return (f"L{m[1]}" if m else None), baseline
 
 
 def _safe_offsets(p: str, xml_bytes: bytes) -> tuple[dict[str, float], str]:

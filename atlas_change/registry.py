@@ -51,6 +51,8 @@ class ModelCard:
     radiometry: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
+    #: temperature scaling of the probabilities (calibrate.py): {"temperature": T, ...}; {} = none
+    calibration: dict = field(default_factory=dict)
     date: str = ""
     path: str = ""  # folder the card was read from (not stored)
 
@@ -63,7 +65,12 @@ class ModelCard:
         return {"model": self.name, "architecture": self.architecture, "weights_sha256": self.weights_sha256,
                 "trained": self.trained, "bands": list(self.bands), "normalisation": self.normalisation,
                 "radiometry": self.radiometry,
-                "mean": list(self.mean), "std": list(self.std)}
+                "mean": list(self.mean), "std": list(self.std), "temperature": self.temperature}
+
+    @property
+    def temperature(self) -> float:
+        """The calibration's temperature (1.0: the network's own probabilities)."""
+        return float(self.calibration.get("temperature", 1.0))
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:

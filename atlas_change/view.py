@@ -11,12 +11,16 @@ from __future__ import annotations
 import base64
 import json
 import os
+import warnings
+from html import escape
 from pathlib import Path
 
 import numpy as np
 
-from .assemble import atomic_write
+from .assemble import SKY_CATEGORIES, SKY_CLOUD, SKY_SNOW, atomic_write, cloud_code, read_json, read_raster
 from .classes import CLASSES, COLOURS, hex_colour
+from .dates import metadata_date
+from .errors import AtlasWarning
 from .export import layers
 
 MAX_IMAGE_PX = 2048  # long side of a date's true-colour image (a full 10980 px tile: ~54 m pixels)
@@ -27,17 +31,20 @@ WEB = "EPSG:3857"
 def _legend() -> str:
     rows = "".join(f'<div><span style="display:inline-block;width:12px;height:12px;background:{hex_colour(i + 1)};'
                    f'margin-right:6px"></span>{i + 1} {c}</div>' for i, c in enumerate(CLASSES))
-    cloud = ('<div><span style="display:inline-block;width:12px;height:12px;background:#fafafa;border:1px solid #999;'
-             'margin-right:6px"></span>cloud / shadow (not labelled)</div>')
+    sky = "".join('<div><span style="display:inline-block;width:12px;height:12px;background:#%02x%02x%02x;'
+                  'border:1px solid #999;margin-right:6px"></span>%s (not labelled)</div>' % (*rgb, name)
+                  for name, rgb in (("cloud / shadow", CLOUD_RGB), ("snow / ice", SNOW_RGB)))
     return ('<div id="atlas-legend" style="position:fixed;bottom:24px;left:24px;z-index:9999;background:white;'
-            'padding:8px;font:12px sans-serif;border:1px solid #999"><b>EuroSAT classes</b>' + rows + cloud
+            'padding:8px;font:12px sans-serif;border:1px solid #999"><b>EuroSAT classes</b>' + rows + sky
             + '<div style="margin-top:6px">class layers opacity <input id="atlas-opacity" type="range" min="0" '
               'max="100" value="60" style="width:90px;vertical-align:middle"></div></div>')
 
 
-def _banner(text: str, left: str = "60px") -> str:
-    return (f'<div style="position:fixed;top:8px;left:{left};z-index:9999;background:white;padding:4px;'
-            f'font:13px sans-serif">{text}</div>')
+def _banner(lines: list[str], left: str = "60px") -> str:
+    """A box at the top of the page; `lines` are plain text (escaped here: paths and dates come from files)."""
+    text = "<br>".join(f"<small>{escape(t)}</small>" if i else escape(t) for i, t in enumerate(lines))
+    return (f'<div class="atlas-banner" style="position:fixed;top:8px;left:{left};z-index:9999;background:white;'
+            f'padding:4px;font:13px sans-serif">{text}</div>')
 
 
 def _opacity_script(names: list[str]) -> str:
@@ -139,7 +146,8 @@ def _imagery_picture(scene: str, bounds=None) -> tuple[tuple[str, list] | None, 
 
 
 CLASS_RGBA = {i + 1: (*rgb, 255) for i, rgb in enumerate(COLOURS)}
-CLOUD_RGBA = {1: (250, 250, 250, 230)}
+CLOUD_RGB = SKY_CATEGORIES[SKY_CLOUD][1]  # colours no class uses, visible over white cloud and snow in the imagery
+SNOW_RGB = SKY_CATEGORIES[SKY_SNOW][1]
 
 
 class DatePictures:
@@ -148,14 +156,16 @@ class DatePictures:
     too many, or are none (e.g. all cloud), and the cloud cells' picture where there are any."""
 
     def __init__(self, classify_folder: Path, tif: Path, tiles, date: str, crop=None):
-        run = json.loads((classify_folder / "run.json").read_text())
-        self.date, self.tiles = date, tiles
+        run = read_json(classify_folder / "run.json")
+        self.date, self.tiles = escape(date), tiles
         self.image, self.why = _imagery_picture(run.get("input", {}).get("path", ""), crop)
         stride = int(run.get("parameters", {}).get("stride", 64))
         as_image = stride != 64 or not len(tiles) or len(tiles) > MAX_FEATURES
         self.classes = _raster_picture(tif, CLASS_RGBA) if as_image else None
         cloud = classify_folder / "cloud.tif"
-        self.cloud = _raster_picture(cloud, CLOUD_RGBA) if _any(cloud) else None
+        code = cloud_code(cloud)
+        colours = {code: (*CLOUD_RGB, 255), **({SKY_SNOW: (*SNOW_RGB, 255)} if code == SKY_CLOUD else {})}
+        self.cloud = _raster_picture(cloud, colours) if _any(cloud, tuple(colours)) else None
 
     @staticmethod
     def _overlay(folium, target, picture, name: str, show: bool, **kw):
@@ -173,13 +183,13 @@ class DatePictures:
         if self.classes:
             layer = self._overlay(folium, target, self.classes, f"classes {self.date}".strip(), show, opacity=0.6)
         else:
-            gdf = self.tiles[["class_id", "class_name", "confidence", "date", "geometry"]]
+            gdf = self.tiles[["class_id", "class_name", "confidence", "geometry"]].assign(date=self.date)
             layer = folium.GeoJson(gdf, name=f"classes {self.date}".strip(), show=show,
                                    style_function=lambda f: {"fillColor": hex_colour(int(f["properties"]["class_id"])),
                                                              "color": "none", "fillOpacity": 0.6},
                                    tooltip=folium.GeoJsonTooltip(["class_name", "confidence", "date"])).add_to(target)
         if self.cloud:
-            self._overlay(folium, target, self.cloud, f"cloud {self.date}".strip(), show, opacity=0.6)
+            self._overlay(folium, target, self.cloud, f"cloud {self.date}".strip(), show, opacity=0.7)
         return layer.get_name()
 
 
@@ -227,18 +237,20 @@ def change_map(folder: str | os.PathLike, out_html: str | os.PathLike | None = N
         minx, miny, maxx, maxy = frames["aoi"].total_bounds
     else:  # the class raster's footprint (there may be no tile at all: e.g. all cloud)
         minx, miny, maxx, maxy = _bounds(d / "lulc.tif", "EPSG:4326")
-    summary = json.loads((d / "summary.json").read_text()) if (d / "summary.json").exists() else None
+    summary = read_json(d / "summary.json", ("before.source", "after.source")) if (d / "summary.json").exists() else None
     if summary:  # part -> (classify folder, class raster, tiles layer, date)
-        parts = {p: (Path(summary[p]["source"]), d / f"{p}.tif", f"tiles_{p}", summary[p]["date"] or p)
+        parts = {p: (Path(summary[p]["source"]), d / f"{p}.tif", f"tiles_{p}", _label(summary, p))
                  for p in ("before", "after")}
         crop = _union(_bounds(d / "before.tif"), tuple(layers_native["aoi"].total_bounds))
     else:
-        parts = {"map": (d, d / "lulc.tif", "tiles", json.loads((d / "run.json").read_text())["input"].get("date")
+        parts = {"map": (d, d / "lulc.tif", "tiles", metadata_date(read_json(d / "run.json", ("input",))["input"].get("date"))
                          or "")}
         crop = None
     pictures = {p: DatePictures(src, tif, frames[tiles], date, crop) for p, (src, tif, tiles, date) in parts.items()}
     m = folium.Map(tiles="OpenStreetMap", control_scale=True)
     notes = [f"no image for {p.date or 'the scene'}: {p.why}" for p in pictures.values() if p.why]
+    for n in notes:  # the terminal hears it too, not only the page
+        warnings.warn(n, AtlasWarning, stacklevel=2)
     for i, p in enumerate(pictures.values()):  # both images first, under every class layer
         p.add_image(folium, m, show=i == 0)
     class_layers = [p.add_layers(folium, m, show=i == 0) for i, p in enumerate(pictures.values())]
@@ -248,13 +260,15 @@ def change_map(folder: str | os.PathLike, out_html: str | os.PathLike | None = N
         _aoi_layer(folium, frames["aoi"]).add_to(m)
     if summary:
         b, a = summary["before"], summary["after"]
-        m.get_root().html.add_child(folium.Element(_banner(
+        m.get_root().html.add_child(folium.Element(_banner([
             f"{_label(summary, 'before')} ({b['model']}) to {_label(summary, 'after')} ({a['model']}): "
             f"{summary['changed_ha']:.1f} ha changed, "
-            f"{summary.get('cloud_ha', 0):.1f} ha cloud" + (" - MODEL MISMATCH" if summary["model_mismatch"] else "")
-            + "".join(f"<br><small>{n}</small>" for n in notes))))
+            f"{summary.get('uncertain_ha', 0):.1f} ha uncertain, {summary.get('cloud_ha', 0):.1f} ha cloud, "
+            f"{summary.get('snow_ha', 0):.1f} ha snow, {summary.get('nodata_ha', 0):.1f} ha nodata"
+            + (" - MODEL MISMATCH" if summary["model_mismatch"] else ""),
+            *notes])))
     elif notes:
-        m.get_root().html.add_child(folium.Element(_banner("<br>".join(notes))))
+        m.get_root().html.add_child(folium.Element(_banner(notes)))
     m.get_root().html.add_child(folium.Element(_legend()))
     m.get_root().script.add_child(folium.Element(_opacity_script(class_layers)))
     folium.LayerControl(collapsed=False).add_to(m)
@@ -266,28 +280,30 @@ def change_map(folder: str | os.PathLike, out_html: str | os.PathLike | None = N
     return out
 
 
-def _any(tif: Path) -> bool:
-    """Whether `tif` exists and holds a non-zero value (a cloud.tif worth drawing)."""
+def _any(tif: Path, values: tuple[int, ...]) -> bool:
+    """Whether `tif` exists and holds one of `values` somewhere (a cloud.tif worth drawing)."""
     import rasterio
 
     if not tif.exists():
         return False
     with rasterio.open(tif) as src:
-        return bool(src.read(1).any())
+        return bool(np.isin(src.read(1), values).any())
 
 
 def _bounds(tif: Path, crs: str | None = None) -> tuple[float, float, float, float]:
-    """Bounds of a raster, in its CRS or `crs`."""
-    import rasterio
+    """Bounds of a raster, in its CRS or `crs` (a damaged raster: AtlasError naming it)."""
+    from rasterio.transform import array_bounds
     from rasterio.warp import transform_bounds
 
-    with rasterio.open(tif) as src:
-        return tuple(transform_bounds(src.crs, crs, *src.bounds)) if crs else tuple(src.bounds)
+    arr, t, src_crs, _ = read_raster(tif)
+    b = array_bounds(*arr.shape, t)  # west, south, east, north
+    return tuple(transform_bounds(src_crs, crs, *b)) if crs else b
 
 
 def _label(summary: dict, part: str) -> str:
-    """A date's name on the page: its acquisition date, or 'before' / 'after' where the scene has none."""
-    return summary[part]["date"] or part
+    """A date's name on the page: its acquisition date, or 'before' / 'after' where the scene has none
+    (plain text: escaped where it reaches HTML)."""
+    return metadata_date(summary[part]["date"]) or part
 
 
 def _union(a: tuple, b: tuple) -> tuple[float, float, float, float]:
@@ -325,7 +341,7 @@ def _side_by_side(folium, frames, pictures: dict[str, DatePictures], summary, ou
         folium.LayerControl(collapsed=True).add_to(sub)
     for part, left in (("before", "60px"), ("after", "calc(50% + 60px)")):
         date = summary[part]["date"]
-        dm.m1.get_root().html.add_child(folium.Element(_banner(f"{part}: {date}" if date else part, left)))
+        dm.m1.get_root().html.add_child(folium.Element(_banner([f"{part}: {date}" if date else part], left)))
     dm.m1.get_root().html.add_child(folium.Element(_legend()))
     dm.m1.get_root().script.add_child(folium.Element(_opacity_script(names)))
     dm.fit_bounds(fit)

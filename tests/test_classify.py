@@ -10,7 +10,7 @@ import rasterio
 from affine import Affine
 
 from atlas_change.bands import EUROSAT_ORDER
-from atlas_change.classes import CLASSES
+from atlas_change.classes import CLASSES, COLOURS
 from atlas_change.errors import AtlasError
 from atlas_change.synth import make_scene
 from conftest import run_classify
@@ -36,7 +36,8 @@ def test_georeferencing_and_files(scene, model13, tmp_path):
         assert src.dtypes[0] == "uint8" and src.nodata == 0 and (src.width, src.height) == (11, 10)
         lulc = src.read(1)
         assert lulc.min() >= 1 and lulc.max() <= 10
-        assert src.colormap(1)[2] == (20, 110, 40, 255)  # Forest
+        cid = int(lulc[0, 0])  # the palette: each class present in its EuroSAT colour
+        assert src.colormap(1)[cid] == (*COLOURS[cid - 1], 255)
         tags = src.tags()
         assert tags["CLASS_1"] == "AnnualCrop" and tags["CLASS_10"] == "SeaLake"
         assert tags["WEIGHTS_SHA256"] == model13.weights_sha256 and tags["MODEL"] == "sn13"

@@ -54,8 +54,9 @@ def test_l1c_clouds_are_not_labelled(scenes, model13, tmp_path):
     assert run["clouds"]["method"] == "s2cloudless" and run["clouds"]["masked"] and run["clouds"]["max_cloud"] == 0.1
     assert run["counts"]["skipped_cloud"] == 12 and run["counts"]["classified"] == 37
     assert run["counts"]["cloud_ha"] == pytest.approx(12 * 40.96) and run["counts"]["nodata_cells"] == 0
-    with rasterio.open(tmp_path / "c" / "cloud.tif") as src:
-        np.testing.assert_array_equal(src.read(1), EXPECTED)
+    with rasterio.open(tmp_path / "c" / "cloud.tif") as src:  # 2 = cloud, 1 = clear, 0 would be nodata
+        np.testing.assert_array_equal(src.read(1), np.where(EXPECTED == 1, 2, 1))
+        assert src.nodata == 0
     rows = set(zip(*np.nonzero(EXPECTED)))
     tiles = __import__("geopandas").read_parquet(tmp_path / "c" / "tiles.parquet")
     assert len(tiles) == 37 and not rows & set(zip(tiles["row"], tiles["col"]))
@@ -151,8 +152,10 @@ def test_input_without_the_detector_bands_warns(tmp_path):
            "--out", str(tmp_path / "cli"), "--scheduler", "sync"]
     r = subprocess.run(cli, capture_output=True, text=True)
     lines = [ln for ln in r.stderr.splitlines() if "warning" in ln]
-    assert r.returncode == 0 and len(lines) == 1 and lines[0].startswith("atlas-change: warning: ")
-    assert "clouds not masked" in lines[0]
+    assert r.returncode == 0 and len(lines) == 2 and all(ln.startswith("atlas-change: warning: ") for ln in lines)
+    assert "clouds not masked" in lines[0] and "snow not tested (needs B03, B08 and B11, or an L2A SCL)" in lines[1]
+    assert "water" not in lines[1]  # B03 and B08 are there: water is tested
+    assert run["surface"]["water"].startswith("NDWI (B03, B08) > 0.0") and run["surface"]["snow"] == "not tested"
     r = subprocess.run(cli + ["--quiet"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stderr == ""
     r = subprocess.run(cli + ["--no-cloud-mask", "--quiet"], capture_output=True, text=True)

@@ -154,7 +154,11 @@ def test_geopackage_layers(tmp_path, dates):
     ch = gpd.read_file(gpkg, layer="changes")
     assert len(ch) == 1 and (ch.from_class[0], ch.to_class[0]) == ("AnnualCrop", "Residential")
     assert ch.hectares[0] == pytest.approx(40.96) and ch.confidence_before[0] == pytest.approx(0.9)
-    assert set(before.date) == {"2023-06-01"} and "p_Forest" in before.columns
+    assert {d.date().isoformat() for d in before.date} == {"2023-06-01"} and "p_Forest" in before.columns
+    assert gpd.read_file(gpkg, layer="aoi")["name"].tolist() == ["aoi"]  # the AOI's own attributes travel
+    if shutil.which("ogrinfo"):  # a date field, not text
+        info = subprocess.run(["ogrinfo", "-so", str(gpkg), "tiles_before"], capture_output=True, text=True).stdout
+        assert "date: Date" in info
     single = export_gpkg(dates[0], tmp_path / "one.gpkg")
     assert [n for n, g in pyogrio.list_layers(single) if g] == ["tiles"]
     if shutil.which("ogrinfo"):

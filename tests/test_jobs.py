@@ -95,7 +95,7 @@ def test_validation_reports_every_problem_with_lines(tmp_path, model13):
     with pytest.raises(AtlasError) as e:
         load_job(f)
     msg = str(e.value)
-    assert msg.startswith(f"{f}: 8 problems") and "\n" not in msg
+    assert msg.startswith(f"{f}: 8 problems:\n  line ") and msg.count("\n") == 8  # one problem a line
     for part in ("line 6: stride: 48: must be 64, 32 or 16", "line 7: colour: unknown key",
                  "line 8: max_cloud: 1.5: must be in [0, 1]", "line 12: aoi[0].scenes.2023-13-01: '2023-13-01' is not a date", "aoi[1].name: 'x' is used by two AOIs",
                  "aoi[1].file: ", "missing.geojson: no such file", "aoi[1].scenes.2024-01-01: 'nothing*.tif' matches 0",
@@ -108,8 +108,9 @@ def test_cli_run_bad_job_exit_2_and_nothing_written(tmp_path, model13, capsys):
     f = tmp_path / "job.toml"
     f.write_text(job_text(model13.path, "", extra="stride = 64\nstride_typo = 1"))
     assert main(["run", str(f)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and str(f) in err and "stride_typo: unknown key" in err and "aoi: missing" in err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == f"atlas-change: error: {f}: 2 problems:" and len(err) == 3
+    assert "stride_typo: unknown key" in err[1] and "aoi: missing" in err[2]
     assert not (tmp_path / "out").exists()
     f.write_text('name = "t"\noutput = = 1\n')
     assert main(["status", str(f)]) == 2
@@ -302,3 +303,56 @@ def test_run_json_records_the_arithmetic_of_the_workers_not_of_the_client(tmp_pa
                  allow_untrained=True)
     run = json.loads((tmp_path / "out" / "run.json").read_text())
     assert run["parameters"]["inference_precision"] == "graph bfloat16 (worker)" != runtime_precision("graph")
+
+
+def _two_date_job(tmp_path, model, extra=""):
+    for name, date, seed in (("a_2023", "2023-06-01", 1), ("b_2024", "2024-06-01", 2)):
+        make_scene(tmp_path / f"{name}.tif", 256, 256, seed=seed, tags={"DATE": date})
+    write_aoi(tmp_path / "aoi.geojson", box=(600000, 4997480, 602560, 5000040))
+    f = tmp_path / "job.toml"
+    f.write_text(job_text(model, aoi_table("lake", "aoi.geojson", {"2023-06-01": "a_2023.tif", "2024-06-01": "b_2024.tif"}),
+                          extra=extra))
+    return f
+
+
+def test_status_says_what_run_redoes_and_run_ends_with_each_result(tmp_path, model13, capsys):
+    f = _two_date_job(tmp_path, model13.path, 'tta = 1\nruntime = "graph"')
+    assert main(["run", str(f), "--scheduler", "sync"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-2]  # then "outputs in ..."
+    pair = tmp_path / "out" / "lake" / "2023-06-01_2024-06-01"
+    s = json.loads((pair / "summary.json").read_text())
+    assert last == (f"lake/2023-06-01_2024-06-01: {s['changed_ha']:.2f} ha changed, {s['uncertain_ha']:.2f} ha "
+                    f"uncertain, {s['cloud_ha']:.2f} ha cloud; {pair / 'change_map.html'}, {pair / 'tiles.gpkg'}")
+    run = json.loads((tmp_path / "out" / "scenes" / "a_2023" / "run.json").read_text())
+    assert run["parameters"]["tta_views"] == 1 and run["parameters"]["runtime"] == "graph"  # the job's keys
+
+    def statuses():
+        return {r.id.split("/")[0] + ("/a" if "a_2023" in r.id else ""): r.status for r in job_status(load_job(f))}
+
+    # a compare parameter: the compare and everything made of it are stale, and exactly those are redone
+    f.write_text(f.read_text().replace('tta = 1', 'tta = 1\nmin_confidence = 0.5'))
+    assert statuses() == {"classify/a": "done", "classify": "done", "compare": "stale", "gpkg": "stale", "html": "stale"}
+    redone = [r.status for r in run_job(load_job(f), scheduler="sync", quiet=True, echo=lambda s: None)]
+    assert redone == ["up to date", "up to date", "done", "done", "done"]
+    # damaged outputs of a classify step: stale, not "up to date"; a plain rerun repairs them
+    (tmp_path / "out" / "scenes" / "a_2023" / "run.json").write_text("{}")
+    st_ = {r.id: r for r in job_status(load_job(f))}
+    assert st_["classify/a_2023"].status == "stale" and "run.json: incomplete" in st_["classify/a_2023"].detail
+    assert statuses()["compare"] == "stale"
+    assert [r.status for r in run_job(load_job(f), scheduler="sync", quiet=True, echo=lambda s: None)][0] == "done"
+    assert set(statuses().values()) == {"done"}
+
+
+def test_reserved_names_and_job_keys_are_checked(tmp_path, model13):
+    f = _two_date_job(tmp_path, model13.path, "tta = 3\nruntime = 'gpu'")
+    f.write_text(f.read_text().replace('name = "lake"', 'name = "scenes"'))
+    with pytest.raises(AtlasError) as e:
+        load_job(f)
+    for part in ("tta: 3: must be one of 1, 2, 4, 8", "runtime: 'gpu': must be one of",
+                 "aoi[0].name: 'scenes' is reserved"):
+        assert part in str(e.value), part
+    for i in range(7):
+        make_scene(tmp_path / f"many_{i}.tif", 64, 64)
+    f.write_text(job_text(model13.path, aoi_table("x", "aoi.geojson", {"2023-06-01": "many_*.tif", "2024-06-01": "a_2023.tif"})))
+    with pytest.raises(AtlasError, match=r"matches 7 files: .*many_0.tif, .*many_4.tif and 2 more; it must name"):
+        load_job(f)

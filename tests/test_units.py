@@ -113,6 +113,8 @@ def test_every_cli_option_has_help_and_version_prints(capsys):
         for a in parser._actions:
             if isinstance(a, argparse._SubParsersAction):
                 for n, sp in a.choices.items():
+                    if not sp.description or len(sp.description) < 40:
+                        missing.append(f"{n}: no description")
                     walk(sp, n)
             elif not a.help:
                 missing.append(f"{name} {a.option_strings or a.dest}")
@@ -122,3 +124,47 @@ def test_every_cli_option_has_help_and_version_prints(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.strip() == f"atlas-change {__version__}"
+
+
+def test_job_file_keys_are_all_in_run_help(capsys):
+    from atlas_change.__main__ import main
+    from atlas_change.jobs import AOI_KEYS, TOP_KEYS
+
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = capsys.readouterr().out
+    assert [k for k in [*TOP_KEYS, *AOI_KEYS] if f"{k} =" not in text and f"[[{k}]]" not in text] == []
+    with pytest.raises(SystemExit):
+        main(["status", "--help"])
+    assert "exit code: 0 when every step is done, 1 when" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text,expected", [("2023-06-01", "2023-06-01"), ("20230601", "2023-06-01"),
+                                           ("2023:06:01 10:30:00", "2023-06-01"), ("2023-06-01T10:30:00Z", "2023-06-01"),
+                                           ("2023-02-30", None), ("<b>2023</b>", None), ("", None), (None, None)])
+def test_metadata_dates(text, expected):
+    from atlas_change.dates import metadata_date
+
+    assert metadata_date(text) == expected
+
+
+def test_hectares_are_rounded_to_a_pixel():
+    from atlas_change.assemble import hectares
+
+    assert hectares(22.3125 * 40.96) == 913.92 and hectares(0.1 + 0.2) == 0.3
+
+
+def test_temperature_scaling_fits_an_overconfident_model():
+    from atlas_change.calibrate import apply_temperature, ece, fit_temperature
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 10, 4000)
+    logits = rng.normal(0, 1, (4000, 10))
+    logits[np.arange(4000), y] += 2.0  # right about 2/3 of the time ...
+    p = np.exp(3 * logits) / np.exp(3 * logits).sum(axis=1, keepdims=True)  # ... but sure of itself (T = 1/3)
+    t = fit_temperature(p, y)
+    assert 2.5 < t < 3.5
+    q = apply_temperature(p, t)
+    assert (q.argmax(axis=1) == p.argmax(axis=1)).all()  # the labels never change
+    assert ece(q, y) < 0.03 < 0.15 < ece(p, y)
+    np.testing.assert_allclose(apply_temperature(p, 1.0), p)

@@ -1,0 +1,255 @@
+"""Hostile input and damaged outputs: each case one clear line (exit 2), nothing half-written, and
+what real clients (GDAL, Chromium) see in the files."""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+
+import atlas_change
+from atlas_change.__main__ import main
+from atlas_change.compare import compare
+from atlas_change.errors import AtlasError
+from atlas_change.read import open_scene
+from atlas_change.synth import make_scene
+from conftest import run_classify
+from test_compare import X0, Y0, _need_chromium, aoi_file, make_output
+
+ORIGIN = (600000.0, 5000040.0)
+
+
+def _one_line(capsys, *words):
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and err[0].startswith("atlas-change: error:"), err
+    for w in words:
+        assert w in err[0], (w, err[0])
+    return err[0]
+
+
+def _dom(page: Path, tmp_path: Path) -> str:
+    r = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                        "--no-first-run", f"--user-data-dir={tmp_path / 'prof'}", "--virtual-time-budget=3000",
+                        "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert "leaflet-container" in r.stdout, r.stderr[-2000:]
+    return r.stdout
+
+
+# --- 1. script injection into the change map --------------------------------------------------------
+
+def test_scene_path_and_dates_cannot_inject_html(tmp_path):
+    _need_chromium()
+    evil = 'x"><img src=x id=pwned onerror=document.title=1>_2023.tif'
+    folders = []
+    for name, date in (("d1", "2023-06-01"), ("d2", "2024-06-01")):
+        f = make_output(tmp_path / name, np.full((10, 10), 1 if name == "d1" else 8), np.full((10, 10), 0.9), date=date)
+        run = json.loads((f / "run.json").read_text())
+        run["input"]["path"] = str(tmp_path / evil)  # the scene moved away: the page says "no image for ..."
+        run["input"]["date"] = "<b id=pwned2>2023</b>"  # a GeoTIFF DATE tag holding HTML
+        (f / "run.json").write_text(json.dumps(run))
+        folders.append(f)
+    aoi = aoi_file(tmp_path / "aoi.geojson", 2, 5, 3, 7)
+    with pytest.raises(AtlasError, match=r"--before-date '<img.*not a date \(expected YYYY-MM-DD\)"):
+        compare(*folders, aoi=str(aoi), out=tmp_path / "bad", before_date="<img src=x id=pwned3>")
+    summary = compare(*folders, aoi=str(aoi), out=tmp_path / "cmp")
+    assert summary["before"]["date"] is None  # HTML is no date: never stored raw in summary.json
+    with pytest.warns(atlas_change.errors.AtlasWarning, match="no image for"):
+        page = atlas_change.change_map(tmp_path / "cmp", side_by_side=True)
+    for p in (page, page.with_name("change_map_side_by_side.html")):
+        dom = _dom(p, tmp_path)
+        assert 'id="pwned"' not in dom and 'id="pwned2"' not in dom and "<img src=\"x\"" not in dom
+    assert "&lt;img src=x id=pwned" in _dom(page, tmp_path)  # shown as text, not run
+
+
+def test_metadata_dates_are_dates_or_nothing(tmp_path):
+    good = make_scene(tmp_path / "a.tif", 64, 64, tags={"TIFFTAG_DATETIME": "2023:06:01 10:30:00"})
+    bad = make_scene(tmp_path / "b.tif", 64, 64, tags={"DATE": "<script>alert(1)</script>"})
+    assert open_scene(good).date == "2023-06-01" and open_scene(bad).date is None
+
+
+# --- 2. NaN pixels are nodata ------------------------------------------------------------------------
+
+def test_nan_pixels_are_nodata(tmp_path, model13):
+    src = make_scene(tmp_path / "u.tif", 128, 128, origin=ORIGIN)
+    with rasterio.open(src) as s:
+        data, profile, names = s.read().astype(np.float32), s.profile, s.descriptions
+    data[5, 10:20, 70:80] = np.nan  # one band's NaN in the top-right patch
+    profile.update(dtype="float32", nodata=None)
+    with rasterio.open(tmp_path / "f.tif", "w", **profile) as d:
+        d.write(data)
+        d.descriptions = names
+    ds = run_classify(tmp_path / "f.tif", model13, out=tmp_path / "out")
+    assert ds["lulc"].values.tolist() == [[ds["lulc"].values[0, 0], 0], ds["lulc"].values[1].tolist()]
+    assert (ds["lulc"].values > 0).sum() == 3 and np.isfinite(ds["confidence"].values).sum() == 3
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["counts"]["skipped_nodata"] == 1
+
+
+# --- 3. the model stamp is cross-checked -------------------------------------------------------------
+
+def test_run_json_edited_to_pass_for_another_model_is_refused(tmp_path):
+    folders = [make_output(tmp_path / n, np.full((10, 10), 1), np.full((10, 10), 0.9)) for n in ("d1", "d2")]
+    for f in folders:
+        run = json.loads((f / "run.json").read_text())
+        run["model"].update(model="other", weights_sha256="b" * 64)
+        (f / "run.json").write_text(json.dumps(run))
+    with pytest.raises(AtlasError, match=r"d1/run\.json: names model other \(bbbbbbbbbbbb\) but lulc\.tif is stamped m"):
+        compare(*folders, aoi=str(aoi_file(tmp_path / "aoi.geojson", 2, 5, 3, 7)), out=tmp_path / "cmp")
+    assert not (tmp_path / "cmp").exists()
+
+
+# --- 4. two threads classifying at once ---------------------------------------------------------------
+
+def test_two_threads_classify_at_once(tmp_path, model13):
+    scene = make_scene(tmp_path / "s.tif", 128, 128)
+    errors, labels = [], []
+
+    def work():
+        try:
+            labels.append(atlas_change.classify(scene, model=model13.path, allow_untrained=True, runtime="graph",
+                                                tta=1)["lulc"].values)
+        except Exception as e:  # noqa: BLE001
+            errors.append(repr(e))
+
+    for _ in range(6):  # each round starts two in-process Dask clusters at the same moment
+        threads = [threading.Thread(target=work) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    assert not errors and len(labels) == 12 and all((lab == labels[0]).all() for lab in labels)
+
+
+# --- 5. damaged zips ----------------------------------------------------------------------------------
+
+def test_damaged_zips_are_one_line(tmp_path, capsys):
+    from test_safe import make_safe
+
+    safe = make_safe(tmp_path / "f")
+    good = Path(shutil.make_archive(str(tmp_path / "p"), "zip", safe.parent, safe.name))
+    raw = good.read_bytes()
+    with zipfile.ZipFile(good) as z:
+        mtd = next(i for i in z.infolist() if i.filename.endswith("MTD_MSIL2A.xml"))
+        start = mtd.header_offset + 30 + len(mtd.filename) + len(mtd.extra)
+    cases = {"directory.zip": raw[:-30],  # end of the central directory cut off
+             "mtd.zip": raw[:start + 5] + bytes(b ^ 0x5A for b in raw[start + 5:start + 40]) + raw[start + 40:]}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        assert main(["classify", str(tmp_path / name), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+        _one_line(capsys, name, "zip")
+    assert not (tmp_path / "o").exists()
+
+
+# --- 6. damaged classify outputs -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("damage,words", [
+    ("run.json empty object", ("run.json", "incomplete", "'input.path'")),
+    ("run.json garbage", ("run.json", "unreadable")),
+    ("lulc.tif truncated", ("lulc.tif", "damaged")),
+    ("lulc.tif missing", ("lulc.tif", "missing")),
+])
+def test_damaged_classify_outputs_are_named(tmp_path, capsys, damage, words):
+    folders = [make_output(tmp_path / n, np.full((10, 10), 1), np.full((10, 10), 0.9)) for n in ("d1", "d2")]
+    target = folders[1] / damage.split()[0]
+    if damage == "run.json empty object":
+        target.write_text("{}")
+    elif damage == "run.json garbage":
+        target.write_bytes(b"\x00\xff{not json")
+    elif damage == "lulc.tif truncated":
+        target.write_bytes(target.read_bytes()[:300])
+    else:
+        target.unlink()
+    aoi = aoi_file(tmp_path / "aoi.geojson", 2, 5, 3, 7)
+    assert main(["compare", str(folders[0]), str(folders[1]), "--aoi", str(aoi), "--out", str(tmp_path / "c")]) == 2
+    line = _one_line(capsys, *words)
+    assert "SAFE" not in line and not (tmp_path / "c").exists()
+    if damage != "lulc.tif missing":
+        assert main(["view", str(folders[1])]) == 2
+        _one_line(capsys, *words)
+
+
+# --- 7. a full disk: the file being written is named, GDAL's own lines stay out --------------------------
+
+def _fsize_limited(limit: int):
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_disk_full_names_the_file_and_prints_nothing_raw(tmp_path, model13):
+    scene = make_scene(tmp_path / "s.tif", 1024, 1024, origin=ORIGIN, block=128)
+    assert main(["classify", str(scene), "--model", model13.path, "--out", str(tmp_path / "ok"), "--allow-untrained",
+                 "--scheduler", "sync", "--quiet", "--runtime", "graph"]) == 0
+    # small chunks (their files fit under the limit): the first raster written is the one that fails
+    cases = [(["classify", str(scene), "--model", model13.path, "--out", str(tmp_path / "full"), "--allow-untrained",
+               "--scheduler", "sync", "--quiet", "--runtime", "graph", "--tta", "1", "--chunk", "128"], 3000,
+              tmp_path / "full" / "lulc.tif"),
+             (["view", str(tmp_path / "ok")], 20000, tmp_path / "ok" / "change_map.html")]
+    for args, limit, named in cases:
+        r = subprocess.run([sys.executable, "-m", "atlas_change", *args], capture_output=True, text=True,
+                           preexec_fn=_fsize_limited(limit), env={**os.environ, "ATLAS_CACHE": str(tmp_path / "c")})
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert r.returncode == 2 and len(lines) == 1, r.stderr[-3000:]
+        assert str(named) in lines[0] and "File too large" in lines[0] and "TIFF" not in lines[0], lines[0]
+    assert not (tmp_path / "full").exists() and not (tmp_path / "ok" / "change_map.html").exists()
+    assert not [p for p in tmp_path.rglob("*tmp*")]
+
+
+# --- 9. an enormous, empty sparse GeoTIFF ----------------------------------------------------------------
+
+def test_sparse_geotiff_blocks_are_checked_before_work(tmp_path, model13, capsys):
+    from rasterio.windows import Window
+
+    profile = dict(driver="GTiff", width=40000, height=40000, count=13, dtype="uint16", crs="EPSG:32632",
+                   transform=Affine(10, 0, X0, 0, -10, Y0), nodata=0, tiled=True, blockxsize=256, blockysize=256,
+                   compress="deflate", sparse_ok=True, BIGTIFF="YES")
+    with rasterio.open(tmp_path / "empty.tif", "w", **profile) as d:
+        d.descriptions = open_scene(make_scene(tmp_path / "ref.tif", 64, 64)).bands
+    assert main(["classify", str(tmp_path / "empty.tif"), "--model", model13.path, "--out", str(tmp_path / "o"),
+                 "--allow-untrained", "--quiet"]) == 2
+    _one_line(capsys, "empty.tif", "all nodata", "stores no pixel block")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.tif", "ref.tif"]  # no output, chunk store, staging
+
+    profile.update(width=4096, height=4096)  # one block of data in a sparse file: only its chunk is read
+    with rasterio.open(make_scene(tmp_path / "ref2.tif", 256, 256, origin=(X0, Y0), block=256)) as ref:
+        block, descriptions = ref.read(), ref.descriptions
+    with rasterio.open(tmp_path / "one.tif", "w", **profile) as d:
+        d.descriptions = descriptions
+        d.write(block, window=Window(1024, 2048, 256, 256))
+    ds = run_classify(tmp_path / "one.tif", model13, out=tmp_path / "one", tta=1)
+    run = json.loads((tmp_path / "one" / "run.json").read_text())
+    assert run["counts"]["chunks"] == 1 and run["counts"]["chunks_without_data"] == 15
+    assert run["counts"]["classified"] == 16 and (ds["lulc"].values > 0).sum() == 16
+    assert (ds["lulc"].values[32:36, 16:20] > 0).all()
+
+
+# --- 10, 11. what a GIS client reads in the rasters alone ------------------------------------------------
+
+def test_rasters_alone_carry_their_palette_and_cloud_codes(tmp_path, model13):
+    scene = make_scene(tmp_path / "s.tif", 256, 192, origin=ORIGIN, nodata_border=0)
+    run_classify(scene, model13, out=tmp_path / "o", tta=1)
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    for name in ("lulc.tif", "cloud.tif"):  # copied or served without the sidecars
+        shutil.copy(tmp_path / "o" / name, alone / name)
+    with rasterio.open(alone / "lulc.tif") as src:
+        assert src.colormap(1)[2][:3] == (20, 110, 40) and src.colormap(1)[8][:3] == (220, 40, 40)
+    with rasterio.open(alone / "cloud.tif") as src:
+        assert src.nodata == 0 and set(np.unique(src.read(1)).tolist()) == {1}  # clear date: all "clear"
+        assert "CLOUD_CODES" in src.tags()
+    if shutil.which("gdalinfo"):
+        info = subprocess.run(["gdalinfo", "-stats", str(alone / "cloud.tif")], capture_output=True, text=True)
+        assert "no valid pixels" not in (info.stdout + info.stderr).lower() and "STATISTICS_MEAN=1" in info.stdout
+        lulc = subprocess.run(["gdalinfo", str(alone / "lulc.tif")], capture_output=True, text=True).stdout
+        assert "Color Table" in lulc and "2: 20,110,40" in lulc

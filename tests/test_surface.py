@@ -1,0 +1,64 @@
+"""Water and snow from the bands the RGB model never sees (atlas_change.surface): per-pixel tests,
+the water rule on class probabilities, and both through classify on a scene with a lake and snow."""
+import json
+
+import numpy as np
+import pytest
+import rasterio
+
+from atlas_change import surface
+from atlas_change.bands import EUROSAT_ORDER
+from atlas_change.classes import CLASSES
+from atlas_change.synth import make_scene
+from conftest import run_classify
+
+RIVER, SEALAKE = CLASSES.index("River"), CLASSES.index("SeaLake")
+
+
+def test_pixel_tests_water_dark_water_and_snow():
+    # reflectance of: clear water, dark (humic) lake, forest, bright field, fresh snow
+    refl = {"B03": np.array([0.06, 0.0105, 0.04, 0.10, 0.80]), "B08": np.array([0.02, 0.0144, 0.25, 0.30, 0.75]),
+            "B11": np.array([0.01, 0.0114, 0.12, 0.25, 0.05])}
+    water, snow = surface.pixel_flags(surface.SurfacePlan("ndwi+mndwi", "ndsi"), refl, None)
+    assert water.tolist() == [True, True, False, False, False]
+    assert snow.tolist() == [False, False, False, False, True]
+    # an L2A SCL decides snow where there is one
+    water, snow = surface.pixel_flags(surface.SurfacePlan("ndwi+mndwi", "scl"), refl, np.array([6, 6, 4, 5, 11]))
+    assert snow.tolist() == [False, False, False, False, True] and water.tolist()[:2] == [True, True]
+
+
+def test_water_rule():
+    p = np.full((3, 10), 0.01, np.float32)
+    p[:, RIVER] = 0.91  # every patch "River" at 0.91
+    out = surface.water_rule(p, np.array([0.0, 0.2, 0.9]))
+    np.testing.assert_allclose(out.sum(axis=1), 1, atol=1e-6)
+    assert out[0, RIVER] == 0 and out[0, SEALAKE] == 0  # no water: no River
+    np.testing.assert_allclose(out[1], p[1] / p[1].sum(), atol=1e-6)  # some water: as the model said
+    assert out[2, RIVER] == pytest.approx(0.91 / 0.92) and out[2, :RIVER].sum() == 0  # mostly water: water classes only
+
+
+def test_lake_and_snow_through_classify(tmp_path, model13):
+    """A 256 x 256 scene: left half a lake (B03 > B08, dark NIR / SWIR), top right land, bottom right snow."""
+    path = make_scene(tmp_path / "base.tif", 256, 256, seed=3)
+    with rasterio.open(path) as src:
+        dn, profile, names = src.read(), src.profile, src.descriptions
+    i = {b: EUROSAT_ORDER.index(b) for b in EUROSAT_ORDER}
+    dn[:, :, :128] = 150  # water: dark everywhere ...
+    dn[i["B03"], :, :128] = 500  # ... but brighter in green than in NIR
+    snow = (slice(None), slice(128, 256), slice(128, 256))
+    dn[snow] = 7000
+    dn[(i["B11"],) + snow[1:]] = 900
+    dn[(i["B12"],) + snow[1:]] = 700
+    with rasterio.open(tmp_path / "s.tif", "w", **profile) as dst:
+        dst.write(dn)
+        dst.descriptions = names
+    ds = run_classify(tmp_path / "s.tif", model13, out=tmp_path / "o", tta=1, cloud_mask=False)
+    lulc = ds["lulc"].values
+    assert set(np.unique(lulc[:, :2]).tolist()) <= {RIVER + 1, SEALAKE + 1}  # the lake: water classes only
+    assert not np.isin(lulc[:2, 2:], [RIVER + 1, SEALAKE + 1]).any() and (lulc[:2, 2:] > 0).all()  # dry land
+    assert (lulc[2:, 2:] == 0).all() and ds["snow"].values[2:, 2:].all()  # snow: not labelled
+    run = json.loads((tmp_path / "o" / "run.json").read_text())
+    assert run["counts"]["skipped_snow"] == 4 and run["counts"]["snow_ha"] == pytest.approx(4 * 40.96)
+    assert "McFeeters 1996" in run["surface"]["water"] and "Hall et al. 1995" in run["surface"]["snow"]
+    with rasterio.open(tmp_path / "o" / "cloud.tif") as src:
+        assert src.read(1).tolist() == [[1, 1, 1, 1]] * 2 + [[1, 1, 3, 3]] * 2
