@@ -43,6 +43,10 @@ def test_lake_and_snow_through_classify(tmp_path, model13):
     with rasterio.open(path) as src:
         dn, profile, names = src.read(), src.profile, src.descriptions
     i = {b: EUROSAT_ORDER.index(b) for b in EUROSAT_ORDER}
+    land = (slice(None), slice(0, 128), slice(128, 256))
+    dn[land] = 600  # vegetation: bright in NIR and SWIR
+    dn[(i["B08"],) + land[1:]] = 3000
+    dn[(i["B11"],) + land[1:]] = 1500
     dn[:, :, :128] = 150  # water: dark everywhere ...
     dn[i["B03"], :, :128] = 500  # ... but brighter in green than in NIR
     snow = (slice(None), slice(128, 256), slice(128, 256))
@@ -62,3 +66,32 @@ def test_lake_and_snow_through_classify(tmp_path, model13):
     assert "McFeeters 1996" in run["surface"]["water"] and "Hall et al. 1995" in run["surface"]["snow"]
     with rasterio.open(tmp_path / "o" / "cloud.tif") as src:
         assert src.read(1).tolist() == [[1, 1, 1, 1]] * 2 + [[1, 1, 3, 3]] * 2
+
+
+def test_snow_is_never_change_and_is_reported(tmp_path):
+    """The same fields on two dates, the second half under snow: compare counts snow hectares, no change."""
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    from atlas_change.assemble import build_dataset, tiles_frame, write_outputs
+    from atlas_change.compare import compare
+    from test_compare import CELL, X0, Y0, aoi_file
+
+    crs, t = CRS.from_epsg(32632), Affine(CELL, 0, X0, 0, -CELL, Y0)
+    for name, snowy in (("d1", False), ("d2", True)):
+        probs = np.full((10, 10, 10), 0.01, np.float32)
+        probs[..., 0] = 0.91  # AnnualCrop
+        has = np.ones((10, 10), bool)
+        snow = np.zeros((10, 10), bool)
+        if snowy:
+            has[:, 5:] = False
+            snow[:, 5:] = True
+        ds = build_dataset(probs, has, t, crs, {"model": "m", "weights_sha256": "a" * 64}, None, snow)
+        tiles = tiles_frame(probs, has, 64, 64, Affine(10, 0, X0, 0, -10, Y0), crs)
+        run = {"input": {"path": f"/data/{name}.tif", "date": "2023-06-01" if name == "d1" else "2024-01-15"},
+               "model": {"model": "m", "weights_sha256": "a" * 64}}
+        write_outputs(ds, tiles, run, tmp_path / name)
+    s = compare(tmp_path / "d1", tmp_path / "d2", aoi=str(aoi_file(tmp_path / "aoi.geojson", 0, 10, 0, 10)),
+                out=tmp_path / "cmp")
+    assert s["changed_ha"] == 0 and s["snow_ha"] == s["snow_after_ha"] == pytest.approx(50 * 40.96)
+    assert s["snow_before_ha"] == 0 and s["nodata_ha"] == 0 and s["valid_ha"] == pytest.approx(50 * 40.96)

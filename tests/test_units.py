@@ -158,10 +158,10 @@ def test_temperature_scaling_fits_an_overconfident_model():
     from atlas_change.calibrate import apply_temperature, ece, fit_temperature
 
     rng = np.random.default_rng(0)
-    y = rng.integers(0, 10, 4000)
-    logits = rng.normal(0, 1, (4000, 10))
-    logits[np.arange(4000), y] += 2.0  # right about 2/3 of the time ...
-    p = np.exp(3 * logits) / np.exp(3 * logits).sum(axis=1, keepdims=True)  # ... but sure of itself (T = 1/3)
+    logits = rng.normal(0, 2, (4000, 10))
+    true = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    y = np.array([rng.choice(10, p=q) for q in true])  # labels drawn from softmax(logits): calibrated at T = 1 ...
+    p = np.exp(3 * logits) / np.exp(3 * logits).sum(axis=1, keepdims=True)  # ... a model three times too sure
     t = fit_temperature(p, y)
     assert 2.5 < t < 3.5
     q = apply_temperature(p, t)
