@@ -38,6 +38,7 @@ class ClassMap:
     weights_sha256: str
     date: str | None
     tta_views: int
+    temperature: float = 1.0  # the model card's calibration when the map was made (1.0: none)
 
 
 def tta_views(run: dict) -> int:
@@ -61,7 +62,8 @@ def load_map(folder: str | os.PathLike, date: str | None = None) -> ClassMap:
     with rasterio.open(d / "lulc.tif") as src:
         shape = src.shape
     return ClassMap(str(d), crs, transform, shape, model, sha,
-                    date or metadata_date(run["input"].get("date")), tta_views(run))
+                    date or metadata_date(run["input"].get("date")), tta_views(run),
+                    float(run["model"].get("temperature", 1.0)))
 
 
 def is_output_folder(p: Path) -> bool:
@@ -181,6 +183,10 @@ def compare(before: str | os.PathLike, after: str | os.PathLike, *, aoi: str | N
     if a.tta_views != b.tta_views:
         warnings.warn(f"{b.folder}: classified with --tta {b.tta_views} but {a.folder} with --tta {a.tta_views}: "
                       "some label differences may come from that, not from the land", AtlasWarning, stacklevel=2)
+    if a.temperature != b.temperature:
+        warnings.warn(f"{b.folder}: confidences calibrated with temperature {b.temperature:g} but {a.folder}'s with "
+                      f"{a.temperature:g} (same labels): which cells pass --min-confidence may differ for that reason; "
+                      "reclassify the older date", AtlasWarning, stacklevel=2)
     mismatch = a.weights_sha256 != b.weights_sha256
     if mismatch and not allow_model_mismatch:
         raise AtlasError(f"{b.folder}: made by model {b.model} ({b.weights_sha256[:12]}) but {a.folder} by "

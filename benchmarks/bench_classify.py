@@ -13,7 +13,8 @@ compare ratios, not seconds):
      of the full tile at stride 64 (process start to exit) and the peak RSS of its process tree;
      then, for the default model and runtime, test-time augmentation 1, 2 (the default) and 4 views:
      test accuracy, model-only patches/s and the full tile end to end;
-  2. what cloud masking costs: the default model on the full tile with `--no-cloud-mask`;
+  2. what cloud masking costs: the default model on the full tile with `--no-cloud-mask`; and the
+     water and snow tests, with `--no-surface-tests`;
   3. scaling (default model): quarter, half and full tile; 1 and 2 worker processes; and a Dask
      cluster started beside it (`dask scheduler` + 2 `dask worker` processes of one thread each,
      classify --scheduler tcp://...), RSS summed over scheduler, workers and client;
@@ -211,6 +212,8 @@ def main() -> None:
                     "$ATLAS_EUROSAT or ../shared/eurosat/EuroSAT_RGB; skipped where absent)")
     ap.add_argument("--baseline-size", type=int, default=4096, help="scene side for the plain script (default 4096)")
     ap.add_argument("--skip", default="", help="comma list of steps to skip: clouds,scaling,cluster,baseline")
+    ap.add_argument("--models", default="", help="comma list of shipped models for the table (default: all; the "
+                    "default model is always measured)")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     data = ROOT / "benchmarks" / "data"
@@ -218,6 +221,8 @@ def main() -> None:
     full = scene_file(data, args.size, args.size)
     cards = shipped()
     default = cards[0]
+    if args.models:
+        cards = [c for c in cards if c is default or c.name in args.models.split(",")]
     runtimes = args.runtimes.split(",")
 
     eurosat = Path(args.eurosat) if Path(args.eurosat).is_dir() else None
@@ -241,6 +246,8 @@ def main() -> None:
         cold = classify_run(full, default, label="first run (empty cache)", env={"ATLAS_CACHE": cache})
     no_clouds = None if "clouds" in skip else classify_run(full, default, extra=("--no-cloud-mask",),
                                                            label="--no-cloud-mask")
+    no_surface = None if "clouds" in skip else classify_run(full, default, extra=("--no-surface-tests",),
+                                                            label="--no-surface-tests")
     scaling = []
     if "scaling" not in skip:
         scaling = [classify_run(scene_file(data, args.size // 2, args.size // 2), default, label="quarter"),
@@ -294,6 +301,9 @@ def main() -> None:
            f"infer {st.get('infer', 0):.0f}."]
     md += [f"First run on a machine (no converted model in the cache yet: TensorFlow is imported to convert it): "
            f"{cold['wall']:.0f} s, against {e2e_default['wall']:.0f} s once converted."]
+    if no_surface:
+        md += [f"Water and snow tests: {e2e_default['wall']:.0f} s with, {no_surface['wall']:.0f} s with "
+               f"`--no-surface-tests` ({e2e_default['wall'] / no_surface['wall'] - 1:+.0%})."]
     if no_clouds:
         md += [f"Cloud masking: {e2e_default['wall']:.0f} s with, {no_clouds['wall']:.0f} s with `--no-cloud-mask` "
                f"({e2e_default['wall'] / no_clouds['wall'] - 1:+.0%})."]

@@ -1,0 +1,278 @@
+"""The job file: TOML naming the model, the output folder, the AOIs and, per AOI, the scenes by date,
+read and fully validated into a `Job` (every problem reported at once, one per line, with its line
+number and key). Paths are relative to the job file's folder; dates are YYYY-MM-DD:
+
+    name = "example"
+    model = "spectrumnet-rgb"           # optional: name under models/ or a model folder (default: the
+                                        # default model that every scene of the job has the bands for)
+    output = "../outputs/example"
+    stride = 64                         # optional: 64, 32 or 16 (also chunk, max_nodata, max_cloud,
+    tta = 2                             # min_confidence, runtime, allow_untrained, allow_model_mismatch)
+    produce = ["classify", "compare", "gpkg", "html"]
+    [[aoi]]
+    name = "lake"                       # not "scenes" (the per-scene results' folder)
+    file = "../aoi/lake.geojson"
+    scenes = { 2023-06-01 = "../scenes/T32TQM_2023*.tif", 2024-06-01 = "../scenes/T32TQM_2024*.tif" }
+    pairs = [["2023-06-01", "2024-06-01"]]   # optional: default consecutive dates
+"""
+from __future__ import annotations
+
+import glob
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from .cloud import MAX_CLOUD
+from .errors import AtlasError
+from .infer import DEFAULT_RUNTIME, DEFAULT_VIEWS, RUNTIMES, VIEWS
+
+PRODUCTS = ("classify", "compare", "gpkg", "html")
+TOP_KEYS = {"name": str, "model": str, "output": str, "stride": int, "chunk": int, "max_nodata": float,
+            "max_cloud": float, "min_confidence": float, "tta": int, "runtime": str, "produce": list,
+            "allow_untrained": bool, "allow_model_mismatch": bool, "aoi": list}
+AOI_KEYS = {"name": str, "file": str, "scenes": dict, "pairs": list}
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+STATE_DIR = ".atlas-job"
+#: folder names under the job's output that the job itself uses: no AOI may take them
+RESERVED = ("scenes",)
+
+
+@dataclass(frozen=True)
+class AOI:
+    name: str
+    file: Path
+    scenes: dict[str, Path]  # date -> scene file or SAFE product, sorted by date
+    pairs: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Job:
+    path: Path
+    name: str
+    model: str
+    output: Path
+    aois: tuple[AOI, ...]
+    produce: tuple[str, ...] = PRODUCTS
+    stride: int = 64
+    chunk: int = 1024
+    max_nodata: float = 0.0
+    min_confidence: float = 0.6
+    max_cloud: float = MAX_CLOUD
+    tta: int = DEFAULT_VIEWS
+    runtime: str = DEFAULT_RUNTIME
+    allow_untrained: bool = False
+    allow_model_mismatch: bool = False
+    model_why: str = "named in the job file"
+
+
+def load_job(path: str | os.PathLike) -> Job:
+    """Read and fully validate a job file; every problem is reported at once, with its line and key."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise AtlasError(f"{p}: cannot read the job file ({getattr(e, 'strerror', None) or e})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise AtlasError(f"{p}: not valid TOML: {e}") from None
+    return parse_job(data, p, text)
+
+
+def parse_job(data: dict, path: Path, text: str = "") -> Job:
+    """Validate parsed TOML `data` of the job file `path` (relative paths resolve from its folder)."""
+    problems: list[tuple[str, str]] = []
+
+    def bad(key: str, msg: str) -> None:
+        problems.append((key, msg))
+
+    def get(d: dict, key: str, types: dict, where: str, default=None, required=False):
+        if key not in d:
+            if required:
+                bad(f"{where}{key}", "missing")
+            return default
+        v, want = d[key], types[key]
+        if want is float and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if not isinstance(v, want) or (want is int and isinstance(v, bool)):
+            bad(f"{where}{key}", f"must be {want.__name__}, not {type(v).__name__} {v!r}"[:200])
+            return default
+        return v
+
+    base = path.parent
+    for k in data:
+        if k not in TOP_KEYS:
+            bad(k, f"unknown key (allowed: {', '.join(TOP_KEYS)})")
+    name = get(data, "name", TOP_KEYS, "", required=True)
+    if isinstance(name, str) and not NAME.match(name):
+        bad("name", f"{name!r}: use letters, digits, '_', '-', '.'")
+    model = get(data, "model", TOP_KEYS, "", default=None)
+    output = get(data, "output", TOP_KEYS, "", required=True)
+    stride = get(data, "stride", TOP_KEYS, "", default=64)
+    if stride not in (64, 32, 16):
+        bad("stride", f"{stride!r}: must be 64, 32 or 16")
+        stride = 64
+    chunk = get(data, "chunk", TOP_KEYS, "", default=1024)
+    if chunk <= 0 or chunk % 64:
+        bad("chunk", f"{chunk!r}: must be a positive multiple of 64")
+    max_nodata = get(data, "max_nodata", TOP_KEYS, "", default=0.0)
+    if not 0.0 <= max_nodata < 1.0:
+        bad("max_nodata", f"{max_nodata!r}: must be in [0, 1)")
+    max_cloud = get(data, "max_cloud", TOP_KEYS, "", default=MAX_CLOUD)
+    if not 0.0 <= max_cloud <= 1.0:
+        bad("max_cloud", f"{max_cloud!r}: must be in [0, 1]")
+    min_conf = get(data, "min_confidence", TOP_KEYS, "", default=0.6)
+    if not 0.0 <= min_conf <= 1.0:
+        bad("min_confidence", f"{min_conf!r}: must be in [0, 1]")
+    tta = get(data, "tta", TOP_KEYS, "", default=DEFAULT_VIEWS)
+    if tta not in VIEWS:
+        bad("tta", f"{tta!r}: must be one of {', '.join(map(str, VIEWS))}")
+        tta = DEFAULT_VIEWS
+    runtime = get(data, "runtime", TOP_KEYS, "", default=DEFAULT_RUNTIME)
+    if runtime not in RUNTIMES:
+        bad("runtime", f"{runtime!r}: must be one of {', '.join(RUNTIMES)}")
+        runtime = DEFAULT_RUNTIME
+    produce = get(data, "produce", TOP_KEYS, "", default=list(PRODUCTS))
+    if not produce or any(v not in PRODUCTS for v in produce):
+        bad("produce", f"{produce!r}: a non-empty list of {', '.join(PRODUCTS)}")
+        produce = list(PRODUCTS)
+    flags = {k: get(data, k, TOP_KEYS, "", default=False) for k in ("allow_untrained", "allow_model_mismatch")}
+
+    aois: list[AOI] = []
+    raw_aois = get(data, "aoi", TOP_KEYS, "", default=[], required=True)
+    if "aoi" in data and not raw_aois:
+        bad("aoi", "no [[aoi]] tables: name at least one AOI with its scenes")
+    seen: set[str] = set()
+    for i, a in enumerate(raw_aois):
+        where = f"aoi[{i}]."
+        if not isinstance(a, dict):
+            bad(f"aoi[{i}]", "must be a table ([[aoi]])")
+            continue
+        for k in a:
+            if k not in AOI_KEYS:
+                bad(f"{where}{k}", f"unknown key (allowed: {', '.join(AOI_KEYS)})")
+        aname = get(a, "name", AOI_KEYS, where, required=True)
+        if isinstance(aname, str):
+            if not NAME.match(aname):
+                bad(f"{where}name", f"{aname!r}: use letters, digits, '_', '-', '.'")
+            elif aname in RESERVED:
+                bad(f"{where}name", f"{aname!r} is reserved (<output>/{aname}/ holds the job's per-scene results)")
+            elif aname in seen:
+                bad(f"{where}name", f"{aname!r} is used by two AOIs")
+            seen.add(aname)
+        afile = get(a, "file", AOI_KEYS, where, required=True)
+        if isinstance(afile, str):
+            afile = base / afile
+            if not afile.is_file():
+                bad(f"{where}file", f"{afile}: no such file")
+            else:
+                try:
+                    _check_aoi(afile)
+                except AtlasError as e:
+                    bad(f"{where}file", str(e))
+        scenes: dict[str, Path] = {}
+        given = get(a, "scenes", AOI_KEYS, where, default={}, required=True) or {}
+        for d, pattern in given.items():
+            key = f"{where}scenes.{d}"
+            if isinstance(d, date):
+                d = d.isoformat()
+            try:
+                d = date.fromisoformat(d).isoformat()
+            except ValueError:
+                bad(key, f"{d!r} is not a date (YYYY-MM-DD)")
+                continue
+            if not isinstance(pattern, str):
+                bad(key, f"must be a path or glob string, not {type(pattern).__name__}")
+                continue
+            hits = sorted(glob.glob(str(base / pattern)))
+            if len(hits) != 1:
+                shown = ", ".join(hits[:5]) + (f" and {len(hits) - 5} more" if len(hits) > 5 else "")
+                bad(key, f"{pattern!r} matches {len(hits)} files{': ' + shown if hits else ''}; "
+                    "it must name exactly one scene")
+                continue
+            scenes[d] = Path(hits[0])
+        scenes = dict(sorted(scenes.items()))
+        dates = list(scenes)
+        pairs = []
+        for j, pair in enumerate(get(a, "pairs", AOI_KEYS, where, default=None) or []):
+            ds = [v.isoformat() if isinstance(v, date) else v for v in pair] if isinstance(pair, list) else []
+            if len(ds) != 2 or not all(isinstance(v, str) and v in scenes for v in ds) or ds[0] >= ds[1]:
+                bad(f"{where}pairs[{j}]", f"{pair!r}: must be [earlier date, later date] of this AOI's scenes")
+            else:
+                pairs.append(tuple(ds))
+        if "pairs" not in a:
+            pairs = list(zip(dates, dates[1:]))
+        if "compare" in produce and len(given) < 2 and "scenes" in a:
+            bad(f"{where}scenes", "compare needs at least two dates")
+        if isinstance(aname, str) and isinstance(afile, Path):
+            aois.append(AOI(aname, afile, scenes, tuple(pairs)))
+    from .registry import choose_model, load_card
+
+    if isinstance(model, str) and (base / model / "card.json").is_file():
+        model = str(base / model)
+    why = "named in the job file"
+    try:
+        if model is None:  # the default model that every scene has the bands for
+            card, why = choose_model(_common_bands(aois), str(path))
+            model, why = card.path, f"{why} (every scene of the job)"
+        card = load_card(model)
+        if not card.trained and not flags["allow_untrained"]:
+            bad("model", f"{card.path} is untrained (random weights); set allow_untrained = true to run it anyway")
+    except AtlasError as e:
+        bad("model", str(e))
+    if problems:
+        where = [f"line {ln}: {k}" if (ln := _line_of(text, k)) else k for k, _ in problems]
+        raise AtlasError(f"{path}: {len(problems)} problem{'s' if len(problems) > 1 else ''}:"
+                         + "".join(f"\n  {w}: {m}" for w, (_, m) in zip(where, problems)))
+    return Job(path, name, model, Path(os.path.normpath(base / output)), tuple(aois), tuple(produce), stride, chunk,
+               max_nodata, min_conf, max_cloud, tta, runtime, flags["allow_untrained"], flags["allow_model_mismatch"],
+               why)
+
+
+def _check_aoi(path: Path) -> None:
+    """Read the AOI as compare will (any CRS, non-empty, valid polygons), so that a bad AOI fails now."""
+    from rasterio.crs import CRS
+
+    from .compare import read_aoi
+
+    read_aoi(str(path), None, "EPSG:4326", CRS.from_epsg(4326))
+
+
+def _common_bands(aois: list[AOI]) -> tuple[str, ...]:
+    """The Sentinel-2 bands every readable scene of the job holds (unreadable ones are reported per step)."""
+    from .bands import S2_BANDS
+    from .read import open_scene
+
+    common = set(S2_BANDS)
+    for a in aois:
+        for scene in a.scenes.values():
+            try:
+                common &= set(open_scene(scene, ()).available)
+            except AtlasError:
+                pass
+    return tuple(b for b in S2_BANDS if b in common)
+
+
+def _line_of(text: str, key: str) -> int | None:
+    """Line number of `key` ('stride', 'aoi[1].file', 'aoi[0].scenes.2023-06-01') in the TOML text."""
+    lines = text.splitlines()
+    m = re.match(r"aoi\[(\d+)\]\.?(.*)", key)
+    start, stop, leaf = 0, len(lines), key
+    heads = [i for i, line in enumerate(lines) if re.match(r"\s*\[\[\s*aoi\s*\]\]", line)]
+    if m:
+        n, leaf = int(m.group(1)), m.group(2)
+        if n >= len(heads):
+            return None
+        start, stop = heads[n], heads[n + 1] if n + 1 < len(heads) else len(lines)
+        if not leaf:
+            return start + 1
+    elif heads:
+        stop = heads[0]
+    leaf = re.sub(r"\[\d+\]$", "", leaf.split(".", 1)[-1] if leaf.startswith("scenes.") else leaf)
+    for i in range(start, stop):
+        if re.search(rf"(^|[\s{{,]){re.escape(leaf)}\"?\s*=", lines[i]):
+            return i + 1
+    return None
