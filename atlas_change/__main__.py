@@ -73,6 +73,7 @@ job file (TOML; paths relative to the job file's folder; every problem is report
   min_confidence = 0.6                 # optional, for compare
   max_nodata = 0.0                     # optional: largest nodata share of a labelled patch, [0, 1)
   max_cloud = 0.1                      # optional: largest cloud/shadow share of a labelled patch
+  cloud_mask = true                    # optional: false = do not look for clouds (a cloud-free composite)
   tta = 2                              # optional: test-time augmentation views, 1, 2, 4 or 8
                                        # (4 for change on small AOIs: see classify --help)
   runtime = "openvino"                 # optional: openvino, xla, graph or keras

@@ -31,7 +31,7 @@ from .infer import DEFAULT_RUNTIME, DEFAULT_VIEWS, RUNTIMES, VIEWS
 
 PRODUCTS = ("classify", "compare", "gpkg", "html")
 TOP_KEYS = {"name": str, "model": str, "output": str, "stride": int, "chunk": int, "max_nodata": float,
-            "max_cloud": float, "min_confidence": float, "tta": int, "runtime": str, "produce": list,
+            "max_cloud": float, "cloud_mask": bool, "min_confidence": float, "tta": int, "runtime": str, "produce": list,
             "allow_untrained": bool, "allow_model_mismatch": bool, "aoi": list}
 AOI_KEYS = {"name": str, "file": str, "scenes": dict, "pairs": list}
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -61,6 +61,7 @@ class Job:
     max_nodata: float = 0.0
     min_confidence: float = 0.6
     max_cloud: float = MAX_CLOUD
+    cloud_mask: bool = True
     tta: int = DEFAULT_VIEWS
     runtime: str = DEFAULT_RUNTIME
     allow_untrained: bool = False
@@ -140,6 +141,7 @@ def parse_job(data: dict, path: Path, text: str = "") -> Job:
         bad("produce", f"{produce!r}: a non-empty list of {', '.join(PRODUCTS)}")
         produce = list(PRODUCTS)
     flags = {k: get(data, k, TOP_KEYS, "", default=False) for k in ("allow_untrained", "allow_model_mismatch")}
+    cloud_mask = get(data, "cloud_mask", TOP_KEYS, "", default=True)
 
     aois: list[AOI] = []
     raw_aois = get(data, "aoi", TOP_KEYS, "", default=[], required=True)
@@ -228,8 +230,8 @@ def parse_job(data: dict, path: Path, text: str = "") -> Job:
         raise AtlasError(f"{path}: {len(problems)} problem{'s' if len(problems) > 1 else ''}:"
                          + "".join(f"\n  {w}: {m}" for w, (_, m) in zip(where, problems)))
     return Job(path, name, model, Path(os.path.normpath(base / output)), tuple(aois), tuple(produce), stride, chunk,
-               max_nodata, min_conf, max_cloud, tta, runtime, flags["allow_untrained"], flags["allow_model_mismatch"],
-               why)
+               max_nodata, min_conf, max_cloud, cloud_mask, tta, runtime, flags["allow_untrained"],
+               flags["allow_model_mismatch"], why)
 
 
 def _check_aoi(path: Path) -> None:

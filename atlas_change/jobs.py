@@ -123,6 +123,7 @@ def fingerprint(job: Job, step: Step, sha: Callable[[Path], str]) -> dict | None
                     "weights_sha256": load_card(job.model).weights_sha256, "stride": job.stride,
                     "chunk": job.chunk, "max_nodata": job.max_nodata, "max_cloud": job.max_cloud,
                     **({"tta": job.tta} if job.tta != DEFAULT_VIEWS else {}),
+                    **({"cloud_mask": False} if not job.cloud_mask else {}),
                     **({"runtime": job.runtime} if job.runtime != DEFAULT_RUNTIME else {})}
         if step.kind == "compare":
             return {"aoi_sha256": sha(a["aoi"]), "dates": list(a["dates"]),
@@ -197,7 +198,7 @@ def _execute(job: Job, step: Step, client, workers: int | None, scheduler: str |
         from .pipeline import classify
 
         classify(a["scene"], model=job.model, stride=job.stride, chunk=job.chunk, max_nodata=job.max_nodata,
-                 max_cloud=job.max_cloud, tta=job.tta, runtime=job.runtime, out=a["folder"], client=client, workers=workers, scheduler=scheduler,
+                 max_cloud=job.max_cloud, cloud_mask=job.cloud_mask, tta=job.tta, runtime=job.runtime, out=a["folder"], client=client, workers=workers, scheduler=scheduler,
                  allow_untrained=job.allow_untrained, quiet=quiet, model_why=job.model_why)
     elif step.kind == "compare":
         from .compare import compare

@@ -188,7 +188,7 @@ def _fsize_limited(limit: int):
 
 
 def test_disk_full_names_the_file_and_prints_nothing_raw(tmp_path, model13):
-    scene = make_scene(tmp_path / "s.tif", 1024, 1024, origin=ORIGIN, block=128)
+    scene = make_scene(tmp_path / "s.tif", 512, 512, origin=ORIGIN, block=128)
     assert main(["classify", str(scene), "--model", model13.path, "--out", str(tmp_path / "ok"), "--allow-untrained",
                  "--scheduler", "sync", "--quiet", "--runtime", "graph"]) == 0
     # small chunks (their files fit under the limit): the first raster written is the one that fails

@@ -201,7 +201,7 @@ def test_killed_run_resumes_to_a_byte_identical_map(tmp_path, model13):
     write_aoi(tmp_path / "aoi.geojson")
     f = tmp_path / "job.toml"
     f.write_text(job_text(model13.path, aoi_table("x", "aoi.geojson", {"2023-01-01": "big.tif"}),
-                          extra='produce = ["classify"]').replace("chunk = 256", "chunk = 128"))
+                          extra='produce = ["classify"]\ncloud_mask = false').replace("chunk = 256", "chunk = 128"))
     cmd = [sys.executable, "-m", "atlas_change", "run", str(f), "--scheduler", "sync", "--quiet"]
     proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     chunks = tmp_path / "out" / "scenes" / ".big.chunks"
