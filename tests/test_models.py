@@ -371,9 +371,9 @@ def test_openvino_predictor_shared_by_threads_gives_each_caller_its_own_answers(
 
 
 def test_openvino_model_is_converted_once_then_runs_without_tensorflow(model13, tmp_path):
-    """The first OpenVINO predictor of a model converts it from Keras and keeps the result under the
-    cache folder; a later process reads that and never imports TensorFlow (seconds of start-up), and
-    computes the same probabilities. Neither prints anything."""
+    """The first OpenVINO predictor of a model converts it from Keras, in a child process of its own, and
+    keeps the result under the cache folder; a later process reads that; neither process imports
+    TensorFlow itself (seconds of start-up), both compute the same probabilities, neither prints anything."""
     code = ("import json, sys\nimport numpy as np\nfrom atlas_change.registry import load_card\n"
             "from atlas_change.infer import get_predictor, openvino_model_dir\n"
             f"card = load_card({model13.path!r})\n"
@@ -386,7 +386,7 @@ def test_openvino_model_is_converted_once_then_runs_without_tensorflow(model13, 
     for r in runs:
         assert r.returncode == 0 and r.stderr == "", r.stderr[-2000:]
     (p1, tf1, folder), (p2, tf2, _) = (json.loads(r.stdout) for r in runs)
-    assert tf1 and not tf2
+    assert not tf1 and not tf2
     assert folder.startswith(str(tmp_path / "cache")) and {f.name for f in Path(folder).iterdir()} == {"model.xml", "model.bin"}
     np.testing.assert_array_equal(p1, p2)
     assert not [f for f in Path(folder).parent.iterdir() if f.name.startswith(".")]  # no half-written copy
