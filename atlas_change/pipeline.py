@@ -128,20 +128,10 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
     if scheduler == "sync":
         yield None
         return
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    # dashboard_address ":0" = any free port: None still binds the scheduler's HTTP server to 8787,
-    # with a warning on stderr whenever another run holds that port
     if local_scheduler(workers, scheduler) == "threads":
-        with _CLUSTER_START:  # distributed imports its dashboard modules lazily, racily between threads
-            cluster = LocalCluster(n_workers=1, threads_per_worker=os.cpu_count() or 1, processes=False,
-                                   dashboard_address=":0", silence_logs=logging.ERROR)
-            try:
-                client = Client(cluster)
-            except BaseException:
-                cluster.close()
-                raise
-        with cluster, client:
+        with _local_cluster(n_workers=1, threads_per_worker=os.cpu_count() or 1, processes=False) as client:
             yield client
         return
 
@@ -154,10 +144,21 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
     # pixel-interleaved file: ~110 MB of decoded blocks per chunk; with 64 MB every band decoded
     # the blocks again: cloud stage 33 worker-s instead of 8.5 on a 4096 x 4096 scene)
     workers = workers or default_workers()
+    with _local_cluster(n_workers=workers, threads_per_worker=max(1, (os.cpu_count() or 1) // workers), processes=True,
+                        env={"GDAL_CACHEMAX": os.environ.get("GDAL_CACHEMAX", "256")}) as client:
+        yield client
+
+
+@contextmanager
+def _local_cluster(**kwargs) -> Iterator[Any]:
+    """A LocalCluster (dashboard on any free port, quiet logs) and its Client, started under
+    _CLUSTER_START: distributed imports its dashboard modules lazily, racily between threads."""
+    from distributed import Client, LocalCluster
+
+    # dashboard_address ":0" = any free port: None still binds the scheduler's HTTP server to 8787,
+    # with a warning on stderr whenever another run holds that port
     with _CLUSTER_START:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=max(1, (os.cpu_count() or 1) // workers),
-                               processes=True, dashboard_address=":0", silence_logs=logging.ERROR,
-                               env={"GDAL_CACHEMAX": os.environ.get("GDAL_CACHEMAX", "256")})
+        cluster = LocalCluster(dashboard_address=":0", silence_logs=logging.ERROR, **kwargs)
         try:
             client = Client(cluster)
         except BaseException:
