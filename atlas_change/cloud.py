@@ -54,9 +54,10 @@ class CloudMasker:
                 "max_cloud": max_cloud}
 
 
-def plan(scene: Scene, bands: str | None = None, offset: float | None = None, enabled: bool = True) -> CloudMasker:
+def plan(scene: Scene, bands: str | None = None, enabled: bool = True) -> CloudMasker:
     """Pick the cloud method for `scene` (opened for its model): SCL where the product has one,
-    else s2cloudless where the input holds its ten bands, else none (with the reason)."""
+    else s2cloudless where the input holds its ten bands (read with the scene's own offset, not
+    decided again), else none (with the reason)."""
     if not enabled:
         return CloudMasker("none", "cloud masking turned off (--no-cloud-mask)")
     if scene.mask is not None:
@@ -66,7 +67,7 @@ def plan(scene: Scene, bands: str | None = None, offset: float | None = None, en
         return CloudMasker("none", f"the input lacks {', '.join(missing)} that s2cloudless needs; "
                                    "clouds and their shadows will be labelled as land cover")
     return CloudMasker("s2cloudless", f"{scene.level or 'L1C-like'} input with the ten bands s2cloudless needs",
-                       open_scene(scene.path, CLOUD_BANDS, bands, offset))
+                       open_scene(scene.path, CLOUD_BANDS, bands, scene.offset))
 
 
 @functools.cache
@@ -105,13 +106,14 @@ def s2cloudless_mask(dn: np.ndarray, offset: float, valid: np.ndarray) -> np.nda
     return cloud | shadow
 
 
-def chunk_cloud(masker: CloudMasker, main: Scene, window: Window,
-                valid: np.ndarray) -> tuple[np.ndarray, int] | None:
+def chunk_cloud(masker: CloudMasker, main: Scene, window: Window, valid: np.ndarray,
+                scl: np.ndarray | None = None) -> tuple[np.ndarray, int] | None:
     """Cloud-or-shadow flags for `window` of the scene: (bool array, 10 m pixels per flag side:
     FACTOR for s2cloudless, 1 for SCL); None when the scene is not masked. With SCL, also marks
-    its no-data and saturated pixels invalid in `valid` (the data mask of the window, in place)."""
+    its no-data and saturated pixels invalid in `valid` (the data mask of the window, in place);
+    `scl`: the window's SCL where the caller has read it already."""
     if masker.method == "scl":
-        scl = main.read_scl(window)
+        scl = main.read_scl(window) if scl is None else scl
         valid &= ~np.isin(scl, SCL_NODATA)
         return np.isin(scl, SCL_CLOUD), 1
     if masker.method != "s2cloudless":

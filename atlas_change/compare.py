@@ -54,14 +54,12 @@ def load_map(folder: str | os.PathLike, date: str | None = None) -> ClassMap:
     model that run.json names (a run.json edited to pass for another model is refused)."""
     d = Path(folder)
     run = read_json(d / "run.json", RUN_KEYS)
-    _, transform, crs, tags = read_raster(d / "lulc.tif")
+    lulc, transform, crs, tags = read_raster(d / "lulc.tif")
     model, sha = run["model"]["model"], run["model"]["weights_sha256"]
     if (tags.get("MODEL"), tags.get("WEIGHTS_SHA256")) != (model, sha):
         raise AtlasError(f"{d / 'run.json'}: names model {model} ({str(sha)[:12]}) but lulc.tif is stamped "
                          f"{tags.get('MODEL')} ({str(tags.get('WEIGHTS_SHA256'))[:12]}); classify the scene again")
-    with rasterio.open(d / "lulc.tif") as src:
-        shape = src.shape
-    return ClassMap(str(d), crs, transform, shape, model, sha,
+    return ClassMap(str(d), crs, transform, lulc.shape, model, sha,
                     date or metadata_date(run["input"].get("date")), tta_views(run),
                     float(run["model"].get("temperature", 1.0)))
 

@@ -58,8 +58,9 @@ def classify_chunk(scene: Scene, card: ModelCard, grid: PatchGrid, rng: tuple[in
     try:
         block, valid = scene.read(window, raw=True, scl=False)  # the offset is applied inside the predictor
         t1 = time.perf_counter()
-        flags = chunk_cloud(clouds, scene, window, valid)
-        ground = surface.chunk_flags(surf, scene, window)
+        scl = scene.read_scl(window) if "scl" in (clouds.method, surf.snow) else None  # once, for both
+        flags = chunk_cloud(clouds, scene, window, valid, scl)
+        ground = surface.chunk_flags(surf, scene, window, scl)
     except RasterioIOError as e:
         raise AtlasError(f"{scene.path}: cannot read pixels at rows {window.row_off}..{window.row_off + window.height}, "
                          f"cols {window.col_off}..{window.col_off + window.width} ({str(e).splitlines()[0]})") from None
@@ -287,10 +288,10 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
         raise AtlasError(f"{card.path}: model {card.name} is untrained (random weights, meaningless labels); "
                          "train it first or pass --allow-untrained to test the pipeline")
     scene = open_scene(path, card.bands, bands, offset)
-    clouds = plan(scene, bands, offset, cloud_mask)
+    clouds = plan(scene, bands, cloud_mask)
     if clouds.method == "none" and cloud_mask:
         warnings.warn(f"{path}: clouds not masked: {clouds.why}", AtlasWarning, stacklevel=2)
-    surf = surface.plan(scene, bands, offset) if surface_tests else surface.OFF
+    surf = surface.plan(scene, bands) if surface_tests else surface.OFF
     if surface_tests and surface.missing(surf):
         warnings.warn(f"{path}: {surface.missing(surf)}: the labels rest on the RGB bands alone", AtlasWarning,
                       stacklevel=2)

@@ -65,27 +65,31 @@ class SurfacePlan:
 OFF = SurfacePlan("off", "off")
 
 
-def plan(scene: Scene, bands: str | None = None, offset: float | None = None) -> SurfacePlan:
-    """The tests the input's bands allow (`scene` opened for its model; `bands` and `offset` as given
-    to classify, so that the tests read the same digital numbers)."""
+def plan(scene: Scene, bands: str | None = None) -> SurfacePlan:
+    """The tests the input's bands allow (`scene` opened for its model; `bands` as given to classify;
+    the scene's own offset, so that the tests read the same digital numbers and it is not decided again)."""
     have = set(scene.available)
     water = "off" if not {"B03", "B08"} <= have else "ndwi+mndwi" if "B11" in have else "ndwi"
     snow = "scl" if scene.mask is not None else "ndsi" if {"B03", "B08", "B11"} <= have else "off"
     need = tuple(b for b in BANDS if b in have)
     if water == "off" and snow != "ndsi":
         need = ()
-    return SurfacePlan(water, snow, open_scene(scene.path, need, bands, offset) if need else None)
+    return SurfacePlan(water, snow, open_scene(scene.path, need, bands, scene.offset) if need else None)
 
 
-def chunk_flags(p: SurfacePlan, main: Scene, window: Window) -> tuple[np.ndarray, np.ndarray] | None:
-    """(water, snow) per pixel of `window` of the scene; None when neither test runs."""
+def chunk_flags(p: SurfacePlan, main: Scene, window: Window,
+                scl: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """(water, snow) per pixel of `window` of the scene; None when neither test runs. `scl`: the
+    window's SCL where the caller has read it already."""
     if p.water == "off" and p.snow == "off":
         return None
     refl = {}
     if p.scene is not None:
         dn, _ = p.scene.read(window, scl=False)  # offset applied
         refl = {b: dn[i] / np.float32(10000) for i, b in enumerate(p.scene.bands)}
-    return pixel_flags(p, refl, main.read_scl(window) if p.snow == "scl" else None)
+    if p.snow == "scl" and scl is None:
+        scl = main.read_scl(window)
+    return pixel_flags(p, refl, scl if p.snow == "scl" else None)
 
 
 def missing(p: SurfacePlan) -> str | None:
