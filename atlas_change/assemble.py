@@ -244,6 +244,11 @@ def atomic_write(path: Path, write: Callable) -> None:
 
 # --- reading outputs back: every damaged file is named, with what is wrong ------------------------
 
+#: what a classify folder's run.json and a compare folder's summary.json must hold to be read
+RUN_KEYS = ("input.path", "model.model", "model.weights_sha256")
+SUMMARY_KEYS = ("before.source", "after.source")
+
+
 def read_json(path: Path, need: tuple[str, ...] = ()) -> dict:
     """A JSON object written by atlas-change, with the (dotted) keys `need`: 'model.weights_sha256'."""
     try:

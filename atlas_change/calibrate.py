@@ -76,12 +76,10 @@ def calibrate(data: str | os.PathLike, model: str, splits: str | None = None, vi
     raw = {}
     for split in ("val", "test"):
         X, y, _ = load_split(data, split, splits, quiet)
-        jpeg = X.shape[-1] == len(RGB_BANDS)
-        source = RGB_BANDS if jpeg else None
-        if source is None:
+        if X.shape[-1] != len(RGB_BANDS):
             raise AtlasError(f"{data}: calibration reads the EuroSAT RGB JPEGs (their val split); MS has none")
-        pred = get_predictor(card, runtime)
-        raw[split] = (pred(X[..., band_indices(card.bands, source)], prescaled=True, views=views, calibrated=False), y)
+        x = X[..., band_indices(card.bands, RGB_BANDS)]
+        raw[split] = (get_predictor(card, runtime)(x, prescaled=True, views=views, calibrated=False), y)
     t = fit_temperature(*raw["val"])
     test_p, test_y = raw["test"]
     after = apply_temperature(test_p, t)

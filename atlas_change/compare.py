@@ -15,7 +15,7 @@ from rasterio.crs import CRS
 from rasterio.features import geometry_mask
 from rasterio.windows import from_bounds
 
-from .assemble import (SKY_SNOW, change_categories, class_categories, cloud_code, hectares, read_json, read_raster,
+from .assemble import (RUN_KEYS, SKY_SNOW, change_categories, class_categories, cloud_code, hectares, read_json, read_raster,
                        staged_output, write_cog, write_file)
 from .classes import CLASSES
 from .dates import metadata_date, user_date
@@ -44,9 +44,6 @@ class ClassMap:
 def tta_views(run: dict) -> int:
     """The --tta a run.json was made with (1 for outputs from before test-time augmentation existed)."""
     return int(run.get("parameters", {}).get("tta_views", 1))
-
-
-RUN_KEYS = ("input.path", "model.model", "model.weights_sha256")
 
 
 def load_map(folder: str | os.PathLike, date: str | None = None) -> ClassMap:

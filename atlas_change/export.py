@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .assemble import read_json, read_raster
+from .assemble import RUN_KEYS, SUMMARY_KEYS, read_json, read_raster
 from .classes import CLASSES, COLOURS
 from .dates import metadata_date
 from .errors import AtlasError
@@ -63,7 +63,7 @@ def _tiles(folder: Path, date: str | None, aoi=None):
     import pandas as pd
     import pyarrow as pa
 
-    run = read_json(folder / "run.json", ("input.path", "model.model", "model.weights_sha256"))
+    run = read_json(folder / "run.json", RUN_KEYS)
     try:
         gdf = gpd.read_parquet(folder / "tiles.parquet")
     except (OSError, ValueError) as e:
@@ -107,7 +107,7 @@ def layers(folder: str | os.PathLike) -> dict:
 
     d = Path(folder)
     if (d / "summary.json").exists():
-        s = read_json(d / "summary.json", ("before.source", "after.source"))
+        s = read_json(d / "summary.json", SUMMARY_KEYS)
         aoi = gpd.read_file(d / "aoi.geojson")
         geom = aoi.geometry.union_all()
         return {"tiles_before": _tiles(Path(s["before"]["source"]), s["before"]["date"], geom),

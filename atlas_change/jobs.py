@@ -280,9 +280,9 @@ def damage(step: Step) -> str | None:
             for name in ("confidence.tif", "cloud.tif"):
                 read_raster(step.args["folder"] / name)
         elif step.kind == "compare":
-            from .assemble import read_json, read_raster
+            from .assemble import SUMMARY_KEYS, read_json, read_raster
 
-            read_json(step.args["folder"] / "summary.json", ("before.source", "after.source", "changed_ha"))
+            read_json(step.args["folder"] / "summary.json", (*SUMMARY_KEYS, "changed_ha"))
             read_raster(step.args["folder"] / "change.tif")
     except AtlasError as e:
         return str(e)

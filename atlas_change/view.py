@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .assemble import SKY_CATEGORIES, SKY_CLOUD, SKY_SNOW, atomic_write, cloud_code, read_json, read_raster
+from .assemble import (SKY_CATEGORIES, SKY_CLOUD, SKY_SNOW, SUMMARY_KEYS, atomic_write, cloud_code, read_json,
+                       read_raster)
 from .classes import CLASSES, COLOURS, hex_colour
 from .dates import metadata_date
 from .errors import AtlasWarning
@@ -237,7 +238,7 @@ def change_map(folder: str | os.PathLike, out_html: str | os.PathLike | None = N
         minx, miny, maxx, maxy = frames["aoi"].total_bounds
     else:  # the class raster's footprint (there may be no tile at all: e.g. all cloud)
         minx, miny, maxx, maxy = _bounds(d / "lulc.tif", "EPSG:4326")
-    summary = read_json(d / "summary.json", ("before.source", "after.source")) if (d / "summary.json").exists() else None
+    summary = read_json(d / "summary.json", SUMMARY_KEYS) if (d / "summary.json").exists() else None
     if summary:  # part -> (classify folder, class raster, tiles layer, date)
         parts = {p: (Path(summary[p]["source"]), d / f"{p}.tif", f"tiles_{p}", _label(summary, p))
                  for p in ("before", "after")}
