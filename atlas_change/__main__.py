@@ -1,4 +1,5 @@
-"""Command line: python -m atlas_change {classify,compare,export,view,run,status,train,evaluate,calibrate,demo} ...
+"""Command line: python -m atlas_change {classify,compare,export,view,sample,assess,run,status,train,evaluate,
+calibrate,demo} ...
 (see --help of each)."""
 from __future__ import annotations
 
@@ -17,84 +18,8 @@ from .bands import parse_bands  # noqa: E402
 from .cloud import MAX_CLOUD  # noqa: E402
 from .errors import AtlasError, AtlasWarning  # noqa: E402
 from .infer import DEFAULT_RUNTIME, DEFAULT_VIEWS, RUNTIMES, VIEWS  # noqa: E402
+from .helptext import EPILOG_ASSESS, EPILOG_CLASSIFY, JOB_EPILOG, WORKERS_HELP  # noqa: E402
 from .registry import ARCHITECTURES, DEFAULT_MODELS, PRECISIONS  # noqa: E402
-
-EPILOG_CLASSIFY = """\
-inputs:
-  a multi-band GeoTIFF/COG (band identity from band descriptions such as B02/B8A, else --bands,
-  else by count: 13 = EuroSAT/L1C order with B8A last, 12 = L2A order without B10), or a
-  Sentinel-2 SAFE product as a folder or .zip (L1C or L2A; 20/60 m bands are resampled onto the
-  10 m grid by GDAL, the baseline >= 04.00 offset of -1000 is removed).
-
-clouds: a patch with more than --max-cloud of its pixels cloud or cloud shadow is not labelled
-  (nodata in lulc/confidence/tiles, 2 in cloud.tif, counted in run.json). L2A: the product's SCL;
-  L1C (any input with B01 B02 B04 B05 B08 B8A B09 B10 B11 B12): s2cloudless at 160 m plus dark
-  pixels near clouds as shadow; other inputs (3/4-band GeoTIFFs, L2A without SCL) are not masked,
-  with a warning, and run.json says so.
-
-water and snow (the bands the RGB model never sees; run.json "surface"): River / SeaLake only where
-  at least 1 % of a patch is water by NDWI (B03, B08) > 0 (McFeeters 1996) and, with B11, MNDWI > 0
-  (Xu 2006); a patch over half water is River or SeaLake. Snow (L2A SCL class 11, else NDSI > 0.4
-  with B08 > 0.11 and B03 > 0.10 reflectance, Hall et al. 1995) is handled like cloud: a patch with
-  more than --max-cloud snow is not labelled (3 in cloud.tif, snow hectares in run.json). Inputs
-  without B08 (or B11 and SCL for snow) get a warning.
-
-outputs (in --out, default outputs/<scene name>/):
-  lulc.tif        COG, uint8 class ids 1..10 (EuroSAT order, 0 = nodata), colour table inside the file;
-                  class names and attribute table in lulc.tif.aux.xml, QGIS style in lulc.qml
-  confidence.tif  COG, float32 top-1 probability (NaN = nodata)
-  cloud.tif       COG, uint8 0 = nodata (outside the scene), 1 = clear (labelled), 2 = not labelled:
-                  cloud or shadow, 3 = not labelled: snow or ice
-  tiles.parquet   GeoParquet, one row per patch: row, col, polygon, class, confidence, probabilities
-  run.json        input checksum, band mapping, model + weights SHA-256, parameters, timings, counts
-
-examples:
-  python -m atlas_change classify scene.tif
-  python -m atlas_change classify S2B_MSIL2A_20230612T101559_N0509_R065_T32TQM.SAFE.zip
-  python -m atlas_change classify scene.tif --stride 32 --out outputs/my-aoi
-  # on an existing Dask cluster (start one with `dask scheduler` and `dask worker tcp://HOST:8786`
-  # on each machine, one worker process per machine; every worker must see the scene and models paths):
-  python -m atlas_change classify scene.tif --scheduler tcp://HOST:8786
-"""
-
-
-WORKERS_HELP = ("Dask worker processes of the local cluster (default 1: this process, with a thread per core; "
-                "more processes split the cores and are slower on one machine: benchmarks/RESULTS.md)")
-
-JOB_EPILOG = """\
-job file (TOML; paths relative to the job file's folder; every problem is reported before any work):
-  name = "parma-2023-2024"
-  model = "spectrumnet-rgb"            # optional: name under models/ or a model folder (default: the
-                                       # first shipped model of spectrumnet-l1c13, spectrumnet-rgb,
-                                       # resnet50-rgb whose bands every scene has)
-  output = "../outputs/parma"          # results: scenes/<scene>/ and <aoi>/<before>_<after>/
-  stride = 64                          # optional: 64 (default), 32 or 16
-  chunk = 1024                         # optional: pixels per Dask task side
-  min_confidence = 0.6                 # optional, for compare
-  max_nodata = 0.0                     # optional: largest nodata share of a labelled patch, [0, 1)
-  max_cloud = 0.1                      # optional: largest cloud/shadow share of a labelled patch
-  cloud_mask = true                    # optional: false = do not look for clouds (a cloud-free composite)
-  tta = 2                              # optional: test-time augmentation views, 1, 2, 4 or 8
-                                       # (4 for change on small AOIs: see classify --help)
-  runtime = "openvino"                 # optional: openvino, xla, graph or keras
-  produce = ["classify", "compare", "gpkg", "html"]   # optional (default all)
-  allow_untrained = false              # optional; allow_model_mismatch = false too
-  [[aoi]]
-  name = "parma"                       # not "scenes": <output>/scenes/ holds the per-scene results
-  file = "../aoi/parma.geojson"        # GeoJSON or GeoPackage, any CRS
-  scenes = { 2023-06-12 = "../scenes/S2B_MSIL1C_20230612*.SAFE.zip", 2024-06-06 = "../scenes/x_2024.tif" }
-  pairs = [["2023-06-12", "2024-06-06"]]   # optional (default: consecutive dates)
-
-state: <output>/.atlas-job/ holds one record per step (status, error, fingerprint) and a lock that
-refuses a second run of the same job at the same time. exit code: 0 when every step succeeded,
-1 when some failed (the others still ran), 2 when the job file is invalid or locked. The last lines
-give each compared AOI's result: changed, uncertain and cloud hectares, the map and the GeoPackage.
-
-examples:
-  python -m atlas_change run jobs/example.toml
-  python -m atlas_change run jobs/parma.toml --scheduler tcp://HOST:8786
-  python -m atlas_change status jobs/parma.toml
-"""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -209,15 +134,24 @@ def _parser() -> argparse.ArgumentParser:
     ca.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME, help=f"inference runtime (default {DEFAULT_RUNTIME})")
     ca.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    cp = sub.add_parser("compare", help="two dates of an AOI -> change raster, transitions in hectares, summary",
-                        description="Compare two classified dates over an AOI on one common grid. BEFORE/AFTER are "
-                        "classify output folders, or scenes (classified on the fly into the output's parent folder, "
-                        "reusing an earlier result of the same input and model).",
-                        epilog="outputs: before.tif, after.tif (+ _confidence.tif), change.tif (code = from_id*100 + "
-                        "to_id, 0 = unchanged/nodata/cloud/uncertain), transitions.csv (hectares), summary.json (changed, "
-                        "uncertain, cloud, snow and nodata hectares), aoi.geojson")
-    cp.add_argument("before", help="earlier date: a classify output folder or a scene")
-    cp.add_argument("after", help="later date: a classify output folder or a scene")
+    cp = sub.add_parser("compare", help="two dates (or periods) of an AOI -> change raster, hectares, summary",
+                        description="Compare two classified dates, or two periods of several dates, over an AOI on "
+                        "one common grid. BEFORE/AFTER are classify output folders, or scenes (classified on the fly "
+                        "into the output's parent folder, reusing an earlier result of the same input and model). "
+                        "A period (--before A B C --after D E F) is the mean-probability composite of its dates: per "
+                        "cell the class probabilities averaged over the dates on which it is clear; far less false "
+                        "change than one date a side (README: Periods).",
+                        epilog="outputs: before.tif, after.tif (+ _confidence.tif, _probabilities.tif, "
+                        "_observations.tif: clear dates per cell), change.tif (code = from_id*100 + to_id, 0 = "
+                        "unchanged/nodata/cloud/uncertain), transitions.csv and transitions_groups.csv (hectares), "
+                        "summary.json, aoi.geojson\nexamples:\n  python -m atlas_change compare outputs/2023 "
+                        "outputs/2024 --aoi aoi/farm.geojson --out outputs/farm\n  python -m atlas_change compare "
+                        "--before jun23.tif jul23.tif aug23.tif --after jun24.tif jul24.tif --aoi aoi/farm.geojson "
+                        "--out outputs/farm-summers", formatter_class=argparse.RawDescriptionHelpFormatter)
+    cp.add_argument("dates", nargs="*", metavar="BEFORE AFTER",
+                    help="earlier and later date: classify output folders or scenes")
+    cp.add_argument("--before", nargs="+", metavar="SCENE", help="the earlier period's scenes (or classify outputs)")
+    cp.add_argument("--after", nargs="+", metavar="SCENE", help="the later period's scenes (or classify outputs)")
     g = cp.add_mutually_exclusive_group(required=True)
     g.add_argument("--aoi", help="AOI file (GeoJSON or GeoPackage, any CRS)")
     g.add_argument("--aoi-bbox", help="minx,miny,maxx,maxy in --aoi-crs")
@@ -228,8 +162,10 @@ def _parser() -> argparse.ArgumentParser:
                     "(default 0.6); the rest is reported as uncertain")
     cp.add_argument("--allow-model-mismatch", action="store_true",
                     help="compare maps made with different model weights (stamped in summary.json)")
-    cp.add_argument("--before-date", help="date of BEFORE, YYYY-MM-DD (default: from its run.json or scene)")
-    cp.add_argument("--after-date", help="date of AFTER, YYYY-MM-DD (default: from its run.json or scene)")
+    cp.add_argument("--before-date", help="date of BEFORE, YYYY-MM-DD, or one per scene of --before, comma-separated "
+                    "(default: from each one's run.json or scene)")
+    cp.add_argument("--after-date", help="date of AFTER, YYYY-MM-DD, or one per scene of --after (default: from "
+                    "the metadata)")
     cp.add_argument("--model", default=None, help="model for scenes classified on the fly (default: the "
                     "default model for their bands)")
     cp.add_argument("--max-cloud", type=float, default=MAX_CLOUD, help="for scenes classified on the fly: largest "
@@ -242,12 +178,13 @@ def _parser() -> argparse.ArgumentParser:
     cp.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME,
                     help=f"for scenes classified on the fly: inference runtime (default {DEFAULT_RUNTIME})")
 
-    ex = sub.add_parser("export", help="GeoPackage of labelled tiles (and changes) from a compare/classify output",
+    ex = sub.add_parser("export", help="GeoPackage of the labelled map cells (and changes) of a compare/classify output",
                         description="Write a GeoPackage (1.2, with QGIS styles in layer_styles) from a compare output "
-                        "folder (layers tiles_before, tiles_after: the labelled 64 x 64 patches of each date inside "
-                        "the AOI, which overlap at stride 32 or 16; changes: one polygon per changed map cell with "
-                        "both classes, confidences and hectares; aoi: the AOI's features and attributes) or from a "
-                        "classify output folder (layer tiles).",
+                        "folder (layers cells_before, cells_after: one polygon per map cell inside the AOI, never "
+                        "overlapping, with class, land-cover group, confidence and hectares: areas summed from them "
+                        "are summary.json's; changes: one polygon per changed cell with both classes and groups, "
+                        "'conversion' or 'within group', confidences and hectares; aoi: the AOI's features and "
+                        "attributes) or from a classify output folder (layer cells).",
                         epilog="example:\n  python -m atlas_change export outputs/example/lake/2023-06-01_2024-06-01 "
                         "--gpkg lake.gpkg", formatter_class=argparse.RawDescriptionHelpFormatter)
     ex.add_argument("folder", help="a compare output folder (summary.json) or a classify output folder")
@@ -265,6 +202,34 @@ def _parser() -> argparse.ArgumentParser:
     vw.add_argument("--open", action="store_true", help="open it in the web browser")
     vw.add_argument("--side-by-side", action="store_true",
                     help="also write change_map_side_by_side.html: before and after on two synchronised maps")
+
+    sm = sub.add_parser("sample", help="stratified random sample of a compare output's cells, to label for `assess`",
+                        description="Draw a seeded stratified random sample of the map cells of a compare output "
+                        "(Olofsson et al. 2014): strata are the change map's classes (stable <group or class>, each "
+                        "<from> -> <to> present, uncertain); the size by their eq. 13 for --target-se of overall "
+                        "accuracy, at least --min-per-stratum cells per stratum, the rest in proportion to area. "
+                        "Writes strata.csv, sample.csv (label its empty reference column), sample.gpkg and "
+                        "sample.html (each cell on both dates' imagery, for the person who labels it).",
+                        epilog=EPILOG_ASSESS, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sm.add_argument("folder", help="a compare output folder (summary.json)")
+    sm.add_argument("--out", required=True, help="folder for the sample")
+    sm.add_argument("--strata", choices=("groups", "classes"), default="groups",
+                    help="land-cover groups (default; CORINE level 1) or the ten EuroSAT classes")
+    sm.add_argument("--seed", type=int, default=0, help="random seed (default 0): the same seed draws the same cells")
+    sm.add_argument("--size", type=int, help="total sample size (default: from --target-se)")
+    sm.add_argument("--target-se", type=float, default=0.01,
+                    help="standard error of overall accuracy to size the sample for (default 0.01)")
+    sm.add_argument("--min-per-stratum", type=int, default=50, help="cells per stratum at least (default 50)")
+    sm.add_argument("--no-images", action="store_true", help="leave the imagery out of sample.html")
+
+    asx = sub.add_parser("assess", help="accuracy and error-adjusted areas (95 %% CI) from a labelled sample",
+                         description="Read a sample folder whose sample.csv has every reference label filled in and "
+                         "write error_matrix.csv (area proportions), areas.csv and assessment.json: user's, "
+                         "producer's and overall accuracy and the error-adjusted area of every class, each with a "
+                         "95 % confidence interval (Olofsson et al. 2014, eqs. 1-10).",
+                         epilog=EPILOG_ASSESS, formatter_class=argparse.RawDescriptionHelpFormatter)
+    asx.add_argument("folder", help="a folder made by `sample`, its sample.csv labelled")
+    asx.add_argument("--out", help="folder for the results (default: the sample folder)")
 
     r = sub.add_parser("run", help="run a batch job file (classify, compare, gpkg, html per AOI), resumably",
                        description="Run every step of a TOML job file that is not already up to date, on one "
@@ -395,12 +360,42 @@ def _cmd_compare(a) -> None:
 
     kw = {"max_cloud": a.max_cloud, "stride": a.stride, "tta": a.tta, "runtime": a.runtime,
           **({"model": a.model} if a.model else {})}
-    s = compare(a.before, a.after, aoi=a.aoi, aoi_bbox=a.aoi_bbox, aoi_crs=a.aoi_crs, out=a.out,
+    if bool(a.dates) == bool(a.before or a.after) or (a.dates and len(a.dates) != 2) or (bool(a.before) != bool(a.after)):
+        raise AtlasError("compare: give BEFORE AFTER (two dates), or --before SCENE... --after SCENE... (two periods)")
+    before, after = (a.dates[0], a.dates[1]) if a.dates else (a.before, a.after)
+
+    def dates(text, srcs):
+        if text is None or isinstance(srcs, str):
+            return text
+        return [d.strip() for d in text.split(",")] if "," in text or len(srcs) == 1 else text
+
+    s = compare(before, after, aoi=a.aoi, aoi_bbox=a.aoi_bbox, aoi_crs=a.aoi_crs, out=a.out,
                 min_confidence=a.min_confidence, allow_model_mismatch=a.allow_model_mismatch,
-                before_date=a.before_date, after_date=a.after_date, **kw)
-    print(f"{a.out}: {s['changed_ha']:.2f} ha changed, {s['uncertain_ha']:.2f} ha uncertain of "
+                before_date=dates(a.before_date, before), after_date=dates(a.after_date, after), **kw)
+    print(f"{a.out}: {s['changed_ha']:.2f} ha changed ({s['conversion_ha']:.2f} ha between land-cover groups), "
+          f"{s['uncertain_ha']:.2f} ha uncertain of "
           f"{s['valid_ha']:.2f} ha valid in the AOI; {s['cloud_ha']:.2f} ha cloud and {s['snow_ha']:.2f} ha snow on either date, "
           f"{s['nodata_ha']:.2f} ha nodata" + (" (MODEL MISMATCH)" if s["model_mismatch"] else ""))
+
+
+def _cmd_sample(a) -> None:
+    from .sample import sample
+
+    r = sample(a.folder, a.out, seed=a.seed, level=a.strata, n=a.size, target_se=a.target_se,
+               minimum=a.min_per_stratum, images=not a.no_images)
+    print(f"{a.out}: {r['sample_size']} cells in {len(r['expected_users_accuracy'])} strata (seed {r['seed']}); "
+          f"label the reference column of {Path(a.out) / 'sample.csv'} (see sample.html), then "
+          f"`python -m atlas_change assess {a.out}`")
+
+
+def _cmd_assess(a) -> None:
+    from .assess import assess
+
+    r = assess(a.folder, a.out)
+    print(f"{a.out or a.folder}: overall accuracy {r['overall_accuracy']:.3f} +- {r['overall_accuracy_ci95']:.3f} "
+          f"({r['sample_size']} cells)")
+    for c, v in r["classes"].items():
+        print(f"  {c}: {v['estimated_ha']:.2f} +- {v['estimated_ha_ci95']:.2f} ha (map {v['map_ha']:.2f} ha)")
 
 
 def _cmd_export(a) -> None:
@@ -443,7 +438,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         commands = {"classify": _cmd_classify, "train": _cmd_train, "evaluate": _cmd_evaluate, "demo": _cmd_demo,
                     "compare": _cmd_compare, "export": _cmd_export, "view": _cmd_view, "run": _cmd_run,
-                    "status": _cmd_status, "calibrate": _cmd_calibrate}
+                    "status": _cmd_status, "calibrate": _cmd_calibrate, "sample": _cmd_sample,
+                    "assess": _cmd_assess}
         with warnings.catch_warnings():  # AtlasWarnings as one line each (none with --quiet)
             warnings.showwarning = _show_warning
             if getattr(a, "quiet", False):

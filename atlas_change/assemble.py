@@ -1,4 +1,4 @@
-"""Assemble stage: patch probabilities -> georeferenced class map, confidence and tile table;
+"""Assemble stage: patch probabilities -> georeferenced class map, confidence and cell table;
 and writing them (Cloud-Optimized GeoTIFFs, GeoParquet, run.json) all-or-nothing."""
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from rasterio.crs import CRS
 from rasterio.errors import RasterioError
 from rasterio.io import MemoryFile
 
-from .classes import CLASSES, COLOURS, NODATA_ID
+from .classes import CLASSES, COLOURS, GROUP_NAMES, NODATA_ID, group_of
 from .errors import AtlasError
 
 
@@ -51,24 +51,24 @@ def build_dataset(cell_probs: np.ndarray, has: np.ndarray, transform: Affine, cr
     return ds.rio.write_crs(crs).rio.write_transform(transform)  # ds.rio.crs / .rio.transform()
 
 
-def tiles_frame(probs: np.ndarray, usable: np.ndarray, stride: int, patch: int, transform: Affine, crs: CRS):
-    """One row per classified patch: row, col, bounds, polygon, class, confidence, probabilities."""
+def cells_frame(ds: xr.Dataset):
+    """One row per labelled map cell (no overlap; the cells every hectare figure counts): row, col,
+    polygon, class, confidence, hectares, the class probabilities."""
     import geopandas as gpd
     import shapely
 
-    r, c = np.nonzero(usable)
-    p = probs[r, c]
-    x0 = transform.c + c * stride * transform.a
-    y0 = transform.f + r * stride * transform.e
-    x1 = x0 + patch * transform.a
-    y1 = y0 + patch * transform.e
-    minx, maxx, miny, maxy = np.minimum(x0, x1), np.maximum(x0, x1), np.minimum(y0, y1), np.maximum(y0, y1)
-    cls = p.argmax(axis=1) + 1
-    data = {"row": r.astype(np.int32), "col": c.astype(np.int32), "minx": minx, "miny": miny, "maxx": maxx,
-            "maxy": maxy, "class_id": cls.astype(np.uint8), "class_name": np.asarray(CLASSES)[cls - 1],
-            "confidence": p.max(axis=1, initial=0.0)}
-    data.update({f"p_{name}": p[:, i] for i, name in enumerate(CLASSES)})
-    return gpd.GeoDataFrame(data, geometry=shapely.box(minx, miny, maxx, maxy), crs=crs)
+    t = ds.rio.transform()
+    lulc = ds["lulc"].values
+    r, c = np.nonzero(lulc)
+    p = ds["probabilities"].values[:, r, c].T
+    x0, y0 = t.c + c * t.a, t.f + r * t.e
+    cls = lulc[r, c]
+    data = {"row": r.astype(np.int32), "col": c.astype(np.int32), "class_id": cls.astype(np.uint8),
+            "class_name": np.asarray(CLASSES)[cls.astype(int) - 1], "group": np.asarray(GROUP_NAMES)[group_of(cls) - 1],
+            "confidence": ds["confidence"].values[r, c].astype(np.float32),
+            "hectares": np.full(len(r), abs(t.a * t.e) / 1e4)}
+    data.update({f"p_{name}": p[:, i].astype(np.float32) for i, name in enumerate(CLASSES)})
+    return gpd.GeoDataFrame(data, geometry=shapely.box(x0, y0 + t.e, x0 + t.a, y0), crs=ds.rio.crs)
 
 
 #: cloud.tif values: 0 = no data (outside the scene, or too much nodata to label), 1 = clear (labelled),
@@ -106,8 +106,9 @@ Categories = dict[int, tuple[str, tuple[int, int, int]]]
 
 
 def write_cog(path: Path, array: np.ndarray, transform: Affine, crs: CRS, nodata, tags: dict,
-              description: str = "", categories: Categories | None = None) -> None:
-    """Write one band as a Cloud-Optimized GeoTIFF (DEFLATE). Continuous data get `average` overviews.
+              description: str | list[str] = "", categories: Categories | None = None) -> None:
+    """Write one band (or (bands, rows, cols) with a description per band) as a Cloud-Optimized
+    GeoTIFF (DEFLATE). Continuous data get `average` overviews.
     With `categories` (a categorical raster: class ids, change codes) the overviews use `mode`, so they
     hold only values of the full-resolution raster, and the legend travels with the file (value 0 =
     nodata, transparent): `<file>.aux.xml` (GDAL's sidecar, read by GDAL, QGIS and ArcGIS) holds a
@@ -133,13 +134,16 @@ def write_cog(path: Path, array: np.ndarray, transform: Affine, crs: CRS, nodata
 
 
 def _write_cog(path: Path, array, transform, crs, nodata, tags, description, categories) -> None:
-    profile = dict(driver="GTiff", width=array.shape[1], height=array.shape[0], count=1, dtype=array.dtype,
+    bands = array if array.ndim == 3 else array[None]  # (bands, rows, cols): a band per description
+    names = description if isinstance(description, (list, tuple)) else [description]
+    profile = dict(driver="GTiff", width=bands.shape[2], height=bands.shape[1], count=len(bands), dtype=array.dtype,
                    crs=crs, transform=transform, nodata=nodata)
     with MemoryFile() as mem:
         with mem.open(**profile) as dst:
-            dst.write(array, 1)
+            dst.write(bands)
             dst.update_tags(**tags)
-            dst.set_band_description(1, description)
+            for i, name in enumerate(names, 1):
+                dst.set_band_description(i, name)
             if categories is not None:  # the palette inside the file: a COG copied or served alone keeps its colours
                 dst.write_colormap(1, palette(categories, int(array.max(initial=0))))
         with mem.open() as src:
@@ -305,8 +309,8 @@ def staged_output(out_dir: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(stage, ignore_errors=True)
 
 
-def write_outputs(ds: xr.Dataset, tiles, run: dict, out_dir: str | os.PathLike) -> Path:
-    """Write lulc.tif, confidence.tif, cloud.tif, tiles.parquet and run.json into `out_dir`, all or nothing."""
+def write_outputs(ds: xr.Dataset, cells, run: dict, out_dir: str | os.PathLike) -> Path:
+    """Write lulc.tif, confidence.tif, cloud.tif, cells.parquet and run.json into `out_dir`, all or nothing."""
     with staged_output(out_dir) as stage:
         transform, crs = ds.rio.transform(), ds.rio.crs
         tags = raster_tags(ds.attrs)
@@ -317,6 +321,6 @@ def write_outputs(ds: xr.Dataset, tiles, run: dict, out_dir: str | os.PathLike) 
         write_cog(stage / "cloud.tif", sky_codes(ds["lulc"].values, ds["cloud"].values, ds["snow"].values), transform,
                   crs, SKY_NODATA,
                   {**tags, "CLOUD": CLOUD_DOC, "CLOUD_CODES": CLOUD_DOC}, "cloud_masked", SKY_CATEGORIES)
-        write_file(stage / "tiles.parquet", lambda p: tiles.to_parquet(p, index=False))
+        write_file(stage / "cells.parquet", lambda p: cells.to_parquet(p, index=False))
         write_file(stage / "run.json", lambda p: p.write_text(json.dumps(run, indent=2, default=str) + "\n"))
     return Path(out_dir)

@@ -1,5 +1,7 @@
-"""Compare stage: two classified dates of one AOI on one common grid -> change raster,
-from-to transition table in hectares (from the CRS), and a summary stamped with both models."""
+"""Compare stage: two classified dates (or periods of several, composited by composite.py) of one
+AOI on one common grid -> change raster, from-to transition tables in hectares (classes and
+land-cover groups), and a summary stamped with both models. Every hectare figure counts the same
+non-overlapping map cells (cell_area_ha each)."""
 from __future__ import annotations
 
 import json
@@ -15,15 +17,18 @@ from rasterio.crs import CRS
 from rasterio.features import geometry_mask
 from rasterio.windows import from_bounds
 
-from .assemble import (RUN_KEYS, SKY_SNOW, change_categories, class_categories, cloud_code, hectares, read_json, read_raster,
+from .assemble import (RUN_KEYS, change_categories, class_categories, hectares, read_json, read_raster,
                        staged_output, write_cog, write_file)
-from .classes import CLASSES
+from .classes import CLASSES, GROUP_NAMES, group_of
+from .composite import Side, composite, make_side
 from .dates import metadata_date, user_date
 from .errors import AtlasError, AtlasWarning
 from .infer import DEFAULT_VIEWS
 
 CHANGE_CODE_DOC = ("from_id * 100 + to_id (class ids 1..10 in EuroSAT order); 0 = unchanged, nodata, cloud, snow, "
                    "outside the AOI, or below --min-confidence on either date")
+#: dates further apart than this in day of year (either way round the year) are in different seasons
+SEASON_DAYS = 45
 
 
 @dataclass(frozen=True)
@@ -63,14 +68,16 @@ def load_map(folder: str | os.PathLike, date: str | None = None) -> ClassMap:
 
 def is_output_folder(p: Path) -> bool:
     """Whether `p` is (or was meant to be) a classify output folder rather than a scene."""
-    return p.is_dir() and any((p / f).exists() for f in ("lulc.tif", "run.json", "confidence.tif", "tiles.parquet"))
+    return p.is_dir() and any((p / f).exists() for f in ("lulc.tif", "run.json", "confidence.tif", "cells.parquet", "tiles.parquet"))
 
 
 def resolve_input(src: str | os.PathLike, date: str | None, out_root: Path, **classify_kw) -> ClassMap:
     """A classify output folder as is, or a scene classified into out_root/<scene name>/ (reused
     when that folder already holds a sound result of the same input, model and parameters)."""
-    p = Path(src)
-    if is_output_folder(p):
+    from .read import input_path, is_url
+
+    p = str(src) if is_url(str(src)) else Path(src)  # a STAC Item's URL stays a URL
+    if not is_url(str(p)) and is_output_folder(p):
         return load_map(p, date)
     from .pipeline import classify, resolve_model, scene_stem
 
@@ -78,7 +85,7 @@ def resolve_input(src: str | os.PathLike, date: str | None, out_root: Path, **cl
     folder = out_root / scene_stem(p)
     try:
         run = read_json(folder / "run.json", RUN_KEYS)
-        if (run["input"]["path"] == os.path.abspath(p) and run["model"]["weights_sha256"] == card.weights_sha256
+        if (run["input"]["path"] == input_path(p) and run["model"]["weights_sha256"] == card.weights_sha256
                 and run.get("parameters", {}).get("stride") == classify_kw.get("stride", 64)
                 and tta_views(run) == classify_kw.get("tta", DEFAULT_VIEWS)):
             return load_map(folder, date)
@@ -128,22 +135,26 @@ def read_aoi_frame(aoi: str | os.PathLike | None, bbox: str | None, bbox_crs: st
     return gdf.to_crs(crs)
 
 
-def common_grid(a: ClassMap, b: ClassMap, aoi) -> tuple[Affine, tuple[int, int]]:
+def common_grid(maps: list[ClassMap], aoi) -> tuple[Affine, tuple[int, int]]:
     """The cells of the maps' shared grid that cover the AOI; errors when the maps' grids differ."""
-    if a.crs != b.crs:
-        raise AtlasError(f"{b.folder}: CRS {b.crs.to_string()} differs from {a.folder}'s {a.crs.to_string()}; "
-                         "aligning them would resample the class map: classify both dates from scenes in one CRS")
-    ta, tb = a.transform, b.transform
-    if (ta.a, ta.e) != (tb.a, tb.e) or ((tb.c - ta.c) / ta.a) % 1 or ((tb.f - ta.f) / ta.e) % 1:
-        raise AtlasError(f"{b.folder}: its grid (cell {tb.a:g} m, origin {tb.c:.2f}, {tb.f:.2f}) is not aligned with "
-                         f"{a.folder}'s (cell {ta.a:g} m, origin {ta.c:.2f}, {ta.f:.2f}); use the same stride and tile grid")
+    a = maps[0]
+    ta = a.transform
+    for b in maps[1:]:
+        if a.crs != b.crs:
+            raise AtlasError(f"{b.folder}: CRS {b.crs.to_string()} differs from {a.folder}'s {a.crs.to_string()}; "
+                             "aligning them would resample the class map: classify both dates from scenes in one CRS")
+        tb = b.transform
+        if (ta.a, ta.e) != (tb.a, tb.e) or ((tb.c - ta.c) / ta.a) % 1 or ((tb.f - ta.f) / ta.e) % 1:
+            raise AtlasError(f"{b.folder}: its grid (cell {tb.a:g} m, origin {tb.c:.2f}, {tb.f:.2f}) is not aligned "
+                             f"with {a.folder}'s (cell {ta.a:g} m, origin {ta.c:.2f}, {ta.f:.2f}); use the same stride "
+                             "and tile grid")
     minx, miny, maxx, maxy = aoi.bounds
-    for m in (a, b):
+    for m in maps:
         bx0, by1 = m.transform.c, m.transform.f
         bx1, by0 = bx0 + m.shape[1] * m.transform.a, by1 + m.shape[0] * m.transform.e
         minx, miny, maxx, maxy = max(minx, bx0), max(miny, by0), min(maxx, bx1), min(maxy, by1)
     if minx >= maxx or miny >= maxy:
-        raise AtlasError("the AOI does not overlap both maps (check the AOI's CRS and the scenes' footprints)")
+        raise AtlasError("the AOI does not overlap every map (check the AOI's CRS and the scenes' footprints)")
     sx, sy = ta.a, -ta.e
     eps = 1e-6  # cells; AOI vertices that went through a reprojection land a hair off the cell edges
     col0 = np.floor((minx - ta.c) / sx + eps)
@@ -152,6 +163,40 @@ def common_grid(a: ClassMap, b: ClassMap, aoi) -> tuple[Affine, tuple[int, int]]
     row1 = np.ceil((ta.f - miny) / sy - eps)
     transform = Affine(sx, 0, ta.c + col0 * sx, 0, -sy, ta.f - row0 * sy)
     return transform, (int(row1 - row0), int(col1 - col0))
+
+
+def check_dates(a: Side, b: Side) -> None:
+    """Periods (or dates) in order, and in one season: dates whose days of year (the periods' medians)
+    are more than SEASON_DAYS apart are compared with a warning, since most of what changes between
+    seasons is phenology, not land use."""
+    if a.dates[-1] > b.dates[0]:
+        warnings.warn(f"{a.folder}: the 'before' date {a.dates[-1]} is later than the 'after' date {b.dates[0]}",
+                      AtlasWarning, stacklevel=3)
+    gap = min(abs(a.day_of_year() - b.day_of_year()), 365 - abs(a.day_of_year() - b.day_of_year()))
+    if gap > SEASON_DAYS:
+        warnings.warn(f"{b.folder}: {b.label} is {gap} days of the year from {a.label} (more than {SEASON_DAYS}): "
+                      "crops, grass and leaves differ between seasons, so much of the change may be phenology; "
+                      "compare the same season of each year, or periods of several dates", AtlasWarning, stacklevel=3)
+
+
+def transition_rows(names, la, lb, valid, confident, cell_ha) -> list[str]:
+    """The from-to table in hectares over the valid cells: confident cells by before (rows) and
+    after (columns) class, the uncertain ones (valid, below --min-confidence on a date) in their own
+    column by before class and row by after class; every row and column sums to its total."""
+    n = len(names)
+    matrix = np.bincount((la[confident] - 1).astype(int) * n + (lb[confident] - 1), minlength=n * n).reshape(n, n)
+    unsure = valid & ~confident
+    u_a, u_b = (np.bincount(x[unsure], minlength=n + 1)[1:] for x in (la, lb))
+    tot_a, tot_b = (np.bincount(x[valid], minlength=n + 1)[1:] for x in (la, lb))
+
+    def line(label, values):
+        return label + "," + ",".join("" if v is None else f"{hectares(v * cell_ha):.2f}" for v in values)
+
+    rows = ["from\\to," + ",".join(names) + ",uncertain_ha,total_before_ha"]
+    rows += [line(c, [*matrix[i], u_a[i], tot_a[i]]) for i, c in enumerate(names)]
+    rows.append(line("uncertain_ha", [*u_b, unsure.sum(), None]))
+    rows.append(line("total_after_ha", [*tot_b, None, valid.sum()]))
+    return rows
 
 
 def _read_on(m: ClassMap, name: str, transform: Affine, shape: tuple[int, int], fill):
@@ -165,16 +210,31 @@ def _read_on(m: ClassMap, name: str, transform: Affine, shape: tuple[int, int], 
         return src.read(1, window=win, boundless=True, fill_value=fill)
 
 
-def compare(before: str | os.PathLike, after: str | os.PathLike, *, aoi: str | None = None,
+def resolve_side(srcs, dates, flag: str, out_root: Path, **classify_kw) -> Side:
+    """One side of a comparison: a scene or classify output folder, or a list of them (a period),
+    each with its date from `dates` (one date, or one per source; None: from its metadata)."""
+    srcs = [srcs] if isinstance(srcs, (str, os.PathLike)) else list(srcs)
+    dates = dates if isinstance(dates, (list, tuple)) else [dates] * len(srcs)
+    if not srcs or len(dates) != len(srcs):
+        raise AtlasError(f"{flag}: {len(dates)} dates given for {len(srcs)} scenes")
+    if len(srcs) > 1 and len(set(dates)) == 1 and dates[0] is not None:
+        raise AtlasError(f"{flag}: one date given for a period of {len(srcs)} scenes; give one per scene")
+    dates = [user_date(d, flag) for d in dates]
+    return make_side([resolve_input(s, d, out_root, **classify_kw) for s, d in zip(srcs, dates)], flag)
+
+
+def compare(before, after, *, aoi: str | None = None,
             aoi_bbox: str | None = None, aoi_crs: str = "EPSG:4326", out: str | os.PathLike | None = None,
-            min_confidence: float = 0.6, allow_model_mismatch: bool = False, before_date: str | None = None,
-            after_date: str | None = None, **classify_kw) -> dict:
-    """Compare two dates over an AOI; returns the summary dict and, with `out`, writes before.tif,
-    after.tif, change.tif, transitions.csv and summary.json there (all or nothing)."""
-    before_date, after_date = user_date(before_date, "--before-date"), user_date(after_date, "--after-date")
+            min_confidence: float = 0.6, allow_model_mismatch: bool = False, before_date=None,
+            after_date=None, **classify_kw) -> dict:
+    """Compare two dates, or two periods, over an AOI; returns the summary dict and, with `out`,
+    writes before.tif, after.tif (+ _confidence, _observations), change.tif, the transition tables
+    and summary.json there (all or nothing). `before` / `after`: a scene or classify output, or a
+    list of them (a period: the mean-probability composite, composite.py); `before_date` /
+    `after_date`: YYYY-MM-DD, one per scene of a period (default: from each one's metadata)."""
     out_root = Path(out).parent if out else Path("outputs")
-    a = resolve_input(before, before_date, out_root, **classify_kw)
-    b = resolve_input(after, after_date, out_root, **classify_kw)
+    a = resolve_side(before, before_date, "--before-date", out_root, **classify_kw)
+    b = resolve_side(after, after_date, "--after-date", out_root, **classify_kw)
     if a.tta_views != b.tta_views:
         warnings.warn(f"{b.folder}: classified with --tta {b.tta_views} but {a.folder} with --tta {a.tta_views}: "
                       "some label differences may come from that, not from the land", AtlasWarning, stacklevel=2)
@@ -182,77 +242,97 @@ def compare(before: str | os.PathLike, after: str | os.PathLike, *, aoi: str | N
         warnings.warn(f"{b.folder}: confidences calibrated with temperature {b.temperature:g} but {a.folder}'s with "
                       f"{a.temperature:g} (same labels): which cells pass --min-confidence may differ for that reason; "
                       "reclassify the older date", AtlasWarning, stacklevel=2)
+    check_dates(a, b)
     mismatch = a.weights_sha256 != b.weights_sha256
     if mismatch and not allow_model_mismatch:
         raise AtlasError(f"{b.folder}: made by model {b.model} ({b.weights_sha256[:12]}) but {a.folder} by "
                          f"{a.model} ({a.weights_sha256[:12]}); differences would mix model and land change. "
                          "Reclassify with one model, or pass --allow-model-mismatch")
     if a.crs.is_geographic:
-        raise AtlasError(f"{a.folder}: geographic CRS; areas need a projected CRS")
+        raise AtlasError(f"{a.first.folder}: geographic CRS; areas need a projected CRS")
     features = read_aoi_frame(aoi, aoi_bbox, aoi_crs, a.crs)
     geom = aoi_union(features, aoi or "--aoi-bbox")
-    transform, shape = common_grid(a, b, geom)
+    transform, shape = common_grid([*a.maps, *b.maps], geom)
     in_aoi = geometry_mask([geom], out_shape=shape, transform=transform, invert=True)
-    la = np.where(in_aoi, _read_on(a, "lulc.tif", transform, shape, 0), 0).astype(np.uint8)
-    lb = np.where(in_aoi, _read_on(b, "lulc.tif", transform, shape, 0), 0).astype(np.uint8)
-    sky_a, sky_b = (_read_on(m, "cloud.tif", transform, shape, 0) for m in (a, b))
-    cloud_a = in_aoi & (sky_a == cloud_code(Path(a.folder) / "cloud.tif"))
-    cloud_b = in_aoi & (sky_b == cloud_code(Path(b.folder) / "cloud.tif"))
-    snow_a, snow_b = in_aoi & (sky_a == SKY_SNOW) & ~cloud_a, in_aoi & (sky_b == SKY_SNOW) & ~cloud_b
-    ca = _read_on(a, "confidence.tif", transform, shape, np.nan)
-    cb = _read_on(b, "confidence.tif", transform, shape, np.nan)
+    ka, kb = (composite(s, transform, shape, in_aoi, _read_on) for s in (a, b))
+    la, lb, ca, cb = ka["lulc"], kb["lulc"], ka["confidence"], kb["confidence"]
+    cloud_a, cloud_b = ka["cloud"], kb["cloud"]
+    snow_a, snow_b = ka["snow"], kb["snow"]
     valid = (la > 0) & (lb > 0)
     confident = valid & (ca >= min_confidence) & (cb >= min_confidence)
     changed = confident & (la != lb)
     code = np.where(changed, la.astype(np.uint16) * 100 + lb, 0).astype(np.uint16)
+    ga, gb = group_of(la), group_of(lb)
+    converted = confident & (ga != gb)
     cell_ha = abs(transform.a * transform.e) / 1e4
-    n = len(CLASSES)
-    matrix = np.bincount((la[confident] - 1).astype(int) * n + (lb[confident] - 1), minlength=n * n).reshape(n, n)
-    tot_a = np.bincount(la[valid], minlength=n + 1)[1:]
-    tot_b = np.bincount(lb[valid], minlength=n + 1)[1:]
+    ha = lambda mask: hectares(mask.sum() * cell_ha)  # noqa: E731
+    groups = {}
+    for i, g in enumerate(GROUP_NAMES, 1):
+        groups[g] = {"before_ha": ha(valid & (ga == i)), "after_ha": ha(valid & (gb == i)),
+                     "net_change_ha": hectares((ha(confident & (gb == i)) - ha(confident & (ga == i))))}
+    conversions = {f"{GROUP_NAMES[f - 1]} -> {GROUP_NAMES[t - 1]}": ha(converted & (ga == f) & (gb == t))
+                   for f in range(1, 5) for t in range(1, 5) if f != t and (converted & (ga == f) & (gb == t)).any()}
+
+    def side(s: Side, k: dict) -> dict:
+        obs = k["observations"][k["lulc"] > 0]
+        return {"source": s.first.folder, "date": s.dates[0], "model": s.model, "weights_sha256": s.weights_sha256,
+                "tta_views": s.tta_views, "sources": [m.folder for m in s.maps], "dates": s.dates, "period": s.label,
+                "observations": {"mean": round(float(obs.mean()), 2) if obs.size else 0,
+                                 "min": int(obs.min(initial=len(s.maps)))}}
+
+    gap = abs(a.day_of_year() - b.day_of_year())
     summary = {
-        "before": {"source": a.folder, "date": a.date, "model": a.model, "weights_sha256": a.weights_sha256,
-                   "tta_views": a.tta_views},
-        "after": {"source": b.folder, "date": b.date, "model": b.model, "weights_sha256": b.weights_sha256,
-                  "tta_views": b.tta_views},
-        "model_mismatch": mismatch,
+        "before": side(a, ka), "after": side(b, kb),
+        "model_mismatch": mismatch, "days_of_year_apart": min(gap, 365 - gap),
+        "composite": "per cell the mean of the class probabilities over the dates on which it is labelled "
+                     "(valid and clear); the label its argmax, the confidence its maximum",
         "crs": a.crs.to_string(), "transform": list(transform)[:6], "shape": list(shape), "cell_area_ha": cell_ha,
+        "area_definition": "every hectare figure counts the map cells (cell_area_ha each) whose centre is in the AOI",
         "min_confidence": min_confidence,
-        "aoi_ha": hectares(geom.area / 1e4), "aoi_cells_ha": hectares(in_aoi.sum() * cell_ha),
-        "cloud_ha": hectares((cloud_a | cloud_b).sum() * cell_ha),
-        "cloud_before_ha": hectares(cloud_a.sum() * cell_ha), "cloud_after_ha": hectares(cloud_b.sum() * cell_ha),
-        "snow_ha": hectares(((snow_a | snow_b) & ~cloud_a & ~cloud_b).sum() * cell_ha),
-        "snow_before_ha": hectares(snow_a.sum() * cell_ha), "snow_after_ha": hectares(snow_b.sum() * cell_ha),
-        "nodata_ha": hectares((in_aoi & ~valid & ~cloud_a & ~cloud_b & ~snow_a & ~snow_b).sum() * cell_ha),
-        "valid_ha": hectares(valid.sum() * cell_ha), "confident_ha": hectares(confident.sum() * cell_ha),
-        "uncertain_ha": hectares((valid & ~confident).sum() * cell_ha), "changed_ha": hectares(changed.sum() * cell_ha),
-        "net_change_ha": {c: hectares((matrix[:, i].sum() - matrix[i].sum()) * cell_ha) for i, c in enumerate(CLASSES)},
+        "aoi_ha": hectares(geom.area / 1e4), "aoi_cells_ha": ha(in_aoi),
+        "cloud_ha": ha(cloud_a | cloud_b), "cloud_before_ha": ha(cloud_a), "cloud_after_ha": ha(cloud_b),
+        "snow_ha": ha((snow_a | snow_b) & ~cloud_a & ~cloud_b),
+        "snow_before_ha": ha(snow_a), "snow_after_ha": ha(snow_b),
+        "nodata_ha": ha(in_aoi & ~valid & ~cloud_a & ~cloud_b & ~snow_a & ~snow_b),
+        "valid_ha": ha(valid), "confident_ha": ha(confident), "uncertain_ha": ha(valid & ~confident),
+        "changed_ha": ha(changed), "conversion_ha": ha(converted), "within_group_change_ha": ha(changed & ~converted),
+        "net_change_ha": {c: hectares(ha(confident & (lb == i)) - ha(confident & (la == i)))
+                          for i, c in enumerate(CLASSES, 1)},
+        "classes": {c: {"before_ha": ha(valid & (la == i)), "after_ha": ha(valid & (lb == i))}
+                    for i, c in enumerate(CLASSES, 1)},
+        "groups": groups, "group_conversions_ha": conversions,
+        "group_definition": "CORINE Land Cover level 1: artificial = Highway, Industrial, Residential; agricultural = "
+                            "AnnualCrop, PermanentCrop, Pasture; forest and semi-natural = Forest, HerbaceousVegetation; "
+                            "water = River, SeaLake",
         "change_code": CHANGE_CODE_DOC,
     }
     if out is not None:
-        _write_compare(Path(out), la, lb, ca, cb, code, matrix, tot_a, tot_b, cell_ha, transform, a.crs, summary,
-                       features)
+        tables = {"transitions.csv": transition_rows(CLASSES, la, lb, valid, confident, cell_ha),
+                  "transitions_groups.csv": transition_rows(GROUP_NAMES, ga, gb, valid, confident, cell_ha)}
+        _write_compare(Path(out), ka, kb, code, tables, transform, a.crs, summary, features)
     return summary
 
 
-def _write_compare(out: Path, la, lb, ca, cb, code, matrix, tot_a, tot_b, cell_ha, transform, crs, summary, features):
+def _write_compare(out: Path, ka, kb, code, tables, transform, crs, summary, features):
     with staged_output(out) as stage:
         stamp = {"BEFORE_MODEL": summary["before"]["model"], "BEFORE_WEIGHTS_SHA256": summary["before"]["weights_sha256"],
                  "AFTER_MODEL": summary["after"]["model"], "AFTER_WEIGHTS_SHA256": summary["after"]["weights_sha256"],
-                 "BEFORE_DATE": summary["before"]["date"] or "", "AFTER_DATE": summary["after"]["date"] or "",
+                 "BEFORE_DATE": " ".join(summary["before"]["dates"]), "AFTER_DATE": " ".join(summary["after"]["dates"]),
                  "MODEL_MISMATCH": str(summary["model_mismatch"]).lower()}
         names = {f"CLASS_{i + 1}": c for i, c in enumerate(CLASSES)}
-        for name, arr, conf in (("before", la, ca), ("after", lb, cb)):
+        for name, k in (("before", ka), ("after", kb)):
+            arr = k["lulc"]
             write_cog(stage / f"{name}.tif", arr, transform, crs, 0, {**names, **stamp}, "class_id",
                       class_categories())
-            write_cog(stage / f"{name}_confidence.tif", np.where(arr > 0, conf, np.nan).astype(np.float32),
+            write_cog(stage / f"{name}_confidence.tif", np.where(arr > 0, k["confidence"], np.nan).astype(np.float32),
                       transform, crs, float("nan"), stamp, "top1_probability")
+            write_cog(stage / f"{name}_probabilities.tif", k["probabilities"].transpose(2, 0, 1), transform, crs,
+                      float("nan"), {**names, **stamp}, list(CLASSES))
+            write_cog(stage / f"{name}_observations.tif", k["observations"], transform, crs, None, stamp,
+                      "clear_observations")
         write_cog(stage / "change.tif", code, transform, crs, 0, {**names, **stamp, "CHANGE_CODE": CHANGE_CODE_DOC},
                   "change_code", change_categories())
-        rows = ["from\\to," + ",".join(CLASSES) + ",total_before_ha"]
-        for i, c in enumerate(CLASSES):
-            rows.append(c + "," + ",".join(f"{hectares(v * cell_ha):.2f}" for v in matrix[i]) + f",{hectares(tot_a[i] * cell_ha):.2f}")
-        rows.append("total_after_ha," + ",".join(f"{hectares(v * cell_ha):.2f}" for v in tot_b) + ",")
-        write_file(stage / "transitions.csv", lambda p: p.write_text("\n".join(rows) + "\n"))
+        for name, rows in tables.items():
+            write_file(stage / name, lambda p, rows=rows: p.write_text("\n".join(rows) + "\n"))
         write_file(stage / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"))
         write_file(stage / "aoi.geojson", lambda p: features.to_file(p, driver="GeoJSON"))  # the AOI's own features

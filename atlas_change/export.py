@@ -1,4 +1,5 @@
-"""Export stage: a GeoPackage of labelled tiles (and changes) from a compare or classify output."""
+"""Export stage: a GeoPackage of labelled map cells (and changes) from a compare or classify output:
+one polygon per map cell, never overlapping, so that areas computed from it match every hectare figure."""
 from __future__ import annotations
 
 import os
@@ -7,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .assemble import RUN_KEYS, SUMMARY_KEYS, read_json, read_raster
-from .classes import CLASSES, COLOURS
+from .classes import CLASSES, COLOURS, GROUP_NAMES, group_of
 from .dates import metadata_date
 from .errors import AtlasError
 
@@ -28,8 +29,8 @@ def _symbol(name: str, **opts: str) -> str:
 
 
 def qml_style(layer: str) -> str:
-    """QGIS style (QML) of an exported layer: class tiles by EuroSAT colour, changes and AOI as outlines."""
-    if layer in ("tiles", "tiles_before", "tiles_after"):
+    """QGIS style (QML) of an exported layer: class cells by EuroSAT colour, changes and AOI as outlines."""
+    if layer in ("cells", "cells_before", "cells_after"):
         cats = "".join(f'<category symbol="{i}" value="{i + 1}" label="{i + 1} {c}" render="true"/>'
                        for i, c in enumerate(CLASSES))
         syms = "".join(_symbol(str(i), color=f"{r},{g},{b},255", style="solid", outline_style="no")
@@ -37,7 +38,7 @@ def qml_style(layer: str) -> str:
         renderer = (f'<renderer-v2 type="categorizedSymbol" attr="class_id" symbollevels="0" forceraster="0" '
                     f'enableorderby="0"><categories>{cats}</categories><symbols>{syms}</symbols></renderer-v2>')
     else:
-        colour = "255,0,255,255" if layer == "changes" else "0,0,0,255"
+        colour = "0,255,0,255" if layer == "changes" else "0,0,0,255"  # view.CHANGE_COLOUR: no class uses it
         renderer = ('<renderer-v2 type="singleSymbol" symbollevels="0" forceraster="0" enableorderby="0"><symbols>'
                     + _symbol("0", color="0,0,0,0", style="no", outline_color=colour, outline_width="0.6",
                               outline_style="solid") + "</symbols></renderer-v2>")
@@ -56,24 +57,15 @@ def _styles_frame(names: list[str]):
                          "update_time": pd.Timestamp.now(tz="UTC").floor("s")})
 
 
-def _tiles(folder: Path, date: str | None, aoi=None):
+def _stamp(gdf, run: dict, date: str | None):
+    """Date (a GeoPackage DATE field, not text: Arrow's date32, through pyogrio's Arrow path), scene and
+    model columns on a cell layer."""
     import datetime as dt
 
-    import geopandas as gpd
     import pandas as pd
     import pyarrow as pa
 
-    run = read_json(folder / "run.json", RUN_KEYS)
-    try:
-        gdf = gpd.read_parquet(folder / "tiles.parquet")
-    except (OSError, ValueError) as e:
-        raise AtlasError(f"{folder / 'tiles.parquet'}: unreadable ({str(e).splitlines()[0][:120]}); "
-                         "classify the scene again") from None
-    if aoi is not None:  # tiles whose centre lies in the AOI, as for the raster cells
-        gdf = gdf[gdf.centroid.within(aoi)]
-    gdf = gdf.drop(columns=["minx", "miny", "maxx", "maxy"]).copy()
     day = metadata_date(date) or metadata_date(run["input"].get("date"))
-    # a GeoPackage DATE field (not text): Arrow's date32, written through pyogrio's Arrow path
     gdf["date"] = pd.array([dt.date.fromisoformat(day) if day else None] * len(gdf), dtype=pd.ArrowDtype(pa.date32()))
     gdf["scene_id"] = Path(run["input"]["path"]).name
     gdf["model"] = run["model"]["model"]
@@ -81,41 +73,77 @@ def _tiles(folder: Path, date: str | None, aoi=None):
     return gdf
 
 
-def change_frame(folder: Path):
-    """One polygon per changed cell of change.tif: from/to class, both confidences, hectares."""
+def classify_cells(folder: Path, date: str | None = None):
+    """A classify output's cells.parquet (one polygon per map cell), stamped."""
+    import geopandas as gpd
+
+    run = read_json(folder / "run.json", RUN_KEYS)
+    try:
+        gdf = gpd.read_parquet(folder / "cells.parquet")
+    except (OSError, ValueError) as e:
+        raise AtlasError(f"{folder / 'cells.parquet'}: unreadable ({str(e).splitlines()[0][:120]}); "
+                         "classify the scene again") from None
+    return _stamp(gdf, run, date)
+
+
+def compare_cells(folder: Path, part: str, summary: dict):
+    """One polygon per map cell of a compare output's before.tif / after.tif (the AOI's cells, the
+    ones its hectares count), with class, group and confidence, stamped with that date's run."""
+    lulc, t, crs, _ = read_raster(folder / f"{part}.tif")
+    conf = read_raster(folder / f"{part}_confidence.tif")[0]
+    r, c = np.nonzero(lulc)
+    cls = lulc[r, c].astype(np.int32)
+    gdf = _cell_polygons(t, crs, r, c, {
+        "class_id": cls, "class_name": np.asarray(CLASSES, dtype=object)[cls - 1],
+        "group": np.asarray(GROUP_NAMES, dtype=object)[group_of(cls) - 1], "confidence": conf[r, c].astype(np.float32)})
+    run = read_json(Path(summary[part]["source"]) / "run.json", RUN_KEYS)
+    return _stamp(gdf, run, summary[part]["date"])
+
+
+def _cell_polygons(t, crs, r, c, columns: dict):
+    """Cells (row r, col c of the grid `t`) as polygons, with their hectares and `columns`."""
     import geopandas as gpd
     import shapely
 
+    x0, y0 = t.c + c * t.a, t.f + r * t.e
+    return gpd.GeoDataFrame({"row": r.astype(np.int32), "col": c.astype(np.int32), **columns,
+                             "hectares": np.full(len(r), abs(t.a * t.e) / 1e4)},
+                            geometry=shapely.box(x0, y0 + t.e, x0 + t.a, y0), crs=crs)
+
+
+def change_frame(folder: Path):
+    """One polygon per changed cell of change.tif: from/to class and group, whether it is a conversion
+    between groups, both confidences, hectares."""
     code, t, crs, _ = read_raster(folder / "change.tif")
     ca, cb = (read_raster(folder / f"{p}_confidence.tif")[0] for p in ("before", "after"))
     r, c = np.nonzero(code)
-    x0, y0 = t.c + c * t.a, t.f + r * t.e
     f, to = (code[r, c] // 100).astype(np.int32), (code[r, c] % 100).astype(np.int32)
-    names = np.asarray(CLASSES, dtype=object)
+    names, groups = np.asarray(CLASSES, dtype=object), np.asarray(GROUP_NAMES, dtype=object)
+    gf, gt = group_of(f), group_of(to)
     # explicit dtypes: a column's type must not depend on whether anything changed
-    return gpd.GeoDataFrame({
-        "row": r.astype(np.int32), "col": c.astype(np.int32), "from_id": f, "from_class": names[f - 1],
-        "to_id": to, "to_class": names[to - 1],
-        "confidence_before": ca[r, c].astype(np.float32), "confidence_after": cb[r, c].astype(np.float32),
-        "hectares": np.full(len(r), abs(t.a * t.e) / 1e4)},
-        geometry=shapely.box(x0, y0 + t.e, x0 + t.a, y0), crs=crs)
+    return _cell_polygons(t, crs, r, c, {
+        "from_id": f, "from_class": names[f - 1], "to_id": to, "to_class": names[to - 1],
+        "from_group": groups[gf - 1], "to_group": groups[gt - 1],
+        "kind": np.where(gf != gt, "conversion", "within group").astype(object),
+        "confidence_before": ca[r, c].astype(np.float32), "confidence_after": cb[r, c].astype(np.float32)})
 
 
 def layers(folder: str | os.PathLike) -> dict:
-    """Layer name -> GeoDataFrame for a compare output (4 layers) or a classify output ('tiles')."""
+    """Layer name -> GeoDataFrame for a compare output (cells_before, cells_after, changes, aoi) or a
+    classify output (cells): one polygon per map cell, no overlap, so areas summed in QGIS are right."""
     import geopandas as gpd
 
     d = Path(folder)
     if (d / "summary.json").exists():
         s = read_json(d / "summary.json", SUMMARY_KEYS)
-        aoi = gpd.read_file(d / "aoi.geojson")
-        geom = aoi.geometry.union_all()
-        return {"tiles_before": _tiles(Path(s["before"]["source"]), s["before"]["date"], geom),
-                "tiles_after": _tiles(Path(s["after"]["source"]), s["after"]["date"], geom),
-                "changes": change_frame(d), "aoi": aoi}
+        return {"cells_before": compare_cells(d, "before", s), "cells_after": compare_cells(d, "after", s),
+                "changes": change_frame(d), "aoi": gpd.read_file(d / "aoi.geojson")}
+    if (d / "cells.parquet").exists():
+        return {"cells": classify_cells(d)}
     if (d / "tiles.parquet").exists():
-        return {"tiles": _tiles(d, None)}
-    raise AtlasError(f"{d}: neither a compare output (summary.json) nor a classify output (tiles.parquet)")
+        raise AtlasError(f"{d}: made by an older atlas-change (tiles.parquet of overlapping patches, no "
+                         "cells.parquet); classify the scene again")
+    raise AtlasError(f"{d}: neither a compare output (summary.json) nor a classify output (cells.parquet)")
 
 
 def export_gpkg(folder: str | os.PathLike, gpkg: str | os.PathLike) -> Path:

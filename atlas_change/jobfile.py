@@ -13,7 +13,9 @@ number and key). Paths are relative to the job file's folder; dates are YYYY-MM-
     name = "lake"                       # not "scenes" (the per-scene results' folder)
     file = "../aoi/lake.geojson"
     scenes = { 2023-06-01 = "../scenes/T32TQM_2023*.tif", 2024-06-01 = "../scenes/T32TQM_2024*.tif" }
-    pairs = [["2023-06-01", "2024-06-01"]]   # optional: default consecutive dates
+    pairs = [["2023-06-01", "2024-06-01"]]   # optional: default consecutive dates (or periods)
+    # optional: periods of several scene dates, composited; pairs may then name periods
+    periods = { summer-2023 = ["2023-06-01", "2023-07-16"], summer-2024 = ["2024-06-01", "2024-07-20"] }
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ PRODUCTS = ("classify", "compare", "gpkg", "html")
 TOP_KEYS = {"name": str, "model": str, "output": str, "stride": int, "chunk": int, "max_nodata": float,
             "max_cloud": float, "cloud_mask": bool, "min_confidence": float, "tta": int, "runtime": str, "produce": list,
             "allow_untrained": bool, "allow_model_mismatch": bool, "aoi": list}
-AOI_KEYS = {"name": str, "file": str, "scenes": dict, "pairs": list}
+AOI_KEYS = {"name": str, "file": str, "scenes": dict, "pairs": list, "periods": dict}
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 STATE_DIR = ".atlas-job"
 #: folder names under the job's output that the job itself uses: no AOI may take them
@@ -45,7 +47,12 @@ class AOI:
     name: str
     file: Path
     scenes: dict[str, Path]  # date -> scene file or SAFE product, sorted by date
-    pairs: tuple[tuple[str, str], ...]
+    pairs: tuple[tuple[str, str], ...]  # (before, after): dates or period names
+    periods: dict[str, tuple[str, ...]] = None  # name -> its dates (sorted); a date stands for itself
+
+    def dates_of(self, name: str) -> tuple[str, ...]:
+        """The scene dates a pair's side names: a period's dates, or the one date."""
+        return (self.periods or {}).get(name, (name,))
 
 
 @dataclass(frozen=True)
@@ -198,19 +205,32 @@ def parse_job(data: dict, path: Path, text: str = "") -> Job:
             scenes[d] = Path(hits[0])
         scenes = dict(sorted(scenes.items()))
         dates = list(scenes)
+        periods: dict[str, tuple[str, ...]] = {}
+        for pname, pdates in (get(a, "periods", AOI_KEYS, where, default={}) or {}).items():
+            key = f"{where}periods.{pname}"
+            ds = [v.isoformat() if isinstance(v, date) else v for v in pdates] if isinstance(pdates, list) else []
+            if not NAME.match(pname) or pname in scenes:
+                bad(key, f"{pname!r}: a period's name uses letters, digits, '_', '-', '.' and is not a date")
+            elif not ds or not all(isinstance(v, str) and v in scenes for v in ds) or len(set(ds)) != len(ds):
+                bad(key, f"{pdates!r}: must list dates of this AOI's scenes, each once")
+            else:
+                periods[pname] = tuple(sorted(ds))
         pairs = []
         for j, pair in enumerate(get(a, "pairs", AOI_KEYS, where, default=None) or []):
             ds = [v.isoformat() if isinstance(v, date) else v for v in pair] if isinstance(pair, list) else []
-            if len(ds) != 2 or not all(isinstance(v, str) and v in scenes for v in ds) or ds[0] >= ds[1]:
-                bad(f"{where}pairs[{j}]", f"{pair!r}: must be [earlier date, later date] of this AOI's scenes")
+            sides = [periods.get(v, (v,)) if isinstance(v, str) else () for v in ds]
+            if len(ds) != 2 or not all(s and all(d in scenes for d in s) for s in sides) or sides[0][-1] >= sides[1][0]:
+                bad(f"{where}pairs[{j}]", f"{pair!r}: must be [earlier, later], each a date of this AOI's scenes or "
+                    "one of its periods, the first ending before the second begins")
             else:
                 pairs.append(tuple(ds))
         if "pairs" not in a:
-            pairs = list(zip(dates, dates[1:]))
+            order = sorted(periods, key=lambda k: periods[k][0]) if periods else dates
+            pairs = list(zip(order, order[1:]))
         if "compare" in produce and len(given) < 2 and "scenes" in a:
             bad(f"{where}scenes", "compare needs at least two dates")
         if isinstance(aname, str) and isinstance(afile, Path):
-            aois.append(AOI(aname, afile, scenes, tuple(pairs)))
+            aois.append(AOI(aname, afile, scenes, tuple(pairs), periods))
     from .registry import choose_model, load_card
 
     if isinstance(model, str) and (base / model / "card.json").is_file():

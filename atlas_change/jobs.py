@@ -51,7 +51,7 @@ def plan(job: Job) -> list[Step]:
                 sid, n = f"classify/{stem}-{n}", n + 1
             folder = job.output / "scenes" / sid.split("/", 1)[1]
             steps[sid] = Step(sid, "classify", [folder / f for f in ("lulc.tif", "confidence.tif", "cloud.tif",
-                                                                      "tiles.parquet", "run.json")],
+                                                                      "cells.parquet", "run.json")],
                               args={"scene": scene, "folder": folder})
             scene_step[scene.resolve()] = sid
     products = []
@@ -60,21 +60,23 @@ def plan(job: Job) -> list[Step]:
             for before, after in aoi.pairs:
                 sid = f"compare/{aoi.name}/{before}_{after}"
                 folder = job.output / aoi.name / f"{before}_{after}"
-                deps = [scene_step[aoi.scenes[before].resolve()], scene_step[aoi.scenes[after].resolve()]]
-                files = ("before.tif", "after.tif", "before_confidence.tif", "after_confidence.tif", "change.tif",
-                         "transitions.csv", "aoi.geojson", "summary.json")
+                sides = [aoi.dates_of(before), aoi.dates_of(after)]
+                deps = [scene_step[aoi.scenes[d].resolve()] for side in sides for d in side]
+                files = ("before.tif", "after.tif", "before_confidence.tif", "after_confidence.tif",
+                         "before_probabilities.tif", "after_probabilities.tif", "change.tif", "transitions.csv",
+                         "transitions_groups.csv", "aoi.geojson", "summary.json")
                 steps[sid] = Step(sid, "compare", [folder / f for f in files], deps,
-                                  {"aoi": aoi.file, "folder": folder, "dates": (before, after),
+                                  {"aoi": aoi.file, "folder": folder, "dates": (before, after), "sides": sides,
                                    "maps": [steps[d].args["folder"] for d in deps]})
                 products.append((sid, folder, f"{aoi.name}/{before}_{after}"))
     else:
         products = [(sid, steps[sid].args["folder"], sid.split("/", 1)[1]) for sid in scene_step.values()]
     for sid, folder, name in products:
         maps = steps[sid].args.get("maps", [folder])  # the classify folders whose tiles go in
-        made_of = list(dict.fromkeys([*(m / f for m in maps for f in ("tiles.parquet", "run.json")),
+        made_of = list(dict.fromkeys([*(m / f for m in maps for f in ("cells.parquet", "run.json")),
                                       *steps[sid].outputs]))
         if "gpkg" in job.produce:
-            steps[f"gpkg/{name}"] = Step(f"gpkg/{name}", "gpkg", [folder / "tiles.gpkg"], [sid],
+            steps[f"gpkg/{name}"] = Step(f"gpkg/{name}", "gpkg", [folder / "cells.gpkg"], [sid],
                                          {"folder": folder, "made_of": made_of})
         if "html" in job.produce:
             pages = ["change_map.html"] + (["change_map_side_by_side.html"] if "maps" in steps[sid].args else [])
@@ -126,7 +128,7 @@ def fingerprint(job: Job, step: Step, sha: Callable[[Path], str]) -> dict | None
                     **({"cloud_mask": False} if not job.cloud_mask else {}),
                     **({"runtime": job.runtime} if job.runtime != DEFAULT_RUNTIME else {})}
         if step.kind == "compare":
-            return {"aoi_sha256": sha(a["aoi"]), "dates": list(a["dates"]),
+            return {"aoi_sha256": sha(a["aoi"]), "dates": [list(x) for x in a["sides"]],
                     "inputs": [sha(m / f) for m in a["maps"]
                                for f in ("lulc.tif", "confidence.tif", "cloud.tif", "run.json")],
                     "min_confidence": job.min_confidence, "allow_model_mismatch": job.allow_model_mismatch}
@@ -203,8 +205,10 @@ def _execute(job: Job, step: Step, client, workers: int | None, scheduler: str |
     elif step.kind == "compare":
         from .compare import compare
 
-        compare(*a["maps"], aoi=str(a["aoi"]), out=a["folder"], min_confidence=job.min_confidence,
-                allow_model_mismatch=job.allow_model_mismatch, before_date=a["dates"][0], after_date=a["dates"][1])
+        n = len(a["sides"][0])  # the maps of the before side, then of the after side
+        compare(a["maps"][:n], a["maps"][n:], aoi=str(a["aoi"]), out=a["folder"], min_confidence=job.min_confidence,
+                allow_model_mismatch=job.allow_model_mismatch, before_date=list(a["sides"][0]),
+                after_date=list(a["sides"][1]))
     elif step.kind == "gpkg":
         from .export import export_gpkg
 

@@ -27,15 +27,15 @@ from tqdm import tqdm
 
 from . import __version__
 from . import surface
-from .assemble import atomic_write, build_dataset, hectares, tiles_frame, write_outputs
+from .assemble import atomic_write, build_dataset, cells_frame, hectares, write_outputs
 from .classes import CLASSES
 from .cloud import MAX_CLOUD, CloudMasker, chunk_cloud, patch_cloud_fraction, plan
 from .errors import AtlasError, AtlasWarning
 from .infer import DEFAULT_RUNTIME, DEFAULT_VIEWS, VIEWS, get_predictor, runtime_precision
-from .read import Scene, aligned_chunk, open_scene
+from .read import Scene, aligned_chunk, input_path, is_url, open_scene
 from .registry import ModelCard, choose_model, load_card
 from .surface import SurfacePlan
-from .tile import PatchGrid, average_to_cells, covering_patches, cut_patches, usable_patches
+from .tile import PatchGrid, average_to_cells, cells_with_edges, covering_patches, cut_patches, usable_patches
 
 
 STAGES = ("read", "cloud", "cut", "infer")
@@ -52,7 +52,7 @@ def classify_chunk(scene: Scene, card: ModelCard, grid: PatchGrid, rng: tuple[in
     """One Dask task: read the chunk's window, find its clouds, water and snow, cut the patches that
     hold data and at most `max_cloud` cloud or shadow (then at most that much snow), predict those
     (no model work for the others), and give River / SeaLake only where the patch holds water.
-    -> (rng, probs, usable, cloudy, snowy, seconds spent in each stage)."""
+    -> ((grid.y0, grid.x0, *rng), probs, usable, cloudy, snowy, seconds spent in each stage)."""
     window = grid.window(*rng)
     t0 = time.perf_counter()
     try:
@@ -84,12 +84,17 @@ def classify_chunk(scene: Scene, card: ModelCard, grid: PatchGrid, rng: tuple[in
     if len(patches):
         p = get_predictor(card, runtime, threads)(patches, scene.offset, views=views)
         probs[usable] = p if water_share is None else surface.water_rule(p, water_share[usable])
-    return rng, probs, usable, cloudy, snowy, dict(zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, time.perf_counter() - t3)))
+    return ((grid.y0, grid.x0, *rng), probs, usable, cloudy, snowy,
+            dict(zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, time.perf_counter() - t3))))
 
 
 def input_checksum(path: str) -> str:
-    """SHA-256 of the input file, or of every file of a SAFE folder (sorted by name)."""
+    """SHA-256 of the input file, of every file of a SAFE folder (sorted by name), or of a STAC Item."""
     h = hashlib.sha256()
+    if is_url(path):  # a STAC Item's URL: its JSON (the assets it names are COGs that do not change)
+        from .stac import fetch
+
+        return hashlib.sha256(fetch(path)).hexdigest()
     p = Path(path)
     files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
     for f in files:
@@ -253,14 +258,14 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
              runtime: str = DEFAULT_RUNTIME, offset: float | None = None, allow_untrained: bool = False,
              quiet: bool = True, model_why: str | None = None, max_cloud: float = MAX_CLOUD,
              cloud_mask: bool = True, tta: int = DEFAULT_VIEWS, surface_tests: bool = True) -> xr.Dataset:
-    """Classify a Sentinel-2 scene (GeoTIFF/COG or SAFE folder/zip) into EuroSAT classes.
+    """Classify a Sentinel-2 scene (GeoTIFF/COG, SAFE folder/zip, band folder or STAC Item) into EuroSAT classes.
 
     `model`: a model name or folder; None picks the default, the first shipped trained model of
     registry.DEFAULT_MODELS whose bands the input holds (run.json says which and why; `model_why`
     overrides that reason where the caller chose the model, e.g. a job's default).
     Returns an xarray.Dataset with `lulc` (uint8 class ids 1..10, 0 = nodata), `confidence` and
     `probabilities` on the output grid (one cell per `stride` pixels, the scene's CRS and origin).
-    With `out`, also writes lulc.tif, confidence.tif, tiles.parquet and run.json there, keeping
+    With `out`, also writes lulc.tif, confidence.tif, cloud.tif, cells.parquet and run.json there, keeping
     finished chunks in .<out>.chunks/ until then so that a killed run resumes from them.
     `scheduler`: None = LocalCluster of `workers` processes, 'threads' = an in-process worker with a
     thread per core (the Python API's default: safe in a plain script), 'sync' = in this process, or the
@@ -301,25 +306,28 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
     workers = workers or default_workers()
     threads = max(1, (os.cpu_count() or 1) // workers) if scheduler is None else None
     chunk_px = aligned_chunk(chunk, scene.block)
-    params = {"stride": stride, "patch": grid.patch, "max_nodata": max_nodata, "chunk_px": chunk_px,
+    params = {"stride": stride, "patch": grid.patch, "edge_patches": "shifted back to end at the scene's edges",
+              "max_nodata": max_nodata, "chunk_px": chunk_px,
               "runtime": runtime, "tta_views": tta, "max_cloud": max_cloud, "clouds": clouds.method,
               "water": surf.water, "snow": surf.snow}
     store = None
     if out is not None:
-        st = os.stat(path)
-        store = ChunkStore(out, {"input": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+        size, mtime = (0, 0) if is_url(path) else (os.stat(path).st_size, os.stat(path).st_mtime_ns)
+        store = ChunkStore(out, {"input": input_path(path), "size": size, "mtime_ns": mtime,
                                  "weights_sha256": card.weights_sha256, "bands": list(scene.bands),
                                  "offset": scene.offset, **params})
     reused = store.load() if store else {}
-    todo = [rng for rng in grid.chunks(chunk_px) if rng not in reused]
+    # the regular patches, then those shifted back to end at the bottom / right edge
+    todo = [(g, rng) for g, rng in [*((grid, r) for r in grid.chunks(chunk_px)), *grid.edge_chunks(chunk_px)]
+            if (g.y0, g.x0, *rng) not in reused]
     # chunks whose file stores no block (a sparse GeoTIFF) are nodata: no task, no read
-    stored = [rng for rng in tqdm(todo, disable=quiet or len(todo) < 1000, unit="chunk", desc="find data",
-                                  dynamic_ncols=True) if scene.holds_blocks(grid.window(*rng))]
+    stored = [(g, rng) for g, rng in tqdm(todo, disable=quiet or len(todo) < 1000, unit="chunk", desc="find data",
+                                          dynamic_ncols=True) if scene.holds_blocks(g.window(*rng))]
     if not stored and not reused:
         raise AtlasError(f"{path}: all nodata: the file stores no pixel block anywhere in its "
                          f"{scene.width} x {scene.height} pixels (an empty sparse GeoTIFF)")
-    tasks = [(classify_chunk, (scene, card, grid, rng, max_nodata, runtime, threads, clouds, max_cloud, tta, surf))
-             for rng in stored]
+    tasks = [(classify_chunk, (scene, card, g, rng, max_nodata, runtime, threads, clouds, max_cloud, tta, surf))
+             for g, rng in stored]
     try:
         with ThreadPoolExecutor(1) as pool:
             checksum = pool.submit(input_checksum, path) if out is not None else None
@@ -328,21 +336,30 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
                 results = _compute(tasks, dask, quiet, store.save if store else lambda r: None)
                 precision = workers_precision(dask, runtime)
             t2 = time.perf_counter()
-            probs = np.zeros((grid.n_rows, grid.n_cols, len(card.classes)), np.float32)
-            usable = np.zeros((grid.n_rows, grid.n_cols), bool)
-            cloudy = np.zeros_like(usable)
-            snowy = np.zeros_like(usable)
+            # per grid (regular, then edges: key y0, x0): its patch range's probs, usable, cloudy, snowy
+            spans = {(0, 0): (0, grid.n_rows, 0, grid.n_cols), **{(g.y0, g.x0): r for g, r in grid.edges()}}
+            parts = {o: (np.zeros((r1 - r0, c1 - c0, len(card.classes)), np.float32),
+                         *(np.zeros((r1 - r0, c1 - c0), bool) for _ in range(3)))
+                     for o, (r0, r1, c0, c1) in spans.items()}
             stages = dict.fromkeys(STAGES, 0.0)
-            for (r0, r1, c0, c1), p, u, cl, sn, secs in [*reused.values(), *results]:
-                probs[r0:r1, c0:c1], usable[r0:r1, c0:c1], cloudy[r0:r1, c0:c1], snowy[r0:r1, c0:c1] = p, u, cl, sn
+            for (y0, x0, r0, r1, c0, c1), *arrays, secs in [*reused.values(), *results]:
+                R0, _, C0, _ = spans[(y0, x0)]
+                for whole, a in zip(parts[(y0, x0)], arrays):
+                    whole[r0 - R0:r1 - R0, c0 - C0:c1 - C0] = a
                 for k, v in secs.items():
                     stages[k] += v
+            probs, usable, cloudy, snowy = (np.concatenate([p[i].reshape(-1, *p[i].shape[2:]) for p in parts.values()])
+                                            for i in range(4))  # every patch, for the counts
             if not usable.any() and not cloudy.any() and not snowy.any():
                 raise AtlasError(f"{path}: no 64 x 64 patch without nodata; the scene is empty (all nodata)"
                                  " or --max-nodata is too strict")
-            cell_probs, has = average_to_cells(probs, usable, grid.k)
-            cloud_cells = (covering_patches(cloudy, grid.k) > 0) & ~has  # a cell any clear patch labels is not cloud
-            snow_cells = (covering_patches(snowy, grid.k) > 0) & ~has & ~cloud_cells
+            cell_probs, has = cells_with_edges(grid, {o: p[:2] for o, p in parts.items()},
+                                               lambda p, u: average_to_cells(p, u, grid.k))
+            cloud_cells, snow_cells = cells_with_edges(
+                grid, {o: p[2:] for o, p in parts.items()},
+                lambda c, s: (covering_patches(c, grid.k) > 0, covering_patches(s, grid.k) > 0))
+            cloud_cells &= ~has  # a cell any clear patch labels is not cloud
+            snow_cells &= ~has & ~cloud_cells
             transform = grid.cell_transform(scene.affine)
             stamp = card.stamp()
             attrs = {"source": path, "date": scene.date or "", "product_level": scene.level or "unknown",
@@ -356,7 +373,7 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
             lulc = ds["lulc"].values
             cell_ha = abs(transform.a * transform.e) / 1e4
             run = {
-                "input": {"path": os.path.abspath(path), "sha256": checksum.result(), "kind": scene.kind,
+                "input": {"path": input_path(path), "sha256": checksum.result(), "kind": scene.kind,
                           "level": scene.level, "date": scene.date, "width": scene.width, "height": scene.height,
                           "band_mapping": scene.band_mapping, "dn_offset_applied": scene.offset,
                           "dn_offset_how": scene.offset_how, "scl_mask": scene.mask is not None},
@@ -384,9 +401,8 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "atlas_change_version": __version__,
             }
-            tiles = tiles_frame(probs, usable, stride, grid.patch, scene.affine, scene.crs)
             run["timings_s"]["total_before_write"] = round(time.perf_counter() - t0, 3)
-            write_outputs(ds, tiles, run, out)
+            write_outputs(ds, cells_frame(ds), run, out)
     except AtlasError:  # a fault of the input or the output place: resuming would not help
         if store:
             store.clear()

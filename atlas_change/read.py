@@ -182,6 +182,15 @@ def _splits(n: int, size: int) -> tuple[int, ...]:
     return tuple(min(size, n - i) for i in range(0, n, size))
 
 
+def is_url(p: str) -> bool:
+    return str(p).startswith(("http://", "https://"))
+
+
+def input_path(p: str | os.PathLike) -> str:
+    """How run.json names an input: a URL as it is, a file or folder by its absolute path."""
+    return str(p) if is_url(str(p)) else os.path.abspath(p)
+
+
 def _stamp(path: str) -> tuple[int, int]:
     """(size, mtime) of the file behind a GDAL path (the .zip of a /vsizip/ path)."""
     if path.startswith("/vsizip/"):
@@ -214,13 +223,19 @@ def _open_warped(path, stamp, thread, crs_wkt, transform, width, height, resampl
 
 def open_scene(path: str | os.PathLike, model_bands: tuple[str, ...] = EUROSAT_ORDER,
                bands: str | tuple[str, ...] | None = None, offset: float | None = None) -> Scene:
-    """Open a GeoTIFF/COG or a SAFE product (folder or .zip) for a model that needs `model_bands`.
+    """Open a GeoTIFF/COG, a SAFE product (folder or .zip), a band folder or a STAC Item (JSON file
+    or http(s) URL; stac.py) for a model that needs `model_bands`.
 
     `bands` names the file's bands in order when the file does not say (GeoTIFF only);
     `offset` overrides the digital-number offset read from the metadata.
     Raises AtlasError with a one-line message naming the file and the problem.
     """
     p = str(path)
+    from .stac import is_item, open_item
+
+    if is_item(p):
+        scene = open_item(p, model_bands)
+        return replace(scene, offset=float(offset), offset_how="--offset") if offset is not None else scene
     if not os.path.exists(p):
         raise AtlasError(f"{p}: no such file or folder")
     if os.path.isdir(p) or p.lower().endswith(".zip"):

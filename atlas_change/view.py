@@ -3,9 +3,12 @@ CSS embedded by offlinefolium, so that it opens without internet; only the basem
 
 Layers, bottom to top: each date's true-colour image (B04, B03, B02 of the scene itself, 2-98 %
 stretch, warped to the map's Web Mercator, at most MAX_IMAGE_PX on a side), the class maps (one
-GeoJSON polygon per tile up to MAX_FEATURES tiles, else a paletted image of the class raster),
-cloud-masked cells, the changed cells outlined with a popup (both classes, both confidences, both
-dates' top-3 probabilities), the AOI. A slider sets the class layers' opacity."""
+GeoJSON polygon per map cell up to MAX_FEATURES cells, else a paletted image of the class raster),
+cloud-masked cells, the uncertain cells hatched (below --min-confidence on a date: no change is
+counted there), the changed cells outlined in CHANGE_COLOUR (solid: a conversion between land-cover
+groups, dashed: a change within one) with a popup (both classes, both confidences, both dates' top-3
+probabilities), the AOI. The header gives every hectare figure of summary.json; the legend (above
+Leaflet's scale bar) has a slider for the class layers' opacity and a chart of class areas per date."""
 from __future__ import annotations
 
 import base64
@@ -25,20 +28,50 @@ from .errors import AtlasWarning
 from .export import layers
 
 MAX_IMAGE_PX = 2048  # long side of a date's true-colour image (a full 10980 px tile: ~54 m pixels)
-MAX_FEATURES = 4000  # class tiles as GeoJSON polygons up to this many per layer, else as an image
+MAX_FEATURES = 4000  # class cells as GeoJSON polygons up to this many per layer, else as an image
 WEB = "EPSG:3857"
+#: change outlines: lime, the colour furthest (RGB distance >= 150) from every class, cloud, snow and AOI colour
+CHANGE_COLOUR = "#00ff00"
+UNCERTAIN_RGBA = ((60, 60, 60, 230), (255, 255, 255, 70))  # hatching: stripes, background
 
 
-def _legend() -> str:
+def _legend(chart: str = "") -> str:
     rows = "".join(f'<div><span style="display:inline-block;width:12px;height:12px;background:{hex_colour(i + 1)};'
                    f'margin-right:6px"></span>{i + 1} {c}</div>' for i, c in enumerate(CLASSES))
     sky = "".join('<div><span style="display:inline-block;width:12px;height:12px;background:#%02x%02x%02x;'
                   'border:1px solid #999;margin-right:6px"></span>%s (not labelled)</div>' % (*rgb, name)
                   for name, rgb in (("cloud / shadow", CLOUD_RGB), ("snow / ice", SNOW_RGB)))
-    return ('<div id="atlas-legend" style="position:fixed;bottom:24px;left:24px;z-index:9999;background:white;'
-            'padding:8px;font:12px sans-serif;border:1px solid #999"><b>EuroSAT classes</b>' + rows + sky
+    marks = "" if not chart else (
+        '<div><span style="display:inline-block;width:12px;height:12px;margin-right:6px;border:1px solid #999;'
+        'background:repeating-linear-gradient(45deg,#3c3c3c 0 2px,#fff 2px 6px)"></span>uncertain (no change '
+        f'counted)</div><div><span style="display:inline-block;width:12px;height:12px;margin-right:6px;border:2px '
+        f'solid {CHANGE_COLOUR}"></span>change between groups</div><div><span style="display:inline-block;'
+        f'width:12px;height:12px;margin-right:6px;border:2px dashed {CHANGE_COLOUR}"></span>change within a group</div>')
+    # bottom: 56px leaves Leaflet's scale bar (bottom left) in view
+    return ('<div id="atlas-legend" style="position:fixed;bottom:56px;left:10px;z-index:9999;background:white;'
+            'padding:8px;font:12px sans-serif;border:1px solid #999;max-height:80vh;overflow:auto">'
+            '<b>EuroSAT classes</b>' + rows + sky + marks + chart
             + '<div style="margin-top:6px">class layers opacity <input id="atlas-opacity" type="range" min="0" '
               'max="100" value="60" style="width:90px;vertical-align:middle"></div></div>')
+
+
+def area_chart(summary: dict) -> str:
+    """An SVG bar chart of each class's hectares on each date (summary.json's `classes`)."""
+    per = summary.get("classes") or {}
+    top = max([v for c in per.values() for v in (c["before_ha"], c["after_ha"])] + [1e-9])
+    b, a = escape(_label(summary, "before")), escape(_label(summary, "after"))
+    left, w, rows = 132, 130, []
+    for i, name in enumerate(CLASSES):
+        c = per.get(name, {"before_ha": 0, "after_ha": 0})
+        y = 14 + i * 16
+        for j, key in enumerate(("before_ha", "after_ha")):
+            rows.append(f'<rect x="{left}" y="{y + j * 6}" width="{c[key] / top * w:.1f}" height="5" '
+                        f'fill="{hex_colour(i + 1)}" fill-opacity="{0.55 if j == 0 else 1}" stroke="#333" '
+                        f'stroke-width="0.3"><title>{escape(name)} {b if j == 0 else a}: {c[key]:.2f} ha</title></rect>')
+        rows.append(f'<text x="{left - 4}" y="{y + 9}" text-anchor="end">{escape(name)}</text>')
+    return ('<div style="margin-top:6px"><b>class areas (ha)</b><br><small>upper bar ' + b + ', lower ' + a
+            + f'; longest {top:.0f} ha</small><br><svg id="atlas-chart" width="{left + w + 4}" height="{18 + 16 * len(CLASSES)}" '
+            'style="font:10px sans-serif">' + "".join(rows) + '</svg></div>')
 
 
 def _banner(lines: list[str], left: str = "60px") -> str:
@@ -153,15 +186,14 @@ SNOW_RGB = SKY_CATEGORIES[SKY_SNOW][1]
 
 class DatePictures:
     """What one date's layers show, computed once for every page that draws them: the true-colour
-    image (or why there is none), the class raster as a picture where tiles overlap (stride < 64), are
-    too many, or are none (e.g. all cloud), and the cloud cells' picture where there are any."""
+    image (or why there is none), the class raster as a picture where its cells are too many or none
+    (e.g. all cloud), and the cloud cells' picture where there are any."""
 
-    def __init__(self, classify_folder: Path, tif: Path, tiles, date: str, crop=None):
+    def __init__(self, classify_folder: Path, tif: Path, cells, date: str, crop=None):
         run = read_json(classify_folder / "run.json")
-        self.date, self.tiles = escape(date), tiles
+        self.date, self.cells = escape(date), cells
         self.image, self.why = _imagery_picture(run.get("input", {}).get("path", ""), crop)
-        stride = int(run.get("parameters", {}).get("stride", 64))
-        as_image = stride != 64 or not len(tiles) or len(tiles) > MAX_FEATURES
+        as_image = not len(cells) or len(cells) > MAX_FEATURES
         self.classes = _raster_picture(tif, CLASS_RGBA) if as_image else None
         cloud = classify_folder / "cloud.tif"
         code = cloud_code(cloud)
@@ -184,7 +216,7 @@ class DatePictures:
         if self.classes:
             layer = self._overlay(folium, target, self.classes, f"classes {self.date}".strip(), show, opacity=0.6)
         else:
-            gdf = self.tiles[["class_id", "class_name", "confidence", "geometry"]].assign(date=self.date)
+            gdf = self.cells[["class_id", "class_name", "confidence", "geometry"]].assign(date=self.date)
             layer = folium.GeoJson(gdf, name=f"classes {self.date}".strip(), show=show,
                                    style_function=lambda f: {"fillColor": hex_colour(int(f["properties"]["class_id"])),
                                                              "color": "none", "fillOpacity": 0.6},
@@ -199,22 +231,13 @@ def _aoi_layer(folium, gdf):
                           style_function=lambda f: {"color": "black", "weight": 2, "fillOpacity": 0})
 
 
-def top3(changes, tiles) -> list[str]:
-    """For each changed cell, the top-3 class probabilities of the tiles covering its centre
-    (their mean where patches overlap, as in the class map): 'Forest 0.81, Pasture 0.12, ...'."""
-    import geopandas as gpd
-
-    pcols = [f"p_{c}" for c in CLASSES]
-    pts = gpd.GeoDataFrame(geometry=changes.geometry.representative_point(), crs=changes.crs)
-    hit = gpd.sjoin(pts, tiles[pcols + ["geometry"]].to_crs(changes.crs), predicate="within")
-    mean = hit.groupby(level=0)[pcols].mean()
+def top3(changes, probs: np.ndarray) -> list[str]:
+    """For each changed cell (row, col of the compare grid), the top-3 class probabilities the
+    compare took its label from (`<date>_probabilities.tif`: a period's composite): 'Forest 0.81, ...'."""
     out = []
-    for i in range(len(changes)):
-        if i not in mean.index:
-            out.append("")
-            continue
-        p = mean.loc[i].to_numpy()
-        out.append(", ".join(f"{CLASSES[k]} {p[k]:.2f}" for k in np.argsort(-p)[:3]))
+    for r, c in zip(changes["row"], changes["col"]):
+        p = probs[:, r, c]
+        out.append("" if np.isnan(p).all() else ", ".join(f"{CLASSES[k]} {p[k]:.2f}" for k in np.argsort(-p)[:3]))
     return out
 
 
@@ -239,15 +262,15 @@ def change_map(folder: str | os.PathLike, out_html: str | os.PathLike | None = N
     else:  # the class raster's footprint (there may be no tile at all: e.g. all cloud)
         minx, miny, maxx, maxy = _bounds(d / "lulc.tif", "EPSG:4326")
     summary = read_json(d / "summary.json", SUMMARY_KEYS) if (d / "summary.json").exists() else None
-    if summary:  # part -> (classify folder, class raster, tiles layer, date)
-        parts = {p: (Path(summary[p]["source"]), d / f"{p}.tif", f"tiles_{p}", _label(summary, p))
+    if summary:  # part -> (classify folder, class raster, cells layer, date)
+        parts = {p: (Path(summary[p]["source"]), d / f"{p}.tif", f"cells_{p}", _label(summary, p))
                  for p in ("before", "after")}
         crop = _union(_bounds(d / "before.tif"), tuple(layers_native["aoi"].total_bounds))
     else:
-        parts = {"map": (d, d / "lulc.tif", "tiles", metadata_date(read_json(d / "run.json", ("input",))["input"].get("date"))
+        parts = {"map": (d, d / "lulc.tif", "cells", metadata_date(read_json(d / "run.json", ("input",))["input"].get("date"))
                          or "")}
         crop = None
-    pictures = {p: DatePictures(src, tif, frames[tiles], date, crop) for p, (src, tif, tiles, date) in parts.items()}
+    pictures = {p: DatePictures(src, tif, frames[cells], date, crop) for p, (src, tif, cells, date) in parts.items()}
     m = folium.Map(tiles="OpenStreetMap", control_scale=True)
     notes = [f"no image for {p.date or 'the scene'}: {p.why}" for p in pictures.values() if p.why]
     for n in notes:  # the terminal hears it too, not only the page
@@ -255,22 +278,25 @@ def change_map(folder: str | os.PathLike, out_html: str | os.PathLike | None = N
     for i, p in enumerate(pictures.values()):  # both images first, under every class layer
         p.add_image(folium, m, show=i == 0)
     class_layers = [p.add_layers(folium, m, show=i == 0) for i, p in enumerate(pictures.values())]
+    if summary and (hatch := _uncertain_picture(d, summary)):
+        folium.raster_layers.ImageOverlay(hatch[0], hatch[1], name="uncertain", interactive=False).add_to(m)
     if "changes" in frames and len(frames["changes"]):
-        _changes_layer(folium, frames, summary, notes).add_to(m)
+        _changes_layer(folium, d, frames, summary, notes).add_to(m)
     if "aoi" in frames:
         _aoi_layer(folium, frames["aoi"]).add_to(m)
     if summary:
         b, a = summary["before"], summary["after"]
         m.get_root().html.add_child(folium.Element(_banner([
             f"{_label(summary, 'before')} ({b['model']}) to {_label(summary, 'after')} ({a['model']}): "
-            f"{summary['changed_ha']:.1f} ha changed, "
-            f"{summary.get('uncertain_ha', 0):.1f} ha uncertain, {summary.get('cloud_ha', 0):.1f} ha cloud, "
-            f"{summary.get('snow_ha', 0):.1f} ha snow, {summary.get('nodata_ha', 0):.1f} ha nodata"
+            f"{summary['changed_ha']:.2f} ha changed ({summary.get('conversion_ha', 0):.2f} ha between land-cover "
+            f"groups), {summary.get('uncertain_ha', 0):.2f} ha uncertain, {summary.get('cloud_ha', 0):.2f} ha cloud, "
+            f"{summary.get('snow_ha', 0):.2f} ha snow, {summary.get('nodata_ha', 0):.2f} ha nodata, of "
+            f"{summary.get('aoi_cells_ha', 0):.2f} ha of map cells in the AOI"
             + (" - MODEL MISMATCH" if summary["model_mismatch"] else ""),
             *notes])))
     elif notes:
         m.get_root().html.add_child(folium.Element(_banner(notes)))
-    m.get_root().html.add_child(folium.Element(_legend()))
+    m.get_root().html.add_child(folium.Element(_legend(area_chart(summary) if summary else "")))
     m.get_root().script.add_child(folium.Element(_opacity_script(class_layers)))
     folium.LayerControl(collapsed=False).add_to(m)
     m.fit_bounds([[miny, minx], [maxy, maxx]])
@@ -302,16 +328,34 @@ def _bounds(tif: Path, crs: str | None = None) -> tuple[float, float, float, flo
 
 
 def _label(summary: dict, part: str) -> str:
-    """A date's name on the page: its acquisition date, or 'before' / 'after' where the scene has none
-    (plain text: escaped where it reaches HTML)."""
-    return metadata_date(summary[part]["date"]) or part
+    """A date's name on the page: its acquisition date, a period's '<first> to <last> (n dates)', or
+    'before' / 'after' (plain text: escaped where it reaches HTML)."""
+    s = summary[part]
+    dates = [d for d in map(metadata_date, s.get("dates") or [s["date"]]) if d]
+    if len(dates) > 1:
+        return f"{dates[0]} to {dates[-1]} ({len(dates)} dates)"
+    return dates[0] if dates else part
 
 
 def _union(a: tuple, b: tuple) -> tuple[float, float, float, float]:
     return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
 
 
-def _changes_layer(folium, frames, summary, notes):
+def _probabilities(tif: Path) -> np.ndarray:
+    """A compare output's (10, rows, cols) class probabilities (damaged: AtlasError naming it)."""
+    import rasterio
+    from rasterio.errors import RasterioError
+
+    from .errors import AtlasError
+
+    try:
+        with rasterio.open(tif) as src:
+            return src.read()
+    except RasterioError as e:
+        raise AtlasError(f"{tif}: unreadable ({str(e).splitlines()[0][:120]}); run compare again") from None
+
+
+def _changes_layer(folium, folder: Path, frames, summary, notes):
     """Changed cells outlined, popups with both classes, confidences and top-3 probabilities (the
     MAX_FEATURES most confident where there are more: the banner says so)."""
     ch = frames["changes"]
@@ -319,14 +363,43 @@ def _changes_layer(folium, frames, summary, notes):
         notes.append(f"popups on the {MAX_FEATURES} most confident of {len(ch)} changed cells")
         ch = ch.assign(_c=np.minimum(ch["confidence_before"], ch["confidence_after"])).nlargest(MAX_FEATURES, "_c")
     ch = ch.reset_index(drop=True)
-    ch = ch.assign(top3_before=top3(ch, frames["tiles_before"]), top3_after=top3(ch, frames["tiles_after"]),
+    probs = {p: _probabilities(folder / f"{p}_probabilities.tif") for p in ("before", "after")}
+    ch = ch.assign(top3_before=top3(ch, probs["before"]), top3_after=top3(ch, probs["after"]),
                    confidence_before=ch["confidence_before"].round(3), confidence_after=ch["confidence_after"].round(3))
-    cols = ["from_class", "to_class", "confidence_before", "confidence_after", "top3_before", "top3_after", "hectares"]
+    cols = ["from_class", "to_class", "kind", "confidence_before", "confidence_after", "top3_before", "top3_after",
+            "hectares"]
     b, a = _label(summary, "before"), _label(summary, "after")
-    aliases = ["from", "to", f"confidence {b}", f"confidence {a}", f"top-3 {b}", f"top-3 {a}", "hectares"]
+    aliases = ["from", "to", "change", f"confidence {b}", f"confidence {a}", f"top-3 {b}", f"top-3 {a}", "hectares"]
     return folium.GeoJson(ch[cols + ["geometry"]], name="changes",
-                          style_function=lambda f: {"color": "#ff00ff", "weight": 2, "fillOpacity": 0},
+                          style_function=lambda f: {"color": CHANGE_COLOUR, "weight": 3, "fillOpacity": 0,
+                                                    "dashArray": None if f["properties"]["kind"] == "conversion"
+                                                    else "5 4"},
                           popup=folium.GeoJsonPopup(cols, aliases=aliases))
+
+
+def _uncertain_picture(d: Path, summary: dict) -> tuple[str, list] | None:
+    """The cells labelled on both dates but below --min-confidence on one, hatched (each cell drawn up to
+    8 pixels wide, the picture at most MAX_IMAGE_PX), as (data URL, bounds); None where there are none."""
+    from affine import Affine
+
+    la, t, crs, _ = read_raster(d / "before.tif")
+    lb = read_raster(d / "after.tif")[0]
+    ca, cb = (read_raster(d / f"{p}_confidence.tif")[0] for p in ("before", "after"))
+    mc = float(summary.get("min_confidence", 0))
+    with np.errstate(invalid="ignore"):
+        unsure = (la > 0) & (lb > 0) & ~((ca >= mc) & (cb >= mc))
+    if not unsure.any():
+        return None
+    px = max(1, min(8, MAX_IMAGE_PX // max(unsure.shape)))
+    big = np.kron(unsure, np.ones((px, px), bool))
+    yy, xx = np.indices(big.shape)
+    stripe = (yy + xx) % px < 2 if px >= 4 else np.ones(big.shape, bool)  # too small to hatch: filled
+    rgba = np.zeros((4,) + big.shape, np.uint8)
+    for i in range(4):
+        rgba[i] = np.where(big, np.where(stripe, UNCERTAIN_RGBA[0][i], UNCERTAIN_RGBA[1][i]), 0)
+    fine = Affine(t.a / px, 0, t.c, 0, t.e / px, t.f)
+    img, bounds = to_web(rgba, fine, crs, nearest=True)
+    return data_url(img), bounds
 
 
 def _side_by_side(folium, frames, pictures: dict[str, DatePictures], summary, out: Path, fit) -> Path:
@@ -341,8 +414,7 @@ def _side_by_side(folium, frames, pictures: dict[str, DatePictures], summary, ou
             _aoi_layer(folium, frames["aoi"]).add_to(sub)
         folium.LayerControl(collapsed=True).add_to(sub)
     for part, left in (("before", "60px"), ("after", "calc(50% + 60px)")):
-        date = summary[part]["date"]
-        dm.m1.get_root().html.add_child(folium.Element(_banner([f"{part}: {date}" if date else part], left)))
+        dm.m1.get_root().html.add_child(folium.Element(_banner([f"{part}: {_label(summary, part)}"], left)))
     dm.m1.get_root().html.add_child(folium.Element(_legend()))
     dm.m1.get_root().script.add_child(folium.Element(_opacity_script(names)))
     dm.fit_bounds(fit)

@@ -3,8 +3,8 @@ import json
 import subprocess
 import sys
 
+import geopandas as gpd
 import numpy as np
-import pandas as pd
 import pytest
 import rasterio
 from affine import Affine
@@ -28,9 +28,8 @@ def test_georeferencing_and_files(scene, model13, tmp_path):
     ds = run_classify(scene, model13, out=out)
     assert ds["lulc"].shape == (10, 11)
     assert ds.rio.transform() == Affine(640, 0, ORIGIN[0], 0, -640, ORIGIN[1])
-    assert sorted(p.name for p in out.iterdir()) == ["cloud.qml", "cloud.tif", "cloud.tif.aux.xml", "confidence.tif",
-                                                     "lulc.qml", "lulc.tif", "lulc.tif.aux.xml", "run.json",
-                                                     "tiles.parquet"]
+    assert sorted(p.name for p in out.iterdir()) == ["cells.parquet", "cloud.qml", "cloud.tif", "cloud.tif.aux.xml", "confidence.tif",
+                                                     "lulc.qml", "lulc.tif", "lulc.tif.aux.xml", "run.json"]
     with rasterio.open(out / "lulc.tif") as src, rasterio.open(scene) as inp:
         assert src.crs == inp.crs and src.transform == Affine(640, 0, ORIGIN[0], 0, -640, ORIGIN[1])
         assert src.dtypes[0] == "uint8" and src.nodata == 0 and (src.width, src.height) == (11, 10)
@@ -52,11 +51,12 @@ def test_georeferencing_and_files(scene, model13, tmp_path):
     assert run["input"]["band_mapping"]["B8A"] == "band 13 (band description)"
     assert run["counts"]["classified"] == 110 and run["output"]["cell_area_ha"] == pytest.approx(40.96)
     assert run["parameters"]["tta_views"] == 2 and run["parameters"]["runtime"] == "graph"  # the default TTA
-    tiles = pd.read_parquet(out / "tiles.parquet")
-    assert len(tiles) == 110 and set(tiles["class_id"]) <= set(range(1, 11))
-    first = tiles[(tiles.row == 0) & (tiles.col == 0)].iloc[0]
-    assert (first.minx, first.maxy, first.maxx, first.miny) == (ORIGIN[0], ORIGIN[1], ORIGIN[0] + 640, ORIGIN[1] - 640)
-    np.testing.assert_allclose(tiles[[f"p_{c}" for c in CLASSES]].sum(axis=1), 1, atol=1e-5)
+    cells = gpd.read_parquet(out / "cells.parquet")  # one polygon per map cell, as lulc.tif
+    assert len(cells) == 110 and set(cells["class_id"]) <= set(range(1, 11))
+    first = cells[(cells.row == 0) & (cells.col == 0)].iloc[0]
+    assert first.geometry.bounds == (ORIGIN[0], ORIGIN[1] - 640, ORIGIN[0] + 640, ORIGIN[1])
+    assert first.class_id == lulc[0, 0] and cells.hectares.sum() == pytest.approx(110 * 40.96)
+    np.testing.assert_allclose(cells[[f"p_{c}" for c in CLASSES]].sum(axis=1), 1, atol=1e-5)
 
 
 def test_nodata_border_stays_nodata(tmp_path, model13):
@@ -99,6 +99,30 @@ def test_stride_32_shape_and_grid(scene, model13):
     assert ds["lulc"].shape == (20, 22)
     assert ds.rio.transform() == Affine(320, 0, ORIGIN[0], 0, -320, ORIGIN[1])
     assert (ds["lulc"].values > 0).all()
+
+
+def test_whole_scene_classified_edges_by_shifted_patches(tmp_path, model13):
+    """A scene 64 k + 37 pixels on a side: every pixel lies in a labelled cell at every stride, and
+    the last row of cells gets the probabilities of the patches that end at the bottom edge (the same
+    as classifying those 64 rows on their own)."""
+    size = 64 * 3 + 37
+    scene = make_scene(tmp_path / "odd.tif", size, size, origin=ORIGIN, seed=3)
+    for stride in (64, 32, 16):
+        ds = run_classify(scene, model13, stride=stride, tta=1)
+        n = -(-size // stride)
+        assert ds["lulc"].shape == (n, n) and (ds["lulc"].values > 0).all(), stride
+    full = run_classify(scene, model13, tta=1)
+    with rasterio.open(scene) as src:
+        win = rasterio.windows.Window(0, size - 64, size, 64)
+        profile = {**src.profile, "height": 64, "transform": src.window_transform(win), "tiled": False}
+        profile.pop("blockxsize", None), profile.pop("blockysize", None)
+        with rasterio.open(tmp_path / "bottom.tif", "w", **profile) as dst:
+            dst.write(src.read(window=win))
+            dst.descriptions = src.descriptions
+    bottom = run_classify(tmp_path / "bottom.tif", model13, tta=1)
+    assert bottom["lulc"].shape == (1, 4)
+    np.testing.assert_allclose(full["probabilities"].values[:, -1, :], bottom["probabilities"].values[:, 0, :],
+                               atol=1e-5)
 
 
 def test_offset_from_tags_is_applied(tmp_path, model13):

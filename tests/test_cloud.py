@@ -58,8 +58,8 @@ def test_l1c_clouds_are_not_labelled(scenes, model13, tmp_path):
         np.testing.assert_array_equal(src.read(1), np.where(EXPECTED == 1, 2, 1))
         assert src.nodata == 0
     rows = set(zip(*np.nonzero(EXPECTED)))
-    tiles = __import__("geopandas").read_parquet(tmp_path / "c" / "tiles.parquet")
-    assert len(tiles) == 37 and not rows & set(zip(tiles["row"], tiles["col"]))
+    cells = __import__("geopandas").read_parquet(tmp_path / "c" / "cells.parquet")
+    assert len(cells) == 37 and not rows & set(zip(cells["row"], cells["col"]))
     # the same land without the cloud: nothing masked
     assert not run_classify(clear, model13)["cloud"].values.any()
 

@@ -15,8 +15,8 @@ import shapely
 from affine import Affine
 from rasterio.crs import CRS
 
-from atlas_change.assemble import build_dataset, tiles_frame, write_outputs
-from atlas_change.classes import CLASSES, COLOURS
+from atlas_change.assemble import build_dataset, cells_frame, write_outputs
+from atlas_change.classes import CLASSES, COLOURS, GROUP_NAMES
 from atlas_change.compare import compare
 from atlas_change.errors import AtlasError, AtlasWarning
 from atlas_change.export import export_gpkg
@@ -26,18 +26,18 @@ X0, Y0, CELL = 600000.0, 5000000.0, 640.0
 UTM = CRS.from_epsg(32632)
 
 
-def make_output(folder, classes, conf, sha="a" * 64, date="2023-06-01", crs=UTM, origin=(X0, Y0)):
-    """A classify output folder whose cells have the given class ids and top-1 probabilities."""
+def make_output(folder, classes, conf, sha="a" * 64, date="2023-06-01", crs=UTM, origin=(X0, Y0), cloud=None):
+    """A classify output folder whose cells have the given class ids and top-1 probabilities (and
+    cloud where `cloud`, a cell mask, says so: unlabelled there)."""
     rows, cols = classes.shape
     probs = np.repeat(((1 - conf) / 9)[..., None], 10, axis=2).astype(np.float32)
     r, c = np.indices(classes.shape)
     probs[r, c, classes - 1] = conf
-    has = np.ones(classes.shape, bool)
+    has = np.ones(classes.shape, bool) if cloud is None else ~cloud
     t = Affine(CELL, 0, origin[0], 0, -CELL, origin[1])
-    ds = build_dataset(probs, has, t, crs, {"model": "m", "weights_sha256": sha})
-    tiles = tiles_frame(probs, has, 64, 64, Affine(10, 0, origin[0], 0, -10, origin[1]), crs)
+    ds = build_dataset(probs, has, t, crs, {"model": "m", "weights_sha256": sha}, cloud)
     run = {"input": {"path": f"/data/S2A_{date}.tif", "date": date}, "model": {"model": "m", "weights_sha256": sha}}
-    write_outputs(ds, tiles, run, folder)
+    write_outputs(ds, cells_frame(ds), run, folder)
     return folder
 
 
@@ -79,22 +79,57 @@ def test_aoi_in_4326_clips_utm_cells_and_hectares(tmp_path, dates):
         assert "from_id * 100 + to_id" in src.tags()["CHANGE_CODE"]
 
 
-def test_transitions_sum_to_valid_area(tmp_path, dates):
+def _table(path):
+    import pandas as pd
+
+    return pd.read_csv(path, index_col=0)
+
+
+@pytest.mark.parametrize("min_conf", [0.0, 0.6])
+def test_transitions_sum_to_their_totals_and_the_summary(tmp_path, dates, min_conf):
+    """transitions.csv as pandas reads it: every row and column of the confident matrix plus its
+    uncertain cells sums to its total, the totals to valid_ha; the same for the groups' table."""
     aoi = aoi_file(tmp_path / "aoi.geojson", 0, 10, 0, 10, crs="EPSG:32632")
-    s = compare(*dates, aoi=str(aoi), out=tmp_path / "c", min_confidence=0.0)
-    lines = (tmp_path / "c" / "transitions.csv").read_text().strip().splitlines()
-    assert lines[0].split(",")[1:-1] == list(CLASSES)
-    matrix = np.array([[float(v) for v in ln.split(",")[1:-1]] for ln in lines[1:11]])
-    assert matrix.sum() == pytest.approx(s["valid_ha"]) == pytest.approx(100 * 40.96)
-    assert matrix[0, 7] == pytest.approx(40.96) and matrix[0, 1] == pytest.approx(40.96)  # both changes counted
-    assert s["uncertain_ha"] == 0
+    s = compare(*dates, aoi=str(aoi), out=tmp_path / "c", min_confidence=min_conf)
+    for name, labels in (("transitions.csv", list(CLASSES)), ("transitions_groups.csv", list(GROUP_NAMES))):
+        t = _table(tmp_path / "c" / name)
+        assert list(t.columns) == [*labels, "uncertain_ha", "total_before_ha"]
+        assert list(t.index) == [*labels, "uncertain_ha", "total_after_ha"]
+        m = t.loc[labels, labels]
+        np.testing.assert_allclose(m.sum(axis=1) + t.loc[labels, "uncertain_ha"], t.loc[labels, "total_before_ha"])
+        np.testing.assert_allclose(m.sum(axis=0) + t.loc["uncertain_ha", labels], t.loc["total_after_ha", labels])
+        assert t.loc[labels, "total_before_ha"].sum() == pytest.approx(s["valid_ha"]) == pytest.approx(100 * 40.96)
+        assert t.loc["total_after_ha", "total_before_ha"] == pytest.approx(s["valid_ha"])
+        assert t.loc["uncertain_ha", "uncertain_ha"] == pytest.approx(s["uncertain_ha"])
+        off = m.to_numpy().sum() - np.trace(m.to_numpy())
+        assert off == pytest.approx(s["changed_ha"] if name == "transitions.csv" else s["conversion_ha"])
+    t = _table(tmp_path / "c" / "transitions.csv")
+    assert t.loc["AnnualCrop", "Residential"] == pytest.approx(40.96)  # confident on both dates
+    assert t.loc["AnnualCrop", "Forest"] == pytest.approx(0 if min_conf else 40.96)  # 0.5 after: uncertain
+    assert s["uncertain_ha"] == pytest.approx(40.96 if min_conf else 0)
+    assert s["groups"]["artificial"]["net_change_ha"] == pytest.approx(40.96)
+    assert s["group_conversions_ha"]["agricultural -> artificial"] == pytest.approx(40.96)
+    assert s["within_group_change_ha"] == 0 and s["classes"]["AnnualCrop"]["before_ha"] == pytest.approx(4096)
 
 
-def test_low_confidence_excluded_from_matrix(tmp_path, dates):
-    s = compare(*dates, aoi_bbox=f"{X0},{Y0 - 6400},{X0 + 6400},{Y0}", aoi_crs="EPSG:32632", out=tmp_path / "c")
-    lines = (tmp_path / "c" / "transitions.csv").read_text().strip().splitlines()
-    matrix = np.array([[float(v) for v in ln.split(",")[1:-1]] for ln in lines[1:11]])
-    assert matrix[0, 1] == 0 and matrix.sum() == pytest.approx(99 * 40.96) and s["uncertain_ha"] == pytest.approx(40.96)
+def test_dates_undated_refused_seasons_warned(tmp_path, dates):
+    """A map without an acquisition date is refused unless the date is given; dates more than 45
+    days of the year apart are compared with a warning naming both."""
+    run_json = dates[1] / "run.json"
+    run = json.loads(run_json.read_text())
+    run_json.write_text(json.dumps({**run, "input": {**run["input"], "date": None}}))
+    aoi = aoi_file(tmp_path / "aoi.geojson", 0, 5, 0, 5)
+    with pytest.raises(AtlasError, match="d2: no acquisition date .* --after-date"):
+        compare(*dates, aoi=str(aoi), out=tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+    with pytest.warns(AtlasWarning, match="2024-09-01 is 93 days of the year from 2023-06-01"):
+        s = compare(*dates, aoi=str(aoi), after_date="2024-09-01")
+    assert s["days_of_year_apart"] == 93  # 2024 is a leap year
+    import warnings as w
+
+    with w.catch_warnings():
+        w.simplefilter("error", AtlasWarning)  # same season (Dec -> Jan wraps round the year): no warning
+        compare(*dates, aoi=str(aoi), before_date="2023-12-20", after_date="2024-01-20")
 
 
 def test_model_mismatch_refused_unless_allowed(tmp_path, dates):
@@ -137,30 +172,33 @@ def test_crs_and_overlap_errors(tmp_path, dates):
 
 def test_geopackage_layers(tmp_path, dates):
     aoi = aoi_file(tmp_path / "aoi.geojson", 2, 5, 3, 7)
-    compare(*dates, aoi=str(aoi), out=tmp_path / "cmp")
+    s = compare(*dates, aoi=str(aoi), out=tmp_path / "cmp")
     gpkg = export_gpkg(tmp_path / "cmp", tmp_path / "change.gpkg")
     names = [n for n, g in pyogrio.list_layers(gpkg) if g]
-    assert sorted(names) == ["aoi", "changes", "tiles_after", "tiles_before"]
+    assert sorted(names) == ["aoi", "cells_after", "cells_before", "changes"]
     styles = pyogrio.read_dataframe(gpkg, layer="layer_styles")  # what QGIS reads as each layer's default style
     assert sorted(styles.f_table_name) == sorted(names) and styles.useAsDefault.all()
-    qml = ET.fromstring(styles.set_index("f_table_name").styleQML["tiles_before"])
+    qml = ET.fromstring(styles.set_index("f_table_name").styleQML["cells_before"])
     cats = qml.findall("./renderer-v2/categories/category")
     assert qml.find("renderer-v2").get("attr") == "class_id" and [c.get("value") for c in cats] == [
         str(i) for i in range(1, 11)] and cats[1].get("label") == "2 Forest"
     colours = [s.find("./layer/Option/Option[@name='color']").get("value") for s in qml.findall(".//symbol")]
     assert colours == [f"{r},{g},{b},255" for r, g, b in COLOURS]
-    before = gpd.read_file(gpkg, layer="tiles_before")
-    assert before.crs == UTM and len(before) == 12  # tiles whose centre lies in the AOI
+    before = gpd.read_file(gpkg, layer="cells_before")
+    assert before.crs == UTM and len(before) == 12  # the map cells whose centre lies in the AOI
+    assert not before.geometry.union_all().area < before.geometry.area.sum() - 1  # no overlap
+    assert before.hectares.sum() == pytest.approx(s["valid_ha"])
     ch = gpd.read_file(gpkg, layer="changes")
     assert len(ch) == 1 and (ch.from_class[0], ch.to_class[0]) == ("AnnualCrop", "Residential")
     assert ch.hectares[0] == pytest.approx(40.96) and ch.confidence_before[0] == pytest.approx(0.9)
-    assert {d.date().isoformat() for d in before.date} == {"2023-06-01"} and "p_Forest" in before.columns
+    assert {d.date().isoformat() for d in before.date} == {"2023-06-01"} and set(before.group) == {"agricultural"}
+    assert (ch.from_group[0], ch.to_group[0], ch.kind[0]) == ("agricultural", "artificial", "conversion")
     assert gpd.read_file(gpkg, layer="aoi")["name"].tolist() == ["aoi"]  # the AOI's own attributes travel
     if shutil.which("ogrinfo"):  # a date field, not text
-        info = subprocess.run(["ogrinfo", "-so", str(gpkg), "tiles_before"], capture_output=True, text=True).stdout
+        info = subprocess.run(["ogrinfo", "-so", str(gpkg), "cells_before"], capture_output=True, text=True).stdout
         assert "date: Date" in info
     single = export_gpkg(dates[0], tmp_path / "one.gpkg")
-    assert [n for n, g in pyogrio.list_layers(single) if g] == ["tiles"]
+    assert [n for n, g in pyogrio.list_layers(single) if g] == ["cells"]
     if shutil.which("ogrinfo"):
         assert subprocess.run(["ogrinfo", "-so", "-al", str(gpkg)], capture_output=True).returncode == 0
 
@@ -194,7 +232,7 @@ def test_geopackage_is_1_2_styles_name_the_geometry_column_types_fixed(tmp_path,
     ints = ("INTEGER", "MEDIUMINT", "SMALLINT", "TINYINT")
     ch = types["changes"]
     assert ch["from_id"] in ints and ch["to_id"] in ints and (ch["from_class"], ch["to_class"]) == ("TEXT", "TEXT")
-    assert ch["hectares"] == "REAL" and types["tiles_before"]["class_id"] in ints
+    assert ch["hectares"] == "REAL" and types["cells_before"]["class_id"] in ints
 
 
 class _Scripts(HTMLParser):
@@ -280,3 +318,43 @@ def test_categorical_rasters_carry_their_legend_and_mode_overviews(tmp_path):
     if shutil.which("gdalinfo"):
         info = subprocess.run(["gdalinfo", str(tmp_path / "change.tif")], capture_output=True, text=True).stdout
         assert "AnnualCrop to Residential" in info and "NoData Value=0" in info
+
+
+def test_periods_composite_mean_probabilities_and_observations(tmp_path):
+    """Two periods of two dates: per cell the class probabilities averaged over the dates on which it
+    is labelled; a cell clouded on one date takes the other's label (1 observation); one date's odd
+    label is outvoted, so it is no change; the observation counts are written as rasters."""
+    base = np.full((10, 10), 1, np.int64)
+    odd = base.copy()
+    odd[0, 0] = 2  # one date of the first period calls one cell Forest, weakly
+    conf, weak = np.full((10, 10), 0.9), np.full((10, 10), 0.9)
+    weak[0, 0] = 0.55
+    cloud = np.zeros((10, 10), bool)
+    cloud[2, 2] = True  # a2's cell (2, 2) under cloud: unlabelled there
+    p1 = [make_output(tmp_path / "a1", base, conf, date="2023-06-01"),
+          make_output(tmp_path / "a2", odd, weak, date="2023-07-01", cloud=cloud)]
+    after = base.copy()
+    after[5, 5] = 8  # a real change, seen on both dates of the second period
+    p2 = [make_output(tmp_path / "b1", after, conf, date="2024-06-05"),
+          make_output(tmp_path / "b2", after, conf, date="2024-07-05")]
+    aoi = aoi_file(tmp_path / "aoi.geojson", 0, 10, 0, 10, crs="EPSG:32632")
+    s = compare(p1, p2, aoi=str(aoi), out=tmp_path / "cmp")
+    with rasterio.open(tmp_path / "cmp" / "before.tif") as src:
+        assert src.read(1)[0, 0] == 1  # mean of 0.9 AnnualCrop and (1 - 0.55) / 9 -> AnnualCrop
+    with rasterio.open(tmp_path / "cmp" / "before_confidence.tif") as src:
+        assert src.read(1)[0, 0] == pytest.approx((0.9 + 0.45 / 9) / 2, abs=1e-5)
+    with rasterio.open(tmp_path / "cmp" / "before_observations.tif") as src:
+        obs = src.read(1)
+        assert obs[2, 2] == 1 and obs[0, 0] == 2 and (obs > 0).all()
+    with rasterio.open(tmp_path / "cmp" / "before_probabilities.tif") as src:
+        assert src.count == 10 and src.descriptions[0] == "AnnualCrop"
+    assert s["changed_ha"] == pytest.approx(40.96) and s["cloud_ha"] == 0  # (2, 2) is clear on a1
+    assert s["before"]["dates"] == ["2023-06-01", "2023-07-01"] and s["before"]["period"] == \
+        "2023-06-01 to 2023-07-01 (2 dates)"
+    assert s["before"]["observations"]["min"] == 1 and s["days_of_year_apart"] <= 45
+    # the same period's dates from one model only
+    other = make_output(tmp_path / "x", base, conf, sha="b" * 64, date="2023-08-01")
+    with pytest.raises(AtlasError, match="of the same period"):
+        compare([*p1, other], p2, aoi=str(aoi))
+    page = change_map(tmp_path / "cmp")
+    assert "2023-06-01 to 2023-07-01 (2 dates)" in page.read_text()

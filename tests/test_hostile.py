@@ -62,8 +62,10 @@ def test_scene_path_and_dates_cannot_inject_html(tmp_path):
     aoi = aoi_file(tmp_path / "aoi.geojson", 2, 5, 3, 7)
     with pytest.raises(AtlasError, match=r"--before-date '<img.*not a date \(expected YYYY-MM-DD\)"):
         compare(*folders, aoi=str(aoi), out=tmp_path / "bad", before_date="<img src=x id=pwned3>")
-    summary = compare(*folders, aoi=str(aoi), out=tmp_path / "cmp")
-    assert summary["before"]["date"] is None  # HTML is no date: never stored raw in summary.json
+    with pytest.raises(AtlasError, match="d1: no acquisition date"):  # HTML is no date: refused as undated
+        compare(*folders, aoi=str(aoi), out=tmp_path / "cmp")
+    summary = compare(*folders, aoi=str(aoi), out=tmp_path / "cmp", before_date="2023-06-01", after_date="2024-06-01")
+    assert summary["before"]["date"] == "2023-06-01"  # never the raw HTML in summary.json
     with pytest.warns(atlas_change.errors.AtlasWarning, match="no image for"):
         page = atlas_change.change_map(tmp_path / "cmp", side_by_side=True)
     for p in (page, page.with_name("change_map_side_by_side.html")):

@@ -65,7 +65,7 @@ def test_example_job_runs_then_is_up_to_date(example):
     pair = example / "outputs" / "example" / "example" / "2023-06-01_2024-06-01"
     summary = json.loads((pair / "summary.json").read_text())
     assert (summary["before"]["date"], summary["after"]["date"]) == DEMO_DATES
-    assert set(gpd.list_layers(pair / "tiles.gpkg")["name"]) == {"tiles_before", "tiles_after", "changes", "aoi",
+    assert set(gpd.list_layers(pair / "cells.gpkg")["name"]) == {"cells_before", "cells_after", "changes", "aoi",
                                                                  "layer_styles"}
     assert (pair / "change_map.html").stat().st_size > 1000
     with rasterio.open(example / "outputs" / "example" / "scenes" / "scene_2023-06-01" / "lulc.tif") as src:
@@ -197,26 +197,28 @@ def test_second_run_of_a_job_is_refused_while_one_holds_the_lock(tmp_path, model
 
 
 def test_killed_run_resumes_to_a_byte_identical_map(tmp_path, model13):
-    make_scene(tmp_path / "big.tif", 1024, 1024, block=128, seed=3)
+    # 16 chunks of 128 px, one batch of the model each (tta 1): a few seconds a run
+    make_scene(tmp_path / "big.tif", 512, 512, block=128, seed=3)
     write_aoi(tmp_path / "aoi.geojson")
     f = tmp_path / "job.toml"
     f.write_text(job_text(model13.path, aoi_table("x", "aoi.geojson", {"2023-01-01": "big.tif"}),
-                          extra='produce = ["classify"]\ncloud_mask = false').replace("chunk = 256", "chunk = 128"))
+                          extra='produce = ["classify"]\ncloud_mask = false\ntta = 1').replace("chunk = 256",
+                                                                                          "chunk = 128"))
     cmd = [sys.executable, "-m", "atlas_change", "run", str(f), "--scheduler", "sync", "--quiet"]
     proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     chunks = tmp_path / "out" / "scenes" / ".big.chunks"
     deadline = time.time() + 240
-    while len(list(chunks.glob("*.npz"))) < 5 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
+    while len(list(chunks.glob("*.npz"))) < 3 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     done = len(list(chunks.glob("*.npz")))
-    assert 5 <= done < 64 and not (tmp_path / "out" / "scenes" / "big" / "lulc.tif").exists()
+    assert 3 <= done < 16 and not (tmp_path / "out" / "scenes" / "big" / "lulc.tif").exists()
 
     assert subprocess.run(cmd, cwd=ROOT, capture_output=True).returncode == 0
     result = tmp_path / "out" / "scenes" / "big"
     run = json.loads((result / "run.json").read_text())
-    assert run["counts"]["chunks"] == 64 and run["counts"]["chunks_resumed"] >= done
+    assert run["counts"]["chunks"] == 16 and run["counts"]["chunks_resumed"] >= done
     assert not chunks.exists()
 
     ref_job = tmp_path / "ref.toml"  # the same job, uninterrupted, into another folder
@@ -233,14 +235,15 @@ def test_dask_worker_killed_mid_classify_job_still_completes(tmp_path, model13):
 
     from atlas_change.pipeline import classify
 
-    make_scene(tmp_path / "s.tif", 1024, 1024, block=128, seed=4)
-    kw = dict(model=model13.path, chunk=128, allow_untrained=True, cloud_mask=False)  # faults, not clouds: fast chunks
+    make_scene(tmp_path / "s.tif", 512, 512, block=128, seed=4)
+    # faults, not clouds: 16 chunks of one model batch each (tta 1)
+    kw = dict(model=model13.path, chunk=128, allow_untrained=True, cloud_mask=False, tta=1)
     killed = []
     with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, Client(cluster) as client:
         ref = classify(tmp_path / "s.tif", client=client, **kw)
 
-        def kill_one():  # SIGKILL a worker while it is running a chunk, after some chunks are done
-            time.sleep(0.3)
+        def kill_one():  # SIGKILL a worker while it is running a chunk
+            time.sleep(0.05)
             while True:
                 busy = [w for w, tasks in client.processing().items() if tasks]
                 if busy:
@@ -255,7 +258,7 @@ def test_dask_worker_killed_mid_classify_job_still_completes(tmp_path, model13):
         ds = classify(tmp_path / "s.tif", client=client, out=tmp_path / "out", **kw)
         t.join(5)
     assert killed
-    assert json.loads((tmp_path / "out" / "run.json").read_text())["counts"]["classified"] == 256
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["counts"]["classified"] == 64
     np.testing.assert_array_equal(ds["lulc"].values, ref["lulc"].values)
     np.testing.assert_array_equal(ds["confidence"].values, ref["confidence"].values)
 
@@ -322,7 +325,7 @@ def test_status_says_what_run_redoes_and_run_ends_with_each_result(tmp_path, mod
     pair = tmp_path / "out" / "lake" / "2023-06-01_2024-06-01"
     s = json.loads((pair / "summary.json").read_text())
     assert last == (f"lake/2023-06-01_2024-06-01: {s['changed_ha']:.2f} ha changed, {s['uncertain_ha']:.2f} ha "
-                    f"uncertain, {s['cloud_ha']:.2f} ha cloud; {pair / 'change_map.html'}, {pair / 'tiles.gpkg'}")
+                    f"uncertain, {s['cloud_ha']:.2f} ha cloud; {pair / 'change_map.html'}, {pair / 'cells.gpkg'}")
     run = json.loads((tmp_path / "out" / "scenes" / "a_2023" / "run.json").read_text())
     assert run["parameters"]["tta_views"] == 1 and run["parameters"]["runtime"] == "graph"  # the job's keys
 
@@ -356,3 +359,26 @@ def test_reserved_names_and_job_keys_are_checked(tmp_path, model13):
     f.write_text(job_text(model13.path, aoi_table("x", "aoi.geojson", {"2023-06-01": "many_*.tif", "2024-06-01": "a_2023.tif"})))
     with pytest.raises(AtlasError, match=r"matches 7 files: .*many_0.tif, .*many_4.tif and 2 more; it must name"):
         load_job(f)
+
+
+def test_periods_in_a_job_file_plan_one_compare_of_all_their_dates(tmp_path, model13):
+    """`periods` name several dates of an AOI; pairs of periods (the default: consecutive periods)
+    become one compare step that needs every date's classify step; bad periods are reported."""
+    write_aoi(tmp_path / "aoi.geojson")
+    dates = ["2023-06-01", "2023-07-01", "2024-06-05", "2024-07-05"]
+    for d in dates:
+        make_scene(tmp_path / f"s_{d}.tif", 64, 64)
+    periods = 'periods = { summer-2023 = ["2023-07-01", "2023-06-01"], summer-2024 = ["2024-06-05", "2024-07-05"] }'
+    f = tmp_path / "p.toml"
+    f.write_text(job_text(model13.path, aoi_table("lake", "aoi.geojson", {d: f"s_{d}.tif" for d in dates}, periods)))
+    job = load_job(f)
+    assert job.aois[0].periods["summer-2023"] == ("2023-06-01", "2023-07-01")
+    steps = {s.id: s for s in plan(job)}
+    cmp = steps["compare/lake/summer-2023_summer-2024"]
+    assert len(cmp.deps) == 4 and cmp.args["sides"] == [("2023-06-01", "2023-07-01"), ("2024-06-05", "2024-07-05")]
+    assert [s for s in steps if s.startswith("compare/")] == ["compare/lake/summer-2023_summer-2024"]
+    bad = periods.replace('"2023-07-01", "2023-06-01"', '"2023-07-01", "2022-01-01"') + '\npairs = [["summer-2024", "summer-2023"]]'
+    f.write_text(job_text(model13.path, aoi_table("lake", "aoi.geojson", {d: f"s_{d}.tif" for d in dates}, bad)))
+    with pytest.raises(AtlasError) as e:
+        load_job(f)
+    assert "aoi[0].periods.summer-2023" in str(e.value) and "aoi[0].pairs[0]" in str(e.value)

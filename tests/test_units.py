@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from atlas_change.bands import EUROSAT_ORDER, L2A_ORDER, S2_BANDS, default_order, normalise_band, parse_bands
 from atlas_change.errors import AtlasError
-from atlas_change.tile import PatchGrid, average_to_cells, covering_patches, cut_patches
+from atlas_change.tile import PatchGrid, average_to_cells, cells_with_edges, covering_patches, cut_patches
 
 
 def test_band_orders():
@@ -50,14 +50,42 @@ def test_parse_bands_roundtrip(perm):
 
 def test_grid_counts_and_transform():
     g = PatchGrid(10980, 10980, 64)
-    assert (g.n_rows, g.n_cols, g.cell_shape) == (171, 171, (171, 171))
+    # a full tile: 171 patches of 64 and 36 pixels left over, labelled by one more row / column of cells
+    assert (g.n_rows, g.n_cols, g.remainder, g.cell_shape) == (171, 171, (36, 36), (172, 172))
     g32 = PatchGrid(10980, 10980, 32)
-    assert (g32.n_rows, g32.cell_shape) == (342, (343, 343))
+    assert (g32.n_rows, g32.cell_shape) == (342, (344, 344))
+    assert PatchGrid(640, 704, 64).cell_shape == (11, 10) and not PatchGrid(640, 704, 64).edges()
     t = Affine(10, 0, 300000, 0, -10, 5000000)
     assert g.cell_transform(t) == Affine(640, 0, 300000, 0, -640, 5000000)
     assert g32.cell_transform(t).a == 320
     with pytest.raises(AtlasError):
         PatchGrid(100, 100, 48)
+
+
+@pytest.mark.parametrize("stride", [64, 32, 16])
+def test_edge_patches_cover_every_pixel(stride):
+    """A scene 64 k + 37 pixels high and wide: the cells reach every pixel, the edge patches end at
+    the edge, and the edge cells are labelled by them."""
+    size = 64 * 3 + 37
+    g = PatchGrid(size, size, stride)
+    rows, cols = g.cell_shape
+    assert (rows - 1) * stride < size <= rows * stride and (cols - 1) * stride < size <= cols * stride
+    cover = np.zeros((size, size), int)
+    for gg, rngs in [(g, g.chunks(10**6)), *((e, [r]) for e, r in g.edge_chunks(64))]:
+        for r0, r1, c0, c1 in rngs:
+            w = gg.window(r0, r1, c0, c1)
+            assert w.row_off + w.height <= size and w.col_off + w.width <= size
+            cover[w.row_off:w.row_off + w.height, w.col_off:w.col_off + w.width] += 1
+    assert (cover > 0).all()  # every pixel in some patch
+    ends = {(e.window(*r).row_off + e.window(*r).height, e.window(*r).col_off + e.window(*r).width) for e, r in g.edges()}
+    assert {size} <= {y for y, _ in ends} and {size} <= {x for _, x in ends}
+    parts = {(0, 0): (np.zeros((g.n_rows, g.n_cols)),)}
+    parts.update({(e.y0, e.x0): (np.full((r1 - r0, c1 - c0), 1.0 + (e.x0 > 0) + 2 * (e.y0 > 0)),)
+                  for e, (r0, r1, c0, c1) in g.edges()})
+    (cells,) = cells_with_edges(g, parts, lambda p: (np.kron(p, np.ones((g.k, g.k)))[:p.shape[0] + g.k - 1,
+                                                                                    :p.shape[1] + g.k - 1],))
+    assert cells.shape == (rows, cols) and (cells[:-1, :-1] == 0).all()
+    assert (cells[:-1, -1] == 2).all() and (cells[-1, :-1] == 3).all() and cells[-1, -1] == 4
 
 
 def test_chunks_cover_every_patch_once():

@@ -1,0 +1,120 @@
+"""Composite stage: one side of a comparison from one classified date or a period of several.
+
+Per map cell, the class probabilities are averaged over the dates on which the cell is labelled
+(valid and clear), the mean-probability composite of Dynamic World's tutorials (Brown et al. 2022);
+the label is its argmax, the confidence its maximum, and the number of those dates is kept per cell.
+A cell no date labels is cloud (or snow) where some date saw cloud (snow) there, else nodata. One
+date is the same computation: its own labels and confidences."""
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from affine import Affine
+
+from .assemble import SKY_SNOW, cloud_code
+from .classes import CLASSES
+from .errors import AtlasError
+
+
+@dataclass(frozen=True)
+class Side:
+    """The classify outputs of one side of a comparison, checked to share model, --tta and grid."""
+
+    maps: tuple  # of compare.ClassMap, sorted by date
+
+    @property
+    def first(self):
+        return self.maps[0]
+
+    @property
+    def folder(self) -> str:
+        return self.first.folder if len(self.maps) == 1 else f"{self.first.folder} (+{len(self.maps) - 1} dates)"
+
+    @property
+    def dates(self) -> list[str]:
+        return [m.date for m in self.maps]
+
+    @property
+    def label(self) -> str:
+        """'2023-06-01', or '2023-06-01 to 2023-08-30 (3 dates)' for a period."""
+        d = self.dates
+        return d[0] if len(d) == 1 else f"{d[0]} to {d[-1]} ({len(d)} dates)"
+
+    def day_of_year(self) -> int:
+        """The median day of year of the side's dates (its season)."""
+        return int(statistics.median(dt.date.fromisoformat(x).timetuple().tm_yday for x in self.dates))
+
+    # one model, --tta and grid for the whole side (make_side checks): the first map's
+    model = property(lambda self: self.first.model)
+    weights_sha256 = property(lambda self: self.first.weights_sha256)
+    tta_views = property(lambda self: self.first.tta_views)
+    temperature = property(lambda self: self.first.temperature)
+    crs = property(lambda self: self.first.crs)
+
+
+def make_side(maps: list, flag: str) -> Side:
+    """The maps of one side, each with a date, all of one model, --tta and grid (else AtlasError)."""
+    for m in maps:
+        if m.date is None:
+            raise AtlasError(f"{m.folder}: no acquisition date (none in the scene's metadata); a change needs to "
+                             f"know which map came first: pass {flag} YYYY-MM-DD")
+    maps = sorted(maps, key=lambda m: m.date)
+    first = maps[0]
+    for m in maps[1:]:
+        if m.weights_sha256 != first.weights_sha256 or m.tta_views != first.tta_views:
+            raise AtlasError(f"{m.folder}: made by {m.model} ({m.weights_sha256[:12]}, --tta {m.tta_views}) but "
+                             f"{first.folder}, of the same period, by {first.model} ({first.weights_sha256[:12]}, "
+                             f"--tta {first.tta_views}); a period is one model's composite: reclassify")
+    return Side(tuple(maps))
+
+
+def read_probabilities(m, transform: Affine, shape: tuple[int, int]) -> np.ndarray:
+    """A classify output's cell probabilities (cells.parquet) on the compare grid: (rows, cols, 10),
+    NaN where the map labels no cell (nodata, cloud, snow, outside)."""
+    import pyarrow.parquet as pq
+
+    path = Path(m.folder) / "cells.parquet"
+    cols = ["row", "col", *(f"p_{c}" for c in CLASSES)]
+    try:
+        table = pq.read_table(path, columns=cols)
+    except (OSError, ValueError) as e:  # pyarrow's errors for absent, damaged or older files
+        raise AtlasError(f"{path}: unreadable ({str(e).splitlines()[0][:120]}); classify the scene again") from None
+    dr = int(round((m.transform.f - transform.f) / transform.e))
+    dc = int(round((m.transform.c - transform.c) / transform.a))
+    r = table.column("row").to_numpy() + dr
+    c = table.column("col").to_numpy() + dc
+    inside = (r >= 0) & (r < shape[0]) & (c >= 0) & (c < shape[1])
+    out = np.full((*shape, len(CLASSES)), np.nan, np.float32)
+    for k, name in enumerate(cols[2:]):
+        out[r[inside], c[inside], k] = table.column(name).to_numpy()[inside]
+    return out
+
+
+def composite(side: Side, transform: Affine, shape: tuple[int, int], in_aoi: np.ndarray, read_on) -> dict:
+    """The side's composite on the compare grid: lulc (0 = none), confidence (NaN = none),
+    probabilities, observations (clear dates per cell), cloud and snow (cells no date labels that
+    some date saw as cloud / snow). `read_on(map, file, transform, shape, fill)` reads a raster."""
+    total = np.zeros((*shape, len(CLASSES)), np.float64)
+    n = np.zeros(shape, np.int32)
+    cloud = np.zeros(shape, bool)
+    snow = np.zeros(shape, bool)
+    for m in side.maps:
+        p = read_probabilities(m, transform, shape)
+        ok = in_aoi & ~np.isnan(p[..., 0])
+        total[ok] += p[ok]
+        n += ok
+        sky = read_on(m, "cloud.tif", transform, shape, 0)
+        cloud |= in_aoi & (sky == cloud_code(Path(m.folder) / "cloud.tif"))
+        snow |= in_aoi & (sky == SKY_SNOW)
+    has = n > 0
+    mean = np.where(has[..., None], total / np.maximum(n, 1)[..., None], np.nan).astype(np.float32)
+    lulc = np.where(has, np.nan_to_num(mean, nan=-1).argmax(axis=-1) + 1, 0).astype(np.uint8)
+    conf = np.where(has, np.nan_to_num(mean, nan=0).max(axis=-1), np.nan).astype(np.float32)
+    cloud &= ~has
+    snow &= ~has & ~cloud
+    return {"lulc": lulc, "confidence": conf, "probabilities": mean, "observations": n.astype(np.uint8),
+            "cloud": cloud, "snow": snow}

@@ -1,0 +1,183 @@
+"""Read stage, STAC: a STAC Item (a JSON file, or an http(s) URL of one) as a `Scene`: one
+GeoTIFF / COG per band from its assets, remote ones read with GDAL's HTTP range requests
+(/vsicurl/: only the windows a chunk needs), on the grid of its first 10 m band.
+
+Bands come from the asset keys of Earth Search v1 (`blue`, `nir08`, `swir16`, `scl`, ...), of the
+Planetary Computer (`B02`, `B8A`, `SCL`, ...), or the assets' `eo:bands` names / common names.
+The baseline >= 04.00 offset (+1000 DN) is decided from the pixels, because the catalogues' flags
+(`earthsearch:boa_offset_applied`, `raster:bands` offset) are wrong for some items (Element84
+earth-search issues 9, 66, 71): run.json says what the item claimed and what the pixels showed."""
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from rasterio.errors import RasterioIOError
+
+from .bands import S2_BANDS, normalise_band
+from .dates import metadata_date
+from .errors import AtlasError
+from .read import OFFSET_BANDS, BandSource, Scene, _check_grid, _check_offset, _open
+
+#: Earth Search v1 asset keys (and the common names of eo:bands) -> Sentinel-2 band
+EARTH_SEARCH = {"coastal": "B01", "blue": "B02", "green": "B03", "red": "B04", "rededge1": "B05",
+                "rededge2": "B06", "rededge3": "B07", "nir": "B08", "nir08": "B8A", "nir09": "B09",
+                "cirrus": "B10", "swir16": "B11", "swir22": "B12", "scl": "SCL"}
+RETRIES = 3  # fetching an item: attempts, with 1 s, 2 s backoff between them
+TIMEOUT_S = 30
+# GDAL, for the COGs: no directory listing before opening a remote file (one request saved per
+# asset), and its own retries with backoff for 429 / 5xx answers
+for _k, _v in (("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR"), ("GDAL_HTTP_MAX_RETRY", "3"),
+               ("GDAL_HTTP_RETRY_DELAY", "1"), ("GDAL_HTTP_TIMEOUT", str(TIMEOUT_S))):
+    os.environ.setdefault(_k, _v)
+
+
+def is_item(p: str) -> bool:
+    """Whether `p` names a STAC Item: an http(s) URL, or a local .json file holding a Feature."""
+    if p.startswith(("http://", "https://")):
+        return True
+    if not p.lower().endswith(".json") or not os.path.isfile(p):
+        return False
+    try:
+        with open(p, "rb") as f:
+            head = f.read(1 << 16)
+        return (b'"Feature"' in head and b'"assets"' in head) or b'"stac_version"' in head
+    except OSError:
+        return False
+
+
+def fetch(url: str) -> bytes:
+    """The bytes at an http(s) URL, retried with backoff where a retry can help (timeouts, 5xx,
+    refused connections); AtlasError naming the URL otherwise."""
+    last = ""
+    for attempt in range(RETRIES):
+        try:
+            with urllib.request.urlopen(url, timeout=TIMEOUT_S) as r:
+                return r.read()
+        except urllib.error.HTTPError as e:
+            last = f"HTTP {e.code} {e.reason}"
+            if e.code < 500 and e.code != 429:
+                break  # 404, 403: asking again will not help
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
+            last = str(getattr(e, "reason", e))
+        if attempt + 1 < RETRIES:
+            time.sleep(2 ** attempt)
+    raise AtlasError(f"{url}: cannot fetch the STAC Item ({last})")
+
+
+def load_item(p: str) -> dict:
+    """The Item's JSON, from a file or a URL; AtlasError naming it when it is no STAC Item."""
+    try:
+        raw = fetch(p) if p.startswith(("http://", "https://")) else open(p, "rb").read()
+        item = json.loads(raw)
+    except (OSError, ValueError) as e:
+        raise AtlasError(f"{p}: not a readable STAC Item ({str(e).splitlines()[0][:120]})") from None
+    if not isinstance(item, dict) or item.get("type") != "Feature" or not isinstance(item.get("assets"), dict):
+        raise AtlasError(f"{p}: not a STAC Item (a GeoJSON Feature with assets)")
+    return item
+
+
+def gdal_path(href: str, base: str) -> str:
+    """A GDAL path for an asset href: /vsicurl/ for http(s), /vsis3/ for s3://, a local path
+    (relative hrefs resolved against the Item's own location)."""
+    if not urllib.parse.urlparse(href).scheme and base.startswith(("http://", "https://")):
+        href = urllib.parse.urljoin(base, href)
+    if href.startswith(("http://", "https://")):
+        return "/vsicurl/" + href
+    if href.startswith("s3://"):
+        return "/vsis3/" + href[5:]
+    if href.startswith("file://"):
+        href = urllib.parse.urlparse(href).path
+    return href if os.path.isabs(href) else os.path.join(os.path.dirname(os.path.abspath(base)), href)
+
+
+def band_assets(item: dict) -> dict[str, tuple[str, dict]]:
+    """Sentinel-2 band (and SCL) -> (asset key, asset) of the Item's GeoTIFF / COG assets."""
+    out: dict[str, tuple[str, dict]] = {}
+    for key, a in item["assets"].items():
+        href, kind = str(a.get("href", "")), str(a.get("type", ""))
+        if "tiff" not in kind.lower() and not href.lower().split("?")[0].endswith((".tif", ".tiff")):
+            continue  # JP2 twins, thumbnails, metadata
+        names = [key] + [n for b in a.get("eo:bands") or [] for n in (b.get("name"), b.get("common_name")) if n]
+        band = None
+        for n in names:
+            n = str(n)
+            band = EARTH_SEARCH.get(n.lower()) or ("SCL" if n.upper() == "SCL" else None)
+            if band is None:
+                try:
+                    band = normalise_band(n)
+                except AtlasError:
+                    continue
+            break
+        if band and band not in out:
+            out[band] = (key, a)
+    return out
+
+
+def claimed_offset(item: dict, assets: dict) -> str:
+    """What the Item says of the baseline offset, in words (for run.json)."""
+    props = item.get("properties", {})
+    said = [f"baseline {props.get('s2:processing_baseline', 'unknown')}"]
+    for k in ("earthsearch:boa_offset_applied", "sentinel:boa_offset_applied"):
+        if k in props:
+            said.append(f"{k} {str(props[k]).lower()}")
+    rb = next((a.get("raster:bands") for b, (_, a) in assets.items() if b in OFFSET_BANDS and a.get("raster:bands")),
+              None)
+    if rb and rb[0].get("offset") is not None:
+        said.append(f"raster:bands offset {rb[0]['offset']} scale {rb[0].get('scale', 1)}")
+    return "; ".join(said)
+
+
+def open_item(p: str, model_bands) -> Scene:
+    """A STAC Item as a Scene of `model_bands` (AtlasError naming the Item or the asset's URL)."""
+    item = load_item(p)
+    assets = band_assets(item)
+    missing = [b for b in model_bands if b not in assets]
+    if missing:
+        raise AtlasError(f"{p}: the STAC Item has no GeoTIFF asset for band(s) {', '.join(missing)} "
+                         f"(assets: {', '.join(item['assets'])})")
+    paths = {b: gdal_path(a["href"], p) for b, (_, a) in assets.items()}
+    ref_band = next((b for b in ("B02", "B03", "B04", "B08") if b in assets), None)
+    if ref_band is None:
+        raise AtlasError(f"{p}: no 10 m band (B02, B03, B04 or B08) among the Item's assets to set the grid")
+
+    def opened(band: str):
+        try:
+            return _open(paths[band])
+        except RasterioIOError as e:
+            where = paths[band].removeprefix("/vsicurl/")
+            raise AtlasError(f"{where}: cannot read the {band} asset of {p} ({str(e).splitlines()[0][:160]})") from None
+
+    ref = opened(ref_band)
+    _check_grid(p, ref)
+    transform = tuple(ref.transform)[:6]
+
+    def source(band: str, resampling: str) -> BandSource:
+        ds = opened(band)
+        return BandSource(paths[band], 1, warp=tuple(ds.transform)[:6] != transform or ds.shape != ref.shape,
+                          resampling=resampling)
+
+    sources = tuple(source(b, "bilinear") for b in model_bands)
+    props = item.get("properties", {})
+    baseline = str(props.get("s2:processing_baseline", ""))
+    said = claimed_offset(item, assets)
+    # from baseline 04.00 the product adds 1000 DN, unless the catalogue took it off again: the pixels decide
+    candidate = -1000.0 if baseline[:2].isdigit() and baseline >= "04.00" else 0.0
+    offset, offset_how = _check_offset(candidate, f"the STAC Item: {said}",
+                                       [(paths[b], 1) for b in OFFSET_BANDS if b in paths])
+    level = "L2A" if "SCL" in assets or "l2a" in str(item.get("collection", "")).lower() else (
+        "L1C" if "l1c" in str(item.get("collection", "")).lower() else None)
+    return Scene(
+        path=p, kind="stac-item", level=level, bands=tuple(model_bands), sources=sources,
+        crs_wkt=ref.crs.to_wkt(), transform=transform, width=ref.width, height=ref.height,
+        block=ref.block_shapes[0][1], offset=offset, offset_how=offset_how, nodata=0.0,
+        mask=source("SCL", "nearest") if "SCL" in assets else None,
+        available=tuple(b for b in S2_BANDS if b in assets),
+        date=metadata_date(str(props.get("datetime") or "")[:10]),
+        band_mapping={b: f"asset {assets[b][0]} ({paths[b].removeprefix('/vsicurl/')}"
+                         f"{', resampled to 10 m' if s.warp else ''})" for b, s in zip(model_bands, sources)},
+    )

@@ -1,0 +1,110 @@
+"""sample / assess: Olofsson et al. (2014) estimators on the paper's own worked example, and a
+sample drawn from a compare output, labelled, and assessed end to end."""
+import csv
+import subprocess
+import sys
+
+import geopandas as gpd
+import numpy as np
+import pytest
+
+from atlas_change.assess import allocate, assess, estimate, sample_size
+from atlas_change.compare import compare
+from atlas_change.errors import AtlasError
+from atlas_change.sample import sample
+from test_compare import aoi_file, make_output
+
+PAPER = ["deforestation", "forest gain", "stable forest", "stable non-forest"]
+PAPER_PIXELS = np.array([200_000, 150_000, 3_200_000, 6_450_000])  # 30 m pixels = 0.09 ha
+PAPER_COUNTS = np.array([[66, 0, 5, 4], [0, 55, 8, 12], [1, 0, 153, 11], [2, 1, 9, 313]])
+
+
+def test_paper_worked_example():
+    """Olofsson et al. 2014, section 5: deforestation 21,158 +- 6,158 ha, forest gain 11,686 +-
+    3,756 ha, overall accuracy 0.95; user's / producer's accuracies of their table 7."""
+    e = estimate(PAPER, PAPER_PIXELS * 0.09, PAPER, PAPER_COUNTS)
+    assert round(e.area[0]) == 21_158 and round(1.96 * e.area_se[0]) == 6_158
+    assert round(e.area[1]) == 11_686 and round(1.96 * e.area_se[1]) == 3_756
+    assert round(e.overall[0], 2) == 0.95 and round(1.96 * e.overall[1], 2) == 0.02
+    assert round(e.users["deforestation"][0], 2) == 0.88 and round(1.96 * e.users["deforestation"][1], 2) == 0.07
+    assert round(e.producers["deforestation"][0], 2) == 0.75 and round(1.96 * e.producers["deforestation"][1], 2) == 0.21
+    assert round(e.producers["forest gain"][0], 2) == 0.85 and round(1.96 * e.producers["forest gain"][1], 2) == 0.25
+    assert e.area.sum() == pytest.approx(PAPER_PIXELS.sum() * 0.09)  # the areas add up to the map's
+    # the paper's sample design: n = 641 for S(O) = 0.01 with U = 0.7, 0.6, 0.9, 0.95; 75 per change stratum
+    assert sample_size(PAPER_PIXELS / PAPER_PIXELS.sum(), [0.7, 0.6, 0.9, 0.95], 0.01) == 641
+    alloc = allocate(PAPER_PIXELS, 641, 75)
+    assert list(alloc[:2]) == [75, 75] and alloc.sum() == 641 and alloc[3] > alloc[2]
+
+
+def test_assess_reads_the_paper_example_from_files(tmp_path):
+    (tmp_path / "strata.csv").write_text(
+        "stratum,map_cells,map_ha,cell_ha,map_share,sample_cells,reference_class,other_reference\n"
+        + "".join(f"{s},{n},{n * 0.09},0.09,0,{row.sum()},yes,\n" for s, n, row in zip(PAPER, PAPER_PIXELS, PAPER_COUNTS)))
+    with open(tmp_path / "sample.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["sample_id", "stratum", "reference"])
+        k = 0
+        for s, row in zip(PAPER, PAPER_COUNTS):
+            for ref, n in zip(PAPER, row):
+                for _ in range(n):
+                    k += 1
+                    w.writerow([k, s, ref])
+    r = assess(tmp_path)
+    assert r["classes"]["deforestation"]["estimated_ha"] == pytest.approx(21_158, abs=1)
+    assert r["classes"]["deforestation"]["estimated_ha_ci95"] == pytest.approx(6_158, abs=1)
+    assert r["overall_accuracy"] == pytest.approx(0.9465, abs=1e-4)
+    rows = (tmp_path / "error_matrix.csv").read_text().splitlines()
+    assert rows[1].startswith("deforestation,0.017600,") and len(rows) == 6  # p_11 = 0.02 * 66 / 75 (table 4)
+    lines = (tmp_path / "sample.csv").read_text().splitlines()
+    (tmp_path / "sample.csv").write_text("\n".join([lines[0], lines[1].rsplit(",", 1)[0] + ",", *lines[2:]]) + "\n")
+    with pytest.raises(AtlasError, match=r"sample.csv: 1 of 640 sample cells have no reference label yet"):
+        assess(tmp_path)
+    (tmp_path / "sample.csv").write_text("\n".join([lines[0], lines[1].rsplit(",", 1)[0] + ",lake", *lines[2:]]) + "\n")
+    with pytest.raises(AtlasError, match=r"line 2: reference 'lake' is not a class of the legend"):
+        assess(tmp_path)
+
+
+def test_sample_from_a_compare_output_labelled_and_assessed(tmp_path):
+    """A 20 x 20 cell map with a block of conversion and some uncertain cells: the sample covers every
+    stratum, is reproducible from its seed, and labelled 'as the map says' assesses to the map's areas."""
+    before = np.full((20, 20), 1, np.int64)
+    after = before.copy()
+    after[2:6, 2:6] = 8  # AnnualCrop -> Residential: 16 cells of conversion
+    after[10:12, 10:20] = 6  # AnnualCrop -> Pasture: 20 cells, a change within the agricultural group
+    conf = np.full((20, 20), 0.9)
+    conf_after = conf.copy()
+    conf_after[15:, :] = 0.4  # 100 uncertain cells
+    a = make_output(tmp_path / "d1", before, conf, date="2023-06-01")
+    b = make_output(tmp_path / "d2", after, conf_after, date="2024-06-01")
+    compare(a, b, aoi=str(aoi_file(tmp_path / "aoi.geojson", 0, 20, 0, 20, crs="EPSG:32632")), out=tmp_path / "cmp")
+    r = sample(tmp_path / "cmp", tmp_path / "s", seed=7, n=60, minimum=10, images=False)
+    strata = list(r["expected_users_accuracy"])
+    assert strata == ["stable agricultural", "agricultural -> artificial", "uncertain"]
+    table = list(csv.DictReader(open(tmp_path / "s" / "strata.csv")))
+    assert [int(t["map_cells"]) for t in table] == [284, 16, 100]
+    assert sum(float(t["map_ha"]) for t in table) == pytest.approx(400 * 40.96)
+    rows = list(csv.DictReader(open(tmp_path / "s" / "sample.csv")))
+    assert len(rows) == r["sample_size"] == 60 and {x["reference"] for x in rows} == {""}
+    assert {x["stratum"] for x in rows} == set(strata) and sum(x["stratum"] == "agricultural -> artificial" for x in rows) >= 10
+    again = sample(tmp_path / "cmp", tmp_path / "s2", seed=7, n=60, minimum=10, images=False)
+    assert again == {**r} and (tmp_path / "s2" / "sample.csv").read_text() == (tmp_path / "s" / "sample.csv").read_text()
+    pts = gpd.read_file(tmp_path / "s" / "sample.gpkg")
+    assert len(pts) == len(rows) and pts.crs.to_epsg() == 32632 and pts.geometry.area.round().eq(640 * 640).all()
+    assert "stable agricultural" in (tmp_path / "s" / "sample.html").read_text()
+    with pytest.raises(AtlasError, match="no reference label yet"):
+        assess(tmp_path / "s")
+    # label: the map is right where it is confident; the uncertain cells hold no change
+    for x in rows:
+        x["reference"] = "stable agricultural" if x["stratum"] == "uncertain" else x["stratum"]
+    with open(tmp_path / "s" / "sample.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    out = subprocess.run([sys.executable, "-m", "atlas_change", "assess", str(tmp_path / "s")],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    res = assess(tmp_path / "s")
+    conv = res["classes"]["agricultural -> artificial"]
+    assert conv["estimated_ha"] == pytest.approx(16 * 40.96) and conv["users_accuracy"] == 1.0
+    assert res["classes"]["stable agricultural"]["estimated_ha"] == pytest.approx(384 * 40.96)
+    assert res["overall_accuracy"] == 1.0 and "uncertain" not in res["classes"]

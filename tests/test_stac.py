@@ -1,0 +1,154 @@
+"""STAC Items as inputs, their COGs served by a real HTTP server with byte ranges (nginx from
+Debian, started here on 127.0.0.1; .ci/run installs it): the same labels as the same bands in one
+local GeoTIFF, the offset decided from the pixels whatever the Item's flags say, clear errors."""
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from atlas_change.bands import L2A_ORDER
+from atlas_change.errors import AtlasError
+from atlas_change.stac import EARTH_SEARCH
+from atlas_change.synth import make_scene
+from conftest import run_classify
+
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+BY_BAND = {v: k for k, v in EARTH_SEARCH.items()}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """nginx serving a folder on 127.0.0.1 (ranges, HEAD: what GDAL's /vsicurl/ needs): (url, folder, log)."""
+    if NGINX is None:
+        pytest.skip("nginx is not installed (Debian package nginx; .ci/run installs it)")
+    root = tmp_path_factory.mktemp("www")
+    prefix = tmp_path_factory.mktemp("nginx")
+    port = _free_port()
+    conf = prefix / "nginx.conf"
+    conf.write_text(f"""user root; daemon off; worker_processes 1; pid {prefix}/nginx.pid; error_log {prefix}/error.log;
+events {{ worker_connections 64; }}
+http {{ access_log {prefix}/access.log; client_body_temp_path {prefix}/body; proxy_temp_path {prefix}/proxy;
+  fastcgi_temp_path {prefix}/fcgi; uwsgi_temp_path {prefix}/uwsgi; scgi_temp_path {prefix}/scgi;
+  default_type application/octet-stream;
+  server {{ listen 127.0.0.1:{port}; root {root}; location / {{ }} }} }}
+""")
+    proc = subprocess.Popen([NGINX, "-p", str(prefix), "-c", str(conf)], stderr=subprocess.PIPE)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail(f"nginx did not start: {proc.stderr.read().decode()[:300]}")
+    yield f"http://127.0.0.1:{port}", root, prefix / "access.log"
+    proc.terminate()
+    proc.wait(10)
+
+
+def band_cogs(scene: Path, folder: Path, add: int = 0, scl: int | None = 4) -> dict[str, str]:
+    """One COG per band of a multi-band GeoTIFF (DN + `add`, as baseline >= 04.00 products), and an
+    SCL of class `scl` everywhere; -> band -> file name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = {}
+    with rasterio.open(scene) as src:
+        profile = {**src.profile, "count": 1, "driver": "COG", "compress": "deflate"}
+        for k in ("tiled", "blockxsize", "blockysize", "interleave"):
+            profile.pop(k, None)
+        for i, band in enumerate(src.descriptions, 1):
+            data = src.read(i)
+            data = np.where(data > 0, data + add, 0).astype(np.uint16)
+            with rasterio.open(folder / f"{band}.tif", "w", **profile) as dst:
+                dst.write(data, 1)
+            names[band] = f"{band}.tif"
+        if scl is not None:
+            with rasterio.open(folder / "SCL.tif", "w", **{**profile, "dtype": "uint8"}) as dst:
+                dst.write(np.full((src.height, src.width), scl, np.uint8), 1)
+            names["SCL"] = "SCL.tif"
+    return names
+
+
+def item(hrefs: dict[str, str], keys: str, **props) -> dict:
+    """A STAC Item with one COG asset per band, keyed as Earth Search ('earth-search') or the
+    Planetary Computer ('pc') do."""
+    assets = {(BY_BAND[b] if keys == "earth-search" else b): {
+        "href": h, "type": "image/tiff; application=geotiff; profile=cloud-optimized", "roles": ["data"]}
+        for b, h in hrefs.items()}
+    assets["thumbnail"] = {"href": "thumb.jpg", "type": "image/jpeg"}
+    return {"type": "Feature", "stac_version": "1.0.0", "id": "S2B_32TQM_20230612_0_L2A", "collection": "sentinel-2-l2a",
+            "geometry": None, "properties": {"datetime": "2023-06-12T10:15:59Z", **props}, "assets": assets,
+            "links": []}
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory):
+    d = tmp_path_factory.mktemp("scene")
+    return make_scene(d / "l2a.tif", 256, 256, bands=L2A_ORDER, seed=5)
+
+
+def test_earth_search_item_over_http_equals_the_local_file(server, local, model12, tmp_path):
+    """Earth Search keys, COGs over HTTP with DN + 1000 while the Item claims the offset was already
+    taken off (earthsearch:boa_offset_applied true, as for some real items): the pixels decide, and the
+    labels equal those of the same bands in one local GeoTIFF; only parts of the files are read."""
+    url, root, log = server
+    names = band_cogs(local, root / "es", add=1000)
+    it = item({b: f"{url}/es/{n}" for b, n in names.items()}, "earth-search",
+              **{"s2:processing_baseline": "05.09", "earthsearch:boa_offset_applied": True})
+    (root / "es" / "item.json").write_text(json.dumps(it))
+    ref = run_classify(local, model12, out=tmp_path / "ref", tta=1)
+    ds = run_classify(f"{url}/es/item.json", model12, out=tmp_path / "out", tta=1)
+    np.testing.assert_array_equal(ds["lulc"].values, ref["lulc"].values)
+    np.testing.assert_allclose(ds["confidence"].values, ref["confidence"].values, atol=1e-6)
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["input"]["path"] == f"{url}/es/item.json" and run["input"]["kind"] == "stac-item"
+    assert run["input"]["dn_offset_applied"] == -1000 and "earthsearch:boa_offset_applied true" in run["input"]["dn_offset_how"]
+    assert run["input"]["date"] == "2023-06-12" and run["input"]["level"] == "L2A" and run["input"]["scl_mask"]
+    assert "asset blue" in run["input"]["band_mapping"]["B02"]
+    assert " 206 " in log.read_text()  # partial content: GDAL read byte ranges
+
+
+def test_planetary_computer_item_file_with_relative_hrefs(local, model12, tmp_path):
+    """Planetary Computer keys (B02, B8A, SCL), a local Item file whose hrefs are relative paths,
+    baseline 03.01 (no offset): same labels as the local GeoTIFF."""
+    names = band_cogs(local, tmp_path / "pc")
+    f = tmp_path / "pc" / "item.json"
+    f.write_text(json.dumps(item(names, "pc", **{"s2:processing_baseline": "03.01"})))
+    ref = run_classify(local, model12, tta=1)
+    ds = run_classify(f, model12, tta=1)
+    np.testing.assert_array_equal(ds["lulc"].values, ref["lulc"].values)
+    assert ds.attrs["dn_offset_applied"] == 0
+
+
+def test_item_failures_are_one_line_naming_the_url(server, local, model12, tmp_path):
+    url, root, _ = server
+    with pytest.raises(AtlasError, match=rf"^{url}/nothing.json: cannot fetch the STAC Item \(HTTP 404"):
+        run_classify(f"{url}/nothing.json", model12, out=tmp_path / "x")
+    names = band_cogs(local, root / "gone", scl=None)
+    it = item({b: f"{url}/gone/{n}" for b, n in names.items()}, "earth-search")
+    it["assets"]["red"]["href"] = f"{url}/gone/missing_B04.tif"
+    (root / "gone" / "item.json").write_text(json.dumps(it))
+    with pytest.raises(AtlasError, match=rf"{url}/gone/missing_B04.tif: cannot read the B04 asset"):
+        run_classify(f"{url}/gone/item.json", model12, out=tmp_path / "y")
+    del it["assets"]["nir"]
+    (root / "gone" / "item.json").write_text(json.dumps(it))
+    with pytest.raises(AtlasError, match=r"item.json: the STAC Item has no GeoTIFF asset for band\(s\) B08"):
+        run_classify(f"{url}/gone/item.json", model12, out=tmp_path / "z")
+    down = f"http://127.0.0.1:{_free_port()}/item.json"  # nothing listens there
+    with pytest.raises(AtlasError, match=rf"^{down}: cannot fetch the STAC Item"):
+        run_classify(down, model12)
+    assert not any((tmp_path / n).exists() for n in ("x", "y", "z"))
