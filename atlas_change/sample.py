@@ -123,12 +123,15 @@ def _frame(rows, cols, strata, la, lb, t, crs):
 
 def _page(frame, summary, legend, record, info, folder: Path | None) -> str:
     """The interpreter's page: per sampled cell, both dates' true-colour chips (3 x 3 cells, the cell
-    outlined), what the map says, and the legend to label it with. Self-contained, text escaped."""
+    outlined) and the legend to label it with, not the map's classes (blind interpretation).
+    Self-contained, text escaped."""
     chips = {p: _chips(frame, summary, p, info) if folder else ({}, "images not asked for")
              for p in ("before", "after")}
     head = (f"<h1>atlas-change accuracy sample</h1><p>{len(frame)} cells, seed {record['seed']}, strata: "
             f"{escape(record['strata_level'])}. Label each row of <code>sample.csv</code>'s <code>reference</code> "
-            f"column with what is on the ground (the imagery, not the map), one of:</p><ul>"
+            f"column with what is on the ground (the imagery, not the map), one of the names below. The map's "
+            "classes are left off this page on purpose: a reference labelled without seeing them is not biased "
+            "towards the map (blind interpretation; sample.csv holds them, sort them out of view).</p><ul>"
             + "".join(f"<li><code>{escape(x)}</code></li>" for x in legend) + "</ul>"
             + "".join(f"<p>no {p} image: {escape(why)}</p>" for p, (_, why) in chips.items() if why))
     rows = []
@@ -136,11 +139,10 @@ def _page(frame, summary, legend, record, info, folder: Path | None) -> str:
         imgs = "".join(f'<td>{escape(summary[p].get("period") or summary[p]["date"] or p)}<br>'
                        + (f'<img src="{chips[p][0][r.sample_id]}" width="150" height="150">' if r.sample_id in chips[p][0]
                           else "no image") + "</td>" for p in ("before", "after"))
-        rows.append(f"<tr><td>{r.sample_id}</td><td>{escape(r.stratum)}</td><td>{escape(r.map_before)} &rarr; "
-                    f"{escape(r.map_after)}</td><td>{r.lat:.5f}, {r.lon:.5f}</td>{imgs}</tr>")
+        rows.append(f"<tr><td>{r.sample_id}</td><td>{r.lat:.5f}, {r.lon:.5f}</td>{imgs}</tr>")
     return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>atlas-change sample</title><style>"
             "body{font:13px sans-serif}td{vertical-align:top;padding:4px;border-bottom:1px solid #ccc}</style></head>"
-            f"<body>{head}<table><tr><th>id</th><th>stratum (map)</th><th>map classes</th><th>lat, lon</th>"
+            f"<body>{head}<table><tr><th>id</th><th>lat, lon</th>"
             "<th>before</th><th>after</th></tr>" + "".join(rows) + "</table></body></html>\n")
 
 
@@ -173,6 +175,6 @@ def _chips(frame, summary, part, info) -> tuple[dict[int, str], str | None]:
         for y, x in ((slice(y_a, y_b + 1), x_a), (slice(y_a, y_b + 1), x_b), (y_a, slice(x_a, x_b + 1)),
                      (y_b, slice(x_a, x_b + 1))):
             chip[:, y, x] = lime
-        out[r.sample_id] = data_url(chip)
+        out[r.sample_id] = data_url(chip, "WEBP", QUALITY=85)
     return out, None
 

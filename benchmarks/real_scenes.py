@@ -76,9 +76,11 @@ def water_share_per_cell(path: Path, stride: int, shape: tuple[int, int]) -> np.
     refl = {b: dn[i] / 10000 for i, b in enumerate(plan.scene.bands)}
     scl = scene.read_scl(Window(0, 0, scene.width, scene.height)) if plan.snow == "scl" else None
     water = surface.pixel_flags(plan, refl, scl)[0] & valid
-    rows, cols = shape
-    w = water[:rows * stride, :cols * stride].reshape(rows, stride, cols, stride)
-    return w.mean(axis=(1, 3))
+    rows, cols = shape  # the last row / column of cells may reach past the scene: their share is of the inside
+    pad = ((0, rows * stride - water.shape[0]), (0, cols * stride - water.shape[1]))
+    w = np.pad(water, pad).reshape(rows, stride, cols, stride).sum(axis=(1, 3))
+    n = np.pad(np.ones(water.shape), pad).reshape(rows, stride, cols, stride).sum(axis=(1, 3))
+    return w / n
 
 
 def labels(path: Path, model: str, stride: int, kw: dict) -> dict:

@@ -13,7 +13,7 @@ import rasterio
 
 from atlas_change.cloud import patch_cloud_fraction
 from atlas_change.compare import compare
-from atlas_change.errors import AtlasWarning
+from atlas_change.errors import AtlasError, AtlasWarning
 from atlas_change.synth import make_scene
 
 from conftest import run_classify
@@ -179,10 +179,12 @@ def test_real_cloudy_l1c_is_masked_and_shows_no_change(tmp_path):
     assert not clear["cloud"].values.any() and (clear["lulc"].values > 0).all()
     with rasterio.open(EOLEARN / "clear.tif") as src:
         b = src.bounds
-    s = compare(tmp_path / "clear", tmp_path / "cloudy", aoi_bbox=f"{b.left},{b.bottom},{b.right},{b.top}",
-                aoi_crs="EPSG:32633", out=tmp_path / "cmp")
+    kw = dict(aoi_bbox=f"{b.left},{b.bottom},{b.right},{b.top}", aoi_crs="EPSG:32633", out=tmp_path / "cmp")
+    # the files carry no acquisition date: refused until the dates are given, never compared as "None"
+    with pytest.raises(AtlasError, match="clear: no acquisition date .* --before-date"):
+        compare(tmp_path / "clear", tmp_path / "cloudy", **kw)
+    s = compare(tmp_path / "clear", tmp_path / "cloudy", before_date="2017-06-01", after_date="2017-06-21", **kw)
     assert s["changed_ha"] == 0 and s["cloud_ha"] >= 0.95 * s["aoi_cells_ha"] and s["cloud_before_ha"] == 0
-    # the files carry no acquisition date: the pages name the dates "before" / "after", never "None"
     import re
 
     from atlas_change.view import change_map
@@ -191,8 +193,8 @@ def test_real_cloudy_l1c_is_masked_and_shows_no_change(tmp_path):
     for page in ("change_map.html", "change_map_side_by_side.html"):
         text = (tmp_path / "cmp" / page).read_text()
         assert not re.search(r"None \(|: None\b|top-3 None", text), page
-        assert (f"before ({s['before']['model']}) to after ({s['after']['model']})" if page == "change_map.html"
-                else ">before</div>") in text, page
+        assert (f"2017-06-01 ({s['before']['model']}) to 2017-06-21 ({s['after']['model']})"
+                if page == "change_map.html" else ">before: 2017-06-01</div>") in text, page
 
 
 def test_l1c_safe_feeds_s2cloudless_its_bands_and_offset(tmp_path, model13):

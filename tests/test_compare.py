@@ -260,6 +260,13 @@ def test_change_map_html(tmp_path, dates):
     assert "top-3 2023-06-01" in text and "AnnualCrop 0.90" in text and "Residential 0.90" in text
     # the scenes of make_output do not exist: the page says so instead of showing their images
     assert "no image for 2023-06-01: /data/S2A_2023-06-01.tif: no such file or folder" in text
+    # the header gives every hectare figure; the uncertain cell (confidence 0.5) is drawn, hatched
+    assert "40.96 ha changed (40.96 ha between land-cover groups), 40.96 ha uncertain" in text
+    assert '"uncertain"' in html.read_text() and "uncertain (no change counted)" in text
+    page = html.read_text()
+    assert "#00ff00" in page and "#ff00ff" not in page  # change outlines in lime, no class's colour
+    assert 'id="atlas-chart"' in page and "Residential 2024-06-01: 40.96 ha" in text  # area chart, per date
+    assert "bottom:56px" in page  # the legend sits above Leaflet's scale bar (bottom left)
 
 
 def _need_chromium():
