@@ -96,8 +96,10 @@ def compare_cells(folder: Path, part: str, summary: dict):
     gdf = _cell_polygons(t, crs, r, c, {
         "class_id": cls, "class_name": np.asarray(CLASSES, dtype=object)[cls - 1],
         "group": np.asarray(GROUP_NAMES, dtype=object)[group_of(cls) - 1], "confidence": conf[r, c].astype(np.float32)})
-    run = read_json(Path(summary[part]["source"]) / "run.json", RUN_KEYS)
-    return _stamp(gdf, run, summary[part]["date"])
+    run = read_json(Path(summary[part]["source"]) / "run.json", RUN_KEYS)  # a period's: its first date's
+    gdf = _stamp(gdf, run, summary[part]["date"])
+    gdf["period"] = summary[part].get("period") or summary[part]["date"] or ""  # '<first> to <last> (n dates)'
+    return gdf
 
 
 def _cell_polygons(t, crs, r, c, columns: dict):

@@ -29,10 +29,9 @@ EARTH_SEARCH = {"coastal": "B01", "blue": "B02", "green": "B03", "red": "B04", "
                 "cirrus": "B10", "swir16": "B11", "swir22": "B12", "scl": "SCL"}
 RETRIES = 3  # fetching an item: attempts, with 1 s, 2 s backoff between them
 TIMEOUT_S = 30
-# GDAL, for the COGs: no directory listing before opening a remote file (one request saved per
-# asset), and its own retries with backoff for 429 / 5xx answers
-for _k, _v in (("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR"), ("GDAL_HTTP_MAX_RETRY", "3"),
-               ("GDAL_HTTP_RETRY_DELAY", "1"), ("GDAL_HTTP_TIMEOUT", str(TIMEOUT_S))):
+# GDAL's own retries with backoff for 429 / 5xx answers to its range requests (HTTP only; not
+# GDAL_DISABLE_READDIR_ON_OPEN, which would also hide the .aux.xml legends of local outputs)
+for _k, _v in (("GDAL_HTTP_MAX_RETRY", "3"), ("GDAL_HTTP_RETRY_DELAY", "1"), ("GDAL_HTTP_TIMEOUT", str(TIMEOUT_S))):
     os.environ.setdefault(_k, _v)
 
 
