@@ -22,7 +22,7 @@ from .errors import AtlasError
 
 @dataclass(frozen=True)
 class Side:
-    """The classify outputs of one side of a comparison, checked to share model, --tta and grid."""
+    """The classify outputs of one side of a comparison, checked to share model, --tta and calibration."""
 
     maps: tuple  # of compare.ClassMap, sorted by date
 
@@ -48,7 +48,7 @@ class Side:
         """The median day of year of the side's dates (its season)."""
         return int(statistics.median(dt.date.fromisoformat(x).timetuple().tm_yday for x in self.dates))
 
-    # one model, --tta and grid for the whole side (make_side checks): the first map's
+    # one model, --tta and calibration for the whole side (make_side checks): the first map's
     model = property(lambda self: self.first.model)
     weights_sha256 = property(lambda self: self.first.weights_sha256)
     tta_views = property(lambda self: self.first.tta_views)
@@ -57,7 +57,8 @@ class Side:
 
 
 def make_side(maps: list, flag: str) -> Side:
-    """The maps of one side, each with a date, all of one model, --tta and grid (else AtlasError)."""
+    """The maps of one side, each with a date, all of one model, --tta and calibration (else AtlasError;
+    the grids are checked with the other side's in compare.common_grid)."""
     for m in maps:
         if m.date is None:
             raise AtlasError(f"{m.folder}: no acquisition date (none in the scene's metadata); a change needs to "
@@ -65,7 +66,7 @@ def make_side(maps: list, flag: str) -> Side:
     maps = sorted(maps, key=lambda m: m.date)
     first = maps[0]
     for m in maps[1:]:
-        if m.weights_sha256 != first.weights_sha256 or m.tta_views != first.tta_views:
+        if (m.weights_sha256, m.tta_views, m.temperature) != (first.weights_sha256, first.tta_views, first.temperature):
             raise AtlasError(f"{m.folder}: made by {m.model} ({m.weights_sha256[:12]}, --tta {m.tta_views}) but "
                              f"{first.folder}, of the same period, by {first.model} ({first.weights_sha256[:12]}, "
                              f"--tta {first.tta_views}); a period is one model's composite: reclassify")
