@@ -193,8 +193,10 @@ def _parser() -> argparse.ArgumentParser:
     vw = sub.add_parser("view", help="change_map.html (folium) from a compare or classify output",
                         description="Write change_map.html into the folder: one self-contained page (Leaflet inside; "
                         "only the OpenStreetMap basemap needs the internet) with each date's true-colour image read "
-                        "from its scene, the class layers, cloud cells, the changed cells outlined with popups (both "
-                        "classes, confidences, top-3 probabilities), the AOI, a legend and an opacity slider. A "
+                        "from its scene, the class layers, cloud and snow cells, the uncertain cells hatched, the changed "
+                        "cells outlined in lime with popups (both classes, conversion or within a group, confidences, "
+                        "top-3 probabilities), the AOI, a header with every hectare figure, and a legend with an "
+                        "opacity slider and a chart of class areas per date. A "
                         "scene that has moved since is named in a warning and on the page; the rest is still drawn.",
                         epilog="example:\n  python -m atlas_change view outputs/example/lake/2023-06-01_2024-06-01 "
                         "--side-by-side --open", formatter_class=argparse.RawDescriptionHelpFormatter)
