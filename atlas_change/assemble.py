@@ -51,24 +51,38 @@ def build_dataset(cell_probs: np.ndarray, has: np.ndarray, transform: Affine, cr
     return ds.rio.write_crs(crs).rio.write_transform(transform)  # ds.rio.crs / .rio.transform()
 
 
-def cells_frame(ds: xr.Dataset):
-    """One row per labelled map cell (no overlap; the cells every hectare figure counts): row, col,
-    polygon, class, confidence, hectares, the class probabilities."""
-    import geopandas as gpd
+def cell_boxes(t: Affine, r: np.ndarray, c: np.ndarray):
+    """The cells at rows `r`, cols `c` of the grid `t` as shapely polygons."""
     import shapely
 
-    t = ds.rio.transform()
+    x0, y0 = t.c + c * t.a, t.f + r * t.e
+    return shapely.box(x0, y0 + t.e, x0 + t.a, y0)
+
+
+def cell_polygons(t: Affine, crs: CRS, r: np.ndarray, c: np.ndarray, columns: dict):
+    """The cells at rows `r`, cols `c` of the grid `t` as a GeoDataFrame: row, col, `columns`, hectares."""
+    import geopandas as gpd
+
+    return gpd.GeoDataFrame({"row": r.astype(np.int32), "col": c.astype(np.int32), **columns,
+                             "hectares": np.full(len(r), abs(t.a * t.e) / 1e4)}, geometry=cell_boxes(t, r, c), crs=crs)
+
+
+def class_columns(cls: np.ndarray) -> dict:
+    """class_id (as given), class_name and group of class ids 1..10."""
+    return {"class_id": cls, "class_name": np.asarray(CLASSES, dtype=object)[cls.astype(int) - 1],
+            "group": np.asarray(GROUP_NAMES, dtype=object)[group_of(cls) - 1]}
+
+
+def cells_frame(ds: xr.Dataset):
+    """One row per labelled map cell (no overlap; the cells every hectare figure counts): row, col,
+    polygon, class, group, confidence, the class probabilities, hectares."""
     lulc = ds["lulc"].values
     r, c = np.nonzero(lulc)
     p = ds["probabilities"].values[:, r, c].T
-    x0, y0 = t.c + c * t.a, t.f + r * t.e
-    cls = lulc[r, c]
-    data = {"row": r.astype(np.int32), "col": c.astype(np.int32), "class_id": cls.astype(np.uint8),
-            "class_name": np.asarray(CLASSES)[cls.astype(int) - 1], "group": np.asarray(GROUP_NAMES)[group_of(cls) - 1],
-            "confidence": ds["confidence"].values[r, c].astype(np.float32),
-            "hectares": np.full(len(r), abs(t.a * t.e) / 1e4)}
-    data.update({f"p_{name}": p[:, i].astype(np.float32) for i, name in enumerate(CLASSES)})
-    return gpd.GeoDataFrame(data, geometry=shapely.box(x0, y0 + t.e, x0 + t.a, y0), crs=ds.rio.crs)
+    columns = {**class_columns(lulc[r, c].astype(np.uint8)),
+               "confidence": ds["confidence"].values[r, c].astype(np.float32),
+               **{f"p_{name}": p[:, i].astype(np.float32) for i, name in enumerate(CLASSES)}}
+    return cell_polygons(ds.rio.transform(), ds.rio.crs, r, c, columns)
 
 
 #: cloud.tif values: 0 = no data (outside the scene, or too much nodata to label), 1 = clear (labelled),
@@ -270,9 +284,9 @@ def read_json(path: Path, need: tuple[str, ...] = ()) -> dict:
     return obj
 
 
-def read_raster(path: Path) -> tuple[np.ndarray, Affine, CRS, dict]:
-    """Band 1 of a raster written by atlas-change, whole: (array, transform, crs, tags); a missing,
-    truncated or CRS-less file is an AtlasError naming it."""
+def read_raster(path: Path, every_band: bool = False) -> tuple[np.ndarray, Affine, CRS, dict]:
+    """Band 1 (or every band, (bands, rows, cols)) of a raster written by atlas-change, whole:
+    (array, transform, crs, tags); a missing, truncated or CRS-less file is an AtlasError naming it."""
     from rasterio.errors import CRSError, RasterioError
 
     if not Path(path).is_file():
@@ -281,7 +295,7 @@ def read_raster(path: Path) -> tuple[np.ndarray, Affine, CRS, dict]:
         with rasterio.open(path) as src:
             if src.crs is None:
                 raise AtlasError(f"{path}: damaged (no CRS); the step that wrote it must be run again")
-            return src.read(1), src.transform, src.crs, src.tags()
+            return src.read() if every_band else src.read(1), src.transform, src.crs, src.tags()
     except (RasterioError, CRSError) as e:
         raise AtlasError(f"{path}: damaged ({str(e).splitlines()[0][:160]}); the step that wrote it must be run again") from None
 

@@ -17,7 +17,7 @@ from rasterio.crs import CRS
 from rasterio.features import geometry_mask
 from rasterio.windows import from_bounds
 
-from .assemble import (RUN_KEYS, change_categories, class_categories, hectares, read_json, read_raster,
+from .assemble import (RUN_KEYS, SUMMARY_KEYS, change_categories, class_categories, hectares, read_json, read_raster,
                        staged_output, write_cog, write_file)
 from .classes import CLASSES, GROUP_NAMES, group_of
 from .composite import Side, composite, make_side
@@ -76,8 +76,9 @@ def resolve_input(src: str | os.PathLike, date: str | None, out_root: Path, **cl
     when that folder already holds a sound result of the same input, model and parameters)."""
     from .read import input_path, is_url
 
-    p = str(src) if is_url(str(src)) else Path(src)  # a STAC Item's URL stays a URL
-    if not is_url(str(p)) and is_output_folder(p):
+    url = is_url(str(src))
+    p = str(src) if url else Path(src)  # a STAC Item's URL stays a URL
+    if not url and is_output_folder(p):
         return load_map(p, date)
     from .pipeline import classify, resolve_model, scene_stem
 
@@ -165,6 +166,12 @@ def common_grid(maps: list[ClassMap], aoi) -> tuple[Affine, tuple[int, int]]:
     return transform, (int(row1 - row0), int(col1 - col0))
 
 
+def days_of_year_apart(a: Side, b: Side) -> int:
+    """Days between two sides' (median) days of year, the shorter way round the year (0..183)."""
+    gap = abs(a.day_of_year() - b.day_of_year())
+    return min(gap, 365 - gap)
+
+
 def check_dates(a: Side, b: Side) -> None:
     """Periods (or dates) in order, and in one season: dates whose days of year (the periods' medians)
     are more than SEASON_DAYS apart are compared with a warning, since most of what changes between
@@ -172,11 +179,31 @@ def check_dates(a: Side, b: Side) -> None:
     if a.dates[-1] > b.dates[0]:
         warnings.warn(f"{a.folder}: the 'before' date {a.dates[-1]} is later than the 'after' date {b.dates[0]}",
                       AtlasWarning, stacklevel=3)
-    gap = min(abs(a.day_of_year() - b.day_of_year()), 365 - abs(a.day_of_year() - b.day_of_year()))
+    gap = days_of_year_apart(a, b)
     if gap > SEASON_DAYS:
         warnings.warn(f"{b.folder}: {b.label} is {gap} days of the year from {a.label} (more than {SEASON_DAYS}): "
                       "crops, grass and leaves differ between seasons, so much of the change may be phenology; "
                       "compare the same season of each year, or periods of several dates", AtlasWarning, stacklevel=3)
+
+
+def decide(la, lb, ca, cb, min_confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """(valid: labelled on both dates, confident: valid and both at least `min_confidence`); change
+    counts only where confident, the rest of the valid cells is uncertain."""
+    valid = (la > 0) & (lb > 0)
+    with np.errstate(invalid="ignore"):  # NaN confidences of unlabelled cells
+        return valid, valid & (ca >= min_confidence) & (cb >= min_confidence)
+
+
+def read_decided(folder: Path) -> dict:
+    """A compare output's before / after classes with its valid and confident cells, decided again
+    from its rasters as `compare` decided them (view and sample draw on them), its grid and summary."""
+    summary = read_json(folder / "summary.json", SUMMARY_KEYS)
+    la, t, crs, _ = read_raster(folder / "before.tif")
+    lb = read_raster(folder / "after.tif")[0]
+    ca, cb = (read_raster(folder / f"{p}_confidence.tif")[0] for p in ("before", "after"))
+    valid, confident = decide(la, lb, ca, cb, float(summary.get("min_confidence", 0)))
+    return {"before": la, "after": lb, "valid": valid, "confident": confident, "transform": t, "crs": crs,
+            "summary": summary}
 
 
 def transition_rows(names, la, lb, valid, confident, cell_ha) -> list[str]:
@@ -258,8 +285,7 @@ def compare(before, after, *, aoi: str | None = None,
     la, lb, ca, cb = ka["lulc"], kb["lulc"], ka["confidence"], kb["confidence"]
     cloud_a, cloud_b = ka["cloud"], kb["cloud"]
     snow_a, snow_b = ka["snow"], kb["snow"]
-    valid = (la > 0) & (lb > 0)
-    confident = valid & (ca >= min_confidence) & (cb >= min_confidence)
+    valid, confident = decide(la, lb, ca, cb, min_confidence)
     changed = confident & (la != lb)
     code = np.where(changed, la.astype(np.uint16) * 100 + lb, 0).astype(np.uint16)
     ga, gb = group_of(la), group_of(lb)
@@ -280,10 +306,9 @@ def compare(before, after, *, aoi: str | None = None,
                 "observations": {"mean": round(float(obs.mean()), 2) if obs.size else 0,
                                  "min": int(obs.min(initial=len(s.maps)))}}
 
-    gap = abs(a.day_of_year() - b.day_of_year())
     summary = {
         "before": side(a, ka), "after": side(b, kb),
-        "model_mismatch": mismatch, "days_of_year_apart": min(gap, 365 - gap),
+        "model_mismatch": mismatch, "days_of_year_apart": days_of_year_apart(a, b),
         "composite": "per cell the mean of the class probabilities over the dates on which it is labelled "
                      "(valid and clear); the label its argmax, the confidence its maximum",
         "crs": a.crs.to_string(), "transform": list(transform)[:6], "shape": list(shape), "cell_area_ha": cell_ha,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .assemble import RUN_KEYS, SUMMARY_KEYS, read_json, read_raster
+from .assemble import RUN_KEYS, SUMMARY_KEYS, cell_polygons, class_columns, read_json, read_raster
 from .classes import CLASSES, COLOURS, GROUP_NAMES, group_of
 from .dates import metadata_date
 from .errors import AtlasError
@@ -92,25 +92,12 @@ def compare_cells(folder: Path, part: str, summary: dict):
     lulc, t, crs, _ = read_raster(folder / f"{part}.tif")
     conf = read_raster(folder / f"{part}_confidence.tif")[0]
     r, c = np.nonzero(lulc)
-    cls = lulc[r, c].astype(np.int32)
-    gdf = _cell_polygons(t, crs, r, c, {
-        "class_id": cls, "class_name": np.asarray(CLASSES, dtype=object)[cls - 1],
-        "group": np.asarray(GROUP_NAMES, dtype=object)[group_of(cls) - 1], "confidence": conf[r, c].astype(np.float32)})
+    gdf = cell_polygons(t, crs, r, c, {**class_columns(lulc[r, c].astype(np.int32)),
+                                       "confidence": conf[r, c].astype(np.float32)})
     run = read_json(Path(summary[part]["source"]) / "run.json", RUN_KEYS)  # a period's: its first date's
     gdf = _stamp(gdf, run, summary[part]["date"])
     gdf["period"] = summary[part].get("period") or summary[part]["date"] or ""  # '<first> to <last> (n dates)'
     return gdf
-
-
-def _cell_polygons(t, crs, r, c, columns: dict):
-    """Cells (row r, col c of the grid `t`) as polygons, with their hectares and `columns`."""
-    import geopandas as gpd
-    import shapely
-
-    x0, y0 = t.c + c * t.a, t.f + r * t.e
-    return gpd.GeoDataFrame({"row": r.astype(np.int32), "col": c.astype(np.int32), **columns,
-                             "hectares": np.full(len(r), abs(t.a * t.e) / 1e4)},
-                            geometry=shapely.box(x0, y0 + t.e, x0 + t.a, y0), crs=crs)
 
 
 def change_frame(folder: Path):
@@ -123,7 +110,7 @@ def change_frame(folder: Path):
     names, groups = np.asarray(CLASSES, dtype=object), np.asarray(GROUP_NAMES, dtype=object)
     gf, gt = group_of(f), group_of(to)
     # explicit dtypes: a column's type must not depend on whether anything changed
-    return _cell_polygons(t, crs, r, c, {
+    return cell_polygons(t, crs, r, c, {
         "from_id": f, "from_class": names[f - 1], "to_id": to, "to_class": names[to - 1],
         "from_group": groups[gf - 1], "to_group": groups[gt - 1],
         "kind": np.where(gf != gt, "conversion", "within group").astype(object),

@@ -23,7 +23,7 @@ import glob
 import os
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -48,11 +48,11 @@ class AOI:
     file: Path
     scenes: dict[str, Path]  # date -> scene file or SAFE product, sorted by date
     pairs: tuple[tuple[str, str], ...]  # (before, after): dates or period names
-    periods: dict[str, tuple[str, ...]] = None  # name -> its dates (sorted); a date stands for itself
+    periods: dict[str, tuple[str, ...]] = field(default_factory=dict)  # name -> its dates (sorted)
 
     def dates_of(self, name: str) -> tuple[str, ...]:
         """The scene dates a pair's side names: a period's dates, or the one date."""
-        return (self.periods or {}).get(name, (name,))
+        return self.periods.get(name, (name,))
 
 
 @dataclass(frozen=True)

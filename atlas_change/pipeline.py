@@ -312,8 +312,9 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
               "water": surf.water, "snow": surf.snow}
     store = None
     if out is not None:
-        size, mtime = (0, 0) if is_url(path) else (os.stat(path).st_size, os.stat(path).st_mtime_ns)
-        store = ChunkStore(out, {"input": input_path(path), "size": size, "mtime_ns": mtime,
+        st = None if is_url(path) else os.stat(path)  # a STAC Item's URL: its JSON is not a file here
+        store = ChunkStore(out, {"input": input_path(path), "size": st.st_size if st else 0,
+                                 "mtime_ns": st.st_mtime_ns if st else 0,
                                  "weights_sha256": card.weights_sha256, "bands": list(scene.bands),
                                  "offset": scene.offset, **params})
     reused = store.load() if store else {}
@@ -348,8 +349,8 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
                     whole[r0 - R0:r1 - R0, c0 - C0:c1 - C0] = a
                 for k, v in secs.items():
                     stages[k] += v
-            probs, usable, cloudy, snowy = (np.concatenate([p[i].reshape(-1, *p[i].shape[2:]) for p in parts.values()])
-                                            for i in range(4))  # every patch, for the counts
+            usable, cloudy, snowy = (np.concatenate([p[i].ravel() for p in parts.values()])
+                                     for i in (1, 2, 3))  # every patch, for the counts
             if not usable.any() and not cloudy.any() and not snowy.any():
                 raise AtlasError(f"{path}: no 64 x 64 patch without nodata; the scene is empty (all nodata)"
                                  " or --max-nodata is too strict")

@@ -235,10 +235,9 @@ def open_scene(path: str | os.PathLike, model_bands: tuple[str, ...] = EUROSAT_O
 
     if is_item(p):
         scene = open_item(p, model_bands)
-        return replace(scene, offset=float(offset), offset_how="--offset") if offset is not None else scene
-    if not os.path.exists(p):
+    elif not os.path.exists(p):
         raise AtlasError(f"{p}: no such file or folder")
-    if os.path.isdir(p) or p.lower().endswith(".zip"):
+    elif os.path.isdir(p) or p.lower().endswith(".zip"):
         from .products import open_product
 
         scene = open_product(p, model_bands)

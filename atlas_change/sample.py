@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .assemble import SUMMARY_KEYS, hectares, read_json, read_raster, staged_output, write_file
+from .assemble import cell_boxes, hectares, read_json, staged_output, write_file
 from .assess import allocate, sample_size
 from .classes import CLASSES, GROUP_NAMES, group_of
 from .errors import AtlasError, AtlasWarning
@@ -27,19 +27,16 @@ EXPECTED_USERS = {"stable": 0.9, "change": 0.7, "uncertain": 0.5}
 
 
 def strata_raster(folder: Path, level: str) -> tuple[np.ndarray, list[str], list[str], dict]:
-    """(stratum ids per cell (0 = not sampled), stratum names (id - 1), the reference legend, summary)."""
+    """(stratum ids per cell (0 = not sampled), stratum names (id - 1), the reference legend, and
+    compare.read_decided's dict: both dates' classes, grid, summary)."""
+    from .compare import read_decided
+
     if level not in LEVELS:
         raise AtlasError(f"--strata {level}: must be one of {', '.join(LEVELS)}")
-    s = read_json(folder / "summary.json", SUMMARY_KEYS)
-    la, t, crs, _ = read_raster(folder / "before.tif")
-    lb = read_raster(folder / "after.tif")[0]
-    ca, cb = (read_raster(folder / f"{p}_confidence.tif")[0] for p in ("before", "after"))
-    mc = float(s.get("min_confidence", 0))
+    info = read_decided(folder)
+    la, lb, valid, confident = info["before"], info["after"], info["valid"], info["confident"]
     names = GROUP_NAMES if level == "groups" else CLASSES
     ka, kb = (group_of(la), group_of(lb)) if level == "groups" else (la.astype(int), lb.astype(int))
-    valid = (la > 0) & (lb > 0)
-    with np.errstate(invalid="ignore"):
-        confident = valid & (ca >= mc) & (cb >= mc)
     code = np.zeros(la.shape, np.int32)
     labels = []
     for key, mask in ([(f"stable {n}", confident & (ka == i) & (kb == i)) for i, n in enumerate(names, 1)]
@@ -50,7 +47,7 @@ def strata_raster(folder: Path, level: str) -> tuple[np.ndarray, list[str], list
             labels.append(key)
             code[mask] = len(labels)
     legend = [f"stable {n}" for n in names] + [x for x in labels if "->" in x]
-    return code, labels, legend, {"summary": s, "transform": t, "crs": crs}
+    return code, labels, legend, info
 
 
 def sample(folder: str | os.PathLike, out: str | os.PathLike, *, seed: int = 0, level: str = "groups",
@@ -84,8 +81,7 @@ def sample(folder: str | os.PathLike, out: str | os.PathLike, *, seed: int = 0, 
         strata += [labels[i - 1]] * int(k)
     order = rng.permutation(len(rows))  # the interpreter sees strata mixed, not grouped (no anchoring)
     rows, cols, strata = (np.asarray(v)[order] for v in (rows, cols, strata))
-    la, lb = (read_raster(d / f"{p}.tif")[0] for p in ("before", "after"))
-    frame = _frame(rows, cols, strata, la, lb, t, crs)
+    frame = _frame(rows, cols, strata, info["before"], info["after"], t, crs)
     strata_rows = ["stratum,map_cells,map_ha,cell_ha,map_share,sample_cells,reference_class,other_reference"]
     others = ";".join(x for x in legend if x not in labels)
     for i, x in enumerate(labels):
@@ -111,7 +107,7 @@ def _frame(rows, cols, strata, la, lb, t, crs):
     import shapely
 
     x0, y0 = t.c + cols * t.a, t.f + rows * t.e
-    geom = shapely.box(x0, y0 + t.e, x0 + t.a, y0)
+    geom = cell_boxes(t, rows, cols)
     centre = gpd.GeoSeries(shapely.centroid(geom), crs=crs).to_crs("EPSG:4326")
     names = np.asarray(("",) + CLASSES, dtype=object)
     return gpd.GeoDataFrame({

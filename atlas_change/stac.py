@@ -15,13 +15,14 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 from rasterio.errors import RasterioIOError
 
 from .bands import S2_BANDS, normalise_band
 from .dates import metadata_date
 from .errors import AtlasError
-from .read import OFFSET_BANDS, BandSource, Scene, _check_grid, _check_offset, _open
+from .read import OFFSET_BANDS, BandSource, Scene, _check_grid, _check_offset, _open, is_url
 
 #: Earth Search v1 asset keys (and the common names of eo:bands) -> Sentinel-2 band
 EARTH_SEARCH = {"coastal": "B01", "blue": "B02", "green": "B03", "red": "B04", "rededge1": "B05",
@@ -37,7 +38,7 @@ for _k, _v in (("GDAL_HTTP_MAX_RETRY", "3"), ("GDAL_HTTP_RETRY_DELAY", "1"), ("G
 
 def is_item(p: str) -> bool:
     """Whether `p` names a STAC Item: an http(s) URL, or a local .json file holding a Feature."""
-    if p.startswith(("http://", "https://")):
+    if is_url(p):
         return True
     if not p.lower().endswith(".json") or not os.path.isfile(p):
         return False
@@ -71,7 +72,7 @@ def fetch(url: str) -> bytes:
 def load_item(p: str) -> dict:
     """The Item's JSON, from a file or a URL; AtlasError naming it when it is no STAC Item."""
     try:
-        raw = fetch(p) if p.startswith(("http://", "https://")) else open(p, "rb").read()
+        raw = fetch(p) if is_url(p) else Path(p).read_bytes()
         item = json.loads(raw)
     except (OSError, ValueError) as e:
         raise AtlasError(f"{p}: not a readable STAC Item ({str(e).splitlines()[0][:120]})") from None
@@ -83,9 +84,9 @@ def load_item(p: str) -> dict:
 def gdal_path(href: str, base: str) -> str:
     """A GDAL path for an asset href: /vsicurl/ for http(s), /vsis3/ for s3://, a local path
     (relative hrefs resolved against the Item's own location)."""
-    if not urllib.parse.urlparse(href).scheme and base.startswith(("http://", "https://")):
+    if not urllib.parse.urlparse(href).scheme and is_url(base):
         href = urllib.parse.urljoin(base, href)
-    if href.startswith(("http://", "https://")):
+    if is_url(href):
         return "/vsicurl/" + href
     if href.startswith("s3://"):
         return "/vsis3/" + href[5:]

@@ -278,7 +278,7 @@ def change_map(folder: str | os.PathLike, out_html: str | os.PathLike | None = N
     for i, p in enumerate(pictures.values()):  # both images first, under every class layer
         p.add_image(folium, m, show=i == 0)
     class_layers = [p.add_layers(folium, m, show=i == 0) for i, p in enumerate(pictures.values())]
-    if summary and (hatch := _uncertain_picture(d, summary)):
+    if summary and (hatch := _uncertain_picture(d)):
         folium.raster_layers.ImageOverlay(hatch[0], hatch[1], name="uncertain", interactive=False).add_to(m)
     if "changes" in frames and len(frames["changes"]):
         _changes_layer(folium, d, frames, summary, notes).add_to(m)
@@ -341,20 +341,6 @@ def _union(a: tuple, b: tuple) -> tuple[float, float, float, float]:
     return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
 
 
-def _probabilities(tif: Path) -> np.ndarray:
-    """A compare output's (10, rows, cols) class probabilities (damaged: AtlasError naming it)."""
-    import rasterio
-    from rasterio.errors import RasterioError
-
-    from .errors import AtlasError
-
-    try:
-        with rasterio.open(tif) as src:
-            return src.read()
-    except RasterioError as e:
-        raise AtlasError(f"{tif}: unreadable ({str(e).splitlines()[0][:120]}); run compare again") from None
-
-
 def _changes_layer(folium, folder: Path, frames, summary, notes):
     """Changed cells outlined, popups with both classes, confidences and top-3 probabilities (the
     MAX_FEATURES most confident where there are more: the banner says so)."""
@@ -363,7 +349,7 @@ def _changes_layer(folium, folder: Path, frames, summary, notes):
         notes.append(f"popups on the {MAX_FEATURES} most confident of {len(ch)} changed cells")
         ch = ch.assign(_c=np.minimum(ch["confidence_before"], ch["confidence_after"])).nlargest(MAX_FEATURES, "_c")
     ch = ch.reset_index(drop=True)
-    probs = {p: _probabilities(folder / f"{p}_probabilities.tif") for p in ("before", "after")}
+    probs = {p: read_raster(folder / f"{p}_probabilities.tif", every_band=True)[0] for p in ("before", "after")}
     ch = ch.assign(top3_before=top3(ch, probs["before"]), top3_after=top3(ch, probs["after"]),
                    confidence_before=ch["confidence_before"].round(3), confidence_after=ch["confidence_after"].round(3))
     cols = ["from_class", "to_class", "kind", "confidence_before", "confidence_after", "top3_before", "top3_after",
@@ -377,17 +363,16 @@ def _changes_layer(folium, folder: Path, frames, summary, notes):
                           popup=folium.GeoJsonPopup(cols, aliases=aliases))
 
 
-def _uncertain_picture(d: Path, summary: dict) -> tuple[str, list] | None:
+def _uncertain_picture(d: Path) -> tuple[str, list] | None:
     """The cells labelled on both dates but below --min-confidence on one, hatched (each cell drawn up to
     8 pixels wide, the picture at most MAX_IMAGE_PX), as (data URL, bounds); None where there are none."""
     from affine import Affine
 
-    la, t, crs, _ = read_raster(d / "before.tif")
-    lb = read_raster(d / "after.tif")[0]
-    ca, cb = (read_raster(d / f"{p}_confidence.tif")[0] for p in ("before", "after"))
-    mc = float(summary.get("min_confidence", 0))
-    with np.errstate(invalid="ignore"):
-        unsure = (la > 0) & (lb > 0) & ~((ca >= mc) & (cb >= mc))
+    from .compare import read_decided
+
+    cells = read_decided(d)
+    t, crs = cells["transform"], cells["crs"]
+    unsure = cells["valid"] & ~cells["confident"]
     if not unsure.any():
         return None
     px = max(1, min(8, MAX_IMAGE_PX // max(unsure.shape)))
