@@ -142,7 +142,7 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
         return
 
     if scheduler:
-        with Client(scheduler) as client:
+        with Client(scheduler, set_as_default=False) as client:
             yield client
         return
     # GDAL's block cache (default 5 % of RAM per process) need only hold what one chunk reads: its
@@ -166,7 +166,10 @@ def _local_cluster(**kwargs) -> Iterator[Any]:
     with _CLUSTER_START:
         cluster = LocalCluster(dashboard_address=":0", silence_logs=logging.ERROR, **kwargs)
         try:
-            client = Client(cluster)
+            # not the process's default scheduler: the tasks go to this client explicitly, and two
+            # threads' clients closing out of order left dask's global config naming a closed one
+            # ("Requested dask.distributed scheduler but no Client active" in the user's own dask code)
+            client = Client(cluster, set_as_default=False)
         except BaseException:
             cluster.close()
             raise
@@ -186,7 +189,7 @@ def _compute(tasks, client, quiet: bool, on_result: Callable[[tuple], None]) -> 
             from distributed import as_completed
 
             done = (f.result() for f in as_completed([client.submit(fn, *args, pure=False, retries=2)
-                                                      for fn, args in tasks]))
+                                                      for fn, args in tasks], loop=client.loop))
         for r in done:
             on_result(r)
             results.append(r)

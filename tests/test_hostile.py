@@ -123,6 +123,9 @@ def test_two_threads_classify_at_once(tmp_path, model13):
         except Exception as e:  # noqa: BLE001
             errors.append(repr(e))
 
+    import dask
+
+    before = dask.config.get("scheduler", None)
     for _ in range(6):  # each round starts two in-process Dask clusters at the same moment
         threads = [threading.Thread(target=work) for _ in range(2)]
         for t in threads:
@@ -130,6 +133,9 @@ def test_two_threads_classify_at_once(tmp_path, model13):
         for t in threads:
             t.join(120)
     assert not errors and len(labels) == 12 and all((lab == labels[0]).all() for lab in labels)
+    # the process's own dask code still runs: no closed client left as its default scheduler
+    assert dask.config.get("scheduler", None) == before
+    assert int(dask.array.ones(4, chunks=2).sum().compute()) == 4
 
 
 # --- 5. damaged zips ----------------------------------------------------------------------------------
