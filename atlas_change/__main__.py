@@ -374,7 +374,9 @@ def _cmd_compare(a) -> None:
     s = compare(before, after, aoi=a.aoi, aoi_bbox=a.aoi_bbox, aoi_crs=a.aoi_crs, out=a.out,
                 min_confidence=a.min_confidence, allow_model_mismatch=a.allow_model_mismatch,
                 before_date=dates(a.before_date, before), after_date=dates(a.after_date, after), **kw)
-    print(f"{a.out}: {s['changed_ha']:.2f} ha changed ({s['conversion_ha']:.2f} ha between land-cover groups), "
+    tol = s["grid_tolerance"]
+    print(f"{a.out}: {s['changed_ha']:.2f} ha changed (+- {tol['changed_ha']:.2f} ha where the grid falls; "
+          f"{s['conversion_ha']:.2f} ha between land-cover groups), "
           f"{s['uncertain_ha']:.2f} ha uncertain of "
           f"{s['valid_ha']:.2f} ha valid in the AOI; {s['cloud_ha']:.2f} ha cloud and {s['snow_ha']:.2f} ha snow on either date, "
           f"{s['nodata_ha']:.2f} ha nodata" + (" (MODEL MISMATCH)" if s["model_mismatch"] else ""))

@@ -44,6 +44,19 @@ class ClassMap:
     date: str | None
     tta_views: int
     temperature: float = 1.0  # the model card's calibration when the map was made (1.0: none)
+    #: the scene's own bounds (left, bottom, right, top): the map's last cells reach past them
+    footprint: tuple[float, float, float, float] | None = None
+
+
+def footprint(run: dict, transform: Affine) -> tuple[float, float, float, float] | None:
+    """The classified scene's bounds from run.json (its size in pixels, the map's origin and stride);
+    None for outputs that do not record them."""
+    size, stride = (run["input"].get("width"), run["input"].get("height")), run.get("parameters", {}).get("stride")
+    if None in size or not stride:
+        return None
+    px, py = transform.a / stride, transform.e / stride
+    xs, ys = (transform.c, transform.c + size[0] * px), (transform.f, transform.f + size[1] * py)
+    return min(xs), min(ys), max(xs), max(ys)
 
 
 def tta_views(run: dict) -> int:
@@ -63,7 +76,7 @@ def load_map(folder: str | os.PathLike, date: str | None = None) -> ClassMap:
                          f"{tags.get('MODEL')} ({str(tags.get('WEIGHTS_SHA256'))[:12]}); classify the scene again")
     return ClassMap(str(d), crs, transform, lulc.shape, model, sha,
                     date or metadata_date(run["input"].get("date")), tta_views(run),
-                    float(run["model"].get("temperature", 1.0)))
+                    float(run["model"].get("temperature", 1.0)), footprint(run, transform))
 
 
 def is_output_folder(p: Path) -> bool:
@@ -194,6 +207,24 @@ def decide(la, lb, ca, cb, min_confidence: float) -> tuple[np.ndarray, np.ndarra
         return valid, valid & (ca >= min_confidence) & (cb >= min_confidence)
 
 
+def outline_band_ha(mask: np.ndarray, valid: np.ndarray, cell_ha: float) -> float:
+    """Hectares of a band half a cell wide along the outline of `mask` within the valid cells: each
+    side shared by a masked and an unmasked valid cell is one cell long, the band half a cell wide
+    there (half a cell's area)."""
+    n = int(((mask[1:] != mask[:-1]) & valid[1:] & valid[:-1]).sum())
+    n += int(((mask[:, 1:] != mask[:, :-1]) & valid[:, 1:] & valid[:, :-1]).sum())
+    return hectares(n * cell_ha / 2)
+
+
+def grid_tolerance(changed: np.ndarray, valid: np.ndarray, cell_ha: float) -> dict:
+    """How far the changed hectares can move with the stride or where the grid falls (README
+    *Stride*): the band half a cell wide along the outline of the changed cells."""
+    return {"changed_ha": outline_band_ha(changed, valid, cell_ha),
+            "definition": "+- hectares of a band half a cell wide along the outline of the changed cells: a cell "
+                          "places a boundary only to within half its width, so changed_ha can move by that much "
+                          "with the stride or where the grid falls"}
+
+
 def read_decided(folder: Path) -> dict:
     """A compare output's before / after classes with its valid and confident cells, decided again
     from its rasters as `compare` decided them (view and sample draw on them), its grid and summary."""
@@ -312,7 +343,9 @@ def compare(before, after, *, aoi: str | None = None,
         "composite": "per cell the mean of the class probabilities over the dates on which it is labelled "
                      "(valid and clear); the label its argmax, the confidence its maximum",
         "crs": a.crs.to_string(), "transform": list(transform)[:6], "shape": list(shape), "cell_area_ha": cell_ha,
-        "area_definition": "every hectare figure counts the map cells (cell_area_ha each) whose centre is in the AOI",
+        "area_definition": "every hectare figure counts the map cells (cell_area_ha each) whose centre is in the AOI "
+                           "(and, for labels, cloud and snow, in the scene: a map's last row and column of cells reach "
+                           "past the scene's edge)",
         "min_confidence": min_confidence,
         "aoi_ha": hectares(geom.area / 1e4), "aoi_cells_ha": ha(in_aoi),
         "cloud_ha": ha(cloud_a | cloud_b), "cloud_before_ha": ha(cloud_a), "cloud_after_ha": ha(cloud_b),
@@ -321,6 +354,7 @@ def compare(before, after, *, aoi: str | None = None,
         "nodata_ha": ha(in_aoi & ~valid & ~cloud_a & ~cloud_b & ~snow_a & ~snow_b),
         "valid_ha": ha(valid), "confident_ha": ha(confident), "uncertain_ha": ha(valid & ~confident),
         "changed_ha": ha(changed), "conversion_ha": ha(converted), "within_group_change_ha": ha(changed & ~converted),
+        "grid_tolerance": grid_tolerance(changed, valid, cell_ha),
         "net_change_ha": {c: hectares(ha(confident & (lb == i)) - ha(confident & (la == i)))
                           for i, c in enumerate(CLASSES, 1)},
         "classes": {c: {"before_ha": ha(valid & (la == i)), "after_ha": ha(valid & (lb == i))}

@@ -95,22 +95,33 @@ def read_probabilities(m, transform: Affine, shape: tuple[int, int]) -> np.ndarr
     return out
 
 
+def centre_inside(bounds, transform: Affine, shape: tuple[int, int]) -> np.ndarray | bool:
+    """Cells of the grid whose centre lies within `bounds` (left, bottom, right, top); True if None."""
+    if bounds is None:
+        return True
+    left, bottom, right, top = bounds
+    x = transform.c + (np.arange(shape[1]) + 0.5) * transform.a
+    y = transform.f + (np.arange(shape[0]) + 0.5) * transform.e
+    return ((y > bottom) & (y < top))[:, None] & ((x > left) & (x < right))[None, :]
+
+
 def composite(side: Side, transform: Affine, shape: tuple[int, int], in_aoi: np.ndarray, read_on) -> dict:
     """The side's composite on the compare grid: lulc (0 = none), confidence (NaN = none),
     probabilities, observations (clear dates per cell), cloud and snow (cells no date labels that
-    some date saw as cloud / snow). `read_on(map, file, transform, shape, fill)` reads a raster."""
+    some date saw as cloud / snow); a map's cells count where their centre lies in its scene. `read_on(map, file, transform, shape, fill)` reads a raster."""
     total = np.zeros((*shape, len(CLASSES)), np.float64)
     n = np.zeros(shape, np.int32)
     cloud = np.zeros(shape, bool)
     snow = np.zeros(shape, bool)
     for m in side.maps:
         p = read_probabilities(m, transform, shape)
-        ok = in_aoi & ~np.isnan(p[..., 0])
+        mine = in_aoi & centre_inside(m.footprint, transform, shape)  # cells past the scene's edge: not this date's
+        ok = mine & ~np.isnan(p[..., 0])
         total[ok] += p[ok]
         n += ok
         sky = read_on(m, "cloud.tif", transform, shape, 0)
-        cloud |= in_aoi & (sky == cloud_code(Path(m.folder) / "cloud.tif"))
-        snow |= in_aoi & (sky == SKY_SNOW)
+        cloud |= mine & (sky == cloud_code(Path(m.folder) / "cloud.tif"))
+        snow |= mine & (sky == SKY_SNOW)
     has = n > 0
     mean = np.where(has[..., None], total / np.maximum(n, 1)[..., None], np.nan).astype(np.float32)
     lulc = np.where(has, np.nan_to_num(mean, nan=-1).argmax(axis=-1) + 1, 0).astype(np.uint8)

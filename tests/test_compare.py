@@ -26,9 +26,11 @@ X0, Y0, CELL = 600000.0, 5000000.0, 640.0
 UTM = CRS.from_epsg(32632)
 
 
-def make_output(folder, classes, conf, sha="a" * 64, date="2023-06-01", crs=UTM, origin=(X0, Y0), cloud=None):
+def make_output(folder, classes, conf, sha="a" * 64, date="2023-06-01", crs=UTM, origin=(X0, Y0), cloud=None,
+                scene_px=None):
     """A classify output folder whose cells have the given class ids and top-1 probabilities (and
-    cloud where `cloud`, a cell mask, says so: unlabelled there)."""
+    cloud where `cloud`, a cell mask, says so: unlabelled there); `scene_px`: the classified scene's
+    width = height in 10 m pixels, as run.json records it (the last cells may reach past it)."""
     rows, cols = classes.shape
     probs = np.repeat(((1 - conf) / 9)[..., None], 10, axis=2).astype(np.float32)
     r, c = np.indices(classes.shape)
@@ -37,6 +39,9 @@ def make_output(folder, classes, conf, sha="a" * 64, date="2023-06-01", crs=UTM,
     t = Affine(CELL, 0, origin[0], 0, -CELL, origin[1])
     ds = build_dataset(probs, has, t, crs, {"model": "m", "weights_sha256": sha}, cloud)
     run = {"input": {"path": f"/data/S2A_{date}.tif", "date": date}, "model": {"model": "m", "weights_sha256": sha}}
+    if scene_px:
+        run["input"].update(width=scene_px, height=scene_px)
+        run["parameters"] = {"stride": 64}
     write_outputs(ds, cells_frame(ds), run, folder)
     return folder
 
@@ -72,11 +77,30 @@ def test_aoi_in_4326_clips_utm_cells_and_hectares(tmp_path, dates):
     assert s["valid_ha"] == pytest.approx(12 * 40.96)  # 12 cells of 64 x 64 at 10 m = 40.96 ha each
     assert s["changed_ha"] == pytest.approx(40.96) and s["uncertain_ha"] == pytest.approx(40.96)
     assert s["net_change_ha"]["Residential"] == pytest.approx(40.96)
+    # the changed cell's 4 sides, each with a band half a cell wide: how far the figure moves with the grid
+    assert s["grid_tolerance"]["changed_ha"] == pytest.approx(4 * 40.96 / 2)
     assert s["before"]["date"] == "2023-06-01" and s["after"]["weights_sha256"] == "a" * 64
     with rasterio.open(out / "change.tif") as src:
         code = src.read(1)
         assert code[1, 1] == 108 and (code != 0).sum() == 1  # row 3, col 4 of the map; [3, 5] is uncertain
         assert "from_id * 100 + to_id" in src.tags()["CHANGE_CODE"]
+
+
+@pytest.mark.parametrize("scene_px, cells", [(64 * 3 + 20, 3), (64 * 3 + 37, 4)])
+def test_cells_count_where_their_centre_lies_in_the_scene(tmp_path, scene_px, cells):
+    """A map's last row and column of cells reach past the scene's edge: compare counts them only
+    where their centre lies inside it (one area definition, unbiased for any scene size)."""
+    before, after = np.full((4, 4), 1), np.full((4, 4), 1)
+    after[3, 3] = after[0, 0] = 8
+    a, b = (make_output(tmp_path / n, c, np.full((4, 4), 0.9), date=d, scene_px=scene_px)
+            for n, c, d in (("d1", before, "2023-06-01"), ("d2", after, "2024-06-01")))
+    bbox = f"{X0},{Y0 - 4 * CELL},{X0 + 4 * CELL},{Y0}"
+    s = compare(a, b, aoi_bbox=bbox, aoi_crs="EPSG:32632", out=tmp_path / "cmp")
+    assert s["valid_ha"] == pytest.approx(cells * cells * 40.96)
+    assert s["nodata_ha"] == pytest.approx((16 - cells * cells) * 40.96)
+    assert s["changed_ha"] == pytest.approx(40.96 * (1 + (cells == 4)))  # (3, 3) only when inside
+    with rasterio.open(tmp_path / "cmp" / "before.tif") as src:
+        assert (src.read(1) > 0).sum() == cells * cells
 
 
 def _table(path):
