@@ -108,7 +108,8 @@ def centre_inside(bounds, transform: Affine, shape: tuple[int, int]) -> np.ndarr
 def composite(side: Side, transform: Affine, shape: tuple[int, int], in_aoi: np.ndarray, read_on) -> dict:
     """The side's composite on the compare grid: lulc (0 = none), confidence (NaN = none),
     probabilities, observations (clear dates per cell), cloud and snow (cells no date labels that
-    some date saw as cloud / snow); a map's cells count where their centre lies in its scene. `read_on(map, file, transform, shape, fill)` reads a raster."""
+    some date saw as cloud / snow); a map's cells count where their centre lies in its scene.
+    `read_on(map, file, transform, shape, fill)` reads a raster."""
     total = np.zeros((*shape, len(CLASSES)), np.float64)
     n = np.zeros(shape, np.int32)
     cloud = np.zeros(shape, bool)
