@@ -207,19 +207,13 @@ def decide(la, lb, ca, cb, min_confidence: float) -> tuple[np.ndarray, np.ndarra
         return valid, valid & (ca >= min_confidence) & (cb >= min_confidence)
 
 
-def outline_band_ha(mask: np.ndarray, valid: np.ndarray, cell_ha: float) -> float:
-    """Hectares of a band half a cell wide along the outline of `mask` within the valid cells: each
-    side shared by a masked and an unmasked valid cell is one cell long, the band half a cell wide
-    there (half a cell's area)."""
-    n = int(((mask[1:] != mask[:-1]) & valid[1:] & valid[:-1]).sum())
-    n += int(((mask[:, 1:] != mask[:, :-1]) & valid[:, 1:] & valid[:, :-1]).sum())
-    return hectares(n * cell_ha / 2)
-
-
 def grid_tolerance(changed: np.ndarray, valid: np.ndarray, cell_ha: float) -> dict:
     """How far the changed hectares can move with the stride or where the grid falls (README
-    *Stride*): the band half a cell wide along the outline of the changed cells."""
-    return {"changed_ha": outline_band_ha(changed, valid, cell_ha),
+    *Stride*): the band half a cell wide along the outline of the changed cells within the valid
+    ones (each side shared by a changed and an unchanged valid cell: half a cell's area)."""
+    n = int(((changed[1:] != changed[:-1]) & valid[1:] & valid[:-1]).sum())
+    n += int(((changed[:, 1:] != changed[:, :-1]) & valid[:, 1:] & valid[:, :-1]).sum())
+    return {"changed_ha": hectares(n * cell_ha / 2),
             "definition": "+- hectares of a band half a cell wide along the outline of the changed cells: a cell "
                           "places a boundary only to within half its width, so changed_ha can move by that much "
                           "with the stride or where the grid falls"}

@@ -195,9 +195,9 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for o in a.offsets:
         tmp = root / f"ssl4eo_o{o}"
-        rows = {}
+        rows, before, after = {}, cut(l1c, tmp / "l1c", o), cut(l2a, tmp / "l2a", o)
         for stride in STRIDES:
-            r = rows[stride] = run([cut(l1c, tmp / "l1c", o)], [cut(l2a, tmp / "l2a", o)], tmp, a.model, stride)
+            r = rows[stride] = run([before], [after], tmp, a.model, stride)
             print(f"| {o} | {stride} | {r['changed_ha']:.2f} +- {r['tol_changed']:.2f} | "
                   f"{r['uncertain_ha']:.2f} | {r['valid_ha']:.2f} |")
         checks.append(f"| SSL4EO-S12 L1C vs L2A | {o} | 1 | {agree(rows)} | {ratios(rows)} |")
@@ -207,9 +207,9 @@ def main() -> None:
     print("|---|---|---|---|")
     for o in a.offsets:
         tmp = root / f"tom_o{o}"
-        rows = {}
+        rows, scene = {}, cut(cell, tmp / "199U", o)
         for stride in STRIDES:
-            r = rows[stride] = one_date(classified(cut(cell, tmp / "199U", o), tmp, a.model, stride))
+            r = rows[stride] = one_date(classified(scene, tmp, a.model, stride))
             print(f"| {o} | {stride} | {r['uncertain_ha']:.2f} | {r['valid_ha']:.2f} |")
         checks.append(f"| Major TOM 199U (one date) | {o} | 1 | | {ratios(rows)} |")
     print("\nDo the changed hectares of strides 64, 32 and 16 agree within the sum of their tolerances? "
