@@ -20,6 +20,7 @@ from .errors import AtlasError, AtlasWarning  # noqa: E402
 from .infer import DEFAULT_RUNTIME, DEFAULT_VIEWS, RUNTIMES, VIEWS  # noqa: E402
 from .helptext import EPILOG_ASSESS, EPILOG_CLASSIFY, JOB_EPILOG, WORKERS_HELP  # noqa: E402
 from .registry import ARCHITECTURES, DEFAULT_MODELS, PRECISIONS  # noqa: E402
+from .search import MAX_TILE_CLOUD, MIN_AOI_CLEAR  # noqa: E402
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("classify", help="label a whole scene in 64 x 64 patches -> georeferenced LULC raster",
                        description="Label a Sentinel-2 scene with the 10 EuroSAT classes, patch by patch, on Dask.",
                        epilog=EPILOG_CLASSIFY, formatter_class=argparse.RawDescriptionHelpFormatter)
-    c.add_argument("scene", help="GeoTIFF/COG, or SAFE product folder / .zip")
+    c.add_argument("scene", help="GeoTIFF/COG, SAFE product folder / .zip, band folder, or STAC Item (.json or URL)")
     c.add_argument("--model", help="model name under models/ or a model folder (default: the first of "
                    f"{', '.join(DEFAULT_MODELS)} that is shipped, trained and whose bands the input has)")
     c.add_argument("--out", help="output folder (default outputs/<scene name>)")
@@ -44,8 +45,14 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--max-cloud", type=float, default=MAX_CLOUD,
                    help=f"largest share of a patch's pixels that may be cloud or cloud shadow and still be labelled "
                    f"(default {MAX_CLOUD}); clouds come from the L2A SCL, else s2cloudless on L1C (needs B01, B02, "
-                   "B04, B05, B08, B8A, B09, B10, B11, B12); other inputs are not masked (a warning says so)")
+                   "B04, B05, B08, B8A, B09, B10, B11, B12), else Fmask's spectral tests (B02, B03, B04, B08, B11, B12); "
+                   "other inputs are not masked (a warning says so)")
     c.add_argument("--no-cloud-mask", action="store_true", help="do not look for clouds (e.g. for a cloud-free composite)")
+    ca = c.add_mutually_exclusive_group()
+    ca.add_argument("--aoi", help="classify only the part of the scene that covers this AOI's bounds (GeoJSON or "
+                    "GeoPackage, any CRS), in whole 64 px blocks of the scene's grid: a remote COG is read only there")
+    ca.add_argument("--aoi-bbox", help="the same for minx,miny,maxx,maxy in --aoi-crs")
+    c.add_argument("--aoi-crs", default="EPSG:4326", help="CRS of --aoi-bbox (default EPSG:4326)")
     c.add_argument("--no-surface-tests", action="store_true",
                    help="do not use the NIR / SWIR water and snow tests (see 'water and snow' below): the labels of "
                    "the RGB model alone, snow labelled as land cover")
@@ -147,7 +154,9 @@ def _parser() -> argparse.ArgumentParser:
                         "summary.json, aoi.geojson\nexamples:\n  python -m atlas_change compare outputs/2023 "
                         "outputs/2024 --aoi aoi/farm.geojson --out outputs/farm\n  python -m atlas_change compare "
                         "--before jun23.tif jul23.tif aug23.tif --after jun24.tif jul24.tif --aoi aoi/farm.geojson "
-                        "--out outputs/farm-summers", formatter_class=argparse.RawDescriptionHelpFormatter)
+                        "--out outputs/farm-summers\n  python -m atlas_change compare --stac-api https://earth-search.aws.element84.com/v1 "
+                        "--before-range 2023-06-01/2023-08-31 --after-range 2024-06-01/2024-08-31 --aoi aoi/farm.geojson "
+                        "--out outputs/farm-summers --dry-run", formatter_class=argparse.RawDescriptionHelpFormatter)
     cp.add_argument("dates", nargs="*", metavar="BEFORE AFTER",
                     help="earlier and later date: classify output folders or scenes")
     cp.add_argument("--before", nargs="+", metavar="SCENE", help="the earlier period's scenes (or classify outputs)")
@@ -162,6 +171,19 @@ def _parser() -> argparse.ArgumentParser:
                     "(default 0.6); the rest is reported as uncertain")
     cp.add_argument("--allow-model-mismatch", action="store_true",
                     help="compare maps made with different model weights (stamped in summary.json)")
+    st = cp.add_argument_group("scenes from a STAC API (instead of BEFORE AFTER / --before --after)")
+    st.add_argument("--stac-api", metavar="URL", help="search this STAC API, e.g. https://earth-search.aws.element84.com/v1")
+    st.add_argument("--collection", default="sentinel-2-l2a", help="the API's collection (default sentinel-2-l2a)")
+    st.add_argument("--before-range", metavar="START/END", help="the earlier period, e.g. 2023-06-01/2023-08-31")
+    st.add_argument("--after-range", metavar="START/END", help="the later period, e.g. 2024-06-01/2024-08-31")
+    st.add_argument("--scenes-per-period", type=int, default=3, help="how many of each period's clearest dates "
+                    "over the AOI to composite (default 3)")
+    st.add_argument("--max-tile-cloud", type=float, default=MAX_TILE_CLOUD, help="skip items whose whole tile is "
+                    f"more cloudy than this, eo:cloud_cover in %% (default {MAX_TILE_CLOUD:g})")
+    st.add_argument("--min-aoi-clear", type=float, default=MIN_AOI_CLEAR, help="use an item only where at least "
+                    f"this share of the AOI is clear by its SCL (default {MIN_AOI_CLEAR:g})")
+    st.add_argument("--dry-run", action="store_true", help="list the items found and those that would be read, "
+                    "best first, and stop")
     cp.add_argument("--before-date", help="date of BEFORE, YYYY-MM-DD, or one per scene of --before, comma-separated "
                     "(default: from each one's run.json or scene)")
     cp.add_argument("--after-date", help="date of AFTER, YYYY-MM-DD, or one per scene of --after (default: from "
@@ -270,11 +292,18 @@ def _cmd_classify(a) -> None:
     from .pipeline import classify, scene_stem
 
     out = a.out or str(Path("outputs") / scene_stem(a.scene))
+    bbox = None
+    if a.aoi or a.aoi_bbox:
+        from rasterio.crs import CRS
+
+        from .compare import read_aoi_frame
+
+        bbox = tuple(float(v) for v in read_aoi_frame(a.aoi, a.aoi_bbox, a.aoi_crs, CRS.from_epsg(4326)).total_bounds)
     ds = classify(a.scene, model=a.model, bands=a.bands, stride=a.stride, max_nodata=a.max_nodata,
                   max_cloud=a.max_cloud, cloud_mask=not a.no_cloud_mask, surface_tests=not a.no_surface_tests,
                   runtime=a.runtime, tta=a.tta, out=out,
                   workers=a.workers, scheduler=a.scheduler, chunk=a.chunk, offset=a.offset,
-                  allow_untrained=a.allow_untrained, quiet=a.quiet)
+                  allow_untrained=a.allow_untrained, quiet=a.quiet, bbox=bbox)
     if a.quiet:
         return
     n, nc, ns = int((ds["lulc"].values > 0).sum()), int(ds["cloud"].values.sum()), int(ds["snow"].values.sum())
@@ -362,9 +391,19 @@ def _cmd_compare(a) -> None:
 
     kw = {"max_cloud": a.max_cloud, "stride": a.stride, "tta": a.tta, "runtime": a.runtime,
           **({"model": a.model} if a.model else {})}
-    if bool(a.dates) == bool(a.before or a.after) or (a.dates and len(a.dates) != 2) or (bool(a.before) != bool(a.after)):
-        raise AtlasError("compare: give BEFORE AFTER (two dates), or --before SCENE... --after SCENE... (two periods)")
-    before, after = (a.dates[0], a.dates[1]) if a.dates else (a.before, a.after)
+    if a.stac_api:
+        if a.dates or a.before or a.after or not (a.before_range and a.after_range):
+            raise AtlasError("compare --stac-api: give --before-range START/END and --after-range START/END "
+                             "(and no BEFORE AFTER scenes)")
+        found = _search_sides(a)
+        if found is None:
+            return
+        (before, a.before_date), (after, a.after_date) = found
+    elif bool(a.dates) == bool(a.before or a.after) or (a.dates and len(a.dates) != 2) or (bool(a.before) != bool(a.after)):
+        raise AtlasError("compare: give BEFORE AFTER (two dates), --before SCENE... --after SCENE... (two periods), "
+                         "or --stac-api URL --before-range START/END --after-range START/END")
+    else:
+        before, after = (a.dates[0], a.dates[1]) if a.dates else (a.before, a.after)
 
     def dates(text, srcs):
         if text is None or isinstance(srcs, str):
@@ -380,6 +419,33 @@ def _cmd_compare(a) -> None:
           f"{s['uncertain_ha']:.2f} ha uncertain of "
           f"{s['valid_ha']:.2f} ha valid in the AOI; {s['cloud_ha']:.2f} ha cloud and {s['snow_ha']:.2f} ha snow on either date, "
           f"{s['nodata_ha']:.2f} ha nodata" + (" (MODEL MISMATCH)" if s["model_mismatch"] else ""))
+
+
+def _search_sides(a):
+    """--stac-api: each side's chosen items -> ((urls, 'date,date'), (urls, dates)); None after --dry-run."""
+    from rasterio.crs import CRS
+
+    from .compare import read_aoi
+    from .mosaic import mosaic_path, write_mosaic
+    from .search import choose, listing, search
+
+    aoi = read_aoi(a.aoi, a.aoi_bbox, a.aoi_crs, CRS.from_epsg(4326))
+    sides, text = [], []
+    for flag, period in (("--before-range", a.before_range), ("--after-range", a.after_range)):
+        found = search(a.stac_api, a.collection, aoi, period, max_tile_cloud=a.max_tile_cloud, flag=flag)
+        chosen = choose(found, a.scenes_per_period, a.min_aoi_clear, aoi)
+        text.append(listing(found, chosen, f"{flag} {period}"))
+        if not chosen and not a.dry_run:
+            raise AtlasError(f"{a.stac_api}: no {a.collection} item of {period} covers the AOI (alone or with the "
+                             f"other items of its date) and is at least {100 * a.min_aoi_clear:g} % clear over it "
+                             f"({len(found)} found; --dry-run lists them)")
+        sides.append(chosen)
+    if a.dry_run:
+        print("\n".join(text))
+        return None
+    print("\n".join(text), file=sys.stderr)
+    return [([p.url or str(write_mosaic(mosaic_path(Path(a.out).parent, p), p.date, [f.url for f in p.items], aoi))
+              for p in chosen], ",".join(p.date for p in chosen)) for chosen in sides]
 
 
 def _cmd_sample(a) -> None:

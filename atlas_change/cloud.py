@@ -10,7 +10,14 @@ too cloudy to label.
   disk of 4 pixels and dilated by 2 (the settings of the library's README example: 640 m and 320 m
   here). s2cloudless has no shadow class; shadows are the pixels within 1 km of a cloud that are
   dark in the near infrared (B08 < 0.15) yet brighter there than in blue (so not water).
-- Anything else (e.g. a 3- or 4-band GeoTIFF, L2A without SCL): no masking, and the caller says so.
+- Inputs without SCL nor B10 but with B02, B03, B04, B08, B11, B12 (L2A band folders such as Major
+  TOM's, STAC Items without an SCL asset): Fmask's potential-cloud-pixel tests without the thermal
+  band (Zhu & Woodcock 2012, Remote Sensing of Environment 118: 83-94, eqs. 1-3 and the NIR/SWIR1
+  ratio): B12 > 0.03, NDSI < 0.8, NDVI < 0.8, whiteness < 0.7, HOT = B02 - 0.5 B04 - 0.08 > 0,
+  B08 / B11 > 0.75, on the same 160 m block means, snow (surface.py's NDSI test) excluded, dilated
+  by DILATION; shadows as above. It errs towards cloud over bright roofs (an unlabelled cell, never
+  a false label).
+- Anything else (e.g. a 3- or 4-band GeoTIFF): no masking, and the caller says so.
 A chunk is read with a margin of 1 km so that clouds just outside it still cast their shadow
 and smoothing in; everything runs inside the chunk's Dask task, on the same window.
 """
@@ -27,6 +34,9 @@ from .read import SCL_CLOUD, SCL_NODATA, Scene, open_scene
 
 #: the bands s2cloudless needs, in its order
 CLOUD_BANDS = ("B01", "B02", "B04", "B05", "B08", "B8A", "B09", "B10", "B11", "B12")
+#: the bands of the spectral (Fmask, no thermal) test, in this order
+SPECTRAL_BANDS = ("B02", "B03", "B04", "B08", "B11", "B12")
+FMASK_SWIR2, FMASK_NDSI, FMASK_NDVI, FMASK_WHITENESS, FMASK_HOT, FMASK_NIR_SWIR = 0.03, 0.8, 0.8, 0.7, 0.08, 0.75
 FACTOR = 16  # 10 m pixels per side of a cloud-mask pixel (160 m, as Sentinel Hub runs it)
 THRESHOLD, AVERAGE_OVER, DILATION = 0.4, 4, 2
 SHADOW_NIR, SHADOW_REACH_M = 0.15, 1000.0
@@ -41,13 +51,18 @@ class CloudMasker:
 
     method: str
     why: str
-    scene: Scene | None = None  # the ten s2cloudless bands on the scene's grid
+    scene: Scene | None = None  # the bands of the method (CLOUD_BANDS or SPECTRAL_BANDS) on the scene's grid
 
     def record(self, max_cloud: float) -> dict:
         """For run.json."""
         detail = {"s2cloudless": f"s2cloudless {_version()} at {10 * FACTOR} m, threshold {THRESHOLD}, "
                                  f"average_over {AVERAGE_OVER}, dilation_size {DILATION}; shadows: B08 < "
                                  f"{SHADOW_NIR} and B08 > B02 within {SHADOW_REACH_M:g} m of a cloud",
+                  "spectral": f"Fmask potential cloud pixels without thermal (Zhu & Woodcock 2012) at "
+                              f"{10 * FACTOR} m: B12 > {FMASK_SWIR2}, NDSI < {FMASK_NDSI}, NDVI < {FMASK_NDVI}, "
+                              f"whiteness < {FMASK_WHITENESS}, B02 - 0.5 B04 - {FMASK_HOT} > 0, B08/B11 > "
+                              f"{FMASK_NIR_SWIR}, not snow, dilation_size {DILATION}; shadows: B08 < {SHADOW_NIR} "
+                              f"and B08 > B02 within {SHADOW_REACH_M:g} m of a cloud",
                   "scl": f"SCL classes {', '.join(map(str, SCL_CLOUD))} (cloud shadow, clouds, cirrus)",
                   "none": "not masked"}[self.method]
         return {"masked": self.method != "none", "method": self.method, "detail": detail, "why": self.why,
@@ -56,18 +71,25 @@ class CloudMasker:
 
 def plan(scene: Scene, bands: str | None = None, enabled: bool = True) -> CloudMasker:
     """Pick the cloud method for `scene` (opened for its model): SCL where the product has one,
-    else s2cloudless where the input holds its ten bands (read with the scene's own offset, not
-    decided again), else none (with the reason)."""
+    else s2cloudless where the input holds its ten bands, else the spectral test where it holds
+    SPECTRAL_BANDS (bands read with the scene's own offset, not decided again), else none (with
+    the reason)."""
     if not enabled:
         return CloudMasker("none", "cloud masking turned off (--no-cloud-mask)")
     if scene.mask is not None:
         return CloudMasker("scl", f"{scene.level or 'the'} product's scene classification layer")
     missing = [b for b in CLOUD_BANDS if b not in scene.available]
-    if missing:
-        return CloudMasker("none", f"the input lacks {', '.join(missing)} that s2cloudless needs; "
-                                   "clouds and their shadows will be labelled as land cover")
-    return CloudMasker("s2cloudless", f"{scene.level or 'L1C-like'} input with the ten bands s2cloudless needs",
-                       open_scene(scene.path, CLOUD_BANDS, bands, scene.offset))
+    if not missing:
+        return CloudMasker("s2cloudless", f"{scene.level or 'L1C-like'} input with the ten bands s2cloudless needs",
+                           scene.like(open_scene(scene.path, CLOUD_BANDS, bands, scene.offset)))
+    lacking = [b for b in SPECTRAL_BANDS if b not in scene.available]
+    if not lacking:
+        return CloudMasker("spectral", f"{scene.level or 'the'} input has no SCL and lacks {', '.join(missing)} "
+                                       "that s2cloudless needs: Fmask's spectral tests instead",
+                           scene.like(open_scene(scene.path, SPECTRAL_BANDS, bands, scene.offset)))
+    return CloudMasker("none", f"the input lacks {', '.join(missing)} that s2cloudless needs, has no SCL, and "
+                               f"lacks {', '.join(lacking)} of the spectral test; clouds and their shadows "
+                               "will be labelled as land cover")
 
 
 @functools.cache
@@ -87,8 +109,6 @@ def _detector():
 
 def s2cloudless_mask(dn: np.ndarray, offset: float, valid: np.ndarray) -> np.ndarray:
     """(10, h, w) digital numbers of CLOUD_BANDS (at 10 m x FACTOR) -> bool (h, w): cloud or shadow."""
-    from scipy import ndimage
-
     refl = np.maximum(dn.astype(np.float32) + np.float32(offset), 0) / np.float32(10000)
     # the classifier sees only pixels with data (nodata borders can be half a tile), as a 1 x n image
     prob = np.zeros((1,) + valid.shape, np.float32)
@@ -96,27 +116,55 @@ def s2cloudless_mask(dn: np.ndarray, offset: float, valid: np.ndarray) -> np.nda
         pixels = np.ascontiguousarray(refl[:, valid].T)[None, None]
         prob[0][valid] = _detector().get_cloud_probability_maps(pixels, num_threads=1)[0, 0]
     cloud = _detector().get_mask_from_prob(prob)[0].astype(bool) & valid
+    return cloud | _shadow(cloud, valid, refl[CLOUD_BANDS.index("B02")], refl[CLOUD_BANDS.index("B08")])
+
+
+def spectral_mask(dn: np.ndarray, offset: float, valid: np.ndarray) -> np.ndarray:
+    """(6, h, w) digital numbers of SPECTRAL_BANDS -> bool (h, w): cloud (Fmask's potential cloud
+    pixels without thermal, not snow, dilated) or shadow."""
+    from scipy import ndimage
+
+    from .surface import NDSI_MIN, SNOW_GREEN_MIN, SNOW_NIR_MIN
+
+    b02, b03, b04, b08, b11, b12 = np.maximum(dn.astype(np.float32) + np.float32(offset), 0) / np.float32(10000)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ndvi, ndsi = (b08 - b04) / (b08 + b04), (b03 - b11) / (b03 + b11)
+        mean = (b02 + b03 + b04) / 3
+        whiteness = (abs(b02 - mean) + abs(b03 - mean) + abs(b04 - mean)) / mean
+        cloud = ((b12 > FMASK_SWIR2) & (ndsi < FMASK_NDSI) & (ndvi < FMASK_NDVI) & (whiteness < FMASK_WHITENESS)
+                 & (b02 - 0.5 * b04 - FMASK_HOT > 0) & (b08 > FMASK_NIR_SWIR * b11))
+    snow = (ndsi > NDSI_MIN) & (b08 > SNOW_NIR_MIN) & (b03 > SNOW_GREEN_MIN)
+    cloud &= valid & ~snow
+    if cloud.any() and DILATION:
+        yy, xx = np.mgrid[-DILATION:DILATION + 1, -DILATION:DILATION + 1]
+        cloud = ndimage.binary_dilation(cloud, structure=(yy ** 2 + xx ** 2) <= DILATION ** 2) & valid
+    return cloud | _shadow(cloud, valid, b02, b08)
+
+
+def _shadow(cloud: np.ndarray, valid: np.ndarray, b02: np.ndarray, b08: np.ndarray) -> np.ndarray:
+    """Cloud shadow: pixels within SHADOW_REACH_M of a cloud, dark in NIR yet brighter there than
+    in blue (so not water); reflectances on the FACTOR grid."""
+    from scipy import ndimage
+
     if not cloud.any():
         return cloud
-    b02, b08 = refl[CLOUD_BANDS.index("B02")], refl[CLOUD_BANDS.index("B08")]
     reach = int(round(SHADOW_REACH_M / (10 * FACTOR)))
     yy, xx = np.mgrid[-reach:reach + 1, -reach:reach + 1]
     near = ndimage.binary_dilation(cloud, structure=(yy ** 2 + xx ** 2) <= reach ** 2)
-    shadow = near & valid & (b08 < SHADOW_NIR) & (b08 > b02)
-    return cloud | shadow
+    return near & valid & (b08 < SHADOW_NIR) & (b08 > b02)
 
 
 def chunk_cloud(masker: CloudMasker, main: Scene, window: Window, valid: np.ndarray,
                 scl: np.ndarray | None = None) -> tuple[np.ndarray, int] | None:
     """Cloud-or-shadow flags for `window` of the scene: (bool array, 10 m pixels per flag side:
-    FACTOR for s2cloudless, 1 for SCL); None when the scene is not masked. With SCL, also marks
+    FACTOR for s2cloudless and the spectral test, 1 for SCL); None when the scene is not masked. With SCL, also marks
     its no-data and saturated pixels invalid in `valid` (the data mask of the window, in place);
     `scl`: the window's SCL where the caller has read it already."""
     if masker.method == "scl":
         scl = main.read_scl(window) if scl is None else scl
         valid &= ~np.isin(scl, SCL_NODATA)
         return np.isin(scl, SCL_CLOUD), 1
-    if masker.method != "s2cloudless":
+    if masker.method not in ("s2cloudless", "spectral"):
         return None
     s = masker.scene
     m = MARGIN_PX
@@ -124,7 +172,7 @@ def chunk_cloud(masker: CloudMasker, main: Scene, window: Window, valid: np.ndar
     c1 = min(s.width // FACTOR * FACTOR, int(window.col_off + window.width) + m)
     r1 = min(s.height // FACTOR * FACTOR, int(window.row_off + window.height) + m)
     dn, has_data = s.read(Window(c0, r0, c1 - c0, r1 - r0), raw=True, factor=FACTOR)
-    flags = s2cloudless_mask(dn, s.offset, has_data)
+    flags = (s2cloudless_mask if masker.method == "s2cloudless" else spectral_mask)(dn, s.offset, has_data)
     # back onto the chunk's window: rows/cols of flags that cover it (the window starts on a multiple of 64)
     top, left = (int(window.row_off) - r0) // FACTOR, (int(window.col_off) - c0) // FACTOR
     h, w = -(-int(window.height) // FACTOR), -(-int(window.width) // FACTOR)

@@ -96,15 +96,25 @@ def resolve_input(src: str | os.PathLike, date: str | None, out_root: Path, **cl
     from .pipeline import classify, resolve_model, scene_stem
 
     card, _ = resolve_model(str(p), classify_kw.get("model"), classify_kw.get("bands"))
-    folder = out_root / scene_stem(p)
-    try:
-        run = read_json(folder / "run.json", RUN_KEYS)
-        if (run["input"]["path"] == input_path(p) and run["model"]["weights_sha256"] == card.weights_sha256
-                and run.get("parameters", {}).get("stride") == classify_kw.get("stride", 64)
-                and tta_views(run) == classify_kw.get("tta", DEFAULT_VIEWS)):
-            return load_map(folder, date)
-    except AtlasError:  # none yet, or damaged: classify again
-        pass
+    window = None
+    if classify_kw.get("bbox") is not None:  # only the AOI's part of the scene (whole 64 px blocks)
+        from .read import crop_to, open_scene
+
+        _, w = crop_to(open_scene(str(p), card.bands, classify_kw.get("bands")), classify_kw["bbox"],
+                       classify_kw.get("bbox_crs", "EPSG:4326"), str(p))
+        window = [int(v) for v in (w.col_off, w.row_off, w.width, w.height)]
+    whole = out_root / scene_stem(p)
+    folder = whole if window is None else out_root / f"{scene_stem(p)}_aoi_{window[0]}_{window[1]}_{window[2]}x{window[3]}"
+    for f, windows in ((whole, (None,)), (folder, (window,))):  # the whole scene classified will do too
+        try:
+            run = read_json(f / "run.json", RUN_KEYS)
+            if (run["input"]["path"] == input_path(p) and run["model"]["weights_sha256"] == card.weights_sha256
+                    and run.get("parameters", {}).get("stride") == classify_kw.get("stride", 64)
+                    and run.get("parameters", {}).get("window") in windows
+                    and tta_views(run) == classify_kw.get("tta", DEFAULT_VIEWS)):
+                return load_map(f, date)
+        except AtlasError:  # none yet, or damaged: classify again
+            pass
     classify(p, out=folder, **{**classify_kw, "model": card.path})
     return load_map(folder, date)
 
@@ -285,6 +295,8 @@ def compare(before, after, *, aoi: str | None = None,
     list of them (a period: the mean-probability composite, composite.py); `before_date` /
     `after_date`: YYYY-MM-DD, one per scene of a period (default: from each one's metadata)."""
     out_root = Path(out).parent if out else Path("outputs")
+    bounds = tuple(float(v) for v in read_aoi_frame(aoi, aoi_bbox, aoi_crs, CRS.from_epsg(4326)).total_bounds)
+    classify_kw = {"bbox": bounds, "bbox_crs": "EPSG:4326", **classify_kw}
     a = resolve_side(before, before_date, "--before-date", out_root, **classify_kw)
     b = resolve_side(after, after_date, "--after-date", out_root, **classify_kw)
     if a.tta_views != b.tta_views:

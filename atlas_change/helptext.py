@@ -13,8 +13,9 @@ inputs:
 clouds: a patch with more than --max-cloud of its pixels cloud or cloud shadow is not labelled
   (nodata in lulc/confidence/cells, 2 in cloud.tif, counted in run.json). L2A: the product's SCL;
   L1C (any input with B01 B02 B04 B05 B08 B8A B09 B10 B11 B12): s2cloudless at 160 m plus dark
-  pixels near clouds as shadow; other inputs (3/4-band GeoTIFFs, L2A without SCL) are not masked,
-  with a warning, and run.json says so.
+  pixels near clouds as shadow; L2A without SCL (no B10, but B02 B03 B04 B08 B11 B12): Fmask's
+  spectral cloud tests at 160 m (they also mask some bright roofs); other inputs (3/4-band
+  GeoTIFFs) are not masked, with a warning, and run.json says so.
 
 water and snow (the bands the RGB model never sees; run.json "surface"): River / SeaLake only where
   at least 1 % of a patch is water by NDWI (B03, B08) > 0 (McFeeters 1996) and, with B11, MNDWI > 0

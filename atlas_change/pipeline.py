@@ -32,7 +32,7 @@ from .classes import CLASSES
 from .cloud import MAX_CLOUD, CloudMasker, chunk_cloud, patch_cloud_fraction, plan
 from .errors import AtlasError, AtlasWarning
 from .infer import DEFAULT_RUNTIME, DEFAULT_VIEWS, VIEWS, get_predictor, runtime_precision
-from .read import Scene, aligned_chunk, input_path, is_url, open_scene
+from .read import Scene, aligned_chunk, crop_to, input_path, is_url, open_scene
 from .registry import ModelCard, choose_model, load_card
 from .surface import SurfacePlan
 from .tile import PatchGrid, average_to_cells, cells_with_edges, covering_patches, cut_patches, usable_patches
@@ -260,7 +260,8 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
              workers: int | None = None, scheduler: str | None = None, client=None, chunk: int = 1024,
              runtime: str = DEFAULT_RUNTIME, offset: float | None = None, allow_untrained: bool = False,
              quiet: bool = True, model_why: str | None = None, max_cloud: float = MAX_CLOUD,
-             cloud_mask: bool = True, tta: int = DEFAULT_VIEWS, surface_tests: bool = True) -> xr.Dataset:
+             cloud_mask: bool = True, tta: int = DEFAULT_VIEWS, surface_tests: bool = True,
+             bbox: tuple[float, float, float, float] | None = None, bbox_crs: str = "EPSG:4326") -> xr.Dataset:
     """Classify a Sentinel-2 scene (GeoTIFF/COG, SAFE folder/zip, band folder or STAC Item) into EuroSAT classes.
 
     `model`: a model name or folder; None picks the default, the first shipped trained model of
@@ -277,10 +278,12 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
     `tta`: test-time augmentation, the class probabilities averaged over that many views of each patch
     (1, 2, 4 or 8: identity, quarter turns, then transposed; default 2, benchmarks/RESULTS.md).
     Clouds and their shadows (cloud.py: the L2A SCL, else s2cloudless where the input has its ten
-    bands, else not masked, with an AtlasWarning) leave a patch unlabelled when more than
+    bands, else Fmask's spectral tests where it has theirs, else not masked, with an AtlasWarning) leave a patch unlabelled when more than
     `max_cloud` of its pixels are cloud or shadow: nodata in every output, 1 in `cloud`.
     `surface_tests`: water and snow from the NIR / SWIR bands (surface.py): River / SeaLake only where
     a patch holds water, snow left unlabelled like cloud (1 in `snow`); False: the RGB model alone.
+    `bbox`: (minx, miny, maxx, maxy) in `bbox_crs`: classify only the 64 px blocks of the scene that
+    cover it (a remote COG is then read only there); the map keeps the scene's grid.
     """
     t0 = time.perf_counter()
     path = str(path)
@@ -296,6 +299,9 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
         raise AtlasError(f"{card.path}: model {card.name} is untrained (random weights, meaningless labels); "
                          "train it first or pass --allow-untrained to test the pipeline")
     scene = open_scene(path, card.bands, bands, offset)
+    window = None
+    if bbox is not None:
+        scene, window = crop_to(scene, bbox, bbox_crs, path)
     clouds = plan(scene, bands, cloud_mask)
     if clouds.method == "none" and cloud_mask:
         warnings.warn(f"{path}: clouds not masked: {clouds.why}", AtlasWarning, stacklevel=2)
@@ -312,7 +318,9 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
     params = {"stride": stride, "patch": grid.patch, "edge_patches": "shifted back to end at the scene's edges",
               "max_nodata": max_nodata, "chunk_px": chunk_px,
               "runtime": runtime, "tta_views": tta, "max_cloud": max_cloud, "clouds": clouds.method,
-              "water": surf.water, "snow": surf.snow}
+              "water": surf.water, "snow": surf.snow,
+              "window": None if window is None else [int(v) for v in (window.col_off, window.row_off,
+                                                                        window.width, window.height)]}
     store = None
     if out is not None:
         st = None if is_url(path) else os.stat(path)  # a STAC Item's URL: its JSON is not a file here

@@ -65,6 +65,8 @@ class Scene:
     date: str | None = None
     band_mapping: dict[str, str] = field(default_factory=dict)  # band -> where it came from
     available: tuple[str, ...] = ()  # every Sentinel-2 band the input holds
+    col_off: int = 0  # a crop (cropped): where this grid starts in the files' own grid, in pixels
+    row_off: int = 0
 
     @property
     def crs(self) -> CRS:
@@ -91,7 +93,7 @@ class Scene:
         for src, indexes in self._runs():
             if kw:
                 kw["out_shape"] = (len(indexes), h, w)
-            data = self._dataset(src).read(indexes, window=window, **kw)
+            data = self._dataset(src).read(indexes, window=self._file_window(src, window), **kw)
             if out is None:
                 out = np.empty((len(self.sources), h, w), dtype=data.dtype if raw else np.float32)
             if data.dtype.kind == "f":  # NaN is nodata in a float scene, whatever the file declares
@@ -117,9 +119,9 @@ class Scene:
             if src.warp or ds.driver != "GTiff":
                 continue
             bh, bw = ds.block_shapes[0]
-            r0, c0 = int(window.row_off) // bh, int(window.col_off) // bw
-            r1 = (int(window.row_off + window.height) - 1) // bh
-            c1 = (int(window.col_off + window.width) - 1) // bw
+            w = self._file_window(src, window)
+            r0, c0 = int(w.row_off) // bh, int(w.col_off) // bw
+            r1, c1 = (int(w.row_off + w.height) - 1) // bh, (int(w.col_off + w.width) - 1) // bw
             if not any(ds.get_tag_item(f"BLOCK_OFFSET_{c}_{r}", "TIFF", bidx=src.index) is not None
                        for r in range(r0, r1 + 1) for c in range(c0, c1 + 1)):
                 return False
@@ -127,7 +129,37 @@ class Scene:
 
     def read_scl(self, window: Window) -> np.ndarray:
         """The L2A scene classification (SCL) of `window` on the 10 m grid (nearest neighbour)."""
-        return self._dataset(self.mask).read(self.mask.index, window=window)
+        return self._dataset(self.mask).read(self.mask.index, window=self._file_window(self.mask, window))
+
+    def _file_window(self, src: BandSource, window: Window) -> Window:
+        """`window` of this (maybe cropped) grid in the file's own pixels; warped sources are
+        already on this grid."""
+        if src.warp or not (self.col_off or self.row_off):
+            return window
+        return Window(window.col_off + self.col_off, window.row_off + self.row_off, window.width, window.height)
+
+    def window_of(self, bounds: tuple[float, float, float, float], margin_px: int = 0) -> Window | None:
+        """The pixels of this grid that cover `bounds` (minx, miny, maxx, maxy in its CRS) plus
+        `margin_px`, widened outwards to multiples of 64 from the grid's origin (so patches fall
+        where they fall on the whole scene) and clipped to it; None when they miss the scene."""
+        inv = ~self.affine
+        xs, ys = zip(*(inv * (x, y) for x in bounds[::2] for y in bounds[1::2]))
+        c0 = max(0, (int(np.floor(min(xs))) - margin_px) // 64 * 64)
+        r0 = max(0, (int(np.floor(min(ys))) - margin_px) // 64 * 64)
+        c1 = min(self.width, -(-(int(np.ceil(max(xs))) + margin_px) // 64) * 64)
+        r1 = min(self.height, -(-(int(np.ceil(max(ys))) + margin_px) // 64) * 64)
+        return Window(c0, r0, c1 - c0, r1 - r0) if c1 > c0 and r1 > r0 else None
+
+    def cropped(self, window: Window) -> "Scene":
+        """This scene restricted to `window` of its grid (reads then fetch only those pixels)."""
+        c, r = int(window.col_off), int(window.row_off)
+        return replace(self, col_off=self.col_off + c, row_off=self.row_off + r, width=int(window.width),
+                       height=int(window.height), transform=tuple(self.affine * Affine.translation(c, r))[:6])
+
+    def like(self, other: "Scene") -> "Scene":
+        """`other` (the same input opened for other bands) on this scene's crop."""
+        return replace(other, col_off=self.col_off, row_off=self.row_off, width=self.width, height=self.height,
+                       transform=self.transform)
 
     def _runs(self) -> list[tuple[BandSource, list[int]]]:
         """Consecutive sources from the same file, grouped so that one read fetches them all."""
@@ -221,6 +253,21 @@ def _open_warped(path, stamp, thread, crs_wkt, transform, width, height, resampl
                      src_nodata=nodata, nodata=nodata)
 
 
+def crop_to(scene: Scene, bbox: tuple[float, float, float, float], bbox_crs: str, path: str) -> tuple[Scene, Window]:
+    """`scene` cropped to the 64 px blocks that cover `bbox` (in `bbox_crs`), and that window of its grid."""
+    from rasterio.warp import transform_bounds
+
+    try:
+        bounds = transform_bounds(CRS.from_user_input(bbox_crs), scene.crs, *bbox, densify_pts=21)
+    except Exception as e:  # an unknown CRS, a bbox that does not project
+        raise AtlasError(f"{path}: cannot place the AOI bounds {bbox} ({bbox_crs}) on the scene ({e})") from None
+    window = scene.window_of(bounds)
+    if window is None or window.width < 64 or window.height < 64:
+        raise AtlasError(f"{path}: the AOI {tuple(round(v, 6) for v in bbox)} ({bbox_crs}) does not overlap the "
+                         "scene by a whole 64 x 64 patch")
+    return scene.cropped(window), window
+
+
 def open_scene(path: str | os.PathLike, model_bands: tuple[str, ...] = EUROSAT_ORDER,
                bands: str | tuple[str, ...] | None = None, offset: float | None = None) -> Scene:
     """Open a GeoTIFF/COG, a SAFE product (folder or .zip), a band folder or a STAC Item (JSON file
@@ -231,9 +278,12 @@ def open_scene(path: str | os.PathLike, model_bands: tuple[str, ...] = EUROSAT_O
     Raises AtlasError with a one-line message naming the file and the problem.
     """
     p = str(path)
+    from .mosaic import is_mosaic, open_mosaic
     from .stac import is_item, open_item
 
-    if is_item(p):
+    if is_mosaic(p):
+        scene = open_mosaic(p, model_bands)
+    elif is_item(p):
         scene = open_item(p, model_bands)
     elif not os.path.exists(p):
         raise AtlasError(f"{p}: no such file or folder")

@@ -74,7 +74,7 @@ def plan(scene: Scene, bands: str | None = None) -> SurfacePlan:
     need = tuple(b for b in BANDS if b in have)
     if water == "off" and snow != "ndsi":
         need = ()
-    return SurfacePlan(water, snow, open_scene(scene.path, need, bands, scene.offset) if need else None)
+    return SurfacePlan(water, snow, scene.like(open_scene(scene.path, need, bands, scene.offset)) if need else None)
 
 
 def chunk_flags(p: SurfacePlan, main: Scene, window: Window,

@@ -125,6 +125,26 @@ def test_whole_scene_classified_edges_by_shifted_patches(tmp_path, model13):
                                atol=1e-5)
 
 
+def test_aoi_classifies_only_its_blocks_on_the_scene_grid(scene, model13, tmp_path):
+    """--aoi / bbox: only the 64 px blocks of the scene's grid that cover it; the cells equal those of the
+    whole scene there (same patches), georeferenced where they are; an AOI off the scene is refused."""
+    full = run_classify(scene, model13)
+    x0, y0 = ORIGIN
+    bbox = (x0 + 1000, y0 - 2500, x0 + 2500, y0 - 1000)  # pixels 100..250 of both axes -> blocks 64..256
+    part = run_classify(scene, model13, bbox=bbox, bbox_crs="EPSG:32632", out=tmp_path / "aoi")
+    np.testing.assert_array_equal(part["lulc"].values, full["lulc"].values[1:4, 1:4])
+    np.testing.assert_allclose(part["confidence"].values, full["confidence"].values[1:4, 1:4], atol=1e-6)
+    assert part.rio.transform() == Affine(640, 0, x0 + 640, 0, -640, y0 - 640)
+    run = json.loads((tmp_path / "aoi" / "run.json").read_text())
+    assert run["parameters"]["window"] == [64, 64, 192, 192] and (run["input"]["width"], run["input"]["height"]) == (192, 192)
+    assert run["counts"]["patches"] == 9
+    r = subprocess.run([sys.executable, "-m", "atlas_change", "classify", str(scene), "--model", model13.path,
+                        "--allow-untrained", "--scheduler", "sync", "--out", str(tmp_path / "off"), "--aoi-bbox",
+                        "20,40,20.1,40.1"], capture_output=True, text=True)
+    assert r.returncode == 2 and "does not overlap the scene by a whole 64 x 64 patch" in r.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "off").exists()
+
+
 def test_offset_from_tags_is_applied(tmp_path, model13):
     a = make_scene(tmp_path / "a.tif", 128, 128, seed=3)
     b = make_scene(tmp_path / "b.tif", 128, 128, seed=3, tags={"BOA_ADD_OFFSET": "-1000"})

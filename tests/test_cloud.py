@@ -138,6 +138,25 @@ def test_change_map_shows_each_dates_image_and_clouds(scenes, model13, tmp_path)
     assert 'fill-opacity="0.15"' in r.stdout and 'fill-opacity="0.6"' not in r.stdout
 
 
+def test_input_without_scl_nor_b10_gets_the_spectral_test(tmp_path):
+    """L2A as Major TOM or a STAC Item without SCL ships it (B01..B12 and B8A, no B10): Fmask's spectral
+    tests find the same thick cloud as s2cloudless, at 160 m, and leave the clear scene alone."""
+    from atlas_change.train import init_untrained
+
+    rgb = init_untrained("spectrumnet-bn-w0.5", ("B04", "B03", "B02"), tmp_path / "rgb", "rgb")
+    l2a = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", "B11", "B12", "B8A")
+    clear = make_scene(tmp_path / "clear.tif", 448, 448, bands=l2a, origin=ORIGIN, seed=3)
+    cloudy = make_scene(tmp_path / "cloudy.tif", 448, 448, bands=l2a, origin=ORIGIN, seed=3, clouds=CLOUD)
+    ds = run_classify(cloudy, rgb, out=tmp_path / "c")
+    np.testing.assert_array_equal(ds["cloud"].values, EXPECTED)
+    assert (ds["lulc"].values[EXPECTED == 1] == 0).all() and (ds["lulc"].values[EXPECTED == 0] > 0).all()
+    run = json.loads((tmp_path / "c" / "run.json").read_text())
+    assert run["clouds"]["method"] == "spectral" and run["clouds"]["masked"] and "lacks B10" in run["clouds"]["why"]
+    assert "B02 - 0.5 B04 - 0.08 > 0" in run["clouds"]["detail"] and run["counts"]["skipped_cloud"] == 12
+    ds = run_classify(clear, rgb)
+    assert not ds["cloud"].values.any() and (ds["lulc"].values > 0).all()
+
+
 def test_input_without_the_detector_bands_warns(tmp_path):
     from atlas_change.train import init_untrained
 

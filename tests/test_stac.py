@@ -4,95 +4,14 @@ local GeoTIFF, the offset decided from the pixels whatever the Item's flags say,
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import subprocess
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-import rasterio
 
 from atlas_change.bands import L2A_ORDER
 from atlas_change.errors import AtlasError
-from atlas_change.stac import EARTH_SEARCH
 from atlas_change.synth import make_scene
-from conftest import run_classify
-
-NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
-BY_BAND = {v: k for k, v in EARTH_SEARCH.items()}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """nginx serving a folder on 127.0.0.1 (ranges, HEAD: what GDAL's /vsicurl/ needs): (url, folder, log)."""
-    if NGINX is None:
-        pytest.skip("nginx is not installed (Debian package nginx; .ci/run installs it)")
-    root = tmp_path_factory.mktemp("www")
-    prefix = tmp_path_factory.mktemp("nginx")
-    port = _free_port()
-    conf = prefix / "nginx.conf"
-    conf.write_text(f"""user root; daemon off; worker_processes 1; pid {prefix}/nginx.pid; error_log {prefix}/error.log;
-events {{ worker_connections 64; }}
-http {{ access_log {prefix}/access.log; client_body_temp_path {prefix}/body; proxy_temp_path {prefix}/proxy;
-  fastcgi_temp_path {prefix}/fcgi; uwsgi_temp_path {prefix}/uwsgi; scgi_temp_path {prefix}/scgi;
-  default_type application/octet-stream;
-  server {{ listen 127.0.0.1:{port}; root {root}; location / {{ }} }} }}
-""")
-    proc = subprocess.Popen([NGINX, "-p", str(prefix), "-c", str(conf)], stderr=subprocess.PIPE)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail(f"nginx did not start: {proc.stderr.read().decode()[:300]}")
-    yield f"http://127.0.0.1:{port}", root, prefix / "access.log"
-    proc.terminate()
-    proc.wait(10)
-
-
-def band_cogs(scene: Path, folder: Path, add: int = 0, scl: int | None = 4) -> dict[str, str]:
-    """One COG per band of a multi-band GeoTIFF (DN + `add`, as baseline >= 04.00 products), and an
-    SCL of class `scl` everywhere; -> band -> file name."""
-    folder.mkdir(parents=True, exist_ok=True)
-    names = {}
-    with rasterio.open(scene) as src:
-        profile = {**src.profile, "count": 1, "driver": "COG", "compress": "deflate"}
-        for k in ("tiled", "blockxsize", "blockysize", "interleave"):
-            profile.pop(k, None)
-        for i, band in enumerate(src.descriptions, 1):
-            data = src.read(i)
-            data = np.where(data > 0, data + add, 0).astype(np.uint16)
-            with rasterio.open(folder / f"{band}.tif", "w", **profile) as dst:
-                dst.write(data, 1)
-            names[band] = f"{band}.tif"
-        if scl is not None:
-            with rasterio.open(folder / "SCL.tif", "w", **{**profile, "dtype": "uint8"}) as dst:
-                dst.write(np.full((src.height, src.width), scl, np.uint8), 1)
-            names["SCL"] = "SCL.tif"
-    return names
-
-
-def item(hrefs: dict[str, str], keys: str, **props) -> dict:
-    """A STAC Item with one COG asset per band, keyed as Earth Search ('earth-search') or the
-    Planetary Computer ('pc') do."""
-    assets = {(BY_BAND[b] if keys == "earth-search" else b): {
-        "href": h, "type": "image/tiff; application=geotiff; profile=cloud-optimized", "roles": ["data"]}
-        for b, h in hrefs.items()}
-    assets["thumbnail"] = {"href": "thumb.jpg", "type": "image/jpeg"}
-    return {"type": "Feature", "stac_version": "1.0.0", "id": "S2B_32TQM_20230612_0_L2A", "collection": "sentinel-2-l2a",
-            "geometry": None, "properties": {"datetime": "2023-06-12T10:15:59Z", **props}, "assets": assets,
-            "links": []}
+from conftest import band_cogs, free_port, item, run_classify
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +67,7 @@ def test_item_failures_are_one_line_naming_the_url(server, local, model12, tmp_p
     (root / "gone" / "item.json").write_text(json.dumps(it))
     with pytest.raises(AtlasError, match=r"item.json: the STAC Item has no GeoTIFF asset for band\(s\) B08"):
         run_classify(f"{url}/gone/item.json", model12, out=tmp_path / "z")
-    down = f"http://127.0.0.1:{_free_port()}/item.json"  # nothing listens there
+    down = f"http://127.0.0.1:{free_port()}/item.json"  # nothing listens there
     with pytest.raises(AtlasError, match=rf"^{down}: cannot fetch the STAC Item"):
         run_classify(down, model12)
     assert not any((tmp_path / n).exists() for n in ("x", "y", "z"))

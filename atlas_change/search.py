@@ -1,0 +1,173 @@
+"""Search stage: the Sentinel-2 Items of a STAC API over an AOI and a date range (pystac-client),
+ranked by how clear the AOI itself is on each: the share of the AOI's pixels that the Item's SCL
+calls clear (not no-data, saturated, cloud shadow, cloud, cirrus or snow), read over HTTP for the
+AOI's window only. The whole tile's `eo:cloud_cover` only filters (a tile 80 % cloudy can be
+clear over a small AOI, and the reverse); Items without an SCL asset are ranked by it, and say so.
+
+    found = search("https://earth-search.aws.element84.com/v1", "sentinel-2-l2a", aoi, "2023-06-01/2023-08-31")
+    chosen = choose(found, 3)   # the three clearest over the AOI, each covering it
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import AtlasError
+from .read import SCL_INVALID
+
+#: SCL classes that leave a pixel unusable for a label: no data, saturated, shadow, cloud, cirrus, snow
+SCL_UNUSABLE = (*SCL_INVALID, 11)
+MAX_TILE_CLOUD = 80.0  # default: Items whose whole tile is more cloudy than this (%) are not considered
+MIN_AOI_CLEAR = 0.5  # default: an Item is chosen only where at least this share of the AOI is clear
+
+
+@dataclass(frozen=True)
+class Found:
+    """One Item of a search: where to read it, its date, and how clear it is."""
+
+    url: str  # the Item's own URL (what classify reads)
+    id: str
+    date: str  # YYYY-MM-DD
+    tile_cloud: float | None  # eo:cloud_cover of the whole tile, %
+    aoi_clear: float | None  # share of the AOI's pixels the SCL calls clear; None without an SCL asset
+    covers: float  # share of the AOI inside the Item's footprint
+    footprint: object = field(default=None, compare=False, repr=False)  # shapely geometry, EPSG:4326
+
+    @property
+    def rank(self) -> tuple[float, float]:
+        """Sort key, best first: AOI clear share (else 1 - tile cloud), then coverage."""
+        clear = self.aoi_clear if self.aoi_clear is not None else (
+            1 - self.tile_cloud / 100 if self.tile_cloud is not None else 0.0)
+        return (-clear * min(1.0, self.covers), -self.covers)
+
+
+def parse_range(text: str, flag: str) -> str:
+    """'YYYY-MM-DD/YYYY-MM-DD' checked (start before end), as STAC's datetime parameter."""
+    from .dates import user_date
+
+    parts = str(text).split("/")
+    if len(parts) != 2:
+        raise AtlasError(f"{flag} {text!r}: expected START/END, e.g. 2023-06-01/2023-08-31")
+    start, end = (user_date(p.strip(), flag) for p in parts)
+    if start > end:
+        raise AtlasError(f"{flag} {text!r}: the start is after the end")
+    return f"{start}T00:00:00Z/{end}T23:59:59Z"
+
+
+def search(api: str, collection: str, aoi, period: str, *, max_tile_cloud: float = MAX_TILE_CLOUD,
+           flag: str = "--before-range", limit: int = 500) -> list[Found]:
+    """The Items of `collection` at `api` that intersect `aoi` (a shapely geometry in EPSG:4326)
+    within `period` (START/END), with at most `max_tile_cloud` % tile cloud, ranked best first.
+    AtlasError naming the API's URL when it cannot be searched."""
+    from pystac_client import Client
+    from pystac_client.warnings import DoesNotConformTo
+
+    import shapely
+    from shapely.geometry import mapping, shape
+
+    when = parse_range(period, flag)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DoesNotConformTo)
+            client = Client.open(api, timeout=30)
+            items = list(client.search(collections=[collection], intersects=mapping(aoi), datetime=when,
+                                       max_items=limit).items())
+    except Exception as e:  # pystac-client raises APIError, requests' errors, JSON errors, ...
+        raise AtlasError(f"{api}: cannot search the STAC API ({type(e).__name__}: {str(e).splitlines()[0][:160]})"
+                         ) from None
+    found = []
+    for it in items:
+        cloud = it.properties.get("eo:cloud_cover")
+        if cloud is not None and float(cloud) > max_tile_cloud:
+            continue
+        footprint = shape(it.geometry) if it.geometry else None
+        covers = 1.0 if footprint is None else float(shapely.area(shapely.intersection(footprint, aoi)) / aoi.area)
+        url = it.get_self_href() or f"{api.rstrip('/')}/collections/{collection}/items/{it.id}"
+        found.append(Found(url, it.id, str(it.datetime.date() if it.datetime else it.properties.get("datetime", ""))[:10],
+                           None if cloud is None else float(cloud), aoi_clear(it.to_dict(), url, aoi), covers,
+                           footprint))
+    return sorted(found, key=lambda f: (*f.rank, f.date))
+
+
+def aoi_clear(item: dict, url: str, aoi) -> float | None:
+    """Share of the AOI's pixels that the Item's SCL calls clear (outside the Item: not clear);
+    None when the Item has no SCL asset. Reads only the AOI's window of the SCL."""
+    import rasterio
+    from rasterio.errors import RasterioIOError, WindowError
+    from rasterio.features import geometry_mask
+    from rasterio.warp import transform_geom
+    from rasterio.windows import Window, from_bounds
+    from shapely.geometry import shape
+
+    from .stac import band_assets, gdal_path
+
+    assets = band_assets(item)
+    if "SCL" not in assets:
+        return None
+    path = gdal_path(assets["SCL"][1]["href"], url)
+    try:
+        with rasterio.open(path) as src:
+            geom = transform_geom("EPSG:4326", src.crs, aoi.__geo_interface__)
+            try:
+                win = from_bounds(*shape(geom).bounds, transform=src.transform).round_offsets().round_lengths()
+                win = win.intersection(Window(0, 0, src.width, src.height))
+            except WindowError:  # the AOI misses the raster
+                return 0.0
+            scl = src.read(1, window=win)
+            inside = geometry_mask([geom], out_shape=scl.shape, transform=src.window_transform(win), invert=True,
+                                   all_touched=True)
+    except RasterioIOError as e:
+        raise AtlasError(f"{path.removeprefix('/vsicurl/')}: cannot read the SCL of {url} "
+                         f"({str(e).splitlines()[0][:160]})") from None
+    if not inside.any():
+        return 0.0
+    return float((~np.isin(scl[inside], SCL_UNUSABLE)).mean())
+
+
+@dataclass(frozen=True)
+class Pick:
+    """One date of a period: one Item that covers the AOI, or several that together do (a mosaic)."""
+
+    date: str
+    items: tuple[Found, ...]  # clearest over the AOI first
+    clear: float  # share of the AOI clear (a mosaic: the sum over its Items, an estimate where they overlap)
+
+    @property
+    def url(self) -> str | None:
+        """The one Item's URL; None for a mosaic (mosaic.write_mosaic makes its file)."""
+        return self.items[0].url if len(self.items) == 1 else None
+
+
+def choose(found: list[Found], n: int, min_clear: float = MIN_AOI_CLEAR, aoi=None) -> list[Pick]:
+    """The `n` clearest dates of `found` (ranked), each at least `min_clear` clear over the AOI (by
+    SCL, else by tile cloud): per date the best Item that covers the whole AOI, else, with `aoi`,
+    the Items of that date that together cover it (a mosaic, clearest first)."""
+    import shapely
+
+    picks = []
+    for date in dict.fromkeys(f.date for f in found):
+        items = [f for f in found if f.date == date]  # already best first
+        whole = [f for f in items if f.covers >= 0.999]
+        if whole:
+            picks.append(Pick(date, (whole[0],), -whole[0].rank[0]))
+        elif aoi is not None and all(f.footprint is not None for f in items):
+            union = shapely.intersection(shapely.union_all([f.footprint for f in items]), aoi)
+            if shapely.area(union) / aoi.area >= 0.999:
+                picks.append(Pick(date, tuple(items), min(1.0, sum(-f.rank[0] for f in items))))
+    good = sorted((p for p in picks if p.clear >= min_clear), key=lambda p: (-p.clear, p.date))[:n]
+    return sorted(good, key=lambda p: p.date)
+
+
+def listing(found: list[Found], chosen: list[Found], title: str) -> str:
+    """What --dry-run prints for one side: every Item found, best first, the chosen marked."""
+    lines = [f"{title}: {len(found)} item(s), {len(chosen)} date(s) chosen"]
+    ids = {f.id for p in chosen for f in p.items}
+    mosaic = {f.id for p in chosen if len(p.items) > 1 for f in p.items}
+    for f in found:
+        clear = "no SCL" if f.aoi_clear is None else f"{100 * f.aoi_clear:5.1f} % of the AOI clear"
+        tile = "?" if f.tile_cloud is None else f"{f.tile_cloud:.1f}"
+        lines.append(f"  {'*' if f.id in ids else ' '} {f.date}  {clear}  tile cloud {tile} %  covers "
+                     f"{100 * f.covers:.0f} % of the AOI{' (mosaic)' if f.id in mosaic else ''}  {f.url}")
+    return "\n".join(lines)

@@ -1,0 +1,196 @@
+"""Scenes found in a real STAC API (rustac serve on 127.0.0.1), their COGs served by nginx with byte
+ranges: ranked by their SCL over the AOI (not the tile's cloud cover), a period of the clearest
+dates composited, --dry-run, clear errors naming the URL."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import geopandas as gpd
+import pytest
+import rasterio
+import shapely
+from rasterio.warp import transform_geom
+
+from atlas_change.bands import L2A_ORDER
+from atlas_change.compare import compare, read_aoi
+from atlas_change.errors import AtlasError
+from atlas_change.search import choose, search
+from atlas_change.synth import make_scene
+from conftest import band_cogs, free_port, item, run_classify, stac_api
+
+ORIGIN = (600000.0, 5000040.0)
+SIZE = 512  # 5.12 km scene; the AOI: pixels 200..330 of both axes (1.3 km square)
+AOI_PX = (200, 330)
+#: date -> (eo:cloud_cover of the whole tile, is the AOI under cloud by the SCL)
+DATES = {"2023-06-05": (30.0, False), "2023-06-20": (5.0, True), "2023-07-10": (60.0, False),
+         "2023-07-25": (95.0, False), "2024-06-12": (20.0, False), "2024-07-01": (10.0, False)}
+
+
+@pytest.fixture(scope="module")
+def catalogue(server, tmp_path_factory):
+    """Six dates of one synthetic L2A tile as Earth Search Items: (API url, AOI file, nginx log)."""
+    url, root, log = server
+    d = tmp_path_factory.mktemp("search")
+    scene = make_scene(d / "tile.tif", SIZE, SIZE, bands=L2A_ORDER, origin=ORIGIN, seed=11)
+    with rasterio.open(scene) as src:
+        footprint = transform_geom(src.crs, "EPSG:4326", shapely.box(*src.bounds).__geo_interface__)
+    items = []
+    for day, (tile_cloud, aoi_cloud) in DATES.items():
+        folder = root / "tiles" / day
+        names = band_cogs(scene, folder)
+        if aoi_cloud:
+            with rasterio.open(folder / "SCL.tif") as scl:
+                a, profile = scl.read(1), {**scl.profile, "driver": "COG"}
+            a[AOI_PX[0] - 20:AOI_PX[1] + 20, AOI_PX[0] - 20:AOI_PX[1] + 20] = 9  # cloud, high probability
+            for k in ("tiled", "blockxsize", "blockysize", "interleave"):
+                profile.pop(k, None)
+            with rasterio.open(folder / "SCL.tif", "w", **profile) as dst:
+                dst.write(a, 1)
+        it = item({b: f"{url}/tiles/{day}/{n}" for b, n in names.items()}, "earth-search",
+                  **{"s2:processing_baseline": "05.09", "eo:cloud_cover": tile_cloud})
+        it.update(id=f"S2B_32TQM_{day.replace('-', '')}_0_L2A", geometry=footprint,
+                  bbox=list(shapely.geometry.shape(footprint).bounds))
+        it["properties"]["datetime"] = f"{day}T10:15:59Z"
+        items.append(it)
+    x0, y0 = ORIGIN
+    box = shapely.box(x0 + AOI_PX[0] * 10, y0 - AOI_PX[1] * 10, x0 + AOI_PX[1] * 10, y0 - AOI_PX[0] * 10)
+    aoi = d / "aoi.geojson"
+    gpd.GeoDataFrame({"name": ["farm"]}, geometry=[box], crs="EPSG:32632").to_file(aoi, driver="GeoJSON")
+    with stac_api(items, d / "api") as api:
+        yield api, aoi, log
+
+
+def test_items_are_ranked_by_their_scl_over_the_aoi(catalogue):
+    api, aoi, _ = catalogue
+    geom = read_aoi(str(aoi), None, "EPSG:4326", rasterio.crs.CRS.from_epsg(4326))
+    found = search(api, "sentinel-2-l2a", geom, "2023-06-01/2023-08-31")
+    # the 95 % cloudy tile is not considered; the one whose tile is clearest (5 %) is cloud over the AOI
+    assert {f.date for f in found} == {"2023-06-05", "2023-06-20", "2023-07-10"}
+    by_date = {f.date: f for f in found}
+    assert by_date["2023-06-20"].aoi_clear == 0.0 and by_date["2023-06-05"].aoi_clear == 1.0
+    assert found[-1].date == "2023-06-20" and all(f.covers == pytest.approx(1.0) for f in found)
+    chosen = choose(found, 3)
+    assert [f.date for f in chosen] == ["2023-06-05", "2023-07-10"]  # the cloudy one never, even when asked for 3
+    assert chosen[0].url == f"{api}/collections/sentinel-2-l2a/items/S2B_32TQM_20230605_0_L2A"
+    assert search(api, "sentinel-2-l2a", geom, "2022-01-01/2022-12-31") == []
+
+
+def test_dry_run_lists_and_reads_nothing_but_scl(catalogue, tmp_path):
+    api, aoi, _ = catalogue
+    cli = [sys.executable, "-m", "atlas_change", "compare", "--stac-api", api, "--before-range", "2023-06-01/2023-08-31",
+           "--after-range", "2024-06-01/2024-08-31", "--aoi", str(aoi), "--out", str(tmp_path / "out"),
+           "--scenes-per-period", "2", "--dry-run"]
+    r = subprocess.run(cli, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "--before-range 2023-06-01/2023-08-31: 3 item(s), 2 date(s) chosen"
+    chosen = [ln for ln in lines if ln.startswith("  * ")]
+    assert [ln.split()[1] for ln in chosen] == ["2023-06-05", "2023-07-10", "2024-06-12", "2024-07-01"]
+    assert any("2023-06-20    0.0 % of the AOI clear  tile cloud 5.0 %" in ln for ln in lines)
+    assert not (tmp_path / "out").exists()
+
+
+def test_compare_of_two_searched_periods(catalogue, model12, tmp_path):
+    """Each side the two clearest dates: classified only over the AOI's 64 px blocks, read from the
+    COGs by range requests; the same land on every date gives no change."""
+    api, aoi, log = catalogue
+    geom = read_aoi(str(aoi), None, "EPSG:4326", rasterio.crs.CRS.from_epsg(4326))
+    sides = [choose(search(api, "sentinel-2-l2a", geom, p), 2) for p in ("2023-06-01/2023-08-31", "2024-06-01/2024-08-31")]
+    s = compare([f.url for f in sides[0]], [f.url for f in sides[1]], aoi=str(aoi), out=tmp_path / "farm",
+                before_date=[f.date for f in sides[0]], after_date=[f.date for f in sides[1]], model=model12.path,
+                allow_untrained=True, scheduler="sync", runtime="graph", tta=1)
+    assert s["before"]["dates"] == ["2023-06-05", "2023-07-10"] and s["after"]["dates"] == ["2024-06-12", "2024-07-01"]
+    assert s["changed_ha"] == 0 and s["cloud_ha"] == 0 and s["valid_ha"] > 0
+    runs = sorted(tmp_path.glob("S2B_32TQM_*_aoi_*/run.json"))
+    assert len(runs) == 4
+    run = json.loads(runs[0].read_text())
+    assert run["input"]["path"] == sides[0][0].url and run["input"]["kind"] == "stac-item"
+    c, r, w, h = run["parameters"]["window"]  # whole 64 px blocks around pixels 200..330
+    assert (c, r, w, h) == (192, 192, 192, 192) and run["input"]["width"] == 192
+    with rasterio.open(tmp_path / "farm" / "before_observations.tif") as src:
+        obs = src.read(1)
+    assert obs.max() == 2
+    assert " 206 " in log.read_text()  # range requests
+
+
+def test_search_failures_are_one_line_naming_the_url(catalogue, tmp_path):
+    api, aoi, _ = catalogue
+    base = [sys.executable, "-m", "atlas_change", "compare", "--aoi", str(aoi), "--out", str(tmp_path / "o"),
+            "--before-range", "2023-06-01/2023-08-31"]
+    down = f"http://127.0.0.1:{free_port()}"
+    for args, message in (
+            (["--stac-api", down, "--after-range", "2024-06-01/2024-08-31"], f"{down}: cannot search the STAC API"),
+            (["--stac-api", api, "--after-range", "2025-06-01/2025-08-31"],
+             f"{api}: no sentinel-2-l2a item of 2025-06-01/2025-08-31 covers the AOI"),
+            (["--stac-api", api, "--after-range", "2024-08-31/2024-06-01"], "--after-range '2024-08-31/2024-06-01': the "
+                                                                              "start is after the end"),
+            (["--stac-api", api], "compare --stac-api: give --before-range")):
+        r = subprocess.run(base + args, capture_output=True, text=True)
+        assert r.returncode == 2, r.stderr
+        last = r.stderr.strip().splitlines()[-1]
+        assert last.startswith("atlas-change: error: ") and message in last, last
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(AtlasError, match="cannot search the STAC API"):
+        search(down, "sentinel-2-l2a", shapely.box(10, 45, 10.01, 45.01), "2023-06-01/2023-08-31")
+
+
+@pytest.fixture(scope="module")
+def two_zones(server, tmp_path_factory):
+    """One date of two overlapping tiles either side of the UTM zone boundary at 12 deg E (32N and 33N),
+    the western one under cloud (SCL 9) where they overlap: (API url, AOI across both, nginx log)."""
+    url, root, log = server
+    d = tmp_path_factory.mktemp("zones")
+    items = []
+    for zone, origin, seed in ((32, (732420.0, 4989410.0), 21), (33, (262850.0, 4989580.0), 22)):
+        scene = make_scene(d / f"t{zone}.tif", 640, 448, bands=L2A_ORDER, crs=f"EPSG:326{zone}", origin=origin, seed=seed)
+        folder = root / "zones" / str(zone)
+        names = band_cogs(scene, folder)
+        with rasterio.open(scene) as src:
+            footprint = transform_geom(src.crs, "EPSG:4326", shapely.box(*src.bounds).__geo_interface__)
+        if zone == 32:  # cloud over its eastern half, which the 33N tile also covers
+            with rasterio.open(folder / "SCL.tif") as scl:
+                a, profile = scl.read(1), {**scl.profile, "driver": "COG"}
+            a[:, 400:] = 9
+            for k in ("tiled", "blockxsize", "blockysize", "interleave"):
+                profile.pop(k, None)
+            with rasterio.open(folder / "SCL.tif", "w", **profile) as dst:
+                dst.write(a, 1)
+        it = item({b: f"{url}/zones/{zone}/{n}" for b, n in names.items()}, "earth-search",
+                  **{"s2:processing_baseline": "05.09", "eo:cloud_cover": 10.0})
+        it.update(id=f"S2B_{zone}TXX_20230605_0_L2A", geometry=footprint,
+                  bbox=list(shapely.geometry.shape(footprint).bounds))
+        it["properties"]["datetime"] = "2023-06-05T10:15:59Z"
+        items.append(it)
+    aoi = d / "aoi.geojson"
+    gpd.GeoDataFrame(geometry=[shapely.box(11.96, 44.995, 12.05, 45.01)], crs="EPSG:4326").to_file(aoi, driver="GeoJSON")
+    with stac_api(items, d / "api") as api:
+        yield api, aoi, log
+
+
+def test_aoi_across_two_utm_zones_is_mosaicked_clearest_pixel_first(two_zones, model12, tmp_path):
+    from atlas_change.mosaic import write_mosaic
+
+    api, aoi, _ = two_zones
+    geom = read_aoi(str(aoi), None, "EPSG:4326", rasterio.crs.CRS.from_epsg(4326))
+    found = search(api, "sentinel-2-l2a", geom, "2023-06-01/2023-06-30")
+    assert len(found) == 2 and all(0.2 < f.covers < 0.999 for f in found)  # neither covers the AOI alone
+    (pick,) = choose(found, 3, aoi=geom)
+    assert pick.url is None and len(pick.items) == 2 and pick.date == "2023-06-05"
+    # the cloudy 32N tile first: its clouds must still give way to the 33N tile's clear pixels
+    urls = sorted((f.url for f in pick.items), key=lambda u: "32TXX" not in u)
+    mosaic = write_mosaic(tmp_path / "m" / "2023-06-05.mosaic.json", pick.date, urls, geom)
+    ds = run_classify(mosaic, model12, out=tmp_path / "out", tta=1)
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["output"]["crs"] == "EPSG:32633"  # the AOI's centre (12.005 E) lies in zone 33
+    t = run["output"]["transform"]
+    assert t[2] % 640 == 0 and t[5] % 640 == 0 and run["input"]["kind"] == "mosaic"
+    assert run["input"]["date"] == "2023-06-05" and run["clouds"]["method"] == "scl"
+    # the 32N tile's cloud lies where the 33N tile is clear: the mosaic takes those pixels, so no cell is cloud;
+    # cells outside both tiles (the grid is widened to 640 m) are nodata, all the rest labelled
+    assert run["counts"]["cloud_cells"] == 0 and (ds["lulc"].values > 0).sum() >= 0.8 * ds["lulc"].size
+    r = subprocess.run([sys.executable, "-m", "atlas_change", "compare", "--stac-api", api, "--aoi", str(aoi),
+                        "--before-range", "2023-06-01/2023-06-30", "--after-range", "2023-06-01/2023-06-30",
+                        "--out", str(tmp_path / "c"), "--dry-run"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.count("(mosaic)") == 4, r.stdout + r.stderr
