@@ -383,16 +383,22 @@ OFFSET_BANDS = ("B02", "B03", "B04", "B08")
 def _check_offset(offset: float, said: str, bands: list[tuple[str, int]]) -> tuple[float, str]:
     """Cross-check a claimed offset (-1000: baseline >= 04.00 added 1000 to every DN) against the
     pixels, since catalogue and product flags are sometimes wrong: with the offset, no valid pixel
-    is below 1000 DN (reflectance 0). Reads 9 windows of 256 x 256 spread over the scene; when the
-    darkest 1 % of a 10 m band lies below 1000 DN, the offset is not there. -> (offset, how)."""
+    is below 1000 DN (reflectance 0). Reads the whole band from its coarsest overview of at least
+    256 px where the file has overviews (a COG: a few blocks over HTTP), else 9 windows of 256 x 256
+    spread over the scene; when the darkest 1 % of a 10 m band lies below 1000 DN, the offset is
+    not there. -> (offset, how)."""
     if not offset:
         return 0.0, f"no offset ({said})"
     dark = []
     for path, index in bands:
         ds = _open(path)
-        h, w = min(256, ds.height), min(256, ds.width)
-        vals = [ds.read(index, window=Window(c, r, w, h)) for r in np.linspace(0, ds.height - h, 3).astype(int)
-                for c in np.linspace(0, ds.width - w, 3).astype(int)]
+        levels = [f for f in ds.overviews(index) if min(ds.height, ds.width) // f >= 256]
+        if levels:
+            vals = [ds.read(index, out_shape=(ds.height // levels[-1], ds.width // levels[-1]))]
+        else:
+            h, w = min(256, ds.height), min(256, ds.width)
+            vals = [ds.read(index, window=Window(c, r, w, h)) for r in np.linspace(0, ds.height - h, 3).astype(int)
+                    for c in np.linspace(0, ds.width - w, 3).astype(int)]
         v = np.concatenate([x.ravel() for x in vals])
         v = v[(v != 0) & np.isfinite(v)]
         if v.size:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import pytest
 import rasterio
 import shapely
@@ -194,3 +196,48 @@ def test_aoi_across_two_utm_zones_is_mosaicked_clearest_pixel_first(two_zones, m
                         "--before-range", "2023-06-01/2023-06-30", "--after-range", "2023-06-01/2023-06-30",
                         "--out", str(tmp_path / "c"), "--dry-run"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.count("(mosaic)") == 4, r.stdout + r.stderr
+
+
+MAJOR_TOM = Path(__file__).resolve().parents[2] / "shared" / "scenes" / "major-tom-l2a" / "199U" / "199U_1099R"
+
+
+@pytest.mark.data
+def test_real_l2a_found_in_the_api_equals_the_local_band_folder(server, tmp_path):
+    """The real Major TOM L2A cell (baseline N9999, no offset in its pixels; no SCL) as a Planetary
+    Computer Item whose COGs nginx serves, found by a search and classified over a 2 km^2 AOI: the
+    same labels as the local band folder over the same AOI, with the shipped model."""
+    from atlas_change.pipeline import classify
+
+    folders = sorted(MAJOR_TOM.glob("S2*")) if MAJOR_TOM.is_dir() else []
+    if not folders:
+        pytest.skip("../shared/scenes/major-tom-l2a not here")
+    local = folders[0]
+    url, root, log = server
+    served = root / "majortom"
+    served.mkdir(exist_ok=True)
+    hrefs = {}
+    for f in sorted(local.glob("B*.tif")):
+        (served / f.name).unlink(missing_ok=True)
+        (served / f.name).symlink_to(f)
+        hrefs[f.stem] = f"{url}/majortom/{f.name}"
+    with rasterio.open(local / "B02.tif") as src:
+        footprint = transform_geom(src.crs, "EPSG:4326", shapely.box(*src.bounds).__geo_interface__)
+        cx, cy = (src.bounds.left + src.bounds.right) / 2, (src.bounds.bottom + src.bounds.top) / 2
+        crs = src.crs.to_string()
+    it = item(hrefs, "pc", **{"s2:processing_baseline": "99.99", "eo:cloud_cover": 1.0})
+    it.update(id="S2B_MSIL2A_20200223T032739_N9999_R018_T48QUE", geometry=footprint,
+              bbox=list(shapely.geometry.shape(footprint).bounds))
+    it["properties"]["datetime"] = "2020-02-23T03:27:39Z"
+    box = shapely.box(cx - 707, cy - 707, cx + 707, cy + 707)  # 2 km^2
+    aoi = shapely.geometry.shape(transform_geom(crs, "EPSG:4326", box.__geo_interface__))
+    with stac_api([it], tmp_path / "api") as api:
+        found = search(api, "sentinel-2-l2a", aoi, "2020-02-01/2020-02-29")
+        (pick,) = choose(found, 3, aoi=aoi)
+        assert found[0].aoi_clear is None and pick.url.endswith("/items/S2B_MSIL2A_20200223T032739_N9999_R018_T48QUE")
+        kw = {"bbox": box.bounds, "bbox_crs": crs, "scheduler": "sync", "tta": 1}
+        remote = classify(pick.url, out=tmp_path / "remote", **kw)
+    ref = classify(str(local), **kw)
+    np.testing.assert_array_equal(remote["lulc"].values, ref["lulc"].values)
+    assert (remote["lulc"].values > 0).all() and remote.attrs["dn_offset_applied"] == 0
+    run = json.loads((tmp_path / "remote" / "run.json").read_text())
+    assert run["clouds"]["method"] == "spectral" and "no offset applied" in run["input"]["dn_offset_how"]
