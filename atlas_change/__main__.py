@@ -444,7 +444,7 @@ def _search_sides(a):
         print("\n".join(text))
         return None
     print("\n".join(text), file=sys.stderr)
-    return [([p.url or str(write_mosaic(mosaic_path(Path(a.out).parent, p), p.date, [f.url for f in p.items], aoi))
+    return [([p.url or str(write_mosaic(mosaic_path(Path(a.out).parent / "mosaics", p), p.date, [f.url for f in p.items], aoi))
               for p in chosen], ",".join(p.date for p in chosen)) for chosen in sides]
 
 

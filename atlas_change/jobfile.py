@@ -16,6 +16,13 @@ number and key). Paths are relative to the job file's folder; dates are YYYY-MM-
     pairs = [["2023-06-01", "2024-06-01"]]   # optional: default consecutive dates (or periods)
     # optional: periods of several scene dates, composited; pairs may then name periods
     periods = { summer-2023 = ["2023-06-01", "2023-07-16"], summer-2024 = ["2024-06-01", "2024-07-20"] }
+
+    [[aoi]]                             # or: the scenes of each period found in a STAC API
+    name = "farm"
+    file = "../aoi/farm.geojson"
+    search = { api = "https://earth-search.aws.element84.com/v1", periods = { summer-2023 = "2023-06-01/2023-08-31",
+               summer-2024 = "2024-06-01/2024-08-31" } }   # optional: collection, scenes_per_period,
+                                        # max_tile_cloud, min_aoi_clear (as compare --stac-api)
 """
 from __future__ import annotations
 
@@ -35,7 +42,9 @@ PRODUCTS = ("classify", "compare", "gpkg", "html")
 TOP_KEYS = {"name": str, "model": str, "output": str, "stride": int, "chunk": int, "max_nodata": float,
             "max_cloud": float, "cloud_mask": bool, "min_confidence": float, "tta": int, "runtime": str, "produce": list,
             "allow_untrained": bool, "allow_model_mismatch": bool, "aoi": list}
-AOI_KEYS = {"name": str, "file": str, "scenes": dict, "pairs": list, "periods": dict}
+AOI_KEYS = {"name": str, "file": str, "scenes": dict, "pairs": list, "periods": dict, "search": dict}
+SEARCH_KEYS = {"api": str, "collection": str, "periods": dict, "scenes_per_period": int, "max_tile_cloud": float,
+               "min_aoi_clear": float}
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 STATE_DIR = ".atlas-job"
 #: folder names under the job's output that the job itself uses: no AOI may take them
@@ -49,6 +58,7 @@ class AOI:
     scenes: dict[str, Path]  # date -> scene file or SAFE product, sorted by date
     pairs: tuple[tuple[str, str], ...]  # (before, after): dates or period names
     periods: dict[str, tuple[str, ...]] = field(default_factory=dict)  # name -> its dates (sorted)
+    search: dict | None = None  # a STAC search (SEARCH_KEYS) whose result (jobs.resolve_searches) fills scenes
 
     def dates_of(self, name: str) -> tuple[str, ...]:
         """The scene dates a pair's side names: a period's dates, or the one date."""
@@ -182,8 +192,11 @@ def parse_job(data: dict, path: Path, text: str = "") -> Job:
                     _check_aoi(afile)
                 except AtlasError as e:
                     bad(f"{where}file", str(e))
+        search = _check_search(get(a, "search", AOI_KEYS, where, default=None), f"{where}search.", bad, get)
+        if search is not None and ("scenes" in a or "periods" in a):
+            bad(f"{where}search", "an AOI names either scenes (and periods) or a search, not both")
         scenes: dict[str, Path] = {}
-        given = get(a, "scenes", AOI_KEYS, where, default={}, required=True) or {}
+        given = get(a, "scenes", AOI_KEYS, where, default={}, required=search is None) or {}
         for d, pattern in given.items():
             key = f"{where}scenes.{d}"
             if isinstance(d, date):
@@ -215,6 +228,17 @@ def parse_job(data: dict, path: Path, text: str = "") -> Job:
                 bad(key, f"{pdates!r}: must list dates of this AOI's scenes, each once")
             else:
                 periods[pname] = tuple(sorted(ds))
+        if search is not None:  # its periods' dates are known once searched: pairs name periods
+            names = list(search["periods"])
+            pairs = [tuple(p) for p in get(a, "pairs", AOI_KEYS, where, default=None) or zip(names, names[1:])]
+            for j, pair in enumerate(pairs):
+                if len(pair) != 2 or not all(v in names for v in pair):
+                    bad(f"{where}pairs[{j}]", f"{list(pair)!r}: must be [earlier, later], two of the search's periods")
+            if "compare" in produce and len(names) < 2:
+                bad(f"{where}search.periods", "compare needs at least two periods")
+            if isinstance(aname, str) and isinstance(afile, Path):
+                aois.append(AOI(aname, afile, {}, tuple(pairs), {}, search))
+            continue
         pairs = []
         for j, pair in enumerate(get(a, "pairs", AOI_KEYS, where, default=None) or []):
             ds = [v.isoformat() if isinstance(v, date) else v for v in pair] if isinstance(pair, list) else []
@@ -252,6 +276,37 @@ def parse_job(data: dict, path: Path, text: str = "") -> Job:
     return Job(path, name, model, Path(os.path.normpath(base / output)), tuple(aois), tuple(produce), stride, chunk,
                max_nodata, min_conf, max_cloud, cloud_mask, tta, runtime, flags["allow_untrained"],
                flags["allow_model_mismatch"], why)
+
+
+def _check_search(raw: dict | None, where: str, bad, get) -> dict | None:
+    """A search table with its defaults, its periods checked (START/END); None when absent."""
+    from .search import MAX_TILE_CLOUD, MIN_AOI_CLEAR, parse_range
+
+    if raw is None:
+        return None
+    for k in raw:
+        if k not in SEARCH_KEYS:
+            bad(f"{where}{k}", f"unknown key (allowed: {', '.join(SEARCH_KEYS)})")
+    out = {"api": get(raw, "api", SEARCH_KEYS, where, required=True),
+           "collection": get(raw, "collection", SEARCH_KEYS, where, default="sentinel-2-l2a"),
+           "scenes_per_period": get(raw, "scenes_per_period", SEARCH_KEYS, where, default=3),
+           "max_tile_cloud": get(raw, "max_tile_cloud", SEARCH_KEYS, where, default=MAX_TILE_CLOUD),
+           "min_aoi_clear": get(raw, "min_aoi_clear", SEARCH_KEYS, where, default=MIN_AOI_CLEAR), "periods": {}}
+    if out["scenes_per_period"] is None or out["scenes_per_period"] < 1:
+        bad(f"{where}scenes_per_period", "must be at least 1")
+    for name, period in (get(raw, "periods", SEARCH_KEYS, where, required=True) or {}).items():
+        if not NAME.match(name):
+            bad(f"{where}periods.{name}", f"{name!r}: use letters, digits, '_', '-', '.'")
+            continue
+        try:
+            parse_range(period, f"{where}periods.{name}")
+            out["periods"][name] = period
+        except AtlasError as e:
+            bad(f"{where}periods.{name}", str(e))
+    starts = [p.split("/")[0] for p in out["periods"].values()]
+    if starts != sorted(starts):
+        bad(f"{where}periods", "list the periods from the earliest to the latest")
+    return out
 
 
 def _check_aoi(path: Path) -> None:

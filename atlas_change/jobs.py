@@ -21,6 +21,51 @@ from .errors import AtlasError
 from .infer import DEFAULT_RUNTIME, DEFAULT_VIEWS
 from .jobfile import AOI_KEYS, PRODUCTS, STATE_DIR, TOP_KEYS, Job, load_job, parse_job  # noqa: F401  (the API)
 
+# ---------------------------------------------------------------------------------------------- search
+
+def resolve_searches(job: Job, *, stored_only: bool = False, force: bool = False,
+                     echo: Callable[[str], None] = print) -> tuple[Job, list[str]]:
+    """The job with the scenes and periods of every AOI that names a STAC search filled in: searched
+    once and kept in <output>/.atlas-job/search/<aoi>/ (the Items as files, mosaics), so that a rerun
+    reads the same scenes whatever the catalogue answers later (`force`: search again). With
+    `stored_only` nothing is searched; -> (job, names of the AOIs still to be searched)."""
+    from dataclasses import replace
+
+    from rasterio.crs import CRS
+
+    from .compare import read_aoi
+    from .search import resolve_periods
+
+    aois, missing = [], []
+    for aoi in job.aois:
+        if aoi.search is None:
+            aois.append(aoi)
+            continue
+        folder = job.output / STATE_DIR / "search" / aoi.name
+        record = folder / "search.json"
+        try:
+            kept = json.loads(record.read_text())
+            if kept["search"] != aoi.search or force:
+                raise ValueError("the search changed")
+            scenes = {d: folder / f for d, f in kept["scenes"].items()}
+            periods = {k: tuple(v) for k, v in kept["periods"].items()}
+            if not all(p.is_file() for p in scenes.values()):
+                raise ValueError("a kept file is gone")
+        except (OSError, ValueError, KeyError, TypeError):
+            if stored_only:
+                missing.append(aoi.name)
+                continue
+            geom = read_aoi(str(aoi.file), None, "EPSG:4326", CRS.from_epsg(4326))
+            q = aoi.search
+            scenes, periods = resolve_periods(q["api"], q["collection"], geom, q["periods"], folder,
+                                              n=q["scenes_per_period"], max_tile_cloud=q["max_tile_cloud"],
+                                              min_clear=q["min_aoi_clear"], echo=echo)
+            _write_json(record, {"search": aoi.search, "scenes": {d: p.name for d, p in scenes.items()},
+                                 "periods": periods, "searched": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        aois.append(replace(aoi, scenes=scenes, periods=periods))
+    return replace(job, aois=tuple(aois)), missing
+
+
 # ------------------------------------------------------------------------------------------------ plan
 
 @dataclass
@@ -41,6 +86,13 @@ def plan(job: Job) -> list[Step]:
     from .pipeline import scene_stem
 
     for aoi in job.aois:
+        bbox = None
+        if aoi.search is not None:  # found in a catalogue: read and classify only the AOI's part
+            from rasterio.crs import CRS
+
+            from .compare import read_aoi_frame
+
+            bbox = [float(v) for v in read_aoi_frame(str(aoi.file), None, "EPSG:4326", CRS.from_epsg(4326)).total_bounds]
         for scene in aoi.scenes.values():
             if scene.resolve() in scene_step:
                 continue
@@ -52,12 +104,12 @@ def plan(job: Job) -> list[Step]:
             folder = job.output / "scenes" / sid.split("/", 1)[1]
             steps[sid] = Step(sid, "classify", [folder / f for f in ("lulc.tif", "confidence.tif", "cloud.tif",
                                                                       "cells.parquet", "run.json")],
-                              args={"scene": scene, "folder": folder})
+                              args={"scene": scene, "folder": folder, "bbox": bbox})
             scene_step[scene.resolve()] = sid
     products = []
     if "compare" in job.produce:
         for aoi in job.aois:
-            for before, after in aoi.pairs:
+            for before, after in aoi.pairs if aoi.scenes else ():  # (a search not run yet: no scenes)
                 sid = f"compare/{aoi.name}/{before}_{after}"
                 folder = job.output / aoi.name / f"{before}_{after}"
                 sides = [aoi.dates_of(before), aoi.dates_of(after)]
@@ -126,7 +178,8 @@ def fingerprint(job: Job, step: Step, sha: Callable[[Path], str]) -> dict | None
                     "chunk": job.chunk, "max_nodata": job.max_nodata, "max_cloud": job.max_cloud,
                     **({"tta": job.tta} if job.tta != DEFAULT_VIEWS else {}),
                     **({"cloud_mask": False} if not job.cloud_mask else {}),
-                    **({"runtime": job.runtime} if job.runtime != DEFAULT_RUNTIME else {})}
+                    **({"runtime": job.runtime} if job.runtime != DEFAULT_RUNTIME else {}),
+                    **({"bbox": a["bbox"]} if a.get("bbox") else {})}
         if step.kind == "compare":
             return {"aoi_sha256": sha(a["aoi"]), "dates": [list(x) for x in a["sides"]],
                     "inputs": [sha(m / f) for m in a["maps"]
@@ -201,7 +254,8 @@ def _execute(job: Job, step: Step, client, workers: int | None, scheduler: str |
 
         classify(a["scene"], model=job.model, stride=job.stride, chunk=job.chunk, max_nodata=job.max_nodata,
                  max_cloud=job.max_cloud, cloud_mask=job.cloud_mask, tta=job.tta, runtime=job.runtime, out=a["folder"], client=client, workers=workers, scheduler=scheduler,
-                 allow_untrained=job.allow_untrained, quiet=quiet, model_why=job.model_why)
+                 allow_untrained=job.allow_untrained, quiet=quiet, model_why=job.model_why,
+                 bbox=tuple(a["bbox"]) if a.get("bbox") else None)
     elif step.kind == "compare":
         from .compare import compare
 
@@ -225,9 +279,10 @@ def run_job(job: Job, *, scheduler: str | None = None, workers: int | None = Non
     LocalCluster of `workers` processes, an address, or 'sync'); -> one Result per step."""
     from .pipeline import dask_client
 
-    steps = plan(job)
     results: dict[str, Result] = {}
     with job_lock(job):
+        job, _ = resolve_searches(job, force=force, echo=echo)
+        steps = plan(job)
         hashes = Hashes(job.output / STATE_DIR / "hashes.json")
         client = None
         with ExitStack() as stack:
@@ -298,6 +353,9 @@ def job_status(job: Job) -> list[Result]:
     changed since, or a step it needs will be redone), failed, blocked or pending."""
     hashes = Hashes(job.output / STATE_DIR / "hashes.json")
     out: dict[str, Result] = {}
+    job, unsearched = resolve_searches(job, stored_only=True)
+    for name in unsearched:
+        out[f"search/{name}"] = Result(f"search/{name}", "pending", detail="`run` searches the STAC API first")
     for step in plan(job):
         state = _read_state(job, step.id)
         stuck = [d for d in step.deps if out[d].status in ("failed", "blocked")]
@@ -323,7 +381,7 @@ def outcomes(job: Job, results: list[Result]) -> list[str]:
     """One line per compared AOI and date pair that has a result: changed, uncertain and cloud
     hectares and where the map and the GeoPackage are."""
     ok = {r.id for r in results if r.status in ("done", "up to date")}
-    steps = {s.id: s for s in plan(job)}
+    steps = {s.id: s for s in plan(resolve_searches(job, stored_only=True)[0])}
     lines = []
     for step in steps.values():
         if step.kind != "compare" or step.id not in ok:

@@ -62,7 +62,7 @@ def mosaic_path(folder: Path, pick) -> Path:
     import hashlib
 
     h = hashlib.sha256("\n".join(f.url for f in pick.items).encode()).hexdigest()[:12]
-    return Path(folder) / "mosaics" / f"{pick.date}_{h}{SUFFIX}"
+    return Path(folder) / f"{pick.date}_{h}{SUFFIX}"
 
 
 def write_mosaic(path: str | os.PathLike, date: str, urls: list[str], aoi) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -34,6 +35,7 @@ class Found:
     aoi_clear: float | None  # share of the AOI's pixels the SCL calls clear; None without an SCL asset
     covers: float  # share of the AOI inside the Item's footprint
     footprint: object = field(default=None, compare=False, repr=False)  # shapely geometry, EPSG:4326
+    item: dict = field(default_factory=dict, compare=False, repr=False)  # the Item's JSON
 
     @property
     def rank(self) -> tuple[float, float]:
@@ -87,7 +89,7 @@ def search(api: str, collection: str, aoi, period: str, *, max_tile_cloud: float
         url = it.get_self_href() or f"{api.rstrip('/')}/collections/{collection}/items/{it.id}"
         found.append(Found(url, it.id, str(it.datetime.date() if it.datetime else it.properties.get("datetime", ""))[:10],
                            None if cloud is None else float(cloud), aoi_clear(it.to_dict(), url, aoi), covers,
-                           footprint))
+                           footprint, it.to_dict()))
     return sorted(found, key=lambda f: (*f.rank, f.date))
 
 
@@ -171,3 +173,47 @@ def listing(found: list[Found], chosen: list[Found], title: str) -> str:
         lines.append(f"  {'*' if f.id in ids else ' '} {f.date}  {clear}  tile cloud {tile} %  covers "
                      f"{100 * f.covers:.0f} % of the AOI{' (mosaic)' if f.id in mosaic else ''}  {f.url}")
     return "\n".join(lines)
+
+
+def save_item(f: Found, folder: Path) -> Path:
+    """The Item of `f` as a local JSON file in `folder` (its asset hrefs made absolute), so that a job
+    reads, hashes and resumes the same Item whatever the catalogue later answers."""
+    import json
+    import urllib.parse
+
+    from .assemble import atomic_write
+
+    item = json.loads(json.dumps(f.item))
+    for a in item.get("assets", {}).values():
+        if "href" in a and not urllib.parse.urlparse(a["href"]).scheme:
+            a["href"] = urllib.parse.urljoin(f.url, a["href"])
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{f.id}.json"
+    atomic_write(path, lambda fh: fh.write(json.dumps(item).encode()))
+    return path
+
+
+def resolve_periods(api: str, collection: str, aoi, periods: dict[str, str], folder: Path, *, n: int = 3,
+                    max_tile_cloud: float = MAX_TILE_CLOUD, min_clear: float = MIN_AOI_CLEAR,
+                    echo=print) -> tuple[dict[str, Path], dict[str, tuple[str, ...]]]:
+    """Search each named period (START/END) and keep its `n` clearest dates as local files in
+    `folder` (an Item, or a mosaic of that date's Items): -> ({date: file}, {period: its dates})."""
+    from .mosaic import mosaic_path, write_mosaic
+
+    scenes: dict[str, Path] = {}
+    chosen: dict[str, tuple[str, ...]] = {}
+    for name, period in periods.items():
+        found = search(api, collection, aoi, period, max_tile_cloud=max_tile_cloud, flag=f"search.periods.{name}")
+        picks = choose(found, n, min_clear, aoi)
+        echo(listing(found, picks, f"{name} {period}"))
+        if not picks:
+            raise AtlasError(f"{api}: no {collection} item of {period} ({name}) covers the AOI and is at least "
+                             f"{100 * min_clear:g} % clear over it ({len(found)} found)")
+        for p in picks:
+            if p.date in scenes:
+                raise AtlasError(f"{api}: {p.date} is chosen for two periods; make the periods' ranges disjoint")
+            files = [save_item(f, folder) for f in p.items]
+            scenes[p.date] = files[0] if len(files) == 1 else write_mosaic(
+                mosaic_path(folder, p), p.date, [f.name for f in files], aoi)
+        chosen[name] = tuple(p.date for p in picks)
+    return dict(sorted(scenes.items())), chosen

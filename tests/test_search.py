@@ -241,3 +241,41 @@ def test_real_l2a_found_in_the_api_equals_the_local_band_folder(server, tmp_path
     assert (remote["lulc"].values > 0).all() and remote.attrs["dn_offset_applied"] == 0
     run = json.loads((tmp_path / "remote" / "run.json").read_text())
     assert run["clouds"]["method"] == "spectral" and "no offset applied" in run["input"]["dn_offset_how"]
+
+
+def test_job_file_naming_a_search_runs_once_and_resumes(catalogue, model12, tmp_path):
+    """A job's AOI names a search instead of scenes: `status` says it is still to be searched, `run`
+    searches once (the Items kept as files under the job's state), classifies the AOI's part of
+    each chosen date and compares the periods; a second run is up to date without a new choice."""
+    from atlas_change.jobs import job_status, load_job, run_job
+
+    api, aoi, _ = catalogue
+    job_file = tmp_path / "job.toml"
+    job_file.write_text(f'''name = "s"
+model = "{model12.path}"
+allow_untrained = true
+output = "out"
+runtime = "graph"
+tta = 1
+produce = ["classify", "compare"]
+[[aoi]]
+name = "farm"
+file = "{aoi}"
+search = {{ api = "{api}", scenes_per_period = 2, periods = {{ s2023 = "2023-06-01/2023-08-31", s2024 = "2024-06-01/2024-08-31" }} }}
+''')
+    job = load_job(job_file)
+    assert [(r.id, r.status) for r in job_status(job)] == [("search/farm", "pending")]
+    lines = []
+    results = run_job(job, scheduler="sync", quiet=True, echo=lines.append)
+    assert [r.status for r in results] == ["done"] * 5, results  # 4 classify + 1 compare
+    assert lines[0].startswith("s2023 2023-06-01/2023-08-31: 3 item(s), 2 date(s) chosen")
+    kept = json.loads((tmp_path / "out" / ".atlas-job" / "search" / "farm" / "search.json").read_text())
+    assert kept["periods"] == {"s2023": ["2023-06-05", "2023-07-10"], "s2024": ["2024-06-12", "2024-07-01"]}
+    s = json.loads((tmp_path / "out" / "farm" / "s2023_s2024" / "summary.json").read_text())
+    assert s["changed_ha"] == 0 and s["before"]["dates"] == ["2023-06-05", "2023-07-10"]
+    run = json.loads(next((tmp_path / "out" / "scenes").glob("*/run.json")).read_text())
+    assert run["parameters"]["window"] == [192, 192, 192, 192] and run["input"]["kind"] == "stac-item"
+    again = []
+    assert [r.status for r in run_job(job, scheduler="sync", quiet=True, echo=again.append)] == ["up to date"] * 5
+    assert not any("chosen" in ln for ln in again)  # not searched again
+    assert all(r.status == "done" for r in job_status(job))
