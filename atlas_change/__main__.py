@@ -426,7 +426,7 @@ def _search_sides(a):
     from rasterio.crs import CRS
 
     from .compare import read_aoi
-    from .mosaic import mosaic_path, write_mosaic
+    from .read.mosaic import mosaic_path, write_mosaic
     from .search import choose, listing, search
 
     aoi = read_aoi(a.aoi, a.aoi_bbox, a.aoi_crs, CRS.from_epsg(4326))

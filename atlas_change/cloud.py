@@ -30,7 +30,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from rasterio.windows import Window
 
-from .read import SCL_CLOUD, SCL_NODATA, Scene, open_scene
+from .read import SCL_CLOUD, SCL_NODATA, Scene
 
 #: the bands s2cloudless needs, in its order
 CLOUD_BANDS = ("B01", "B02", "B04", "B05", "B08", "B8A", "B09", "B10", "B11", "B12")
@@ -69,10 +69,10 @@ class CloudMasker:
                 "max_cloud": max_cloud}
 
 
-def plan(scene: Scene, bands: str | None = None, enabled: bool = True) -> CloudMasker:
+def plan(scene: Scene, enabled: bool = True) -> CloudMasker:
     """Pick the cloud method for `scene` (opened for its model): SCL where the product has one,
     else s2cloudless where the input holds its ten bands, else the spectral test where it holds
-    SPECTRAL_BANDS (bands read with the scene's own offset, not decided again), else none (with
+    SPECTRAL_BANDS (selected from the scene as opened: its offset, its crop), else none (with
     the reason)."""
     if not enabled:
         return CloudMasker("none", "cloud masking turned off (--no-cloud-mask)")
@@ -81,12 +81,12 @@ def plan(scene: Scene, bands: str | None = None, enabled: bool = True) -> CloudM
     missing = [b for b in CLOUD_BANDS if b not in scene.available]
     if not missing:
         return CloudMasker("s2cloudless", f"{scene.level or 'L1C-like'} input with the ten bands s2cloudless needs",
-                           scene.like(open_scene(scene.path, CLOUD_BANDS, bands, scene.offset)))
+                           scene.select(CLOUD_BANDS))
     lacking = [b for b in SPECTRAL_BANDS if b not in scene.available]
     if not lacking:
         return CloudMasker("spectral", f"{scene.level or 'the'} input has no SCL and lacks {', '.join(missing)} "
                                        "that s2cloudless needs: Fmask's spectral tests instead",
-                           scene.like(open_scene(scene.path, SPECTRAL_BANDS, bands, scene.offset)))
+                           scene.select(SPECTRAL_BANDS))
     return CloudMasker("none", f"the input lacks {', '.join(missing)} that s2cloudless needs, has no SCL, and "
                                f"lacks {', '.join(lacking)} of the spectral test; clouds and their shadows "
                                "will be labelled as land cover")

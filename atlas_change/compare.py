@@ -95,13 +95,13 @@ def resolve_input(src: str | os.PathLike, date: str | None, out_root: Path, **cl
         return load_map(p, date)
     from .pipeline import classify, resolve_model, scene_stem
 
-    card, _ = resolve_model(str(p), classify_kw.get("model"), classify_kw.get("bands"))
+    from .read import crop_to, open_scene
+
+    scene = open_scene(str(p), None, classify_kw.get("bands"))
+    card, _ = resolve_model(str(p), classify_kw.get("model"), classify_kw.get("bands"), scene)
     window = None
     if classify_kw.get("bbox") is not None:  # only the AOI's part of the scene (whole 64 px blocks)
-        from .read import crop_to, open_scene
-
-        _, w = crop_to(open_scene(str(p), card.bands, classify_kw.get("bands")), classify_kw["bbox"],
-                       classify_kw.get("bbox_crs", "EPSG:4326"), str(p))
+        _, w = crop_to(scene, classify_kw["bbox"], classify_kw.get("bbox_crs", "EPSG:4326"), str(p))
         window = [int(v) for v in (w.col_off, w.row_off, w.width, w.height)]
     whole = out_root / scene_stem(p)
     folder = whole if window is None else out_root / f"{scene_stem(p)}_aoi_{window[0]}_{window[1]}_{window[2]}x{window[3]}"

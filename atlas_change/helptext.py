@@ -8,7 +8,9 @@ inputs:
   Sentinel-2 SAFE product as a folder or .zip (L1C or L2A; 20/60 m bands are resampled onto the
   10 m grid by GDAL, the baseline >= 04.00 offset of -1000 is removed), a folder of one GeoTIFF per
   band (B02.tif, B2.tif, *_B02.tif), or a STAC Item (a .json file or an http(s) URL; Earth Search or
-  Planetary Computer asset keys; remote COGs read by HTTP range requests).
+  Planetary Computer asset keys; remote COGs read by HTTP range requests), or a *.mosaic.json of
+  several Items of one date (written by compare --stac-api where no single Item covers the AOI).
+  --aoi / --aoi-bbox: only the scene's 64 px blocks that cover the AOI are read and classified.
 
 clouds: a patch with more than --max-cloud of its pixels cloud or cloud shadow is not labelled
   (nodata in lulc/confidence/cells, 2 in cloud.tif, counted in run.json). L2A: the product's SCL;

@@ -25,44 +25,22 @@ from .jobfile import AOI_KEYS, PRODUCTS, STATE_DIR, TOP_KEYS, Job, load_job, par
 
 def resolve_searches(job: Job, *, stored_only: bool = False, force: bool = False,
                      echo: Callable[[str], None] = print) -> tuple[Job, list[str]]:
-    """The job with the scenes and periods of every AOI that names a STAC search filled in: searched
-    once and kept in <output>/.atlas-job/search/<aoi>/ (the Items as files, mosaics), so that a rerun
-    reads the same scenes whatever the catalogue answers later (`force`: search again). With
-    `stored_only` nothing is searched; -> (job, names of the AOIs still to be searched)."""
+    """The job with the scenes and periods of every AOI that names a STAC search filled in, searched
+    once and kept in <output>/.atlas-job/search/<aoi>/ (search.kept_periods); with `stored_only`
+    nothing is searched. -> (job, names of the AOIs still to be searched)."""
     from dataclasses import replace
 
-    from rasterio.crs import CRS
-
-    from .compare import read_aoi
-    from .search import resolve_periods
+    from .search import kept_periods
 
     aois, missing = [], []
     for aoi in job.aois:
-        if aoi.search is None:
-            aois.append(aoi)
+        got = None if aoi.search is None else kept_periods(
+            aoi.search, aoi.file, job.output / STATE_DIR / "search" / aoi.name, stored_only=stored_only,
+            force=force, echo=echo)
+        if aoi.search is not None and got is None:
+            missing.append(aoi.name)
             continue
-        folder = job.output / STATE_DIR / "search" / aoi.name
-        record = folder / "search.json"
-        try:
-            kept = json.loads(record.read_text())
-            if kept["search"] != aoi.search or force:
-                raise ValueError("the search changed")
-            scenes = {d: folder / f for d, f in kept["scenes"].items()}
-            periods = {k: tuple(v) for k, v in kept["periods"].items()}
-            if not all(p.is_file() for p in scenes.values()):
-                raise ValueError("a kept file is gone")
-        except (OSError, ValueError, KeyError, TypeError):
-            if stored_only:
-                missing.append(aoi.name)
-                continue
-            geom = read_aoi(str(aoi.file), None, "EPSG:4326", CRS.from_epsg(4326))
-            q = aoi.search
-            scenes, periods = resolve_periods(q["api"], q["collection"], geom, q["periods"], folder,
-                                              n=q["scenes_per_period"], max_tile_cloud=q["max_tile_cloud"],
-                                              min_clear=q["min_aoi_clear"], echo=echo)
-            _write_json(record, {"search": aoi.search, "scenes": {d: p.name for d, p in scenes.items()},
-                                 "periods": periods, "searched": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-        aois.append(replace(aoi, scenes=scenes, periods=periods))
+        aois.append(aoi if got is None else replace(aoi, scenes=got[0], periods=got[1]))
     return replace(job, aois=tuple(aois)), missing
 
 
@@ -277,7 +255,7 @@ def run_job(job: Job, *, scheduler: str | None = None, workers: int | None = Non
             quiet: bool = False, echo: Callable[[str], None] = print) -> list[Result]:
     """Run every step of `job` that is not up to date, on one Dask cluster (scheduler: None = a
     LocalCluster of `workers` processes, an address, or 'sync'); -> one Result per step."""
-    from .pipeline import dask_client
+    from .cluster import dask_client
 
     results: dict[str, Result] = {}
     with job_lock(job):

@@ -7,18 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import shutil
-import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -30,8 +26,9 @@ from . import surface
 from .assemble import atomic_write, build_dataset, cells_frame, hectares, write_outputs
 from .classes import CLASSES
 from .cloud import MAX_CLOUD, CloudMasker, chunk_cloud, patch_cloud_fraction, plan
+from .cluster import _compute, dask_client, default_workers, local_scheduler, workers_precision
 from .errors import AtlasError, AtlasWarning
-from .infer import DEFAULT_RUNTIME, DEFAULT_VIEWS, VIEWS, get_predictor, runtime_precision
+from .infer import DEFAULT_RUNTIME, DEFAULT_VIEWS, VIEWS, get_predictor
 from .read import Scene, aligned_chunk, crop_to, input_path, is_url, open_scene
 from .registry import ModelCard, choose_model, load_card
 from .surface import SurfacePlan
@@ -39,9 +36,6 @@ from .tile import PatchGrid, average_to_cells, cells_with_edges, covering_patche
 
 
 STAGES = ("read", "cloud", "cut", "infer")
-#: held while a local Dask cluster starts: two threads of one process starting theirs at once raced in
-#: distributed's lazy imports ("module 'distributed.dashboard' has no attribute 'scheduler'")
-_CLUSTER_START = threading.Lock()
 NO_CLOUDS = CloudMasker("none", "not asked")
 
 
@@ -92,7 +86,7 @@ def input_checksum(path: str) -> str:
     """SHA-256 of the input file, of every file of a SAFE folder (sorted by name), or of a STAC Item."""
     h = hashlib.sha256()
     if is_url(path):  # a STAC Item's URL: its JSON (the assets it names are COGs that do not change)
-        from .stac import fetch
+        from .read.stac import fetch
 
         return hashlib.sha256(fetch(path)).hexdigest()
     p = Path(path)
@@ -109,101 +103,6 @@ def input_checksum(path: str) -> str:
 def scene_stem(path: str | os.PathLike) -> str:
     """Folder name for a scene's results: 'S2A_...SAFE.zip' -> 'S2A_...', 'scene.tif' -> 'scene'."""
     return Path(path).name.split(".")[0]
-
-
-def default_workers() -> int:
-    """One worker using every core through threads, in this process: faster than one process per core
-    (benchmarks/RESULTS.md), and no process to start."""
-    return 1
-
-
-def local_scheduler(workers: int | None, scheduler: str | None) -> str | None:
-    """What `dask_client` starts when no address is given: 'threads' (one worker in this process, the
-    default), 'LocalCluster' (`workers` > 1 processes), or `scheduler` as given ('sync', an address)."""
-    if scheduler is not None:
-        return scheduler
-    return "threads" if (workers or default_workers()) == 1 else "LocalCluster"
-
-
-@contextmanager
-def dask_client(workers: int | None = None, scheduler: str | None = None) -> Iterator[Any]:
-    """A Dask client: 'threads' (and the default of one worker) = one in-process worker with a thread
-    per core (no process is spawned: safe from a script without a __main__ guard); `workers` > 1 = a
-    new LocalCluster of that many processes sharing the cores as threads; an address = a running
-    scheduler ('tcp://host:8786'); None for scheduler='sync' (in this process, one chunk at a time)."""
-    if scheduler == "sync":
-        yield None
-        return
-    from distributed import Client
-
-    if local_scheduler(workers, scheduler) == "threads":
-        with _local_cluster(n_workers=1, threads_per_worker=os.cpu_count() or 1, processes=False) as client:
-            yield client
-        return
-
-    if scheduler:
-        with Client(scheduler, set_as_default=False) as client:
-            yield client
-        return
-    # GDAL's block cache (default 5 % of RAM per process) need only hold what one chunk reads: its
-    # window, and for cloud masking the window plus a 1 km margin, band by band (a 13-band
-    # pixel-interleaved file: ~110 MB of decoded blocks per chunk; with 64 MB every band decoded
-    # the blocks again: cloud stage 33 worker-s instead of 8.5 on a 4096 x 4096 scene)
-    workers = workers or default_workers()
-    with _local_cluster(n_workers=workers, threads_per_worker=max(1, (os.cpu_count() or 1) // workers), processes=True,
-                        env={"GDAL_CACHEMAX": os.environ.get("GDAL_CACHEMAX", "256")}) as client:
-        yield client
-
-
-@contextmanager
-def _local_cluster(**kwargs) -> Iterator[Any]:
-    """A LocalCluster (dashboard on any free port, quiet logs) and its Client, started under
-    _CLUSTER_START: distributed imports its dashboard modules lazily, racily between threads."""
-    from distributed import Client, LocalCluster
-
-    # dashboard_address ":0" = any free port: None still binds the scheduler's HTTP server to 8787,
-    # with a warning on stderr whenever another run holds that port
-    with _CLUSTER_START:
-        cluster = LocalCluster(dashboard_address=":0", silence_logs=logging.ERROR, **kwargs)
-        try:
-            # not the process's default scheduler: the tasks go to this client explicitly, and two
-            # threads' clients closing out of order left dask's global config naming a closed one
-            # ("Requested dask.distributed scheduler but no Client active" in the user's own dask code)
-            client = Client(cluster, set_as_default=False)
-        except BaseException:
-            cluster.close()
-            raise
-    with cluster, client:
-        yield client
-
-
-def _compute(tasks, client, quiet: bool, on_result: Callable[[tuple], None]) -> list:
-    """Run the chunk tasks on `client` (or in this process when it is None), calling `on_result`
-    in this process as each one finishes."""
-    bar = tqdm(total=len(tasks), disable=quiet, unit="chunk", desc="classify", dynamic_ncols=True)
-    results = []
-    with bar:
-        if client is None:
-            done = (fn(*args) for fn, args in tasks)
-        else:
-            from distributed import as_completed
-
-            done = (f.result() for f in as_completed([client.submit(fn, *args, pure=False, retries=2)
-                                                      for fn, args in tasks], loop=client.loop))
-        for r in done:
-            on_result(r)
-            results.append(r)
-            bar.update()
-    return results
-
-
-def workers_precision(client, runtime: str) -> str:
-    """The arithmetic `runtime` uses where the chunks ran: asked of every Dask worker (a cluster's
-    CPUs need not be this one's: bfloat16 on some, float32 on others reads 'bfloat16, float32'), or of
-    this process without a client."""
-    if client is None:
-        return runtime_precision(runtime)
-    return ", ".join(sorted(set(client.run(runtime_precision, runtime).values())))
 
 
 class ChunkStore:
@@ -246,10 +145,12 @@ class ChunkStore:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def resolve_model(path: str, model: str | os.PathLike | None, bands: str | None = None) -> tuple[ModelCard, str]:
-    """(card, why): the input is checked first (exists, readable, projected CRS, band names), then
-    the named model is loaded, or the default chosen from the bands the input holds."""
-    available = open_scene(path, (), bands).available
+def resolve_model(path: str, model: str | os.PathLike | None, bands: str | None = None,
+                  scene: Scene | None = None) -> tuple[ModelCard, str]:
+    """(card, why): the input is checked first (exists, readable, projected CRS, band names; or
+    `scene`, the input already opened), then the named model is loaded, or the default chosen
+    from the bands the input holds."""
+    available = (scene or open_scene(path, None, bands)).available
     if model is None:
         return choose_model(available, path)
     return load_card(model), "named by the user"
@@ -293,19 +194,20 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
         raise AtlasError(f"--max-cloud {max_cloud}: must be in [0, 1]")
     if tta not in VIEWS:
         raise AtlasError(f"--tta {tta}: must be one of {', '.join(map(str, VIEWS))}")
-    card, why = resolve_model(path, model, bands)
+    scene = open_scene(path, None, bands, offset)  # once: every stage selects its bands from it
+    card, why = resolve_model(path, model, bands, scene)
     why = model_why or why
     if not card.trained and not allow_untrained:
         raise AtlasError(f"{card.path}: model {card.name} is untrained (random weights, meaningless labels); "
                          "train it first or pass --allow-untrained to test the pipeline")
-    scene = open_scene(path, card.bands, bands, offset)
+    scene = scene.select(card.bands)
     window = None
     if bbox is not None:
         scene, window = crop_to(scene, bbox, bbox_crs, path)
-    clouds = plan(scene, bands, cloud_mask)
+    clouds = plan(scene, cloud_mask)
     if clouds.method == "none" and cloud_mask:
         warnings.warn(f"{path}: clouds not masked: {clouds.why}", AtlasWarning, stacklevel=2)
-    surf = surface.plan(scene, bands) if surface_tests else surface.OFF
+    surf = surface.plan(scene) if surface_tests else surface.OFF
     if surface_tests and surface.missing(surf):
         warnings.warn(f"{path}: {surface.missing(surf)}: the labels rest on the RGB bands alone", AtlasWarning,
                       stacklevel=2)

@@ -103,14 +103,14 @@ def aoi_clear(item: dict, url: str, aoi) -> float | None:
     from rasterio.windows import Window, from_bounds
     from shapely.geometry import shape
 
-    from .stac import band_assets, gdal_path
+    from .read.stac import band_assets, gdal_path
 
     assets = band_assets(item)
     if "SCL" not in assets:
         return None
     path = gdal_path(assets["SCL"][1]["href"], url)
     try:
-        with rasterio.open(path) as src:
+        with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"), rasterio.open(path) as src:
             geom = transform_geom("EPSG:4326", src.crs, aoi.__geo_interface__)
             try:
                 win = from_bounds(*shape(geom).bounds, transform=src.transform).round_offsets().round_lengths()
@@ -198,7 +198,7 @@ def resolve_periods(api: str, collection: str, aoi, periods: dict[str, str], fol
                     echo=print) -> tuple[dict[str, Path], dict[str, tuple[str, ...]]]:
     """Search each named period (START/END) and keep its `n` clearest dates as local files in
     `folder` (an Item, or a mosaic of that date's Items): -> ({date: file}, {period: its dates})."""
-    from .mosaic import mosaic_path, write_mosaic
+    from .read.mosaic import mosaic_path, write_mosaic
 
     scenes: dict[str, Path] = {}
     chosen: dict[str, tuple[str, ...]] = {}
@@ -217,3 +217,39 @@ def resolve_periods(api: str, collection: str, aoi, periods: dict[str, str], fol
                 mosaic_path(folder, p), p.date, [f.name for f in files], aoi)
         chosen[name] = tuple(p.date for p in picks)
     return dict(sorted(scenes.items())), chosen
+
+
+def kept_periods(search: dict, aoi_file: Path, folder: Path, *, stored_only: bool = False, force: bool = False,
+                 echo=print) -> tuple[dict[str, Path], dict[str, tuple[str, ...]]] | None:
+    """A job's search (jobfile.SEARCH_KEYS) over the AOI in `aoi_file`, done once: its result kept in
+    `folder` (search.json, the Items, mosaics) and read back while the search table is unchanged
+    (`force`: search again), so that reruns read the same scenes whatever the catalogue answers
+    later. None when `stored_only` and nothing is kept yet."""
+    import json
+    from datetime import datetime, timezone
+
+    from rasterio.crs import CRS
+
+    from .assemble import atomic_write
+    from .compare import read_aoi
+
+    record = folder / "search.json"
+    try:
+        kept = json.loads(record.read_text())
+        if kept["search"] != search or force:
+            raise ValueError("the search changed")
+        scenes = {d: folder / f for d, f in kept["scenes"].items()}
+        if not all(p.is_file() for p in scenes.values()):
+            raise ValueError("a kept file is gone")
+        return scenes, {k: tuple(v) for k, v in kept["periods"].items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        if stored_only:
+            return None
+    aoi = read_aoi(str(aoi_file), None, "EPSG:4326", CRS.from_epsg(4326))
+    scenes, periods = resolve_periods(search["api"], search["collection"], aoi, search["periods"], folder,
+                                      n=search["scenes_per_period"], max_tile_cloud=search["max_tile_cloud"],
+                                      min_clear=search["min_aoi_clear"], echo=echo)
+    doc = {"search": search, "scenes": {d: p.name for d, p in scenes.items()}, "periods": periods,
+           "searched": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    atomic_write(record, lambda f: f.write(json.dumps(doc, indent=1).encode()))
+    return scenes, periods

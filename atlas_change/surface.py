@@ -24,7 +24,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from .classes import CLASSES
-from .read import Scene, open_scene
+from .read import Scene
 
 NDWI_MIN, MNDWI_MIN = 0.0, 0.0
 DARK_WATER = 0.04  # B08 and B11 reflectance below it: open water (see above)
@@ -65,16 +65,16 @@ class SurfacePlan:
 OFF = SurfacePlan("off", "off")
 
 
-def plan(scene: Scene, bands: str | None = None) -> SurfacePlan:
-    """The tests the input's bands allow (`scene` opened for its model; `bands` as given to classify;
-    the scene's own offset, so that the tests read the same digital numbers and it is not decided again)."""
+def plan(scene: Scene) -> SurfacePlan:
+    """The tests the input's bands allow (`scene` as opened for its model: its bands are selected
+    from it, with its offset and crop, so that the tests read the same digital numbers)."""
     have = set(scene.available)
     water = "off" if not {"B03", "B08"} <= have else "ndwi+mndwi" if "B11" in have else "ndwi"
     snow = "scl" if scene.mask is not None else "ndsi" if {"B03", "B08", "B11"} <= have else "off"
     need = tuple(b for b in BANDS if b in have)
     if water == "off" and snow != "ndsi":
         need = ()
-    return SurfacePlan(water, snow, scene.like(open_scene(scene.path, need, bands, scene.offset)) if need else None)
+    return SurfacePlan(water, snow, scene.select(need) if need else None)
 
 
 def chunk_flags(p: SurfacePlan, main: Scene, window: Window,

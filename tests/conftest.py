@@ -19,7 +19,7 @@ import pytest  # noqa: E402
 import rasterio  # noqa: E402
 
 from atlas_change.bands import EUROSAT_ORDER, L2A_ORDER  # noqa: E402
-from atlas_change.stac import EARTH_SEARCH  # noqa: E402
+from atlas_change.read.stac import EARTH_SEARCH  # noqa: E402
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
 BY_BAND = {v: k for k, v in EARTH_SEARCH.items()}

@@ -172,7 +172,7 @@ def two_zones(server, tmp_path_factory):
 
 
 def test_aoi_across_two_utm_zones_is_mosaicked_clearest_pixel_first(two_zones, model12, tmp_path):
-    from atlas_change.mosaic import write_mosaic
+    from atlas_change.read.mosaic import write_mosaic
 
     api, aoi, _ = two_zones
     geom = read_aoi(str(aoi), None, "EPSG:4326", rasterio.crs.CRS.from_epsg(4326))

@@ -63,6 +63,7 @@ def test_item_failures_are_one_line_naming_the_url(server, local, model12, tmp_p
     (root / "gone" / "item.json").write_text(json.dumps(it))
     with pytest.raises(AtlasError, match=rf"{url}/gone/missing_B04.tif: cannot read the B04 asset"):
         run_classify(f"{url}/gone/item.json", model12, out=tmp_path / "y")
+    it["assets"]["red"]["href"] = f"{url}/gone/{names['B04']}"
     del it["assets"]["nir"]
     (root / "gone" / "item.json").write_text(json.dumps(it))
     with pytest.raises(AtlasError, match=r"item.json: the STAC Item has no GeoTIFF asset for band\(s\) B08"):
@@ -71,3 +72,17 @@ def test_item_failures_are_one_line_naming_the_url(server, local, model12, tmp_p
     with pytest.raises(AtlasError, match=rf"^{down}: cannot fetch the STAC Item"):
         run_classify(down, model12)
     assert not any((tmp_path / n).exists() for n in ("x", "y", "z"))
+
+
+def test_truncated_cog_over_http_is_one_line_and_nothing_written(server, local, model12, tmp_path):
+    """A COG cut short on the server (an interrupted upload): its header opens, its blocks do not;
+    one line naming the Item, no output folder."""
+    url, root, _ = server
+    names = band_cogs(local, root / "cut")
+    data = (root / "cut" / names["B04"]).read_bytes()
+    (root / "cut" / names["B04"]).write_bytes(data[:len(data) // 3])
+    (root / "cut" / "item.json").write_text(json.dumps(item({b: f"{url}/cut/{n}" for b, n in names.items()},
+                                                            "earth-search")))
+    with pytest.raises(AtlasError, match=rf"^{url}/cut/item.json: cannot read pixels at rows 0\.\.256"):
+        run_classify(f"{url}/cut/item.json", model12, out=tmp_path / "o")
+    assert not (tmp_path / "o").exists()

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from rasterio.errors import RasterioIOError
 
-from .bands import S2_BANDS, normalise_band
-from .errors import AtlasError
-from .read import OFFSET_BANDS, BandSource, Scene, _check_grid, _check_offset, _date_from_name, _open
+from ..bands import S2_BANDS, normalise_band
+from ..errors import AtlasError
+from .scene import OFFSET_BANDS, BandSource, Scene, check_grid, check_offset, date_from_name, open_dataset
 
 _JP2_RE = re.compile(r"IMG_DATA/(?:R(10|20|60)m/)?[^/]*_(B\d\d|B8A|SCL)(?:_(10|20|60)m)?\.jp2$", re.I)
 _MTD_RE = re.compile(r"(^|/)MTD_MSIL(1C|2A)\.xml$")
@@ -50,7 +50,7 @@ def _zip_problem(e: Exception) -> str:
     return (str(e).splitlines() or [type(e).__name__])[0][:120] or type(e).__name__
 
 
-def open_product(p: str, model_bands) -> Scene:
+def open_product(p: str) -> Scene:
     """A SAFE product (folder or zip), or a folder of one GeoTIFF per band (BigEarthNet layout:
     no metadata, so the level comes from the name and no offset is applied unless --offset)."""
     names, gdal_path, read_bytes = _safe_listing(p)
@@ -78,47 +78,42 @@ def open_product(p: str, model_bands) -> Scene:
             res = int(m.group(1) or m.group(3) or 0)
             if band not in files or (res and res < files[band][0]):
                 files[band] = (res, n)
-    missing = [b for b in model_bands if b not in files]
-    if missing:
-        raise AtlasError(f"{p}: {level or 'the'} product lacks band(s) {', '.join(missing)} that the model needs"
-                         + (" (L2A has no B10: use a model without it, such as spectrumnet-rgb)"
-                            if "B10" in missing and level == "L2A" else ""))
     ref_band = next((b for b in ("B02", "B03", "B04", "B08") if b in files), None)
     if ref_band is None:
         raise AtlasError(f"{p}: no 10 m band (B02, B03, B04 or B08) to set the grid")
     ref_path = gdal_path(files[ref_band][1])
     try:
-        ref = _open(ref_path)
+        ref = open_dataset(ref_path)
     except RasterioIOError as e:
         raise AtlasError(f"{p}: cannot read {files[ref_band][1]} ({str(e).splitlines()[0]})") from None
-    _check_grid(p, ref)
+    check_grid(p, ref)
     transform = tuple(ref.transform)[:6]
 
     def source(name: str, resampling: str) -> BandSource:
         path = gdal_path(name)
         try:
-            ds = _open(path)
+            ds = open_dataset(path)
         except RasterioIOError as e:
             raise AtlasError(f"{p}: cannot read {name} ({str(e).splitlines()[0]})") from None
         same = tuple(ds.transform)[:6] == transform and ds.shape == ref.shape
         return BandSource(path, 1, warp=not same, resampling=resampling)
 
-    sources = tuple(source(files[b][1], "bilinear") for b in model_bands)
-    used = {offsets.get(b, 0.0) for b in model_bands}
+    held = tuple(b for b in S2_BANDS if b in files)
+    sources = tuple(source(files[b][1], "bilinear") for b in held)
+    used = {offsets.get(b, 0.0) for b in held}
     if len(used) > 1:
         raise AtlasError(f"{p}: bands have different add-offsets {sorted(used)}; not supported")
-    offset, offset_how = _check_offset(used.pop() if used else 0.0, f"baseline {baseline}",
-                                       [(gdal_path(files[b][1]), 1) for b in OFFSET_BANDS if b in files])
+    offset, offset_how = check_offset(used.pop() if used else 0.0, f"baseline {baseline}",
+                                      [(gdal_path(files[b][1]), 1) for b in OFFSET_BANDS if b in files])
     mask = source(files["SCL"][1], "nearest") if "SCL" in files else None
+    catalog = tuple((b, s, f"{os.path.basename(files[b][1])} ({f'{files[b][0]} m' if files[b][0] else 'own grid'}"
+                           f"{', resampled to 10 m' if s.warp else ''}); baseline {baseline}")
+                    for b, s in zip(held, sources))
     return Scene(
-        path=p, kind=kind, level=level, bands=tuple(model_bands), sources=sources,
+        path=p, kind=kind, level=level, bands=held, sources=sources,
         crs_wkt=ref.crs.to_wkt(), transform=transform, width=ref.width, height=ref.height,
         block=ref.block_shapes[0][1], offset=offset, offset_how=offset_how, nodata=0.0, mask=mask,
-        available=tuple(b for b in S2_BANDS if b in files),
-        date=_date_from_name(p),
-        band_mapping={b: f"{os.path.basename(files[b][1])} ({f'{files[b][0]} m' if files[b][0] else 'own grid'}"
-                         f"{', resampled to 10 m' if s.warp else ''}); baseline {baseline}"
-                      for b, s in zip(model_bands, sources)},
+        available=held, date=date_from_name(p), band_mapping={b: m for b, _, m in catalog}, catalog=catalog,
     )
 
 

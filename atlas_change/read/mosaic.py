@@ -25,9 +25,9 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from .errors import AtlasError
-from .assemble import atomic_write
-from .read import SCL_INVALID, Scene
+from ..errors import AtlasError
+from ..assemble import atomic_write
+from .scene import SCL_INVALID, Scene
 
 SUFFIX = ".mosaic.json"
 GRID_M = 640.0  # mosaic grids start on multiples of 640 m (10 patches of 64 px): every date's mosaic of an AOI aligns
@@ -120,14 +120,13 @@ class MosaicScene(Scene):
         size = {"width": int(window.width), "height": int(window.height), "transform": t}
         return replace(self, **size, parts=tuple(replace(p, **size) for p in self.parts))
 
-    def like(self, other: Scene) -> Scene:
-        size = {"width": self.width, "height": self.height, "transform": self.transform}
-        parts = tuple(replace(p, **size) for p in getattr(other, "parts", ()))
-        return replace(other, **size, **({"parts": parts} if parts else {}))
+    def select(self, bands: tuple[str, ...]) -> "MosaicScene":
+        return replace(super().select(bands), parts=tuple(p.select(bands) for p in self.parts))
 
 
-def open_mosaic(p: str, model_bands) -> MosaicScene:
-    """A mosaic file as a Scene of `model_bands` (AtlasError naming the file or the Item)."""
+def open_mosaic(p: str) -> MosaicScene:
+    """A mosaic file as a Scene of the bands every one of its Items holds (AtlasError naming the
+    file or the Item)."""
     from .stac import open_item
 
     try:
@@ -142,16 +141,18 @@ def open_mosaic(p: str, model_bands) -> MosaicScene:
     grid = {"crs_wkt": crs.to_wkt(), "transform": tuple(t)[:6], "width": w, "height": h, "col_off": 0, "row_off": 0}
     parts = []
     for u in urls:
-        s = open_item(u if "://" in u else str(Path(p).parent / u), model_bands)
+        s = open_item(u if "://" in u else str(Path(p).parent / u))
         parts.append(replace(s, **grid, sources=tuple(replace(b, warp=True) for b in s.sources),
+                             catalog=tuple((b, replace(src, warp=True), m) for b, src, m in s.catalog),
                              mask=replace(s.mask, warp=True) if s.mask is not None else None))
     available = tuple(b for b in parts[0].available if all(b in q.available for q in parts))
+    parts = [q.select(available) for q in parts]
     levels = {q.level for q in parts}
+    catalog = tuple((b, s, f"mosaic of {len(parts)} items, warped to {crs.to_string()} at {t.a:g} m, clearest pixel "
+                           f"first: {m}, ...") for b, s, m in parts[0].catalog if b in available)
     return MosaicScene(
-        path=p, kind="mosaic", level=levels.pop() if len(levels) == 1 else None, bands=tuple(model_bands),
+        path=p, kind="mosaic", level=levels.pop() if len(levels) == 1 else None, bands=available,
         sources=parts[0].sources, **grid, block=512, offset=0.0,
         offset_how="each item's own: " + "; ".join(f"{q.path}: {q.offset:g} ({q.offset_how})" for q in parts),
         nodata=0.0, mask=parts[0].mask if all(q.mask is not None for q in parts) else None, date=date,
-        band_mapping={b: f"mosaic of {len(parts)} items, warped to {crs.to_string()} at {t.a:g} m, clearest "
-                         f"pixel first: {parts[0].band_mapping.get(b, b)}, ..." for b in model_bands},
-        available=available, parts=tuple(parts))
+        band_mapping={b: m for b, _, m in catalog}, available=available, catalog=catalog, parts=tuple(parts))

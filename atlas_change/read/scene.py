@@ -1,9 +1,9 @@
-"""Read stage: open a multi-band GeoTIFF/COG, or a Sentinel-2 SAFE product (folder or .zip) or band
-folder (products.py), as a `Scene` on one 10 m grid, and read windows of it in the model's band order.
+"""Read stage, the scene: every kind of input, once opened, is a `Scene` on one 10 m grid whose
+windows are read in the band order a stage asks for (`select`).
 
 Nothing here reads the whole scene: `Scene.read(window)` reads one window (GDAL resamples the
-20 m / 60 m bands onto the 10 m grid through a WarpedVRT), and `open_scene(...).to_xarray()`
-gives a lazy, dask-chunked DataArray built on the same reader.
+20 m / 60 m bands onto the 10 m grid through a WarpedVRT), and `Scene.to_xarray()` gives a lazy,
+dask-chunked DataArray built on the same reader.
 """
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import functools
 import os
 import re
 import threading
-import warnings
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -19,13 +18,11 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
-from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
-from .bands import EUROSAT_ORDER, default_order, normalise_band, parse_bands
-from .dates import metadata_date
-from .errors import AtlasError
+from ..dates import metadata_date
+from ..errors import AtlasError
 
 #: SCL classes that are no data (0) or saturated/defective (1)
 SCL_NODATA = (0, 1)
@@ -67,6 +64,26 @@ class Scene:
     available: tuple[str, ...] = ()  # every Sentinel-2 band the input holds
     col_off: int = 0  # a crop (cropped): where this grid starts in the files' own grid, in pixels
     row_off: int = 0
+    catalog: tuple[tuple[str, BandSource, str], ...] = ()  # every band the input holds: (band, source, mapping)
+
+    def select(self, bands: tuple[str, ...]) -> "Scene":
+        """This scene (the input opened once) for `bands`, in that order; AtlasError naming the input
+        where it lacks some."""
+        have = {b: (s, m) for b, s, m in self.catalog}
+        missing = [b for b in bands if b not in have]
+        if missing:
+            m = ", ".join(missing)
+            if self.kind == "geotiff":
+                why = f"lacks band(s) {m} that the model needs (file has {', '.join(self.available)})"
+            elif self.kind in ("stac-item", "mosaic"):
+                why = f"the STAC Item has no GeoTIFF asset for band(s) {m} (it has {', '.join(self.available) or 'none'})"
+            else:
+                why = f"{self.level or 'the'} product lacks band(s) {m} that the model needs" + (
+                    " (L2A has no B10: use a model without it, such as spectrumnet-rgb)"
+                    if "B10" in missing and self.level == "L2A" else "")
+            raise AtlasError(f"{self.path}: {why}")
+        return replace(self, bands=tuple(bands), sources=tuple(have[b][0] for b in bands),
+                       band_mapping={b: have[b][1] for b in bands})
 
     @property
     def crs(self) -> CRS:
@@ -156,10 +173,6 @@ class Scene:
         return replace(self, col_off=self.col_off + c, row_off=self.row_off + r, width=int(window.width),
                        height=int(window.height), transform=tuple(self.affine * Affine.translation(c, r))[:6])
 
-    def like(self, other: "Scene") -> "Scene":
-        """`other` (the same input opened for other bands) on this scene's crop."""
-        return replace(other, col_off=self.col_off, row_off=self.row_off, width=self.width, height=self.height,
-                       transform=self.transform)
 
     def _runs(self) -> list[tuple[BandSource, list[int]]]:
         """Consecutive sources from the same file, grouped so that one read fetches them all."""
@@ -173,7 +186,7 @@ class Scene:
 
     def _dataset(self, src: BandSource):
         if not src.warp:
-            return _open(src.path)
+            return open_dataset(src.path)
         return _open_warped(src.path, _stamp(src.path), threading.get_ident(), self.crs_wkt, self.transform, self.width, self.height,
                             src.resampling, self.nodata)
 
@@ -234,7 +247,7 @@ def _stamp(path: str) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
-def _open(path: str, stamp: tuple[int, int] | None = None):
+def open_dataset(path: str, stamp: tuple[int, int] | None = None):
     """An open dataset, cached per thread (GDAL handles are not thread-safe; a Dask worker thread
     reads many chunks of one file); a file rewritten since (other size or mtime) is opened afresh,
     never read through a stale handle."""
@@ -243,12 +256,15 @@ def _open(path: str, stamp: tuple[int, int] | None = None):
 
 @functools.lru_cache(maxsize=256)
 def _open_stamped(path: str, stamp: tuple[int, int], thread: int):
+    if path.startswith(("/vsicurl/", "/vsis3/")):  # no probing for side-car files (.aux.xml, .msk, ...):
+        with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"):  # nine 404s per COG otherwise
+            return rasterio.open(path)
     return rasterio.open(path)
 
 
 @functools.lru_cache(maxsize=256)
 def _open_warped(path, stamp, thread, crs_wkt, transform, width, height, resampling, nodata):
-    return WarpedVRT(_open(path, stamp), crs=CRS.from_wkt(crs_wkt), transform=Affine(*transform[:6]),
+    return WarpedVRT(open_dataset(path, stamp), crs=CRS.from_wkt(crs_wkt), transform=Affine(*transform[:6]),
                      width=width, height=height, resampling=Resampling[resampling],
                      src_nodata=nodata, nodata=nodata)
 
@@ -268,37 +284,7 @@ def crop_to(scene: Scene, bbox: tuple[float, float, float, float], bbox_crs: str
     return scene.cropped(window), window
 
 
-def open_scene(path: str | os.PathLike, model_bands: tuple[str, ...] = EUROSAT_ORDER,
-               bands: str | tuple[str, ...] | None = None, offset: float | None = None) -> Scene:
-    """Open a GeoTIFF/COG, a SAFE product (folder or .zip), a band folder or a STAC Item (JSON file
-    or http(s) URL; stac.py) for a model that needs `model_bands`.
-
-    `bands` names the file's bands in order when the file does not say (GeoTIFF only);
-    `offset` overrides the digital-number offset read from the metadata.
-    Raises AtlasError with a one-line message naming the file and the problem.
-    """
-    p = str(path)
-    from .mosaic import is_mosaic, open_mosaic
-    from .stac import is_item, open_item
-
-    if is_mosaic(p):
-        scene = open_mosaic(p, model_bands)
-    elif is_item(p):
-        scene = open_item(p, model_bands)
-    elif not os.path.exists(p):
-        raise AtlasError(f"{p}: no such file or folder")
-    elif os.path.isdir(p) or p.lower().endswith(".zip"):
-        from .products import open_product
-
-        scene = open_product(p, model_bands)
-    else:
-        scene = _open_geotiff(p, model_bands, bands)
-    if offset is not None:
-        scene = replace(scene, offset=float(offset), offset_how="--offset")
-    return scene
-
-
-def _check_grid(p: str, ds) -> None:
+def check_grid(p: str, ds) -> None:
     if ds.crs is None:
         raise AtlasError(f"{p}: the raster has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:32632) first")
     if ds.crs.is_geographic:
@@ -309,69 +295,7 @@ def _check_grid(p: str, ds) -> None:
         raise AtlasError(f"{p}: rotated grids are not supported")
 
 
-def _open_geotiff(p: str, model_bands, bands) -> Scene:
-    try:
-        with warnings.catch_warnings():  # a missing CRS/transform is reported below as an error
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            ds = rasterio.open(p)
-    except RasterioIOError as e:
-        raise AtlasError(f"{p}: not a readable raster ({str(e).splitlines()[0]})") from None
-    with ds:
-        _check_grid(p, ds)
-        names, how = _file_band_names(p, ds, bands)
-        idx = _select(p, names, model_bands)
-        tags = ds.tags()
-        key = next((k for k in ("BOA_ADD_OFFSET", "RADIO_ADD_OFFSET") if k in tags), None)
-        off, off_how = _check_offset(float(tags[key]) if key else 0.0, f"the {key} tag",
-                                     [(p, names.index(b) + 1) for b in OFFSET_BANDS if b in names])
-        level = tags.get("PROCESSING_LEVEL") or ("L2A" if len(names) == 12 and "B10" not in names else None)
-        date = metadata_date(tags.get("DATE")) or metadata_date(tags.get("TIFFTAG_DATETIME")) or _date_from_name(p)
-        try:  # a truncated or corrupt file often opens but fails on the first read of a block
-            ds.read(1, window=Window(0, 0, min(ds.width, 1), min(ds.height, 1)))
-        except RasterioIOError as e:
-            raise AtlasError(f"{p}: cannot read pixels ({str(e).splitlines()[0]})") from None
-        return Scene(
-            path=p, kind="geotiff", level=level, bands=tuple(model_bands),
-            sources=tuple(BandSource(p, i + 1) for i in idx),
-            crs_wkt=ds.crs.to_wkt(), transform=tuple(ds.transform)[:6], width=ds.width, height=ds.height,
-            block=ds.block_shapes[0][1], offset=off, offset_how=off_how,
-            nodata=float(ds.nodata if ds.nodata is not None else 0),
-            date=date, band_mapping={b: f"band {i + 1} ({how})" for b, i in zip(model_bands, idx)},
-            available=names,
-        )
-
-
-def _file_band_names(p: str, ds, bands) -> tuple[tuple[str, ...], str]:
-    """Band identity: user's --bands, else band descriptions, else the band count."""
-    if bands:
-        names = parse_bands(bands) if isinstance(bands, str) else tuple(normalise_band(b) for b in bands)
-        if len(names) != ds.count:
-            raise AtlasError(f"{p}: --bands names {len(names)} bands but the file has {ds.count}")
-        return names, "--bands"
-    desc = ds.descriptions
-    if all(desc):
-        try:
-            names = tuple(normalise_band(d) for d in desc)
-            if len(set(names)) == len(names):
-                return names, "band description"
-        except AtlasError:
-            pass
-    names = default_order(ds.count)
-    if names is None:
-        raise AtlasError(f"{p}: {ds.count} bands without Sentinel-2 band descriptions; "
-                         "name them with --bands B02,B03,... (13 = EuroSAT/L1C order, 12 = L2A order)")
-    return names, f"{ds.count}-band default order"
-
-
-def _select(p: str, names: tuple[str, ...], model_bands) -> list[int]:
-    missing = [b for b in model_bands if b not in names]
-    if missing:
-        raise AtlasError(f"{p}: lacks band(s) {', '.join(missing)} that the model needs "
-                         f"(file has {', '.join(names)})")
-    return [names.index(b) for b in model_bands]
-
-
-def _date_from_name(p: str) -> str | None:
+def date_from_name(p: str) -> str | None:
     m = re.search(r"_(\d{8})T\d{4,6}_", os.path.basename(p.rstrip("/")))
     return metadata_date(m[1]) if m else None
 
@@ -380,7 +304,7 @@ def _date_from_name(p: str) -> str | None:
 OFFSET_BANDS = ("B02", "B03", "B04", "B08")
 
 
-def _check_offset(offset: float, said: str, bands: list[tuple[str, int]]) -> tuple[float, str]:
+def check_offset(offset: float, said: str, bands: list[tuple[str, int]]) -> tuple[float, str]:
     """Cross-check a claimed offset (-1000: baseline >= 04.00 added 1000 to every DN) against the
     pixels, since catalogue and product flags are sometimes wrong: with the offset, no valid pixel
     is below 1000 DN (reflectance 0). Reads the whole band from its coarsest overview of at least
@@ -391,7 +315,7 @@ def _check_offset(offset: float, said: str, bands: list[tuple[str, int]]) -> tup
         return 0.0, f"no offset ({said})"
     dark = []
     for path, index in bands:
-        ds = _open(path)
+        ds = open_dataset(path)
         levels = [f for f in ds.overviews(index) if min(ds.height, ds.width) // f >= 256]
         if levels:
             vals = [ds.read(index, out_shape=(ds.height // levels[-1], ds.width // levels[-1]))]

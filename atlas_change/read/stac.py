@@ -19,10 +19,10 @@ from pathlib import Path
 
 from rasterio.errors import RasterioIOError
 
-from .bands import S2_BANDS, normalise_band
-from .dates import metadata_date
-from .errors import AtlasError
-from .read import OFFSET_BANDS, BandSource, Scene, _check_grid, _check_offset, _open, is_url
+from ..bands import S2_BANDS, normalise_band
+from ..dates import metadata_date
+from ..errors import AtlasError
+from .scene import OFFSET_BANDS, BandSource, Scene, check_grid, check_offset, open_dataset, is_url
 
 #: Earth Search v1 asset keys (and the common names of eo:bands) -> Sentinel-2 band
 EARTH_SEARCH = {"coastal": "B01", "blue": "B02", "green": "B03", "red": "B04", "rededge1": "B05",
@@ -132,14 +132,11 @@ def claimed_offset(item: dict, assets: dict) -> str:
     return "; ".join(said)
 
 
-def open_item(p: str, model_bands) -> Scene:
-    """A STAC Item as a Scene of `model_bands` (AtlasError naming the Item or the asset's URL)."""
+def open_item(p: str) -> Scene:
+    """A STAC Item as a Scene of every band it has an asset for (AtlasError naming the Item or the
+    asset's URL)."""
     item = load_item(p)
     assets = band_assets(item)
-    missing = [b for b in model_bands if b not in assets]
-    if missing:
-        raise AtlasError(f"{p}: the STAC Item has no GeoTIFF asset for band(s) {', '.join(missing)} "
-                         f"(assets: {', '.join(item['assets'])})")
     paths = {b: gdal_path(a["href"], p) for b, (_, a) in assets.items()}
     ref_band = next((b for b in ("B02", "B03", "B04", "B08") if b in assets), None)
     if ref_band is None:
@@ -147,13 +144,13 @@ def open_item(p: str, model_bands) -> Scene:
 
     def opened(band: str):
         try:
-            return _open(paths[band])
+            return open_dataset(paths[band])
         except RasterioIOError as e:
             where = paths[band].removeprefix("/vsicurl/")
             raise AtlasError(f"{where}: cannot read the {band} asset of {p} ({str(e).splitlines()[0][:160]})") from None
 
     ref = opened(ref_band)
-    _check_grid(p, ref)
+    check_grid(p, ref)
     transform = tuple(ref.transform)[:6]
 
     def source(band: str, resampling: str) -> BandSource:
@@ -161,23 +158,24 @@ def open_item(p: str, model_bands) -> Scene:
         return BandSource(paths[band], 1, warp=tuple(ds.transform)[:6] != transform or ds.shape != ref.shape,
                           resampling=resampling)
 
-    sources = tuple(source(b, "bilinear") for b in model_bands)
+    held = tuple(b for b in S2_BANDS if b in assets)
+    sources = tuple(source(b, "bilinear") for b in held)
     props = item.get("properties", {})
     baseline = str(props.get("s2:processing_baseline", ""))
     said = claimed_offset(item, assets)
     # from baseline 04.00 the product adds 1000 DN, unless the catalogue took it off again: the pixels decide
     candidate = -1000.0 if baseline[:2].isdigit() and baseline >= "04.00" else 0.0
-    offset, offset_how = _check_offset(candidate, f"the STAC Item: {said}",
+    offset, offset_how = check_offset(candidate, f"the STAC Item: {said}",
                                        [(paths[b], 1) for b in OFFSET_BANDS if b in paths])
     level = "L2A" if "SCL" in assets or "l2a" in str(item.get("collection", "")).lower() else (
         "L1C" if "l1c" in str(item.get("collection", "")).lower() else None)
+    catalog = tuple((b, s, f"asset {assets[b][0]} ({paths[b].removeprefix('/vsicurl/')}"
+                           f"{', resampled to 10 m' if s.warp else ''})") for b, s in zip(held, sources))
     return Scene(
-        path=p, kind="stac-item", level=level, bands=tuple(model_bands), sources=sources,
+        path=p, kind="stac-item", level=level, bands=held, sources=sources,
         crs_wkt=ref.crs.to_wkt(), transform=transform, width=ref.width, height=ref.height,
         block=ref.block_shapes[0][1], offset=offset, offset_how=offset_how, nodata=0.0,
-        mask=source("SCL", "nearest") if "SCL" in assets else None,
-        available=tuple(b for b in S2_BANDS if b in assets),
+        mask=source("SCL", "nearest") if "SCL" in assets else None, available=held,
         date=metadata_date(str(props.get("datetime") or "")[:10]),
-        band_mapping={b: f"asset {assets[b][0]} ({paths[b].removeprefix('/vsicurl/')}"
-                         f"{', resampled to 10 m' if s.warp else ''})" for b, s in zip(model_bands, sources)},
+        band_mapping={b: m for b, _, m in catalog}, catalog=catalog,
     )
