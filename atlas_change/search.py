@@ -94,8 +94,9 @@ def search(api: str, collection: str, aoi, period: str, *, max_tile_cloud: float
 
 
 def aoi_clear(item: dict, url: str, aoi) -> float | None:
-    """Share of the AOI's pixels that the Item's SCL calls clear (outside the Item: not clear);
-    None when the Item has no SCL asset. Reads only the AOI's window of the SCL."""
+    """Share of the AOI's pixels within the Item's raster that its SCL calls clear (its no-data
+    outside the swath counts as not clear; `Found.covers` says how much of the AOI the Item
+    reaches); None when the Item has no SCL asset. Reads only the AOI's window of the SCL."""
     import rasterio
     from rasterio.errors import RasterioIOError, WindowError
     from rasterio.features import geometry_mask

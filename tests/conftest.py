@@ -97,9 +97,9 @@ http {{ access_log {prefix}/access.log; client_body_temp_path {prefix}/body; pro
     proc.wait(10)
 
 
-def band_cogs(scene: Path, folder: Path, add: int = 0, scl: int | None = 4) -> dict[str, str]:
+def band_cogs(scene: Path, folder: Path, add: int = 0, scl: int | None = 4, cloud=None) -> dict[str, str]:
     """One COG per band of a multi-band GeoTIFF (DN + `add`, as baseline >= 04.00 products), and an
-    SCL of class `scl` everywhere; -> band -> file name."""
+    SCL of class `scl` everywhere but cloud (9) in `cloud` ((rows, cols) slices); -> band -> file name."""
     folder.mkdir(parents=True, exist_ok=True)
     names = {}
     with rasterio.open(scene) as src:
@@ -114,7 +114,10 @@ def band_cogs(scene: Path, folder: Path, add: int = 0, scl: int | None = 4) -> d
             names[band] = f"{band}.tif"
         if scl is not None:
             with rasterio.open(folder / "SCL.tif", "w", **{**profile, "dtype": "uint8"}) as dst:
-                dst.write(np.full((src.height, src.width), scl, np.uint8), 1)
+                classes = np.full((src.height, src.width), scl, np.uint8)
+                if cloud is not None:
+                    classes[cloud] = 9
+                dst.write(classes, 1)
             names["SCL"] = "SCL.tif"
     return names
 

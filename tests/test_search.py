@@ -30,6 +30,14 @@ DATES = {"2023-06-05": (30.0, False), "2023-06-20": (5.0, True), "2023-07-10": (
          "2023-07-25": (95.0, False), "2024-06-12": (20.0, False), "2024-07-01": (10.0, False)}
 
 
+def es_item(hrefs: dict[str, str], id_: str, day: str, footprint: dict, tile_cloud: float) -> dict:
+    """An Earth Search Item of `day` with its footprint (EPSG:4326) and tile cloud cover."""
+    it = item(hrefs, "earth-search", **{"s2:processing_baseline": "05.09", "eo:cloud_cover": tile_cloud})
+    it.update(id=id_, geometry=footprint, bbox=list(shapely.geometry.shape(footprint).bounds))
+    it["properties"]["datetime"] = f"{day}T10:15:59Z"
+    return it
+
+
 @pytest.fixture(scope="module")
 def catalogue(server, tmp_path_factory):
     """Six dates of one synthetic L2A tile as Earth Search Items: (API url, AOI file, nginx log)."""
@@ -41,21 +49,10 @@ def catalogue(server, tmp_path_factory):
     items = []
     for day, (tile_cloud, aoi_cloud) in DATES.items():
         folder = root / "tiles" / day
-        names = band_cogs(scene, folder)
-        if aoi_cloud:
-            with rasterio.open(folder / "SCL.tif") as scl:
-                a, profile = scl.read(1), {**scl.profile, "driver": "COG"}
-            a[AOI_PX[0] - 20:AOI_PX[1] + 20, AOI_PX[0] - 20:AOI_PX[1] + 20] = 9  # cloud, high probability
-            for k in ("tiled", "blockxsize", "blockysize", "interleave"):
-                profile.pop(k, None)
-            with rasterio.open(folder / "SCL.tif", "w", **profile) as dst:
-                dst.write(a, 1)
-        it = item({b: f"{url}/tiles/{day}/{n}" for b, n in names.items()}, "earth-search",
-                  **{"s2:processing_baseline": "05.09", "eo:cloud_cover": tile_cloud})
-        it.update(id=f"S2B_32TQM_{day.replace('-', '')}_0_L2A", geometry=footprint,
-                  bbox=list(shapely.geometry.shape(footprint).bounds))
-        it["properties"]["datetime"] = f"{day}T10:15:59Z"
-        items.append(it)
+        over_aoi = slice(AOI_PX[0] - 20, AOI_PX[1] + 20)
+        names = band_cogs(scene, folder, cloud=(over_aoi, over_aoi) if aoi_cloud else None)
+        items.append(es_item({b: f"{url}/tiles/{day}/{n}" for b, n in names.items()},
+                             f"S2B_32TQM_{day.replace('-', '')}_0_L2A", day, footprint, tile_cloud))
     x0, y0 = ORIGIN
     box = shapely.box(x0 + AOI_PX[0] * 10, y0 - AOI_PX[1] * 10, x0 + AOI_PX[1] * 10, y0 - AOI_PX[0] * 10)
     aoi = d / "aoi.geojson"
@@ -148,23 +145,12 @@ def two_zones(server, tmp_path_factory):
     for zone, origin, seed in ((32, (732420.0, 4989410.0), 21), (33, (262850.0, 4989580.0), 22)):
         scene = make_scene(d / f"t{zone}.tif", 640, 448, bands=L2A_ORDER, crs=f"EPSG:326{zone}", origin=origin, seed=seed)
         folder = root / "zones" / str(zone)
-        names = band_cogs(scene, folder)
+        # the 32N tile under cloud over its eastern part, which the 33N tile also covers
+        names = band_cogs(scene, folder, cloud=(slice(None), slice(400, None)) if zone == 32 else None)
         with rasterio.open(scene) as src:
             footprint = transform_geom(src.crs, "EPSG:4326", shapely.box(*src.bounds).__geo_interface__)
-        if zone == 32:  # cloud over its eastern half, which the 33N tile also covers
-            with rasterio.open(folder / "SCL.tif") as scl:
-                a, profile = scl.read(1), {**scl.profile, "driver": "COG"}
-            a[:, 400:] = 9
-            for k in ("tiled", "blockxsize", "blockysize", "interleave"):
-                profile.pop(k, None)
-            with rasterio.open(folder / "SCL.tif", "w", **profile) as dst:
-                dst.write(a, 1)
-        it = item({b: f"{url}/zones/{zone}/{n}" for b, n in names.items()}, "earth-search",
-                  **{"s2:processing_baseline": "05.09", "eo:cloud_cover": 10.0})
-        it.update(id=f"S2B_{zone}TXX_20230605_0_L2A", geometry=footprint,
-                  bbox=list(shapely.geometry.shape(footprint).bounds))
-        it["properties"]["datetime"] = "2023-06-05T10:15:59Z"
-        items.append(it)
+        items.append(es_item({b: f"{url}/zones/{zone}/{n}" for b, n in names.items()},
+                             f"S2B_{zone}TXX_20230605_0_L2A", "2023-06-05", footprint, 10.0))
     aoi = d / "aoi.geojson"
     gpd.GeoDataFrame(geometry=[shapely.box(11.96, 44.995, 12.05, 45.01)], crs="EPSG:4326").to_file(aoi, driver="GeoJSON")
     with stac_api(items, d / "api") as api:

@@ -58,7 +58,7 @@ def aoi_grid(aoi, res: float = 10.0) -> tuple[CRS, Affine, int, int]:
 
 
 def mosaic_path(folder: Path, pick) -> Path:
-    """Where a search's mosaic of one date goes: `folder`/mosaics/<date>_<hash of its items>.mosaic.json."""
+    """Where a search's mosaic of one date goes: `folder`/<date>_<hash of its items>.mosaic.json."""
     import hashlib
 
     h = hashlib.sha256("\n".join(f.url for f in pick.items).encode()).hexdigest()[:12]

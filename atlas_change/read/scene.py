@@ -43,10 +43,11 @@ class BandSource:
 
 @dataclass(frozen=True)
 class Scene:
-    """A scene on one grid, with the sources of the bands a model needs, in the model's order."""
+    """A scene on one grid: the sources of the bands selected (a model's, in its order), and the
+    catalog of every band the input holds to select others from."""
 
     path: str
-    kind: str  # "geotiff", "safe" or "band-files"
+    kind: str  # "geotiff", "safe", "band-files", "stac-item" or "mosaic"
     level: str | None  # "L1C", "L2A" or None when unknown
     bands: tuple[str, ...]
     sources: tuple[BandSource, ...]
@@ -155,16 +156,15 @@ class Scene:
             return window
         return Window(window.col_off + self.col_off, window.row_off + self.row_off, window.width, window.height)
 
-    def window_of(self, bounds: tuple[float, float, float, float], margin_px: int = 0) -> Window | None:
-        """The pixels of this grid that cover `bounds` (minx, miny, maxx, maxy in its CRS) plus
-        `margin_px`, widened outwards to multiples of 64 from the grid's origin (so patches fall
-        where they fall on the whole scene) and clipped to it; None when they miss the scene."""
+    def window_of(self, bounds: tuple[float, float, float, float]) -> Window | None:
+        """The pixels of this grid that cover `bounds` (minx, miny, maxx, maxy in its CRS), widened
+        outwards to multiples of 64 from the grid's origin (so patches fall where they fall on the
+        whole scene) and clipped to it; None when they miss the scene."""
         inv = ~self.affine
         xs, ys = zip(*(inv * (x, y) for x in bounds[::2] for y in bounds[1::2]))
-        c0 = max(0, (int(np.floor(min(xs))) - margin_px) // 64 * 64)
-        r0 = max(0, (int(np.floor(min(ys))) - margin_px) // 64 * 64)
-        c1 = min(self.width, -(-(int(np.ceil(max(xs))) + margin_px) // 64) * 64)
-        r1 = min(self.height, -(-(int(np.ceil(max(ys))) + margin_px) // 64) * 64)
+        c0, r0 = max(0, int(np.floor(min(xs))) // 64 * 64), max(0, int(np.floor(min(ys))) // 64 * 64)
+        c1 = min(self.width, -(-int(np.ceil(max(xs))) // 64) * 64)
+        r1 = min(self.height, -(-int(np.ceil(max(ys))) // 64) * 64)
         return Window(c0, r0, c1 - c0, r1 - r0) if c1 > c0 and r1 > r0 else None
 
     def cropped(self, window: Window) -> "Scene":
@@ -172,7 +172,6 @@ class Scene:
         c, r = int(window.col_off), int(window.row_off)
         return replace(self, col_off=self.col_off + c, row_off=self.row_off + r, width=int(window.width),
                        height=int(window.height), transform=tuple(self.affine * Affine.translation(c, r))[:6])
-
 
     def _runs(self) -> list[tuple[BandSource, list[int]]]:
         """Consecutive sources from the same file, grouped so that one read fetches them all."""
