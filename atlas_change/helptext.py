@@ -81,7 +81,8 @@ job file (TOML; paths relative to the job file's folder; every problem is report
   # clear dates); pairs then name periods, e.g. pairs = [["summer-2023", "summer-2024"]]
   periods = { summer-2023 = ["2023-06-12", "2023-07-17"], summer-2024 = ["2024-06-06", "2024-07-21"] }
   [[aoi]]                              # or: each period's clearest dates found in a STAC API (searched
-  name = "farm"                        # once; the Items kept under <output>/.atlas-job/search/farm/)
+  name = "farm"                        # once; the Items kept under <output>/.atlas-job/search/farm/;
+                                       # a scene may also be a STAC Item URL, kept under .atlas-job/items/)
   file = "../aoi/farm.geojson"
   search = { api = "https://earth-search.aws.element84.com/v1", scenes_per_period = 3,
              periods = { s2023 = "2023-06-01/2023-08-31", s2024 = "2024-06-01/2024-08-31" } }

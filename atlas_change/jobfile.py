@@ -12,7 +12,7 @@ number and key). Paths are relative to the job file's folder; dates are YYYY-MM-
     [[aoi]]
     name = "lake"                       # not "scenes" (the per-scene results' folder)
     file = "../aoi/lake.geojson"
-    scenes = { 2023-06-01 = "../scenes/T32TQM_2023*.tif", 2024-06-01 = "../scenes/T32TQM_2024*.tif" }
+    scenes = { 2023-06-01 = "../scenes/T32TQM_2023*.tif", 2024-06-01 = "https://.../items/S2B_..." }
     pairs = [["2023-06-01", "2024-06-01"]]   # optional: default consecutive dates (or periods)
     # optional: periods of several scene dates, composited; pairs may then name periods
     periods = { summer-2023 = ["2023-06-01", "2023-07-16"], summer-2024 = ["2024-06-01", "2024-07-20"] }
@@ -58,7 +58,8 @@ class AOI:
     scenes: dict[str, Path]  # date -> scene file or SAFE product, sorted by date
     pairs: tuple[tuple[str, str], ...]  # (before, after): dates or period names
     periods: dict[str, tuple[str, ...]] = field(default_factory=dict)  # name -> its dates (sorted)
-    search: dict | None = None  # a STAC search (SEARCH_KEYS) whose result (jobs.resolve_searches) fills scenes
+    search: dict | None = None  # a STAC search (SEARCH_KEYS) whose result (jobs.resolve_remote) fills scenes
+    remote: tuple[Path, ...] = ()  # scenes kept from a catalogue (searched, or an Item's URL): classified over the AOI
 
     def dates_of(self, name: str) -> tuple[str, ...]:
         """The scene dates a pair's side names: a period's dates, or the one date."""
@@ -208,6 +209,9 @@ def parse_job(data: dict, path: Path, text: str = "") -> Job:
                 continue
             if not isinstance(pattern, str):
                 bad(key, f"must be a path or glob string, not {type(pattern).__name__}")
+                continue
+            if pattern.startswith(("http://", "https://")):  # a STAC Item's URL: jobs.resolve_remote keeps a copy
+                scenes[d] = pattern
                 continue
             hits = sorted(glob.glob(str(base / pattern)))
             if len(hits) != 1:

@@ -23,24 +23,40 @@ from .jobfile import AOI_KEYS, PRODUCTS, STATE_DIR, TOP_KEYS, Job, load_job, par
 
 # ---------------------------------------------------------------------------------------------- search
 
-def resolve_searches(job: Job, *, stored_only: bool = False, force: bool = False,
-                     echo: Callable[[str], None] = print) -> tuple[Job, list[str]]:
-    """The job with the scenes and periods of every AOI that names a STAC search filled in, searched
-    once and kept in <output>/.atlas-job/search/<aoi>/ (search.kept_periods); with `stored_only`
-    nothing is searched. -> (job, names of the AOIs still to be searched)."""
+def resolve_remote(job: Job, *, stored_only: bool = False, force: bool = False,
+                   echo: Callable[[str], None] = print) -> tuple[Job, list[str]]:
+    """The job with every scene from a catalogue as a local file: a STAC Item's URL kept as a copy
+    (<output>/.atlas-job/items/<aoi>/), an AOI's search done once and kept (search.kept_periods), so
+    that reruns read the same scenes whatever the catalogue answers later (`force`: fetch and search
+    again). With `stored_only` nothing is fetched. -> (job, names of the AOIs not resolved yet)."""
+    import hashlib
     from dataclasses import replace
 
+    from .read.stac import load_item, save_item
     from .search import kept_periods
 
     aois, missing = [], []
     for aoi in job.aois:
-        got = None if aoi.search is None else kept_periods(
-            aoi.search, aoi.file, job.output / STATE_DIR / "search" / aoi.name, stored_only=stored_only,
-            force=force, echo=echo)
-        if aoi.search is not None and got is None:
+        if aoi.search is not None:
+            got = kept_periods(aoi.search, aoi.file, job.output / STATE_DIR / "search" / aoi.name,
+                               stored_only=stored_only, force=force, echo=echo)
+            if got is None:
+                missing.append(aoi.name)
+            else:
+                aois.append(replace(aoi, scenes=got[0], periods=got[1], remote=tuple(got[0].values())))
+            continue
+        kept = {}
+        for d, url in ((d, s) for d, s in aoi.scenes.items() if isinstance(s, str)):
+            path = job.output / STATE_DIR / "items" / aoi.name / f"{d}_{hashlib.sha256(url.encode()).hexdigest()[:12]}.json"
+            if force or not path.is_file():
+                if stored_only:
+                    break
+                save_item(load_item(url), url, path)
+            kept[d] = path
+        if len(kept) < sum(isinstance(s, str) for s in aoi.scenes.values()):
             missing.append(aoi.name)
             continue
-        aois.append(aoi if got is None else replace(aoi, scenes=got[0], periods=got[1]))
+        aois.append(replace(aoi, scenes={**aoi.scenes, **kept}, remote=tuple(kept.values())) if kept else aoi)
     return replace(job, aois=tuple(aois)), missing
 
 
@@ -65,7 +81,7 @@ def plan(job: Job) -> list[Step]:
 
     for aoi in job.aois:
         bbox = None
-        if aoi.search is not None:  # found in a catalogue: read and classify only the AOI's part
+        if aoi.remote:  # from a catalogue: read and classify only the AOI's part of those
             from rasterio.crs import CRS
 
             from .compare import read_aoi_frame
@@ -82,7 +98,7 @@ def plan(job: Job) -> list[Step]:
             folder = job.output / "scenes" / sid.split("/", 1)[1]
             steps[sid] = Step(sid, "classify", [folder / f for f in ("lulc.tif", "confidence.tif", "cloud.tif",
                                                                       "cells.parquet", "run.json")],
-                              args={"scene": scene, "folder": folder, "bbox": bbox})
+                              args={"scene": scene, "folder": folder, "bbox": bbox if scene in aoi.remote else None})
             scene_step[scene.resolve()] = sid
     products = []
     if "compare" in job.produce:
@@ -259,7 +275,7 @@ def run_job(job: Job, *, scheduler: str | None = None, workers: int | None = Non
 
     results: dict[str, Result] = {}
     with job_lock(job):
-        job, _ = resolve_searches(job, force=force, echo=echo)
+        job, _ = resolve_remote(job, force=force, echo=echo)
         steps = plan(job)
         hashes = Hashes(job.output / STATE_DIR / "hashes.json")
         client = None
@@ -331,9 +347,9 @@ def job_status(job: Job) -> list[Result]:
     changed since, or a step it needs will be redone), failed, blocked or pending."""
     hashes = Hashes(job.output / STATE_DIR / "hashes.json")
     out: dict[str, Result] = {}
-    job, unsearched = resolve_searches(job, stored_only=True)
+    job, unsearched = resolve_remote(job, stored_only=True)
     for name in unsearched:
-        out[f"search/{name}"] = Result(f"search/{name}", "pending", detail="`run` searches the STAC API first")
+        out[f"fetch/{name}"] = Result(f"fetch/{name}", "pending", detail="`run` fetches its STAC Items / searches first")
     for step in plan(job):
         state = _read_state(job, step.id)
         stuck = [d for d in step.deps if out[d].status in ("failed", "blocked")]
@@ -359,7 +375,7 @@ def outcomes(job: Job, results: list[Result]) -> list[str]:
     """One line per compared AOI and date pair that has a result: changed, uncertain and cloud
     hectares and where the map and the GeoPackage are."""
     ok = {r.id for r in results if r.status in ("done", "up to date")}
-    steps = {s.id: s for s in plan(resolve_searches(job, stored_only=True)[0])}
+    steps = {s.id: s for s in plan(resolve_remote(job, stored_only=True)[0])}
     lines = []
     for step in steps.values():
         if step.kind != "compare" or step.id not in ok:

@@ -177,21 +177,10 @@ def listing(found: list[Found], chosen: list[Found], title: str) -> str:
 
 
 def save_item(f: Found, folder: Path) -> Path:
-    """The Item of `f` as a local JSON file in `folder` (its asset hrefs made absolute), so that a job
-    reads, hashes and resumes the same Item whatever the catalogue later answers."""
-    import json
-    import urllib.parse
+    """The Item of `f` as a local JSON file in `folder` (stac.save_item)."""
+    from .read.stac import save_item as save
 
-    from .assemble import atomic_write
-
-    item = json.loads(json.dumps(f.item))
-    for a in item.get("assets", {}).values():
-        if "href" in a and not urllib.parse.urlparse(a["href"]).scheme:
-            a["href"] = urllib.parse.urljoin(f.url, a["href"])
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{f.id}.json"
-    atomic_write(path, lambda fh: fh.write(json.dumps(item).encode()))
-    return path
+    return save(f.item, f.url, Path(folder) / f"{f.id}.json")
 
 
 def resolve_periods(api: str, collection: str, aoi, periods: dict[str, str], folder: Path, *, n: int = 3,

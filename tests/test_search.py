@@ -250,7 +250,7 @@ file = "{aoi}"
 search = {{ api = "{api}", scenes_per_period = 2, periods = {{ s2023 = "2023-06-01/2023-08-31", s2024 = "2024-06-01/2024-08-31" }} }}
 ''')
     job = load_job(job_file)
-    assert [(r.id, r.status) for r in job_status(job)] == [("search/farm", "pending")]
+    assert [(r.id, r.status) for r in job_status(job)] == [("fetch/farm", "pending")]
     lines = []
     results = run_job(job, scheduler="sync", quiet=True, echo=lines.append)
     assert [r.status for r in results] == ["done"] * 5, results  # 4 classify + 1 compare
@@ -264,4 +264,35 @@ search = {{ api = "{api}", scenes_per_period = 2, periods = {{ s2023 = "2023-06-
     again = []
     assert [r.status for r in run_job(job, scheduler="sync", quiet=True, echo=again.append)] == ["up to date"] * 5
     assert not any("chosen" in ln for ln in again)  # not searched again
+    assert all(r.status == "done" for r in job_status(job))
+
+
+def test_job_scene_may_be_an_item_url(catalogue, model12, tmp_path):
+    """A job's scene given as a STAC Item's URL: kept as a local copy, classified over the AOI only."""
+    from atlas_change.jobs import job_status, load_job, run_job
+
+    api, aoi, _ = catalogue
+    items = f"{api}/collections/sentinel-2-l2a/items"
+    job_file = tmp_path / "job.toml"
+    job_file.write_text(f'''name = "u"
+model = "{model12.path}"
+allow_untrained = true
+output = "out"
+runtime = "graph"
+tta = 1
+produce = ["classify", "compare"]
+[[aoi]]
+name = "farm"
+file = "{aoi}"
+scenes = {{ 2023-06-05 = "{items}/S2B_32TQM_20230605_0_L2A", 2024-06-12 = "{items}/S2B_32TQM_20240612_0_L2A" }}
+''')
+    job = load_job(job_file)
+    assert [(r.id, r.status) for r in job_status(job)] == [("fetch/farm", "pending")]
+    results = run_job(job, scheduler="sync", quiet=True, echo=lambda line: None)
+    assert [r.status for r in results] == ["done"] * 3, results
+    kept = sorted((tmp_path / "out" / ".atlas-job" / "items" / "farm").glob("*.json"))
+    assert [p.name[:10] for p in kept] == ["2023-06-05", "2024-06-12"]
+    assert json.loads(kept[0].read_text())["assets"]["red"]["href"].startswith("http://127.0.0.1:")
+    runs = [json.loads(p.read_text()) for p in sorted((tmp_path / "out" / "scenes").glob("*/run.json"))]
+    assert [r["parameters"]["window"] for r in runs] == [[192, 192, 192, 192]] * 2
     assert all(r.status == "done" for r in job_status(job))

@@ -179,3 +179,17 @@ def open_item(p: str) -> Scene:
         date=metadata_date(str(props.get("datetime") or "")[:10]),
         band_mapping={b: m for b, _, m in catalog}, catalog=catalog,
     )
+
+
+def save_item(item: dict, url: str, path: Path) -> Path:
+    """`item` (fetched from `url`) as a local JSON file at `path`, its relative asset hrefs made
+    absolute: a job then reads, hashes and resumes the same Item whatever the catalogue answers later."""
+    from ..assemble import atomic_write
+
+    item = json.loads(json.dumps(item))
+    for a in item.get("assets", {}).values():
+        if "href" in a and not urllib.parse.urlparse(a["href"]).scheme:
+            a["href"] = urllib.parse.urljoin(url, a["href"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda fh: fh.write(json.dumps(item).encode()))
+    return path
