@@ -426,8 +426,7 @@ def _search_sides(a):
     from rasterio.crs import CRS
 
     from .compare import read_aoi
-    from .read.mosaic import mosaic_path, write_mosaic
-    from .search import choose, listing, search
+    from .search import choose, listing, scene_files, search
 
     aoi = read_aoi(a.aoi, a.aoi_bbox, a.aoi_crs, CRS.from_epsg(4326))
     sides, text = [], []
@@ -444,8 +443,8 @@ def _search_sides(a):
         print("\n".join(text))
         return None
     print("\n".join(text), file=sys.stderr)
-    return [([p.url or str(write_mosaic(mosaic_path(Path(a.out).parent / "mosaics", p), p.date, [f.url for f in p.items], aoi))
-              for p in chosen], ",".join(p.date for p in chosen)) for chosen in sides]
+    files = scene_files(sides, Path(a.out).parent / "mosaics", aoi)
+    return [([str(f) for f in fs], ",".join(p.date for p in chosen)) for fs, chosen in zip(files, sides)]
 
 
 def _cmd_sample(a) -> None:

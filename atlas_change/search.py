@@ -183,30 +183,61 @@ def save_item(f: Found, folder: Path) -> Path:
     return save(f.item, f.url, Path(folder) / f"{f.id}.json")
 
 
+def tile_of(f: Found) -> str:
+    """The tile grid an Item is on: its MGRS tile (Earth Search's mgrs:*, the Planetary Computer's
+    s2:mgrs_tile), else its CRS and footprint."""
+    p = f.item.get("properties", {})
+    if p.get("s2:mgrs_tile"):
+        return str(p["s2:mgrs_tile"])
+    if p.get("mgrs:grid_square"):
+        return f"{p.get('mgrs:utm_zone')}{p.get('mgrs:latitude_band')}{p['mgrs:grid_square']}"
+    return f"{p.get('proj:code') or p.get('proj:epsg')} {[round(v, 3) for v in f.item.get('bbox') or []]}"
+
+
+def one_grid(picks: list[Pick]) -> bool:
+    """Whether every pick is one Item of one tile: then the maps share the tile's own grid; else
+    (a mosaic anywhere, or Items of several tiles) every date must become a mosaic on the AOI's
+    grid, since compare refuses maps on grids that do not align."""
+    return all(len(p.items) == 1 for p in picks) and len({tile_of(p.items[0]) for p in picks}) <= 1
+
+
+def scene_files(sides: list[list[Pick]], folder: Path, aoi) -> list[list[Path | str]]:
+    """What each pick is read from: the Item's URL where `one_grid`, else a mosaic file in `folder`
+    (one Item or several, on the AOI's grid)."""
+    from .read.mosaic import mosaic_path, write_mosaic
+
+    if one_grid([p for side in sides for p in side]):
+        return [[p.url for p in side] for side in sides]
+    return [[write_mosaic(mosaic_path(folder, p), p.date, [f.url for f in p.items], aoi) for p in side]
+            for side in sides]
+
+
 def resolve_periods(api: str, collection: str, aoi, periods: dict[str, str], folder: Path, *, n: int = 3,
                     max_tile_cloud: float = MAX_TILE_CLOUD, min_clear: float = MIN_AOI_CLEAR,
                     echo=print) -> tuple[dict[str, Path], dict[str, tuple[str, ...]]]:
     """Search each named period (START/END) and keep its `n` clearest dates as local files in
-    `folder` (an Item, or a mosaic of that date's Items): -> ({date: file}, {period: its dates})."""
+    `folder` (the Item, or a mosaic on the AOI's grid where `one_grid` says the dates need one):
+    -> ({date: file}, {period: its dates})."""
     from .read.mosaic import mosaic_path, write_mosaic
 
-    scenes: dict[str, Path] = {}
-    chosen: dict[str, tuple[str, ...]] = {}
+    chosen: dict[str, list[Pick]] = {}
     for name, period in periods.items():
         found = search(api, collection, aoi, period, max_tile_cloud=max_tile_cloud, flag=f"search.periods.{name}")
-        picks = choose(found, n, min_clear, aoi)
-        echo(listing(found, picks, f"{name} {period}"))
-        if not picks:
+        chosen[name] = choose(found, n, min_clear, aoi)
+        echo(listing(found, chosen[name], f"{name} {period}"))
+        if not chosen[name]:
             raise AtlasError(f"{api}: no {collection} item of {period} ({name}) covers the AOI and is at least "
                              f"{100 * min_clear:g} % clear over it ({len(found)} found)")
-        for p in picks:
-            if p.date in scenes:
-                raise AtlasError(f"{api}: {p.date} is chosen for two periods; make the periods' ranges disjoint")
-            files = [save_item(f, folder) for f in p.items]
-            scenes[p.date] = files[0] if len(files) == 1 else write_mosaic(
-                mosaic_path(folder, p), p.date, [f.name for f in files], aoi)
-        chosen[name] = tuple(p.date for p in picks)
-    return dict(sorted(scenes.items())), chosen
+    picks = [p for side in chosen.values() for p in side]
+    if len({p.date for p in picks}) < len(picks):
+        raise AtlasError(f"{api}: a date is chosen for two periods; make the periods' ranges disjoint")
+    native = one_grid(picks)
+    scenes: dict[str, Path] = {}
+    for p in picks:
+        files = [save_item(f, folder) for f in p.items]
+        scenes[p.date] = files[0] if native else write_mosaic(mosaic_path(folder, p), p.date,
+                                                              [f.name for f in files], aoi)
+    return dict(sorted(scenes.items())), {k: tuple(p.date for p in v) for k, v in chosen.items()}
 
 
 def kept_periods(search: dict, aoi_file: Path, folder: Path, *, stored_only: bool = False, force: bool = False,

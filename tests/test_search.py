@@ -367,3 +367,25 @@ def test_real_l2a_split_across_two_utm_zones_mosaics_back(server, tmp_path):
     agree = (ours["lulc"].values == same_grid["lulc"].values)[both].mean()
     print(f"mosaic of the split vs the unsplit cell on one grid: {agree:.1%} of {both.sum()} cells agree")
     assert both.sum() >= 30 and agree >= 0.85  # measured 91.7 % (66 of 72) on a bfloat16 CPU
+
+
+def test_dates_share_one_grid_or_all_become_mosaics(tmp_path):
+    """One tile on every date: the Items' own URLs (their tile grid). A mosaic on any date, or Items of
+    two tiles: every date a mosaic on the AOI's grid, since compare refuses maps that do not align."""
+    from atlas_change.read.mosaic import aoi_grid
+    from atlas_change.search import Found, Pick, scene_files
+
+    def pick(day, *tiles):
+        return Pick(day, tuple(Found(f"http://x/{t}_{day}", f"{t}_{day}", day, 1.0, 1.0, 1.0,
+                                     item={"properties": {"s2:mgrs_tile": t}}) for t in tiles), 1.0)
+
+    aoi = shapely.box(11.96, 44.995, 12.05, 45.01)
+    same = [[pick("2023-06-05", "32TQM")], [pick("2024-06-12", "32TQM")]]
+    assert scene_files(same, tmp_path, aoi) == [["http://x/32TQM_2023-06-05"], ["http://x/32TQM_2024-06-12"]]
+    for sides in ([[pick("2023-06-05", "32TQM", "33TUG")], [pick("2024-06-12", "33TUG")]],
+                  [[pick("2023-06-05", "32TQM")], [pick("2024-06-12", "33TUG")]]):
+        files = [f for side in scene_files(sides, tmp_path, aoi) for f in side]
+        docs = [json.loads(Path(f).read_text()) for f in files]
+        assert all(str(f).endswith(".mosaic.json") for f in files)
+        assert len({(d["crs"], tuple(d["transform"])) for d in docs}) == 1 and docs[0]["crs"] == aoi_grid(aoi)[0].to_string()
+        assert [d["items"] for d in docs][1] == ["http://x/33TUG_2024-06-12"]
