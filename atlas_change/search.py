@@ -17,6 +17,7 @@ import numpy as np
 
 from .errors import AtlasError
 from .read import SCL_INVALID
+from .read.stac import TIMEOUT_S
 
 #: SCL classes that leave a pixel unusable for a label: no data, saturated, shadow, cloud, cirrus, snow
 SCL_UNUSABLE = (*SCL_INVALID, 11)
@@ -73,7 +74,7 @@ def search(api: str, collection: str, aoi, period: str, *, max_tile_cloud: float
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DoesNotConformTo)
-            client = Client.open(api, timeout=30)
+            client = Client.open(api, timeout=TIMEOUT_S)
             items = list(client.search(collections=[collection], intersects=mapping(aoi), datetime=when,
                                        max_items=limit).items())
     except Exception as e:  # pystac-client raises APIError, requests' errors, JSON errors, ...

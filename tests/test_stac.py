@@ -86,3 +86,29 @@ def test_truncated_cog_over_http_is_one_line_and_nothing_written(server, local, 
     with pytest.raises(AtlasError, match=rf"^{url}/cut/item.json: cannot read pixels at rows 0\.\.256"):
         run_classify(f"{url}/cut/item.json", model12, out=tmp_path / "o")
     assert not (tmp_path / "o").exists()
+
+
+def test_a_server_that_never_answers_times_out_with_retries(tmp_path):
+    """A server that accepts the connection and then says nothing: with ATLAS_HTTP_TIMEOUT=1 the Item
+    is asked for three times (1 s, 2 s backoff) and the run ends in one line naming the URL."""
+    import socket
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    held = []
+    threading.Thread(target=lambda: [held.append(listener.accept()) for _ in range(8)], daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/item.json"
+    t = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "atlas_change", "classify", url, "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, env={**__import__("os").environ, "ATLAS_HTTP_TIMEOUT": "1"})
+    secs = time.perf_counter() - t
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and lines[-1].startswith(f"atlas-change: error: {url}: cannot fetch the STAC Item (")
+    assert "timed out" in lines[-1] and len(held) == 3 and secs < 60
+    assert not (tmp_path / "o").exists()
+    listener.close()

@@ -133,7 +133,8 @@ def test_every_cli_option_has_help_and_version_prints(capsys):
     import argparse
 
     from atlas_change import __version__
-    from atlas_change.__main__ import _parser, main
+    from atlas_change.__main__ import main
+    from atlas_change.cli import parser
 
     missing = []
 
@@ -147,7 +148,7 @@ def test_every_cli_option_has_help_and_version_prints(capsys):
             elif not a.help:
                 missing.append(f"{name} {a.option_strings or a.dest}")
 
-    walk(_parser(), "atlas-change")
+    walk(parser(), "atlas-change")
     assert missing == []
     with pytest.raises(SystemExit) as e:
         main(["--version"])

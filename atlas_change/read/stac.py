@@ -29,10 +29,10 @@ EARTH_SEARCH = {"coastal": "B01", "blue": "B02", "green": "B03", "red": "B04", "
                 "rededge2": "B06", "rededge3": "B07", "nir": "B08", "nir08": "B8A", "nir09": "B09",
                 "cirrus": "B10", "swir16": "B11", "swir22": "B12", "scl": "SCL"}
 RETRIES = 3  # fetching an item: attempts, with 1 s, 2 s backoff between them
-TIMEOUT_S = 30
+TIMEOUT_S = float(os.environ.get("ATLAS_HTTP_TIMEOUT", "30"))  # seconds without an answer (Items, searches, COGs)
 # GDAL's own retries with backoff for 429 / 5xx answers to its range requests (HTTP only; not
 # GDAL_DISABLE_READDIR_ON_OPEN, which would also hide the .aux.xml legends of local outputs)
-for _k, _v in (("GDAL_HTTP_MAX_RETRY", "3"), ("GDAL_HTTP_RETRY_DELAY", "1"), ("GDAL_HTTP_TIMEOUT", str(TIMEOUT_S))):
+for _k, _v in (("GDAL_HTTP_MAX_RETRY", "3"), ("GDAL_HTTP_RETRY_DELAY", "1"), ("GDAL_HTTP_TIMEOUT", str(int(max(1, TIMEOUT_S))))):
     os.environ.setdefault(_k, _v)
 
 
