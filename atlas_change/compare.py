@@ -217,16 +217,20 @@ def decide(la, lb, ca, cb, min_confidence: float) -> tuple[np.ndarray, np.ndarra
         return valid, valid & (ca >= min_confidence) & (cb >= min_confidence)
 
 
-def grid_tolerance(changed: np.ndarray, valid: np.ndarray, cell_ha: float) -> dict:
-    """How far the changed hectares can move with the stride or where the grid falls (README
-    *Stride*): the band half a cell wide along the outline of the changed cells within the valid
-    ones (each side shared by a changed and an unchanged valid cell: half a cell's area)."""
-    n = int(((changed[1:] != changed[:-1]) & valid[1:] & valid[:-1]).sum())
-    n += int(((changed[:, 1:] != changed[:, :-1]) & valid[:, 1:] & valid[:, :-1]).sum())
-    return {"changed_ha": hectares(n * cell_ha / 2),
-            "definition": "+- hectares of a band half a cell wide along the outline of the changed cells: a cell "
-                          "places a boundary only to within half its width, so changed_ha can move by that much "
-                          "with the stride or where the grid falls"}
+def grid_tolerance(changed: np.ndarray, valid: np.ndarray, cell_ha: float,
+                   uncertain: np.ndarray | None = None) -> dict:
+    """How far the changed (and uncertain) hectares can move with the stride or where the grid
+    falls (README *Stride*): the band half a cell wide along the outline of those cells within the
+    valid ones (each side shared with another valid cell: half a cell's area)."""
+    def band(mask: np.ndarray) -> float:
+        n = int(((mask[1:] != mask[:-1]) & valid[1:] & valid[:-1]).sum())
+        n += int(((mask[:, 1:] != mask[:, :-1]) & valid[:, 1:] & valid[:, :-1]).sum())
+        return hectares(n * cell_ha / 2)
+
+    return {"changed_ha": band(changed), **({"uncertain_ha": band(uncertain)} if uncertain is not None else {}),
+            "definition": "+- hectares of a band half a cell wide along the outline of the changed (uncertain) "
+                          "cells: a cell places a boundary only to within half its width, so changed_ha "
+                          "(uncertain_ha) can move by that much with the stride or where the grid falls"}
 
 
 def read_decided(folder: Path) -> dict:
@@ -360,7 +364,7 @@ def compare(before, after, *, aoi: str | None = None,
         "nodata_ha": ha(in_aoi & ~valid & ~cloud_a & ~cloud_b & ~snow_a & ~snow_b),
         "valid_ha": ha(valid), "confident_ha": ha(confident), "uncertain_ha": ha(valid & ~confident),
         "changed_ha": ha(changed), "conversion_ha": ha(converted), "within_group_change_ha": ha(changed & ~converted),
-        "grid_tolerance": grid_tolerance(changed, valid, cell_ha),
+        "grid_tolerance": grid_tolerance(changed, valid, cell_ha, valid & ~confident),
         "net_change_ha": {c: hectares(ha(confident & (lb == i)) - ha(confident & (la == i)))
                           for i, c in enumerate(CLASSES, 1)},
         "classes": {c: {"before_ha": ha(valid & (la == i)), "after_ha": ha(valid & (lb == i))}

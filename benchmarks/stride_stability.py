@@ -112,6 +112,7 @@ def run(before: list[Path], after: list[Path], out: Path, model: str, stride: in
                 out=name, before_date=dates[0], after_date=dates[1])
     r = {k: s[k] for k in ("changed_ha", "uncertain_ha", "valid_ha")}
     r["tol_changed"] = s["grid_tolerance"]["changed_ha"]
+    r["tol_uncertain"] = s["grid_tolerance"]["uncertain_ha"]
     if offset is not None:  # known change: cells whose centre lies in the block are inside it
         with rasterio.open(name / "change.tif") as src:
             code = src.read(1)
@@ -127,7 +128,7 @@ def one_date(folder: Path, min_confidence: float = 0.6) -> dict:
     """Uncertain and valid hectares of one classify output, over the cells whose centre is in the
     scene (compare's area definition)."""
     from atlas_change.assemble import read_json
-    from atlas_change.compare import footprint
+    from atlas_change.compare import footprint, grid_tolerance
     from atlas_change.composite import centre_inside
 
     with rasterio.open(folder / "lulc.tif") as src:
@@ -136,14 +137,15 @@ def one_date(folder: Path, min_confidence: float = 0.6) -> dict:
         conf = src.read(1)
     valid = (lulc > 0) & centre_inside(footprint(read_json(folder / "run.json"), t), t, lulc.shape)
     cell = abs(t.a * t.e) / 1e4
-    return {"uncertain_ha": round(float((valid & (conf < min_confidence)).sum() * cell), 2),
-            "valid_ha": round(float(valid.sum() * cell), 2)}
+    unsure = valid & (conf < min_confidence)
+    return {"uncertain_ha": round(float(unsure.sum() * cell), 2), "valid_ha": round(float(valid.sum() * cell), 2),
+            "tol_uncertain": grid_tolerance(unsure, valid, cell, unsure)["uncertain_ha"]}
 
 
-def agree(rows: dict[int, dict]) -> str:
-    """Whether every stride pair's changed hectares differ by no more than their two tolerances."""
+def agree(rows: dict[int, dict], what: str = "changed") -> str:
+    """Whether every stride pair's changed (uncertain) hectares differ by no more than their two tolerances."""
     bad = [f"{s}/{t}" for s, t in itertools.combinations(STRIDES, 2)
-           if abs(rows[s]["changed_ha"] - rows[t]["changed_ha"]) > rows[s]["tol_changed"] + rows[t]["tol_changed"] + 1e-6]
+           if abs(rows[s][f"{what}_ha"] - rows[t][f"{what}_ha"]) > rows[s][f"tol_{what}"] + rows[t][f"tol_{what}"] + 1e-6]
     return "yes" if not bad else "no: " + ", ".join(bad)
 
 
@@ -185,9 +187,10 @@ def main() -> None:
                 r = rows[stride] = run([d[k] for k in before], [d[k] for k in after], tmp, a.model, stride, o, dates)
                 ok = abs(r["changed_ha"] - r["true_ha"]) <= r["tol_changed"] + 1e-6
                 print(f"| {o} | {stride} | {len(before)} | {r['true_ha']:.2f} | {r['changed_ha']:.2f} +- {r['tol_changed']:.2f} | "
-                      f"{r['found_ha']:.2f} | {r['false_ha']:.2f} | {r['uncertain_ha']:.2f} | "
+                      f"{r['found_ha']:.2f} | {r['false_ha']:.2f} | {r['uncertain_ha']:.2f} +- {r['tol_uncertain']:.2f} | "
                       f"{'yes' if ok else 'no'} |")
-            checks.append(f"| known change | {o} | {len(before)} | {agree(rows)} | {ratios(rows)} |")
+            checks.append(f"| known change | {o} | {len(before)} | {agree(rows)} | {agree(rows, 'uncertain')} | "
+                          f"{ratios(rows)} |")
     pair = sorted((shared / "scenes" / "ssl4eo-s12-l1c-l2a-pair").glob("*/*/*"))
     l1c, l2a = (to_utm(p, root / p.parts[-3]) for p in sorted(pair, key=lambda p: p.parts[-3] != "s2c"))
     print("\nNo change (SSL4EO-S12 L1C vs L2A of one acquisition; every changed hectare is false):\n")
@@ -199,8 +202,8 @@ def main() -> None:
         for stride in STRIDES:
             r = rows[stride] = run([before], [after], tmp, a.model, stride)
             print(f"| {o} | {stride} | {r['changed_ha']:.2f} +- {r['tol_changed']:.2f} | "
-                  f"{r['uncertain_ha']:.2f} | {r['valid_ha']:.2f} |")
-        checks.append(f"| SSL4EO-S12 L1C vs L2A | {o} | 1 | {agree(rows)} | {ratios(rows)} |")
+                  f"{r['uncertain_ha']:.2f} +- {r['tol_uncertain']:.2f} | {r['valid_ha']:.2f} |")
+        checks.append(f"| SSL4EO-S12 L1C vs L2A | {o} | 1 | {agree(rows)} | {agree(rows, 'uncertain')} | {ratios(rows)} |")
     cell = next((shared / "scenes" / "major-tom-l2a" / "199U").glob("*/*"))
     print("\nOne real L2A date (Major TOM 199U_1099R, 2020-02-23):\n")
     print("| offset px | stride | uncertain ha | valid ha |")
@@ -210,12 +213,12 @@ def main() -> None:
         rows, scene = {}, cut(cell, tmp / "199U", o)
         for stride in STRIDES:
             r = rows[stride] = one_date(classified(scene, tmp, a.model, stride))
-            print(f"| {o} | {stride} | {r['uncertain_ha']:.2f} | {r['valid_ha']:.2f} |")
-        checks.append(f"| Major TOM 199U (one date) | {o} | 1 | | {ratios(rows)} |")
-    print("\nDo the changed hectares of strides 64, 32 and 16 agree within the sum of their tolerances? "
-          "Uncertain hectares at 64 and 32 over 16's:\n")
-    print("| case | offset px | dates a side | changed ha agree | uncertain ha, 64 / 32 over 16 |")
-    print("|---|---|---|---|---|")
+            print(f"| {o} | {stride} | {r['uncertain_ha']:.2f} +- {r['tol_uncertain']:.2f} | {r['valid_ha']:.2f} |")
+        checks.append(f"| Major TOM 199U (one date) | {o} | 1 | | {agree(rows, 'uncertain')} | {ratios(rows)} |")
+    print("\nDo the changed and the uncertain hectares of strides 64, 32 and 16 agree within the sum of their "
+          "tolerances? Uncertain hectares at 64 and 32 over 16's:\n")
+    print("| case | offset px | dates a side | changed ha agree | uncertain ha agree | uncertain ha, 64 / 32 over 16 |")
+    print("|---|---|---|---|---|---|")
     print("\n".join(checks))
 
 

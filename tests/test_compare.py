@@ -79,6 +79,7 @@ def test_aoi_in_4326_clips_utm_cells_and_hectares(tmp_path, dates):
     assert s["net_change_ha"]["Residential"] == pytest.approx(40.96)
     # the changed cell's 4 sides, each with a band half a cell wide: how far the figure moves with the grid
     assert s["grid_tolerance"]["changed_ha"] == pytest.approx(4 * 40.96 / 2)
+    assert s["grid_tolerance"]["uncertain_ha"] == pytest.approx(4 * 40.96 / 2)  # the one uncertain cell likewise
     assert s["before"]["date"] == "2023-06-01" and s["after"]["weights_sha256"] == "a" * 64
     with rasterio.open(out / "change.tif") as src:
         code = src.read(1)
