@@ -120,6 +120,8 @@ def _cmd_compare(a) -> None:
 
     kw = {"max_cloud": a.max_cloud, "stride": a.stride, "tta": a.tta, "runtime": a.runtime,
           **({"model": a.model} if a.model else {})}
+    if not a.out and not (a.stac_api and a.dry_run):
+        raise AtlasError("compare: --out FOLDER is required")
     if a.stac_api:
         if a.dates or a.before or a.after or not (a.before_range and a.after_range):
             raise AtlasError("compare --stac-api: give --before-range START/END and --after-range START/END "

@@ -156,7 +156,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--aoi", help="AOI file (GeoJSON or GeoPackage, any CRS)")
     g.add_argument("--aoi-bbox", help="minx,miny,maxx,maxy in --aoi-crs")
     cp.add_argument("--aoi-crs", default="EPSG:4326", help="CRS of --aoi-bbox (default EPSG:4326)")
-    cp.add_argument("--out", required=True, help="output folder")
+    cp.add_argument("--out", help="output folder (required, except with --dry-run)")
     cp.add_argument("--min-confidence", type=float, default=0.6,
                     help="both dates must reach this top-1 probability for a cell to count as changed/unchanged "
                     "(default 0.6); the rest is reported as uncertain")

@@ -88,7 +88,10 @@ def search(api: str, collection: str, aoi, period: str, *, max_tile_cloud: float
         footprint = shape(it.geometry) if it.geometry else None
         covers = 1.0 if footprint is None else float(shapely.area(shapely.intersection(footprint, aoi)) / aoi.area)
         url = it.get_self_href() or f"{api.rstrip('/')}/collections/{collection}/items/{it.id}"
-        found.append(Found(url, it.id, str(it.datetime.date() if it.datetime else it.properties.get("datetime", ""))[:10],
+        when_taken = it.datetime or it.common_metadata.start_datetime  # an Item with a range has datetime null
+        if when_taken is None:
+            continue
+        found.append(Found(url, it.id, when_taken.date().isoformat(),
                            None if cloud is None else float(cloud), aoi_clear(it.to_dict(), url, aoi), covers,
                            footprint, it.to_dict()))
     return sorted(found, key=lambda f: (*f.rank, f.date))

@@ -125,7 +125,8 @@ def test_search_failures_are_one_line_naming_the_url(catalogue, tmp_path):
              f"{api}: no sentinel-2-l2a item of 2025-06-01/2025-08-31 covers the AOI"),
             (["--stac-api", api, "--after-range", "2024-08-31/2024-06-01"], "--after-range '2024-08-31/2024-06-01': the "
                                                                               "start is after the end"),
-            (["--stac-api", api], "compare --stac-api: give --before-range")):
+            (["--stac-api", api], "compare --stac-api: give --before-range"),
+            (["--stac-api", api, "--after-range", "2024-06-01/2024-08-31", "--out", ""], "--out FOLDER is required")):
         r = subprocess.run(base + args, capture_output=True, text=True)
         assert r.returncode == 2, r.stderr
         last = r.stderr.strip().splitlines()[-1]
@@ -180,7 +181,7 @@ def test_aoi_across_two_utm_zones_is_mosaicked_clearest_pixel_first(two_zones, m
     assert run["counts"]["cloud_cells"] == 0 and (ds["lulc"].values > 0).sum() >= 0.8 * ds["lulc"].size
     r = subprocess.run([sys.executable, "-m", "atlas_change", "compare", "--stac-api", api, "--aoi", str(aoi),
                         "--before-range", "2023-06-01/2023-06-30", "--after-range", "2023-06-01/2023-06-30",
-                        "--out", str(tmp_path / "c"), "--dry-run"], capture_output=True, text=True)
+                        "--dry-run"], capture_output=True, text=True)  # no --out needed to look
     assert r.returncode == 0 and r.stdout.count("(mosaic)") == 4, r.stdout + r.stderr
 
 
