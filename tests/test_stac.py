@@ -112,3 +112,18 @@ def test_a_server_that_never_answers_times_out_with_retries(tmp_path):
     assert "timed out" in lines[-1] and len(held) == 3 and secs < 60
     assert not (tmp_path / "o").exists()
     listener.close()
+
+
+def test_unsigned_planetary_computer_assets_are_refused_with_what_to_do(tmp_path, model12):
+    """The Planetary Computer serves its COGs only with a SAS token: an unsigned Item is refused before
+    any read, with the way out; a signed one (sig= in the hrefs) passes that check."""
+    blob = "https://sentinel2l2a01.blob.core.windows.net/sentinel2-l2/32/T/QM/2023/06/12/S2B_MSIL2A_X.SAFE/GRANULE/L2A/IMG_DATA"
+    it = item({b: f"{blob}/R10m/T32TQM_{b}_10m.tif" for b in ("B02", "B03", "B04", "B08")}, "pc")
+    (tmp_path / "item.json").write_text(json.dumps(it))
+    with pytest.raises(AtlasError, match=r"item.json: its assets are on the Planetary Computer's storage .*"
+                                         r"planetary_computer.sign\(item\)"):
+        run_classify(tmp_path / "item.json", model12, out=tmp_path / "o")
+    from atlas_change.read.stac import _needs_signing
+
+    assert _needs_signing(f"{blob}/a.tif") and not _needs_signing(f"{blob}/a.tif?st=2026&se=2026&sig=abc%3D")
+    assert not _needs_signing("https://sentinel-cogs.s3.us-west-2.amazonaws.com/a.tif")

@@ -118,6 +118,12 @@ def band_assets(item: dict) -> dict[str, tuple[str, dict]]:
     return out
 
 
+def _needs_signing(href: str) -> bool:
+    """An Azure Blob Storage URL of the Planetary Computer without a SAS token (`sig=`)."""
+    u = urllib.parse.urlparse(href)
+    return u.netloc.endswith(".blob.core.windows.net") and "sig=" not in u.query
+
+
 def claimed_offset(item: dict, assets: dict) -> str:
     """What the Item says of the baseline offset, in words (for run.json)."""
     props = item.get("properties", {})
@@ -138,6 +144,11 @@ def open_item(p: str) -> Scene:
     item = load_item(p)
     assets = band_assets(item)
     paths = {b: gdal_path(a["href"], p) for b, (_, a) in assets.items()}
+    unsigned = [a["href"] for _, a in assets.values() if _needs_signing(str(a["href"]))]
+    if unsigned:
+        raise AtlasError(f"{p}: its assets are on the Planetary Computer's storage ({unsigned[0].split('?')[0]}), "
+                         "which serves them only with a signed URL: sign the Item first (pip install "
+                         "planetary-computer; planetary_computer.sign(item)) and pass the signed Item's JSON")
     ref_band = next((b for b in ("B02", "B03", "B04", "B08") if b in assets), None)
     if ref_band is None:
         raise AtlasError(f"{p}: no 10 m band (B02, B03, B04 or B08) among the Item's assets to set the grid")
