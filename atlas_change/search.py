@@ -167,7 +167,7 @@ def choose(found: list[Found], n: int, min_clear: float = MIN_AOI_CLEAR, aoi=Non
     return sorted(good, key=lambda p: p.date)
 
 
-def listing(found: list[Found], chosen: list[Found], title: str) -> str:
+def listing(found: list[Found], chosen: list[Pick], title: str) -> str:
     """What --dry-run prints for one side: every Item found, best first, the chosen marked."""
     lines = [f"{title}: {len(found)} item(s), {len(chosen)} date(s) chosen"]
     ids = {f.id for p in chosen for f in p.items}
