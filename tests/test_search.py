@@ -390,3 +390,34 @@ def test_dates_share_one_grid_or_all_become_mosaics(tmp_path):
         assert all(str(f).endswith(".mosaic.json") for f in files)
         assert len({(d["crs"], tuple(d["transform"])) for d in docs}) == 1 and docs[0]["crs"] == aoi_grid(aoi)[0].to_string()
         assert [d["items"] for d in docs][1] == ["http://x/33TUG_2024-06-12"]
+
+
+def test_job_search_across_two_zones_keeps_a_mosaic(two_zones, model12, tmp_path):
+    """A job's search whose date needs two Items: the Items kept as files, the mosaic naming them by
+    relative path beside them, and the date classified from that mosaic on the AOI's grid."""
+    from atlas_change.jobs import load_job, run_job
+
+    api, aoi, _ = two_zones
+    job_file = tmp_path / "job.toml"
+    job_file.write_text(f'''name = "z"
+model = "{model12.path}"
+allow_untrained = true
+output = "out"
+runtime = "graph"
+tta = 1
+produce = ["classify"]
+[[aoi]]
+name = "edge"
+file = "{aoi}"
+search = {{ api = "{api}", periods = {{ june = "2023-06-01/2023-06-30" }} }}
+''')
+    results = run_job(load_job(job_file), scheduler="sync", quiet=True, echo=lambda line: None)
+    assert [r.status for r in results] == ["done"], results
+    kept = tmp_path / "out" / ".atlas-job" / "search" / "edge"
+    (mosaic,) = kept.glob("*.mosaic.json")
+    doc = json.loads(mosaic.read_text())
+    assert sorted(doc["items"]) == ["S2B_32TXX_20230605_0_L2A.json", "S2B_33TXX_20230605_0_L2A.json"]
+    assert all((kept / name).is_file() for name in doc["items"]) and doc["crs"] == "EPSG:32633"
+    run = json.loads(next((tmp_path / "out" / "scenes").glob("*/run.json")).read_text())
+    assert run["input"]["kind"] == "mosaic" and run["output"]["crs"] == "EPSG:32633"
+    assert run["counts"]["cloud_cells"] == 0
