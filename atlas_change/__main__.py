@@ -23,11 +23,9 @@ def _cmd_classify(a) -> None:
     out = a.out or str(Path("outputs") / scene_stem(a.scene))
     bbox = None
     if a.aoi or a.aoi_bbox:
-        from rasterio.crs import CRS
+        from .compare import read_aoi_frame, wgs84_bounds
 
-        from .compare import read_aoi_frame
-
-        bbox = tuple(float(v) for v in read_aoi_frame(a.aoi, a.aoi_bbox, a.aoi_crs, CRS.from_epsg(4326)).total_bounds)
+        bbox = wgs84_bounds(read_aoi_frame(a.aoi, a.aoi_bbox, a.aoi_crs, None))
     ds = classify(a.scene, model=a.model, bands=a.bands, stride=a.stride, max_nodata=a.max_nodata,
                   max_cloud=a.max_cloud, cloud_mask=not a.no_cloud_mask, surface_tests=not a.no_surface_tests,
                   runtime=a.runtime, tta=a.tta, out=out,

@@ -134,8 +134,9 @@ def aoi_union(gdf, name: str):
     return shapely.make_valid(geom)
 
 
-def read_aoi_frame(aoi: str | os.PathLike | None, bbox: str | None, bbox_crs: str, crs: CRS):
-    """The AOI's features in `crs`, with their attributes (GeoJSON / GeoPackage file, or a bbox)."""
+def read_aoi_frame(aoi: str | os.PathLike | None, bbox: str | None, bbox_crs: str, crs: CRS | None):
+    """The AOI's features in `crs` (None: their own), with their attributes (GeoJSON / GeoPackage
+    file, or a bbox)."""
     import geopandas as gpd
     import shapely
 
@@ -156,7 +157,12 @@ def read_aoi_frame(aoi: str | os.PathLike | None, bbox: str | None, bbox_crs: st
             raise AtlasError(f"{name}: not a readable vector file ({str(e).splitlines()[0]})") from None
         if gdf.crs is None:
             raise AtlasError(f"{name}: the AOI has no CRS")
-    return gdf.to_crs(crs)
+    return gdf if crs is None else gdf.to_crs(crs)
+
+
+def wgs84_bounds(features) -> tuple[float, float, float, float]:
+    """The AOI's bounds in lon / lat (what classify's `bbox` takes with its default CRS)."""
+    return tuple(float(v) for v in features.to_crs(4326).total_bounds)
 
 
 def common_grid(maps: list[ClassMap], aoi) -> tuple[Affine, tuple[int, int]]:
@@ -299,8 +305,8 @@ def compare(before, after, *, aoi: str | None = None,
     list of them (a period: the mean-probability composite, composite.py); `before_date` /
     `after_date`: YYYY-MM-DD, one per scene of a period (default: from each one's metadata)."""
     out_root = Path(out).parent if out else Path("outputs")
-    bounds = tuple(float(v) for v in read_aoi_frame(aoi, aoi_bbox, aoi_crs, CRS.from_epsg(4326)).total_bounds)
-    classify_kw = {"bbox": bounds, "bbox_crs": "EPSG:4326", **classify_kw}
+    aoi_features = read_aoi_frame(aoi, aoi_bbox, aoi_crs, None)  # read once: bounds now, features on the grid below
+    classify_kw = {"bbox": wgs84_bounds(aoi_features), "bbox_crs": "EPSG:4326", **classify_kw}
     a = resolve_side(before, before_date, "--before-date", out_root, **classify_kw)
     b = resolve_side(after, after_date, "--after-date", out_root, **classify_kw)
     if a.tta_views != b.tta_views:
@@ -318,7 +324,7 @@ def compare(before, after, *, aoi: str | None = None,
                          "Reclassify with one model, or pass --allow-model-mismatch")
     if a.crs.is_geographic:
         raise AtlasError(f"{a.first.folder}: geographic CRS; areas need a projected CRS")
-    features = read_aoi_frame(aoi, aoi_bbox, aoi_crs, a.crs)
+    features = aoi_features.to_crs(a.crs)
     geom = aoi_union(features, aoi or "--aoi-bbox")
     transform, shape = common_grid([*a.maps, *b.maps], geom)
     in_aoi = geometry_mask([geom], out_shape=shape, transform=transform, invert=True)

@@ -82,11 +82,9 @@ def plan(job: Job) -> list[Step]:
     for aoi in job.aois:
         bbox = None
         if aoi.remote:  # from a catalogue: read and classify only the AOI's part of those
-            from rasterio.crs import CRS
+            from .compare import read_aoi_frame, wgs84_bounds
 
-            from .compare import read_aoi_frame
-
-            bbox = [float(v) for v in read_aoi_frame(str(aoi.file), None, "EPSG:4326", CRS.from_epsg(4326)).total_bounds]
+            bbox = list(wgs84_bounds(read_aoi_frame(str(aoi.file), None, "EPSG:4326", None)))
         for scene in aoi.scenes.values():
             if scene.resolve() in scene_step:
                 continue
