@@ -98,7 +98,7 @@ def resolve_input(src: str | os.PathLike, date: str | None, out_root: Path, **cl
     from .read import crop_to, open_scene
 
     scene = open_scene(str(p), None, classify_kw.get("bands"))
-    card, _ = resolve_model(str(p), classify_kw.get("model"), classify_kw.get("bands"), scene)
+    card, _ = resolve_model(str(p), classify_kw.get("model"), scene)
     window = None
     if classify_kw.get("bbox") is not None:  # only the AOI's part of the scene (whole 64 px blocks)
         _, w = crop_to(scene, classify_kw["bbox"], classify_kw.get("bbox_crs", "EPSG:4326"), str(p))

@@ -145,14 +145,11 @@ class ChunkStore:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def resolve_model(path: str, model: str | os.PathLike | None, bands: str | None = None,
-                  scene: Scene | None = None) -> tuple[ModelCard, str]:
-    """(card, why): the input is checked first (exists, readable, projected CRS, band names; or
-    `scene`, the input already opened), then the named model is loaded, or the default chosen
-    from the bands the input holds."""
-    available = (scene or open_scene(path, None, bands)).available
+def resolve_model(path: str, model: str | os.PathLike | None, scene: Scene) -> tuple[ModelCard, str]:
+    """(card, why): the named model, or the default chosen from the bands the input holds (`scene`,
+    the input as opened: so it was checked first, exists, readable, projected CRS, band names)."""
     if model is None:
-        return choose_model(available, path)
+        return choose_model(scene.available, path)
     return load_card(model), "named by the user"
 
 
@@ -195,7 +192,7 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
     if tta not in VIEWS:
         raise AtlasError(f"--tta {tta}: must be one of {', '.join(map(str, VIEWS))}")
     scene = open_scene(path, None, bands, offset)  # once: every stage selects its bands from it
-    card, why = resolve_model(path, model, bands, scene)
+    card, why = resolve_model(path, model, scene)
     why = model_why or why
     if not card.trained and not allow_untrained:
         raise AtlasError(f"{card.path}: model {card.name} is untrained (random weights, meaningless labels); "
