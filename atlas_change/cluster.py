@@ -85,7 +85,7 @@ def _local_cluster(**kwargs) -> Iterator[Any]:
         yield client
 
 
-def _compute(tasks, client, quiet: bool, on_result: Callable[[tuple], None]) -> list:
+def run_tasks(tasks, client, quiet: bool, on_result: Callable[[tuple], None]) -> list:
     """Run the chunk tasks on `client` (or in this process when it is None), calling `on_result`
     in this process as each one finishes."""
     bar = tqdm(total=len(tasks), disable=quiet, unit="chunk", desc="classify", dynamic_ncols=True)

@@ -26,7 +26,7 @@ from . import surface
 from .assemble import atomic_write, build_dataset, cells_frame, hectares, write_outputs
 from .classes import CLASSES
 from .cloud import MAX_CLOUD, CloudMasker, chunk_cloud, patch_cloud_fraction, plan
-from .cluster import _compute, dask_client, default_workers, local_scheduler, workers_precision
+from .cluster import dask_client, default_workers, local_scheduler, run_tasks, workers_precision
 from .errors import AtlasError, AtlasWarning
 from .infer import DEFAULT_RUNTIME, DEFAULT_VIEWS, VIEWS, get_predictor
 from .read import Scene, aligned_chunk, crop_to, input_path, is_url, open_scene
@@ -244,7 +244,7 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
             checksum = pool.submit(input_checksum, path) if out is not None else None
             t1 = time.perf_counter()
             with dask_client(workers, scheduler) if client is None else nullcontext(client) as dask:
-                results = _compute(tasks, dask, quiet, store.save if store else lambda r: None)
+                results = run_tasks(tasks, dask, quiet, store.save if store else lambda r: None)
                 precision = workers_precision(dask, runtime)
             t2 = time.perf_counter()
             # per grid (regular, then edges: key y0, x0): its patch range's probs, usable, cloudy, snowy
