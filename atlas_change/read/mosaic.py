@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -83,7 +84,18 @@ class MosaicScene(Scene):
     parts: tuple[Scene, ...] = ()
 
     def _fuse(self, window: Window, factor: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """(float32 bands with each part's offset applied, has data, fused SCL or None)."""
+        """(float32 bands with each part's offset applied, has data, fused SCL or None), copies of the
+        last fuse of this window in this thread when there is one: a chunk reads its bands and then
+        its SCL (pipeline.classify_chunk), and fusing reads every part's bands and SCL for both."""
+        key = (int(window.col_off), int(window.row_off), int(window.width), int(window.height), factor)
+        last = self.__dict__.setdefault("_last_fuse", {})  # per instance and thread; not a field
+        got = last.get(threading.get_ident())
+        if got is None or got[0] != key:
+            got = last[threading.get_ident()] = (key, self._fuse_parts(window, factor))
+        out, have, scl = got[1]
+        return out.copy(), have.copy(), None if scl is None else scl.copy()
+
+    def _fuse_parts(self, window: Window, factor: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         h, w = int(window.height) // factor, int(window.width) // factor
         out = np.zeros((len(self.bands), h, w), np.float32)
         scl = np.zeros((h, w), np.uint8) if self.mask is not None and factor == 1 else None
