@@ -101,13 +101,13 @@ def aoi_clear(item: dict, url: str, aoi) -> float | None:
     """Share of the AOI's pixels within the Item's raster that its SCL calls clear (its no-data
     outside the swath counts as not clear; `Found.covers` says how much of the AOI the Item
     reaches); None when the Item has no SCL asset. Reads only the AOI's window of the SCL."""
-    import rasterio
     from rasterio.errors import RasterioIOError, WindowError
     from rasterio.features import geometry_mask
     from rasterio.warp import transform_geom
     from rasterio.windows import Window, from_bounds
     from shapely.geometry import shape
 
+    from .read.scene import open_dataset
     from .read.stac import band_assets, gdal_path
 
     assets = band_assets(item)
@@ -115,16 +115,16 @@ def aoi_clear(item: dict, url: str, aoi) -> float | None:
         return None
     path = gdal_path(assets["SCL"][1]["href"], url)
     try:
-        with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"), rasterio.open(path) as src:
-            geom = transform_geom("EPSG:4326", src.crs, aoi.__geo_interface__)
-            try:
-                win = from_bounds(*shape(geom).bounds, transform=src.transform).round_offsets().round_lengths()
-                win = win.intersection(Window(0, 0, src.width, src.height))
-            except WindowError:  # the AOI misses the raster
-                return 0.0
-            scl = src.read(1, window=win)
-            inside = geometry_mask([geom], out_shape=scl.shape, transform=src.window_transform(win), invert=True,
-                                   all_touched=True)
+        src = open_dataset(path)  # as the reader opens it (no side-car probing over HTTP), kept for classify
+        geom = transform_geom("EPSG:4326", src.crs, aoi.__geo_interface__)
+        try:
+            win = from_bounds(*shape(geom).bounds, transform=src.transform).round_offsets().round_lengths()
+            win = win.intersection(Window(0, 0, src.width, src.height))
+        except WindowError:  # the AOI misses the raster
+            return 0.0
+        scl = src.read(1, window=win)
+        inside = geometry_mask([geom], out_shape=scl.shape, transform=src.window_transform(win), invert=True,
+                               all_touched=True)
     except RasterioIOError as e:
         raise AtlasError(f"{path.removeprefix('/vsicurl/')}: cannot read the SCL of {url} "
                          f"({str(e).splitlines()[0][:160]})") from None

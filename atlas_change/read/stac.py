@@ -30,8 +30,9 @@ EARTH_SEARCH = {"coastal": "B01", "blue": "B02", "green": "B03", "red": "B04", "
                 "cirrus": "B10", "swir16": "B11", "swir22": "B12", "scl": "SCL"}
 RETRIES = 3  # fetching an item: attempts, with 1 s, 2 s backoff between them
 TIMEOUT_S = float(os.environ.get("ATLAS_HTTP_TIMEOUT", "30"))  # seconds without an answer (Items, searches, COGs)
-# GDAL's own retries with backoff for 429 / 5xx answers to its range requests (HTTP only; not
-# GDAL_DISABLE_READDIR_ON_OPEN, which would also hide the .aux.xml legends of local outputs)
+# GDAL's own retries with backoff for 429 / 5xx answers to its range requests (HTTP only; side-car
+# probing is turned off per HTTP open in scene.open_dataset, not here, where it would also hide the
+# .aux.xml legends of local outputs)
 for _k, _v in (("GDAL_HTTP_MAX_RETRY", "3"), ("GDAL_HTTP_RETRY_DELAY", "1"), ("GDAL_HTTP_TIMEOUT", str(int(max(1, TIMEOUT_S))))):
     os.environ.setdefault(_k, _v)
 
