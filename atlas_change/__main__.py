@@ -155,25 +155,20 @@ def _search_sides(a):
     from rasterio.crs import CRS
 
     from .compare import read_aoi
-    from .search import choose, listing, scene_files, search
+    from .search import choose_periods, scene_files
 
     aoi = read_aoi(a.aoi, a.aoi_bbox, a.aoi_crs, CRS.from_epsg(4326))
-    sides, text = [], []
-    for flag, period in (("--before-range", a.before_range), ("--after-range", a.after_range)):
-        found = search(a.stac_api, a.collection, aoi, period, max_tile_cloud=a.max_tile_cloud, flag=flag)
-        chosen = choose(found, a.scenes_per_period, a.min_aoi_clear, aoi)
-        text.append(listing(found, chosen, f"{flag} {period}"))
-        if not chosen and not a.dry_run:
-            raise AtlasError(f"{a.stac_api}: no {a.collection} item of {period} covers the AOI (alone or with the "
-                             f"other items of its date) and is at least {100 * a.min_aoi_clear:g} % clear over it "
-                             f"({len(found)} found; --dry-run lists them)")
-        sides.append(chosen)
+    chosen, text = choose_periods(a.stac_api, a.collection, aoi,
+                                  {"--before-range": a.before_range, "--after-range": a.after_range},
+                                  n=a.scenes_per_period, max_tile_cloud=a.max_tile_cloud, min_clear=a.min_aoi_clear,
+                                  required=not a.dry_run)
     if a.dry_run:
         print("\n".join(text))
         return None
     print("\n".join(text), file=sys.stderr)
+    sides = list(chosen.values())
     files = scene_files(sides, Path(a.out).parent / "mosaics", aoi)
-    return [([str(f) for f in fs], ",".join(p.date for p in chosen)) for fs, chosen in zip(files, sides)]
+    return [([str(f) for f in fs], ",".join(p.date for p in side)) for fs, side in zip(files, sides)]
 
 
 def _cmd_sample(a) -> None:

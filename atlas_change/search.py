@@ -216,6 +216,24 @@ def scene_files(sides: list[list[Pick]], folder: Path, aoi) -> list[list[Path | 
             for side in sides]
 
 
+def choose_periods(api: str, collection: str, aoi, periods: dict[str, str], *, n: int = 3,
+                   max_tile_cloud: float = MAX_TILE_CLOUD, min_clear: float = MIN_AOI_CLEAR,
+                   required: bool = True) -> tuple[dict[str, list[Pick]], list[str]]:
+    """Each period (label -> START/END; the label names it in messages) searched and its `n`
+    clearest dates chosen -> ({label: picks}, the `listing` of each); AtlasError naming the API
+    where a period has none and `required`."""
+    chosen, text = {}, []
+    for label, period in periods.items():
+        found = search(api, collection, aoi, period, max_tile_cloud=max_tile_cloud, flag=label)
+        chosen[label] = choose(found, n, min_clear, aoi)
+        text.append(listing(found, chosen[label], f"{label} {period}"))
+        if not chosen[label] and required:
+            raise AtlasError(f"{api}: no {collection} item of {period} covers the AOI (alone or with the other "
+                             f"items of its date) and is at least {100 * min_clear:g} % clear over it ({label}: "
+                             f"{len(found)} found)")
+    return chosen, text
+
+
 def resolve_periods(api: str, collection: str, aoi, periods: dict[str, str], folder: Path, *, n: int = 3,
                     max_tile_cloud: float = MAX_TILE_CLOUD, min_clear: float = MIN_AOI_CLEAR,
                     echo=print) -> tuple[dict[str, Path], dict[str, tuple[str, ...]]]:
@@ -224,14 +242,10 @@ def resolve_periods(api: str, collection: str, aoi, periods: dict[str, str], fol
     -> ({date: file}, {period: its dates})."""
     from .read.mosaic import mosaic_path, write_mosaic
 
-    chosen: dict[str, list[Pick]] = {}
-    for name, period in periods.items():
-        found = search(api, collection, aoi, period, max_tile_cloud=max_tile_cloud, flag=f"search.periods.{name}")
-        chosen[name] = choose(found, n, min_clear, aoi)
-        echo(listing(found, chosen[name], f"{name} {period}"))
-        if not chosen[name]:
-            raise AtlasError(f"{api}: no {collection} item of {period} ({name}) covers the AOI and is at least "
-                             f"{100 * min_clear:g} % clear over it ({len(found)} found)")
+    chosen, text = choose_periods(api, collection, aoi, periods, n=n, max_tile_cloud=max_tile_cloud,
+                                  min_clear=min_clear)
+    for t in text:
+        echo(t)
     picks = [p for side in chosen.values() for p in side]
     if len({p.date for p in picks}) < len(picks):
         raise AtlasError(f"{api}: a date is chosen for two periods; make the periods' ranges disjoint")
