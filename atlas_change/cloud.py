@@ -124,17 +124,16 @@ def spectral_mask(dn: np.ndarray, offset: float, valid: np.ndarray) -> np.ndarra
     pixels without thermal, not snow, dilated) or shadow."""
     from scipy import ndimage
 
-    from .surface import NDSI_MIN, SNOW_GREEN_MIN, SNOW_NIR_MIN
+    from .surface import ndsi_snow, normalized_difference
 
     b02, b03, b04, b08, b11, b12 = np.maximum(dn.astype(np.float32) + np.float32(offset), 0) / np.float32(10000)
+    mean = (b02 + b03 + b04) / 3
     with np.errstate(divide="ignore", invalid="ignore"):
-        ndvi, ndsi = (b08 - b04) / (b08 + b04), (b03 - b11) / (b03 + b11)
-        mean = (b02 + b03 + b04) / 3
         whiteness = (abs(b02 - mean) + abs(b03 - mean) + abs(b04 - mean)) / mean
-        cloud = ((b12 > FMASK_SWIR2) & (ndsi < FMASK_NDSI) & (ndvi < FMASK_NDVI) & (whiteness < FMASK_WHITENESS)
-                 & (b02 - 0.5 * b04 - FMASK_HOT > 0) & (b08 > FMASK_NIR_SWIR * b11))
-    snow = (ndsi > NDSI_MIN) & (b08 > SNOW_NIR_MIN) & (b03 > SNOW_GREEN_MIN)
-    cloud &= valid & ~snow
+    cloud = ((b12 > FMASK_SWIR2) & (normalized_difference(b03, b11) < FMASK_NDSI)
+             & (normalized_difference(b08, b04) < FMASK_NDVI) & (whiteness < FMASK_WHITENESS)
+             & (b02 - 0.5 * b04 - FMASK_HOT > 0) & (b08 > FMASK_NIR_SWIR * b11))
+    cloud &= valid & ~ndsi_snow(b03, b08, b11)
     if cloud.any() and DILATION:
         yy, xx = np.mgrid[-DILATION:DILATION + 1, -DILATION:DILATION + 1]
         cloud = ndimage.binary_dilation(cloud, structure=(yy ** 2 + xx ** 2) <= DILATION ** 2) & valid

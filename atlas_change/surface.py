@@ -99,9 +99,15 @@ def missing(p: SurfacePlan) -> str | None:
     return "; ".join(parts) or None
 
 
-def _index(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def normalized_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(a - b) / (a + b), 0 where both are 0 (NDWI, MNDWI, NDSI, NDVI)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(a + b > 0, (a - b) / (a + b), 0.0)
+
+
+def ndsi_snow(green: np.ndarray, nir: np.ndarray, swir: np.ndarray) -> np.ndarray:
+    """Snow by the NDSI test of Hall et al. 1995 (reflectances of B03, B08, B11)."""
+    return (normalized_difference(green, swir) > NDSI_MIN) & (nir > SNOW_NIR_MIN) & (green > SNOW_GREEN_MIN)
 
 
 def pixel_flags(p: SurfacePlan, refl: dict[str, np.ndarray], scl: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -112,13 +118,12 @@ def pixel_flags(p: SurfacePlan, refl: dict[str, np.ndarray], scl: np.ndarray | N
     if p.snow == "scl":
         snow = scl == SCL_SNOW
     elif p.snow == "ndsi":
-        g, nir, swir = refl["B03"], refl["B08"], refl["B11"]
-        snow = (_index(g, swir) > NDSI_MIN) & (nir > SNOW_NIR_MIN) & (g > SNOW_GREEN_MIN)
+        snow = ndsi_snow(refl["B03"], refl["B08"], refl["B11"])
     if p.water != "off":
-        water = _index(refl["B03"], refl["B08"]) > NDWI_MIN
+        water = normalized_difference(refl["B03"], refl["B08"]) > NDWI_MIN
         dark = refl["B08"] < DARK_WATER
         if p.water == "ndwi+mndwi":
-            water &= _index(refl["B03"], refl["B11"]) > MNDWI_MIN
+            water &= normalized_difference(refl["B03"], refl["B11"]) > MNDWI_MIN
             dark &= refl["B11"] < DARK_WATER
         water = (water | dark) & ~snow
     return water, snow
