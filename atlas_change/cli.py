@@ -13,6 +13,12 @@ from .registry import ARCHITECTURES, DEFAULT_MODELS, PRECISIONS
 from .search import MAX_TILE_CLOUD, MIN_AOI_CLEAR
 
 
+def _eurosat_args(p: argparse.ArgumentParser, what: str) -> None:
+    """--data and --splits, as train, evaluate and calibrate read EuroSAT (train.find_split_file)."""
+    p.add_argument("--data", default=os.environ.get("ATLAS_EUROSAT"), help=f"{what} (default $ATLAS_EUROSAT)")
+    p.add_argument("--splits", help="folder of eurosat-*.txt (default: beside or above --data, or ../splits)")
+
+
 def parser() -> argparse.ArgumentParser:
     """The `python -m atlas_change` parser with every subcommand."""
     p = argparse.ArgumentParser(prog="python -m atlas_change",
@@ -78,9 +84,7 @@ def parser() -> argparse.ArgumentParser:
                        "  python -m atlas_change train --data ../shared/eurosat/EuroSAT_RGB --arch resnet50-nomaxpool "
                        "--init models/resnet50-rgb --epochs 8 --lr 0.0005 --out models/resnet50-rgb-nomaxpool",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    t.add_argument("--data", default=os.environ.get("ATLAS_EUROSAT"),
-                   help="EuroSAT RGB or MS folder (default $ATLAS_EUROSAT)")
-    t.add_argument("--splits", help="folder of eurosat-*.txt (default: beside or above --data, or ../splits)")
+    _eurosat_args(t, "EuroSAT RGB or MS folder")
     t.add_argument("--arch", default="spectrumnet-bn-w0.5", choices=ARCHITECTURES,
                    help="network (default spectrumnet-bn-w0.5: SpectrumNet with batch norm at half width)")
     t.add_argument("--bands", help="input bands in order (default: all the data hold: B04,B03,B02 for RGB JPEGs, "
@@ -102,9 +106,7 @@ def parser() -> argparse.ArgumentParser:
                        description="Score a model on a split of EuroSAT RGB (JPEGs, RGB models only) or EuroSAT MS "
                        "(GeoTIFF DN, through the model's radiometry: the test that real L1C input reaches the model "
                        "as the JPEGs did). A folder holding part of the split (the MS subset) is scored on that part.")
-    e.add_argument("--data", default=os.environ.get("ATLAS_EUROSAT"),
-                   help="EuroSAT RGB or MS folder (default $ATLAS_EUROSAT)")
-    e.add_argument("--splits", help="folder of eurosat-*.txt (default: beside or above --data)")
+    _eurosat_args(e, "EuroSAT RGB or MS folder")
     e.add_argument("--model", required=True, help="model name under models/ or a model folder")
     e.add_argument("--split", default="test", choices=("train", "val", "test"), help="split (default test)")
     e.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME,
@@ -123,9 +125,7 @@ def parser() -> argparse.ArgumentParser:
                         "class is the same); confidence.tif and --min-confidence use the calibrated probabilities.",
                         epilog="example:\n  python -m atlas_change calibrate --data ../shared/eurosat/EuroSAT_RGB "
                         "--model spectrumnet-rgb", formatter_class=argparse.RawDescriptionHelpFormatter)
-    ca.add_argument("--data", default=os.environ.get("ATLAS_EUROSAT"),
-                    help="EuroSAT RGB folder (default $ATLAS_EUROSAT)")
-    ca.add_argument("--splits", help="folder of eurosat-*.txt (default: beside or above --data)")
+    _eurosat_args(ca, "EuroSAT RGB folder")
     ca.add_argument("--model", required=True, help="model name under models/ or a model folder")
     ca.add_argument("--tta", type=int, choices=VIEWS, default=DEFAULT_VIEWS,
                     help=f"test-time views to fit with (default {DEFAULT_VIEWS}, classify's default)")
