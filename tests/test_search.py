@@ -21,8 +21,10 @@ from atlas_change.errors import AtlasError
 from atlas_change.search import choose, search
 from atlas_change.synth import make_scene
 from conftest import band_cogs, free_port, item, run_classify, stac_api
+from test_jobs import aoi_table, job_text
 
 ORIGIN = (600000.0, 5000040.0)
+FAST = 'runtime = "graph"\ntta = 1'  # job keys: the untrained test network in TensorFlow, one view
 SIZE = 512  # 5.12 km scene; the AOI: pixels 200..330 of both axes (1.3 km square)
 AOI_PX = (200, 330)
 #: date -> (eo:cloud_cover of the whole tile, is the AOI under cloud by the SCL)
@@ -238,18 +240,9 @@ def test_job_file_naming_a_search_runs_once_and_resumes(catalogue, model12, tmp_
 
     api, aoi, _ = catalogue
     job_file = tmp_path / "job.toml"
-    job_file.write_text(f'''name = "s"
-model = "{model12.path}"
-allow_untrained = true
-output = "out"
-runtime = "graph"
-tta = 1
-produce = ["classify", "compare"]
-[[aoi]]
-name = "farm"
-file = "{aoi}"
-search = {{ api = "{api}", scenes_per_period = 2, periods = {{ s2023 = "2023-06-01/2023-08-31", s2024 = "2024-06-01/2024-08-31" }} }}
-''')
+    job_file.write_text(job_text(model12.path, f'[[aoi]]\nname = "farm"\nfile = "{aoi}"\nsearch = {{ api = "{api}", '
+                                 'scenes_per_period = 2, periods = { s2023 = "2023-06-01/2023-08-31", '
+                                 's2024 = "2024-06-01/2024-08-31" } }\n', extra=FAST + '\nproduce = ["classify", "compare"]'))
     job = load_job(job_file)
     assert [(r.id, r.status) for r in job_status(job)] == [("fetch/farm", "pending")]
     lines = []
@@ -275,18 +268,9 @@ def test_job_scene_may_be_an_item_url(catalogue, model12, tmp_path):
     api, aoi, _ = catalogue
     items = f"{api}/collections/sentinel-2-l2a/items"
     job_file = tmp_path / "job.toml"
-    job_file.write_text(f'''name = "u"
-model = "{model12.path}"
-allow_untrained = true
-output = "out"
-runtime = "graph"
-tta = 1
-produce = ["classify", "compare"]
-[[aoi]]
-name = "farm"
-file = "{aoi}"
-scenes = {{ 2023-06-05 = "{items}/S2B_32TQM_20230605_0_L2A", 2024-06-12 = "{items}/S2B_32TQM_20240612_0_L2A" }}
-''')
+    job_file.write_text(job_text(model12.path, aoi_table("farm", aoi, {"2023-06-05": f"{items}/S2B_32TQM_20230605_0_L2A",
+                                                                   "2024-06-12": f"{items}/S2B_32TQM_20240612_0_L2A"}),
+                                 extra=FAST + '\nproduce = ["classify", "compare"]'))
     job = load_job(job_file)
     assert [(r.id, r.status) for r in job_status(job)] == [("fetch/farm", "pending")]
     results = run_job(job, scheduler="sync", quiet=True, echo=lambda line: None)
@@ -399,18 +383,8 @@ def test_job_search_across_two_zones_keeps_a_mosaic(two_zones, model12, tmp_path
 
     api, aoi, _ = two_zones
     job_file = tmp_path / "job.toml"
-    job_file.write_text(f'''name = "z"
-model = "{model12.path}"
-allow_untrained = true
-output = "out"
-runtime = "graph"
-tta = 1
-produce = ["classify"]
-[[aoi]]
-name = "edge"
-file = "{aoi}"
-search = {{ api = "{api}", periods = {{ june = "2023-06-01/2023-06-30" }} }}
-''')
+    job_file.write_text(job_text(model12.path, f'[[aoi]]\nname = "edge"\nfile = "{aoi}"\nsearch = {{ api = "{api}", '
+                                 'periods = { june = "2023-06-01/2023-06-30" } }\n', extra=FAST + '\nproduce = ["classify"]'))
     results = run_job(load_job(job_file), scheduler="sync", quiet=True, echo=lambda line: None)
     assert [r.status for r in results] == ["done"], results
     kept = tmp_path / "out" / ".atlas-job" / "search" / "edge"
