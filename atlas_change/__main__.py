@@ -161,7 +161,7 @@ def _search_sides(a):
     chosen, text = choose_periods(a.stac_api, a.collection, aoi,
                                   {"--before-range": a.before_range, "--after-range": a.after_range},
                                   n=a.scenes_per_period, max_tile_cloud=a.max_tile_cloud, min_clear=a.min_aoi_clear,
-                                  required=not a.dry_run)
+                                  required=not a.dry_run, hint="; --dry-run lists them")
     if a.dry_run:
         print("\n".join(text))
         return None

@@ -218,10 +218,10 @@ def scene_files(sides: list[list[Pick]], folder: Path, aoi) -> list[list[Path | 
 
 def choose_periods(api: str, collection: str, aoi, periods: dict[str, str], *, n: int = 3,
                    max_tile_cloud: float = MAX_TILE_CLOUD, min_clear: float = MIN_AOI_CLEAR,
-                   required: bool = True) -> tuple[dict[str, list[Pick]], list[str]]:
+                   required: bool = True, hint: str = "") -> tuple[dict[str, list[Pick]], list[str]]:
     """Each period (label -> START/END; the label names it in messages) searched and its `n`
     clearest dates chosen -> ({label: picks}, the `listing` of each); AtlasError naming the API
-    where a period has none and `required`."""
+    where a period has none and `required` (ending in `hint`)."""
     chosen, text = {}, []
     for label, period in periods.items():
         found = search(api, collection, aoi, period, max_tile_cloud=max_tile_cloud, flag=label)
@@ -230,7 +230,7 @@ def choose_periods(api: str, collection: str, aoi, periods: dict[str, str], *, n
         if not chosen[label] and required:
             raise AtlasError(f"{api}: no {collection} item of {period} covers the AOI (alone or with the other "
                              f"items of its date) and is at least {100 * min_clear:g} % clear over it ({label}: "
-                             f"{len(found)} found)")
+                             f"{len(found)} found{hint})")
     return chosen, text
 
 
