@@ -87,7 +87,8 @@ def _cmd_train(a) -> None:
     from .train import train
 
     card = train(a.data, a.arch, a.out, parse_bands(a.bands) if a.bands else None, epochs=a.epochs, batch=a.batch, lr=a.lr,
-                 seed=a.seed, splits=a.splits, quiet=a.quiet, init=a.init, precision=a.precision)
+                 seed=a.seed, splits=a.splits, quiet=a.quiet, init=a.init, precision=a.precision,
+                 augment=a.augment)
     acc = card.metrics.get("accuracy")
     print(f"{a.out}: {card.architecture} on {', '.join(card.bands)}; test accuracy "
           f"{acc:.4f}" if acc is not None else f"{a.out}: trained (no test split found)")

@@ -6,6 +6,7 @@ import argparse
 import os
 
 from . import __version__
+from .augment import AUGMENTATIONS
 from .cloud import MAX_CLOUD
 from .helptext import EPILOG_ASSESS, EPILOG_CLASSIFY, JOB_EPILOG, WORKERS_HELP
 from .infer import DEFAULT_RUNTIME, DEFAULT_VIEWS, RUNTIMES, VIEWS
@@ -99,6 +100,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--precision", choices=PRECISIONS, default="float32",
                    help="training arithmetic: float32, or mixed_bfloat16 (bfloat16 compute, float32 weights: about 2x "
                    "faster on CPUs with AVX512-BF16 or AMX, slower elsewhere); the saved model is float32 either way")
+    t.add_argument("--augment", choices=AUGMENTATIONS, default="standard",
+                   help="radiometric augmentation of RGB JPEGs: standard (flips, rotations, contrast, gain, haze; the "
+                   "default) or l2a (also the L1C -> L2A transform fitted on a real L1C/L2A pair, and seasonal colour)")
     t.add_argument("--out", required=True, help="model folder to write, e.g. models/spectrumnet-rgb")
     t.add_argument("--quiet", action="store_true", help="no progress output")
 

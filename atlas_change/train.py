@@ -21,6 +21,8 @@ import rasterio
 from tqdm import tqdm
 
 from . import quiet_tensorflow
+from .augment import AUGMENTATIONS, JPEG_PER_DN
+from .augment import augment as _augment
 from .bands import EUROSAT_ORDER
 from .classes import CLASSES
 from .errors import AtlasError
@@ -32,15 +34,9 @@ SPLITS = ("train", "val", "test")
 RGB_BANDS: tuple[str, ...] = ("B04", "B03", "B02")
 #: the EuroSAT JPEGs are v = min(DN * 255 / 2750, 255) of the L1C DN of B04, B03, B02: measured on the
 #: 270 MS/JPEG pairs of the subset (rmse 2.9 / 1.6 / 2.8 grey levels, JPEG error; saturation at ~2750 DN)
-JPEG_RADIOMETRY = {"kind": "eurosat-jpeg", "scale": 255 / 2750, "max": 255.0,
+JPEG_RADIOMETRY = {"kind": "eurosat-jpeg", "scale": JPEG_PER_DN, "max": 255.0,
                    "formula": "v = min(max(DN + offset, 0) * 255 / 2750, 255), DN = L1C digital numbers",
                    "measured": "270 EuroSAT MS/JPEG twins: rmse 2.9 (B04), 1.6 (B03), 2.8 (B02) grey levels"}
-#: additive haze per JPEG channel (R, G, B) at strength 1: the median L1C - L2A difference of
-#: B04/B03/B02 seen between EuroSAT L1C and BigEarthNet L2A patches (~150 / 270 / 600 DN)
-HAZE_RGB = (14.0, 25.0, 55.0)
-AUGMENTATION = ("flips, 90-degree rotations; with p=0.8 radiometric: contrast x U(0.8, 1.2) about the "
-                "patch mean, gain x U(0.8, 1.3) (x U(0.95, 1.05) per channel), haze t * (14, 25, 55) grey "
-                "levels on R, G, B with t ~ U(-1.2, 0.5) (negative = L2A-like, darker and less blue), clip 0..255")
 
 
 def find_split_file(data: Path, split: str, splits: Path | None = None) -> Path:
@@ -165,20 +161,6 @@ def evaluate(data: str | os.PathLike, model: str, split: str = "test", splits: s
     return {**evaluate_arrays(card, X, y, runtime, views), "split": split, "n_listed": listed}
 
 
-def _augment(tf, x, y, radiometric: bool):
-    """Flips and 90-degree rotations; for JPEG-scale RGB also contrast, gain and haze (see AUGMENTATION)."""
-    x = tf.image.random_flip_left_right(x)
-    x = tf.image.random_flip_up_down(x)
-    x = tf.image.rot90(x, tf.random.uniform((), 0, 4, dtype=tf.int32))
-    if radiometric:
-        u = tf.random.uniform
-        m = tf.reduce_mean(x, axis=(0, 1), keepdims=True)
-        z = (x - m) * u((), 0.8, 1.2) + m
-        z = z * u((), 0.8, 1.3) * u((1, 1, 3), 0.95, 1.05) + u((), -1.2, 0.5) * tf.constant(HAZE_RGB)
-        x = tf.where(u(()) < 0.8, tf.clip_by_value(z, 0.0, 255.0), x)
-    return x, y
-
-
 def _run_dir(out: Path, config: dict) -> Path:
     key = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return cache_dir() / "runs" / f"{out.name}-{key}"
@@ -187,7 +169,7 @@ def _run_dir(out: Path, config: dict) -> Path:
 def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tuple[str, ...] | None = None,
           epochs: int = 30, batch: int = 64, lr: float = 1e-3, seed: int = 42, splits: str | None = None,
           name: str | None = None, quiet: bool = False, patience: int | None = None,
-          init: str | None = None, precision: str = "float32") -> ModelCard:
+          init: str | None = None, precision: str = "float32", augment: str = "standard") -> ModelCard:
     """Train `arch` on the train split (cosine learning rate, AdamW), keep the weights of the best
     validation epoch (the last one where the data have no validation split), evaluate them on test,
     save with the card. Resumes an interrupted run. `init`: start from a trained model of the same
@@ -195,7 +177,10 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tup
     copied, the first layer's filters go to its bands and zeros to the others, and its normalisation
     is carried over for its bands, so that the new model starts out computing exactly the old one.
     `precision` 'mixed_bfloat16' trains with bfloat16 arithmetic (float32 weights); the saved model
-    is float32 with the same weights, so inference is as for any other model."""
+    is float32 with the same weights, so inference is as for any other model. `augment` 'l2a' adds the
+    L1C -> L2A transform of a real product pair and seasonal colour to the JPEG augmentation."""
+    if augment not in AUGMENTATIONS:
+        raise AtlasError(f"augment {augment!r}: choose one of {', '.join(AUGMENTATIONS)}")
     quiet_tensorflow()
     import keras
     import tensorflow as tf
@@ -229,7 +214,7 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tup
         return (tf.cast(tf.gather(x, idx, axis=-1), tf.float32) - mean.astype(np.float32)) / std.astype(np.float32), y
 
     def norm(x, y):  # the same after augmenting (on the data's own scale, before normalising)
-        x, y = _augment(tf, tf.cast(tf.gather(x, idx, axis=-1), tf.float32), y, jpeg)
+        x, y = _augment(tf, tf.cast(tf.gather(x, idx, axis=-1), tf.float32), y, jpeg, augment)
         return (x - mean.astype(np.float32)) / std.astype(np.float32), y
 
     ds_tr = (tf.data.Dataset.from_tensor_slices((Xtr, ytr)).shuffle(len(ytr), seed=seed, reshuffle_each_iteration=True)
@@ -237,7 +222,7 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tup
     ds_va = None if yva is None else (tf.data.Dataset.from_tensor_slices((Xva, yva)).map(norm_val).batch(256)
                                       .prefetch(tf.data.AUTOTUNE))
     config = dict(data=str(data.resolve()), arch=arch, bands=bands, epochs=epochs, batch=batch, lr=lr, seed=seed,
-                  n_train=len(ytr), augmentation=AUGMENTATION if jpeg else "flips + 90 degree rotations")
+                  n_train=len(ytr), augmentation=AUGMENTATIONS[augment] if jpeg else "flips + 90 degree rotations")
     if src:
         config["init"] = src.weights_sha256
     if precision != "float32":

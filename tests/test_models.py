@@ -159,10 +159,11 @@ def test_train_on_rgb_jpegs_applies_the_jpeg_mapping(eurosat_rgb, eurosat, tmp_p
     monkeypatch.setenv("ATLAS_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "models" / "rgb"
     r = subprocess.run([sys.executable, "-m", "atlas_change", "train", "--data", str(eurosat_rgb), "--arch",
-                        "spectrumnet-bn-w0.5", "--epochs", "1", "--batch", "8", "--out", str(out), "--quiet"],
-                       capture_output=True, text=True)
+                        "spectrumnet-bn-w0.5", "--epochs", "1", "--batch", "8", "--out", str(out), "--quiet",
+                        "--augment", "l2a"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     card = load_card(out)
+    assert "L1C -> L2A" in card.training["augmentation"] and "seasonal" in card.training["augmentation"]
     assert card.bands == ("B04", "B03", "B02") and card.radiometry["kind"] == "eurosat-jpeg"
     assert card.radiometry["scale"] == pytest.approx(255 / 2750) and card.radiometry["max"] == 255
     assert card.metrics["n"] == 10 and card.metrics["data"] == "EuroSAT RGB JPEG"
@@ -174,6 +175,46 @@ def test_train_on_rgb_jpegs_applies_the_jpeg_mapping(eurosat_rgb, eurosat, tmp_p
         res = json.loads(r.stdout)
         assert res["n"] == 10 and kind in res["data"] and 0 <= res["accuracy"] <= 1
         assert np.asarray(res["confusion"]).shape == (10, 10)
+
+
+def test_l2a_augmentation_reaches_the_contrast_of_real_l2a():
+    """--augment l2a stretches a channel's contrast as far as the fitted L1C -> L2A change does (blue
+    x 1.69, up to 1.2 times that change), past anything contrast, gain and haze alone give (x 1.64 at
+    most), and keeps values in 0..255."""
+    import tensorflow as tf
+
+    from atlas_change.augment import augment
+
+    x = np.zeros((64, 64, 3), np.float32)
+    x[:32], x[32:] = 40.0, 120.0  # a dark and a bright half in every channel
+
+    def blue_contrast(l2a: bool) -> np.ndarray:
+        z = np.array([augment(tf, tf.constant(x), 0, True, "l2a" if l2a else "standard")[0].numpy() for _ in range(300)])
+        assert z.min() >= 0 and z.max() <= 255
+        return np.abs(z[..., 2].max(axis=(1, 2)) - z[..., 2].min(axis=(1, 2)))
+
+    tf.random.set_seed(3)
+    assert blue_contrast(False).max() <= 80 * 1.2 * 1.3 * 1.05 + 1e-3
+    assert blue_contrast(True).max() > 80 * 1.7
+
+
+@pytest.mark.data
+def test_l2a_fit_is_what_the_real_product_pair_gives():
+    """augment.L2A_FIT is the least-squares L2A = a * L1C + b of the real SSL4EO-S12 L1C/L2A pair."""
+    from pathlib import Path
+
+    from atlas_change.augment import L2A_FIT
+
+    root = Path(__file__).resolve().parents[2] / "shared"
+    pair = root / "scenes" / "ssl4eo-s12-l1c-l2a-pair"
+    if not pair.exists():
+        pytest.skip(f"{pair} not found")
+    for band, (a, b) in L2A_FIT.items():
+        name = f"B{int(band[1:])}.tif"
+        with rasterio.open(next(pair.glob(f"s2c/*/*/{name}"))) as c, rasterio.open(next(pair.glob(f"s2a/*/*/{name}"))) as l:
+            x, y = c.read(1).astype(float).ravel(), l.read(1).astype(float).ravel()
+        fa, fb = np.polyfit(x, y, 1)
+        assert fa == pytest.approx(a, abs=0.002) and fb == pytest.approx(b, abs=1.0)
 
 
 def test_model_scale_is_the_jpeg_mapping():
