@@ -17,8 +17,9 @@ STANDARD = ("flips, 90-degree rotations; with p=0.8 radiometric: contrast x U(0.
             "patch mean, gain x U(0.8, 1.3) (x U(0.95, 1.05) per channel), haze t * (14, 25, 55) grey "
             "levels on R, G, B with t ~ U(-1.2, 0.5) (negative = L2A-like, darker and less blue), clip 0..255")
 L2A = (STANDARD + "; before it, with p=0.5, L1C -> L2A: v = v + s * ((a - 1) v + b) per channel "
-       "with (a, b) the least-squares L2A = a * L1C + b of the real SSL4EO-S12 L1C/L2A pair (R 1.353, "
-       "-497.9 DN; G 1.559, -876.6; B 1.689, -1345.1; b in grey levels = b * 255 / 2750), s ~ U(0, 1.2); "
+       "with (a, b) the least-squares L2A = a * L1C + b of the real SSL4EO-S12 L1C/L2A pair ("
+       + "; ".join(f"{c} {a}, {b}{' DN' if c == 'R' else ''}" for c, (a, b) in zip("RGB", L2A_FIT.values()))
+       + "; b in grey levels = b * 255 / 2750), s ~ U(0, 1.2); "
        "after it, with p=0.5, seasonal colour: saturation x U(0.6, 1.5), hue +- 0.03")
 #: `train --augment` choices and what each does, as written into the model card
 AUGMENTATIONS = {"standard": STANDARD, "l2a": L2A}
@@ -26,9 +27,8 @@ AUGMENTATIONS = {"standard": STANDARD, "l2a": L2A}
 
 def l2a_fit_rgb() -> tuple[np.ndarray, np.ndarray]:
     """(a, b) of L2A_FIT on the JPEG scale, R, G, B: v_L2A = a * v_L1C + b."""
-    a = np.array([L2A_FIT[band][0] for band in ("B04", "B03", "B02")], np.float32)
-    b = np.array([L2A_FIT[band][1] * JPEG_PER_DN for band in ("B04", "B03", "B02")], np.float32)
-    return a, b
+    a, b = np.array(list(L2A_FIT.values())).T
+    return a.astype(np.float32), (b * JPEG_PER_DN).astype(np.float32)
 
 
 def to_l2a(x, strength, a, b):

@@ -34,7 +34,8 @@ from affine import Affine  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import atlas_change  # noqa: E402
-from atlas_change.calibrate import ece as expected_calibration_error, fit_temperature  # noqa: E402
+from atlas_change.augment import JPEG_PER_DN  # noqa: E402
+from atlas_change.calibrate import apply_temperature, ece, fit_temperature  # noqa: E402
 from atlas_change.classes import CLASSES  # noqa: E402
 
 STRIDES = (64, 32, 16)
@@ -60,7 +61,7 @@ def layout(shared: Path, rng: np.random.Generator, max_field: int) -> tuple[np.n
                         continue
                     name = by_class[CLASSES[k]][int(rng.integers(len(by_class[CLASSES[k]])))]
                     v = np.asarray(Image.open(rgb / CLASSES[k] / name), np.float64)
-                    img[:, rr * 64:(rr + 1) * 64, cc * 64:(cc + 1) * 64] = np.round(v * 2750 / 255).transpose(2, 0, 1)
+                    img[:, rr * 64:(rr + 1) * 64, cc * 64:(cc + 1) * 64] = np.round(v / JPEG_PER_DN).transpose(2, 0, 1)
                     truth[rr * 64:(rr + 1) * 64, cc * 64:(cc + 1) * 64] = k
     return img, truth
 
@@ -84,12 +85,6 @@ def cells(scene: Path, out: Path, model: str, stride: int) -> pd.DataFrame:
 
 def probs(df: pd.DataFrame) -> np.ndarray:
     return df[[f"p_{c}" for c in CLASSES]].to_numpy(np.float64)
-
-
-def scaled(p: np.ndarray, t: float) -> np.ndarray:
-    z = np.log(np.clip(p, 1e-12, 1)) / t
-    z = np.exp(z - z.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
 
 
 def main() -> None:
@@ -127,16 +122,16 @@ def main() -> None:
             p, y = np.concatenate(got[s][0]), np.concatenate(got[s][1])
             t = fit_temperature(p, y)
             temps[s] = t
-            q = scaled(p, t)
-            print(f"| {s} | {len(y)} | {(p.argmax(1) == y).mean():.3f} | {expected_calibration_error(p, y):.3f} | "
-                  f"{t:.2f} | {expected_calibration_error(q, y):.3f} | {(p.max(1) < 0.6).mean():.3f} / "
+            q = apply_temperature(p, t)
+            print(f"| {s} | {len(y)} | {(p.argmax(1) == y).mean():.3f} | {ece(p, y):.3f} | "
+                  f"{t:.2f} | {ece(q, y):.3f} | {(p.max(1) < 0.6).mean():.3f} / "
                   f"{(q.max(1) < 0.6).mean():.3f} |", flush=True)
         mt = next((shared / "scenes" / "major-tom-l2a").glob("*/199U_1099R/*/"))
         print("\n| Major TOM 199U (real L2A), stride | cells | share < 0.6 as given | with that stride's T_s |")
         print("|---|---|---|---|")
         for s in STRIDES:
             p = probs(cells(mt, tmp / f"mt_s{s}", a.model, s))
-            print(f"| {s} | {len(p)} | {(p.max(1) < 0.6).mean():.3f} | {(scaled(p, temps[s]).max(1) < 0.6).mean():.3f} |",
+            print(f"| {s} | {len(p)} | {(p.max(1) < 0.6).mean():.3f} | {(apply_temperature(p, temps[s]).max(1) < 0.6).mean():.3f} |",
                   flush=True)
 
 
