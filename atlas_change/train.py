@@ -189,6 +189,9 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tup
 
     data, out = Path(data), Path(out)
     kind = data_kind(data, "train", splits)
+    if augment != "standard" and kind != "jpg":
+        raise AtlasError(f"{data}: --augment {augment} changes the colours of EuroSAT RGB JPEGs; these are MS "
+                         "GeoTIFFs (digital numbers of 13 bands): train them with --augment standard")
     source = RGB_BANDS if kind == "jpg" else EUROSAT_ORDER
     bands = tuple(bands or source)
     idx = band_indices(bands, source)

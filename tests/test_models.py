@@ -106,6 +106,17 @@ def test_train_evaluate_card_roundtrip(eurosat, tmp_path, monkeypatch):
     assert res["accuracy"] == pytest.approx(card.metrics["accuracy"])
 
 
+def test_l2a_augmentation_on_ms_data_is_refused(eurosat, tmp_path):
+    """--augment l2a recolours RGB JPEGs; on 13-band MS digital numbers it is refused, not silently skipped."""
+    out = tmp_path / "models" / "ms"
+    r = subprocess.run([sys.executable, "-m", "atlas_change", "train", "--data", str(eurosat), "--arch", "spectrumnet",
+                        "--epochs", "1", "--augment", "l2a", "--out", str(out), "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 2 and not out.exists()
+    assert r.stderr.strip().splitlines() == [f"atlas-change: error: {eurosat}: --augment l2a changes the colours of EuroSAT "
+                                             "RGB JPEGs; these are MS GeoTIFFs (digital numbers of 13 bands): train them "
+                                             "with --augment standard"]
+
+
 def test_weights_hash_mismatch_refused(model13, tmp_path):
     import shutil
 
