@@ -109,9 +109,14 @@ def _cmd_evaluate(a) -> None:
 def _cmd_calibrate(a) -> None:
     from .calibrate import calibrate
 
-    r = calibrate(a.data, a.model, a.splits, a.tta, a.runtime, a.quiet)
+    r = calibrate(a.data, a.model, a.splits, a.tta, a.runtime, a.quiet, not a.no_strides)
     print(f"{a.model}: temperature {r['temperature']:.3f}; expected calibration error on test "
           f"{r['ece_test_before']:.4f} -> {r['ece_test_after']:.4f} (written to its card.json)")
+    for s, v in r.get("stride_temperature", {}).items():
+        if isinstance(v, dict):
+            print(f"  stride {s} cells: temperature {v['temperature']:.3f} (fitted {v['fitted']:.3f}"
+                  f"{'' if v['kept'] else ', not kept: no better on test mosaics'}); expected calibration error "
+                  f"on test mosaics {v['ece_test_before']:.4f} -> {v['ece_test_after']:.4f}")
 
 
 def _cmd_compare(a) -> None:

@@ -44,6 +44,7 @@ class ClassMap:
     date: str | None
     tta_views: int
     temperature: float = 1.0  # the model card's calibration when the map was made (1.0: none)
+    cell_temperature: float = 1.0  # and its cells' at the map's stride (calibrate.py; 1.0: none)
     #: the scene's own bounds (left, bottom, right, top): the map's last cells reach past them
     footprint: tuple[float, float, float, float] | None = None
 
@@ -76,7 +77,8 @@ def load_map(folder: str | os.PathLike, date: str | None = None) -> ClassMap:
                          f"{tags.get('MODEL')} ({str(tags.get('WEIGHTS_SHA256'))[:12]}); classify the scene again")
     return ClassMap(str(d), crs, transform, lulc.shape, model, sha,
                     date or metadata_date(run["input"].get("date")), tta_views(run),
-                    float(run["model"].get("temperature", 1.0)), footprint(run, transform))
+                    float(run["model"].get("temperature", 1.0)), float(run["model"].get("cell_temperature", 1.0)),
+                    footprint(run, transform))
 
 
 def is_output_folder(p: Path) -> bool:
@@ -312,9 +314,10 @@ def compare(before, after, *, aoi: str | None = None,
     if a.tta_views != b.tta_views:
         warnings.warn(f"{b.folder}: classified with --tta {b.tta_views} but {a.folder} with --tta {a.tta_views}: "
                       "some label differences may come from that, not from the land", AtlasWarning, stacklevel=2)
-    if a.temperature != b.temperature:
-        warnings.warn(f"{b.folder}: confidences calibrated with temperature {b.temperature:g} but {a.folder}'s with "
-                      f"{a.temperature:g} (same labels): which cells pass --min-confidence may differ for that reason; "
+    if (a.temperature, a.cell_temperature) != (b.temperature, b.cell_temperature):
+        warnings.warn(f"{b.folder}: confidences calibrated with temperatures {b.temperature:g} (patches) and "
+                      f"{b.cell_temperature:g} (cells) but {a.folder}'s with {a.temperature:g} and {a.cell_temperature:g} "
+                      "(same labels): which cells pass --min-confidence may differ for that reason; "
                       "reclassify the older date", AtlasWarning, stacklevel=2)
     check_dates(a, b)
     mismatch = a.weights_sha256 != b.weights_sha256
@@ -349,7 +352,8 @@ def compare(before, after, *, aoi: str | None = None,
     def side(s: Side, k: dict) -> dict:
         obs = k["observations"][k["lulc"] > 0]
         return {"source": s.first.folder, "date": s.dates[0], "model": s.model, "weights_sha256": s.weights_sha256,
-                "tta_views": s.tta_views, "sources": [m.folder for m in s.maps], "dates": s.dates, "period": s.label,
+                "tta_views": s.tta_views, "temperatures": {"patch": s.temperature, "cell": s.cell_temperature},
+                "sources": [m.folder for m in s.maps], "dates": s.dates, "period": s.label,
                 "observations": {"mean": round(float(obs.mean()), 2) if obs.size else 0,
                                  "min": int(obs.min(initial=len(s.maps)))}}
 

@@ -53,6 +53,7 @@ class Side:
     weights_sha256 = property(lambda self: self.first.weights_sha256)
     tta_views = property(lambda self: self.first.tta_views)
     temperature = property(lambda self: self.first.temperature)
+    cell_temperature = property(lambda self: self.first.cell_temperature)
     crs = property(lambda self: self.first.crs)
 
 
@@ -66,10 +67,13 @@ def make_side(maps: list, flag: str) -> Side:
     maps = sorted(maps, key=lambda m: m.date)
     first = maps[0]
     for m in maps[1:]:
-        if (m.weights_sha256, m.tta_views, m.temperature) != (first.weights_sha256, first.tta_views, first.temperature):
-            raise AtlasError(f"{m.folder}: made by {m.model} ({m.weights_sha256[:12]}, --tta {m.tta_views}) but "
-                             f"{first.folder}, of the same period, by {first.model} ({first.weights_sha256[:12]}, "
-                             f"--tta {first.tta_views}); a period is one model's composite: reclassify")
+        if ((m.weights_sha256, m.tta_views, m.temperature, m.cell_temperature)
+                != (first.weights_sha256, first.tta_views, first.temperature, first.cell_temperature)):
+            raise AtlasError(f"{m.folder}: made by {m.model} ({m.weights_sha256[:12]}, --tta {m.tta_views}, "
+                             f"temperatures {m.temperature:g} / {m.cell_temperature:g}) but {first.folder}, of the same "
+                             f"period, by {first.model} ({first.weights_sha256[:12]}, --tta {first.tta_views}, temperatures "
+                             f"{first.temperature:g} / {first.cell_temperature:g}); a period is one model's composite: "
+                             "reclassify")
     return Side(tuple(maps))
 
 

@@ -72,6 +72,10 @@ class ModelCard:
         """The calibration's temperature (1.0: the network's own probabilities)."""
         return float(self.calibration.get("temperature", 1.0))
 
+    def cell_temperature(self, stride: int) -> float:
+        """The map cells' second temperature at `stride` (calibrate.fit_stride_temperatures; 1.0: none)."""
+        return float(self.calibration.get("stride_temperature", {}).get(str(stride), {}).get("temperature", 1.0))
+
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     h = hashlib.sha256()

@@ -304,3 +304,31 @@ def test_cli_quiet_prints_nothing_default_prints_no_log_lines(tmp_path, model13)
     assert noise == [], noise  # only the progress bar
     with rasterio.open(tmp_path / "q" / "confidence.tif") as src:
         assert np.isnan(src.nodata)
+
+
+def test_stride_temperature_softens_map_cells_and_keeps_their_labels(model13, tmp_path):
+    """A card's per-stride cell temperature reaches the map at that stride only, and run.json says so."""
+    import shutil
+
+    scene = make_scene(tmp_path / "small.tif", 192, 192, origin=ORIGIN, seed=2)
+    from atlas_change.calibrate import apply_temperature
+    from atlas_change.registry import load_card
+
+    folder = tmp_path / "calibrated"
+    shutil.copytree(model13.path, folder)
+    doc = json.loads((folder / "card.json").read_text())
+    doc["calibration"] = {"temperature": 1.0, "stride_temperature": {"32": {"temperature": 0.25}}}
+    (folder / "card.json").write_text(json.dumps(doc))
+    hot = load_card(folder)
+    assert hot.cell_temperature(32) == 0.25 and hot.cell_temperature(64) == 1.0
+    plain, sharp = (run_classify(scene, c, stride=32, out=tmp_path / c.name) for c in (model13, hot))
+    assert (plain["lulc"].values == sharp["lulc"].values).all()
+    p = plain["probabilities"].values.transpose(1, 2, 0)
+    np.testing.assert_allclose(sharp["probabilities"].values.transpose(1, 2, 0), apply_temperature(p, 0.25), atol=1e-5)
+    assert (sharp["confidence"].values > plain["confidence"].values).all()  # T < 1 sharpens an untrained model's doubt
+    run = json.loads((tmp_path / hot.name / "run.json").read_text())
+    assert run["model"]["cell_temperature"] == 0.25
+    with rasterio.open(tmp_path / hot.name / "lulc.tif") as src:
+        assert src.tags()["CELL_TEMPERATURE"] == "0.25"
+    at64 = run_classify(scene, hot)  # no temperature for 64 on this card: the cells as averaged
+    np.testing.assert_allclose(at64["confidence"].values, run_classify(scene, model13)["confidence"].values)

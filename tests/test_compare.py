@@ -181,6 +181,23 @@ def test_dates_classified_with_different_tta_are_flagged(tmp_path, dates):
     run_json.write_text(json.dumps(run))
 
 
+def test_dates_with_different_cell_calibration_are_flagged(tmp_path, dates):
+    """A date made before its model's per-stride cell temperature existed (or after a recalibration):
+    compare names both temperatures and records each side's; a period mixing them is refused."""
+    run_json = dates[1] / "run.json"
+    run = json.loads(run_json.read_text())
+    run_json.write_text(json.dumps({**run, "model": {**run["model"], "temperature": 0.92, "cell_temperature": 2.04}}))
+    aoi = aoi_file(tmp_path / "aoi.geojson", 0, 5, 0, 5)
+    with pytest.warns(AtlasWarning, match=r"temperatures 0.92 \(patches\) and 2.04 \(cells\) but .* with 1 and 1"):
+        s = compare(*dates, aoi=str(aoi), out=tmp_path / "x")
+    assert (s["before"]["temperatures"], s["after"]["temperatures"]) == ({"patch": 1.0, "cell": 1.0},
+                                                                          {"patch": 0.92, "cell": 2.04})
+    with pytest.raises(AtlasError, match="temperatures 0.92 / 2.04"):
+        compare([dates[0], dates[1]], dates[1], aoi=str(aoi), before_date=["2023-06-01", "2023-07-01"],
+                after_date=["2024-06-01"])
+    run_json.write_text(json.dumps(run))
+
+
 def test_crs_and_overlap_errors(tmp_path, dates):
     other = make_output(tmp_path / "d33", np.ones((10, 10), np.int64), np.full((10, 10), 0.9),
                         crs=CRS.from_epsg(32633), origin=(300000.0, Y0))

@@ -197,3 +197,29 @@ def test_temperature_scaling_fits_an_overconfident_model():
     assert (q.argmax(axis=1) == p.argmax(axis=1)).all()  # the labels never change
     assert ece(q, y) < 0.03 < 0.15 < ece(p, y)
     np.testing.assert_allclose(apply_temperature(p, 1.0), p)
+
+
+def test_calibration_mosaics_straddle_the_grid_and_cells_take_their_majority_class():
+    from atlas_change.calibrate import mosaic, mosaic_cells
+
+    X = np.repeat(np.arange(10, dtype=np.uint8)[:, None, None, None] * 20, 4, axis=0)  # patch value = 20 x class
+    X = np.broadcast_to(X, (40, 64, 64, 3)).copy()
+    y = np.repeat(np.arange(10), 4)
+    img, truth = mosaic(X, y, np.random.default_rng(3), max_field=2, n=8)
+    assert img.shape == (384, 384, 3) and truth.shape == (384, 384)
+    assert (img[..., 0] == truth * 20).all()
+    mixed = [len(np.unique(truth[r:r + 64, c:c + 64])) > 1 for r in range(0, 384, 64) for c in range(0, 384, 64)]
+    assert any(mixed)  # fields do not line up with the grid
+
+    def majority(patches):  # a model that names the class of most of a patch's pixels, sure of it
+        votes = np.stack([(patches[..., 0] == 20 * k).sum(axis=(1, 2)) for k in range(10)], axis=-1)
+        return np.eye(10, dtype=np.float32)[votes.argmax(axis=-1)]
+
+    for stride in (64, 32, 16):
+        p, t = mosaic_cells(majority, img, truth, stride)
+        assert p.shape == ((384 // stride) ** 2, 10) and t.shape == (len(p),)
+        np.testing.assert_allclose(p.sum(axis=1), 1, atol=1e-6)
+        r, c = divmod(int(np.argmax(t != t[0])), 384 // stride)  # a cell of another class than the first
+        assert t[r * 384 // stride + c] == np.bincount(truth[r * stride:(r + 1) * stride, c * stride:(c + 1) * stride].ravel()).argmax()
+    p, t = mosaic_cells(majority, img, truth, 64)
+    assert (p.argmax(axis=1) == t).all()  # at 64 a cell is its patch: the majority model is right everywhere
