@@ -310,9 +310,10 @@ def test_stride_temperature_softens_map_cells_and_keeps_their_labels(model13, tm
     """A card's per-stride cell temperature reaches the map at that stride only, and run.json says so."""
     import shutil
 
-    scene = make_scene(tmp_path / "small.tif", 192, 192, origin=ORIGIN, seed=2)
     from atlas_change.calibrate import apply_temperature
     from atlas_change.registry import load_card
+
+    scene = make_scene(tmp_path / "small.tif", 192, 192, origin=ORIGIN, seed=2)
 
     folder = tmp_path / "calibrated"
     shutil.copytree(model13.path, folder)
