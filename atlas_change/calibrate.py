@@ -103,13 +103,12 @@ def mosaic_cells(predict, img: np.ndarray, truth: np.ndarray, stride: int,
     """Classify's cells of a mosaic at `stride`: (cell probabilities (m, classes) = the mean of the
     patches over each cell, as classify averages them; each cell's truth, the class of most of its
     pixels). `predict(patches)` gives patch probabilities."""
-    from .tile import PATCH, PatchGrid, average_to_cells, cut_patches
+    from .tile import PATCH, average_to_cells, cut_patches
 
-    grid = PatchGrid(img.shape[1], img.shape[0], stride)
     patches, usable = cut_patches(img.transpose(2, 0, 1), np.ones(truth.shape, bool), stride, PATCH)
     probs = np.zeros(usable.shape + (n_classes,), np.float32)
     probs[usable] = predict(patches)
-    cells, _ = average_to_cells(probs, usable, grid.k)
+    cells, _ = average_to_cells(probs, usable, PATCH // stride)
     rows, cols = cells.shape[:2]
     block = truth[:rows * stride, :cols * stride].reshape(rows, stride, cols, stride)
     counts = np.stack([(block == k).sum(axis=(1, 3)) for k in range(n_classes)], axis=-1)
@@ -138,11 +137,11 @@ def fit_stride_temperatures(splits: dict, predict, quiet: bool = False) -> dict:
     for s in STRIDES:
         fitted = fit_temperature(*cells["val"][s])
         p, yt = cells["test"][s]
-        kept = ece(apply_temperature(p, fitted), yt) < ece(p, yt)  # else the averaging calibrates well enough
-        t = fitted if kept else 1.0
-        q = apply_temperature(p, t)
+        before, q = ece(p, yt), apply_temperature(p, fitted)
+        kept = ece(q, yt) < before  # else the averaging calibrates well enough
+        t, q = (fitted, q) if kept else (1.0, p)
         out[str(s)] = {"temperature": round(t, 4), "fitted": round(fitted, 4), "kept": bool(kept),
-                       "ece_test_before": round(ece(p, yt), 4), "ece_test_after": round(ece(q, yt), 4),
+                       "ece_test_before": round(before, 4), "ece_test_after": round(ece(q, yt), 4),
                        "accuracy_test": round(float((p.argmax(1) == yt).mean()), 4),
                        "share_below_0.6_before": round(float((p.max(1) < 0.6).mean()), 4),
                        "share_below_0.6_after": round(float((q.max(1) < 0.6).mean()), 4), "cells_test": int(len(yt))}

@@ -269,7 +269,8 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
                                                lambda p, u: average_to_cells(p, u, grid.k))
             # the stride's own calibration of cells (a 640 m patch alone is surer than it should be on
             # mixed land; calibrate.fit_stride_temperatures); labels unchanged
-            cell_probs = apply_temperature(cell_probs, card.cell_temperature(stride))
+            cell_t = card.cell_temperature(stride)
+            cell_probs = apply_temperature(cell_probs, cell_t)
             cloud_cells, snow_cells = cells_with_edges(
                 grid, {o: p[2:] for o, p in parts.items()},
                 lambda c, s: (covering_patches(c, grid.k) > 0, covering_patches(s, grid.k) > 0))
@@ -279,7 +280,7 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
             stamp = card.stamp()
             attrs = {"source": path, "date": scene.date or "", "product_level": scene.level or "unknown",
                      "stride": stride, "cell_size_m": abs(transform.a), **stamp,
-                     "cell_temperature": card.cell_temperature(stride),
+                     "cell_temperature": cell_t,
                      "band_mapping": scene.band_mapping, "dn_offset_applied": scene.offset,
                      "atlas_change_version": __version__, "clouds": clouds.method, "tta_views": tta}
             ds = build_dataset(cell_probs, has, transform, scene.crs, attrs, cloud_cells, snow_cells)
@@ -295,7 +296,7 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
                           "dn_offset_how": scene.offset_how, "scl_mask": scene.mask is not None},
                 "clouds": clouds.record(max_cloud),
                 "surface": surf.record(),
-                "model": {**stamp, "cell_temperature": card.cell_temperature(stride), "path": card.path,
+                "model": {**stamp, "cell_temperature": cell_t, "path": card.path,
                           "test_accuracy": card.metrics.get("accuracy"), "why": why},
                 "parameters": {**params, "inference_precision": precision,
                                "workers": workers if scheduler is None else None,
