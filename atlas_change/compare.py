@@ -24,6 +24,7 @@ from .composite import Side, composite, make_side
 from .dates import metadata_date, user_date
 from .errors import AtlasError, AtlasWarning
 from .infer import DEFAULT_VIEWS
+from .names import digest
 
 CHANGE_CODE_DOC = ("from_id * 100 + to_id (class ids 1..10 in EuroSAT order); 0 = unchanged, nodata, cloud, snow, "
                    "outside the AOI, or below --min-confidence on either date")
@@ -86,9 +87,24 @@ def is_output_folder(p: Path) -> bool:
     return p.is_dir() and any((p / f).exists() for f in ("lulc.tif", "run.json", "confidence.tif", "cells.parquet", "tiles.parquet"))
 
 
+def onthefly_folder(out_root: Path, src, window: list[int] | None, weights_sha256: str, classify_kw: dict) -> Path:
+    """Where compare classifies a scene: out_root/<scene name>[_aoi_<col>_<row>_<w>x<h>]_<key>, the key
+    a digest of the input's path, the model's weights and every classify parameter, so that two
+    inputs of one file name, or one input at two strides, never share (and overwrite) a folder."""
+    from .pipeline import scene_stem
+    from .read import input_path
+
+    params = json.dumps({k: v for k, v in sorted(classify_kw.items()) if k not in ("bbox", "bbox_crs")},
+                        sort_keys=True, default=str)
+    key = digest(input_path(src), weights_sha256, window, params, n=8)
+    aoi = "" if window is None else f"_aoi_{window[0]}_{window[1]}_{window[2]}x{window[3]}"
+    return out_root / f"{scene_stem(src)}{aoi}_{key}"
+
+
 def resolve_input(src: str | os.PathLike, date: str | None, out_root: Path, **classify_kw) -> ClassMap:
-    """A classify output folder as is, or a scene classified into out_root/<scene name>/ (reused
-    when that folder already holds a sound result of the same input, model and parameters)."""
+    """A classify output folder as is, or a scene classified into its `onthefly_folder` (reused
+    when that folder, or out_root/<scene name>/ of a whole-scene classify, already holds a sound
+    result of the same input, model and parameters)."""
     from .read import input_path, is_url
 
     url = is_url(str(src))
@@ -106,7 +122,7 @@ def resolve_input(src: str | os.PathLike, date: str | None, out_root: Path, **cl
         _, w = crop_to(scene, classify_kw["bbox"], classify_kw.get("bbox_crs", "EPSG:4326"), str(p))
         window = [int(v) for v in (w.col_off, w.row_off, w.width, w.height)]
     whole = out_root / scene_stem(p)
-    folder = whole if window is None else out_root / f"{scene_stem(p)}_aoi_{window[0]}_{window[1]}_{window[2]}x{window[3]}"
+    folder = onthefly_folder(out_root, p, window, card.weights_sha256, classify_kw)
     for f, windows in ((whole, (None,)), (folder, (window,))):  # the whole scene classified will do too
         try:
             run = read_json(f / "run.json", RUN_KEYS)

@@ -30,6 +30,7 @@ from .cloud import MAX_CLOUD, CloudMasker, chunk_cloud, patch_cloud_fraction, pl
 from .cluster import dask_client, default_workers, local_scheduler, run_tasks, workers_precision
 from .errors import AtlasError, AtlasWarning
 from .infer import DEFAULT_RUNTIME, DEFAULT_VIEWS, VIEWS, get_predictor
+from .names import safe_name
 from .read import Scene, aligned_chunk, crop_to, input_path, is_url, open_scene
 from .registry import ModelCard, choose_model, load_card
 from .surface import SurfacePlan
@@ -102,8 +103,9 @@ def input_checksum(path: str) -> str:
 
 
 def scene_stem(path: str | os.PathLike) -> str:
-    """Folder name for a scene's results: 'S2A_...SAFE.zip' -> 'S2A_...', 'scene.tif' -> 'scene'."""
-    return Path(path).name.split(".")[0]
+    """Folder name for a scene's results: 'S2A_...SAFE.zip' -> 'S2A_...', 'scene.tif' -> 'scene';
+    a name that is not a plain file name (a URL's '..', spaces, ...) made safe (names.safe_name)."""
+    return safe_name(Path(str(path).rstrip("/")).name.split(".")[0], fallback="scene")
 
 
 class ChunkStore:

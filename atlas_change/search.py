@@ -184,7 +184,13 @@ def save_item(f: Found, folder: Path) -> Path:
     """The Item of `f` as a local JSON file in `folder` (stac.save_item)."""
     from .read.stac import save_item as save
 
-    return save(f.item, f.url, Path(folder) / f"{f.id}.json")
+    import json
+
+    from .names import digest, safe_name
+
+    # the id is the catalogue's data, not a path: made safe, and told apart by the Item's own content
+    key = digest(f.url, json.dumps(f.item, sort_keys=True, default=str), n=8)
+    return save(f.item, f.url, Path(folder) / f"{safe_name(f.id, max_len=60)}_{key}.json")
 
 
 def tile_of(f: Found) -> str:

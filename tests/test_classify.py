@@ -1,5 +1,6 @@
 """classify end to end on synthetic rasters: grid, nodata, bands, strides, files, errors, workers."""
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -333,3 +334,46 @@ def test_stride_temperature_softens_map_cells_and_keeps_their_labels(model13, tm
         assert src.tags()["CELL_TEMPERATURE"] == "0.25"
     at64 = run_classify(scene, hot)  # no temperature for 64 on this card: the cells as averaged
     np.testing.assert_allclose(at64["confidence"].values, run_classify(scene, model13)["confidence"].values)
+
+
+def test_compare_keeps_apart_scenes_of_one_file_name_and_maps_of_two_strides(model13, tmp_path):
+    """Two inputs called scene.tif in two folders are classified into two folders (each run.json names
+    its own input; before.tif is the first scene's map, after.tif the second's), and a later compare at
+    another stride leaves the first compare's sources as they were."""
+    from atlas_change.compare import compare
+
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    a = make_scene(tmp_path / "a" / "scene.tif", 192, 192, origin=ORIGIN, seed=1)
+    b = make_scene(tmp_path / "b" / "scene.tif", 192, 192, origin=ORIGIN, seed=7)
+    bbox = f"{ORIGIN[0]},{ORIGIN[1] - 1920},{ORIGIN[0] + 1920},{ORIGIN[1]}"
+    kw = dict(aoi_bbox=bbox, aoi_crs="EPSG:32632", model=model13.path, allow_untrained=True, scheduler="sync",
+              runtime="graph", tta=1, cloud_mask=False, before_date="2023-06-01", after_date="2024-06-01")
+    s = compare(a, b, out=tmp_path / "out" / "ab", **kw)
+    src_a, src_b = s["before"]["source"], s["after"]["source"]
+    assert src_a != src_b
+    for src, scene in ((src_a, a), (src_b, b)):
+        assert json.loads((Path(src) / "run.json").read_text())["input"]["path"] == str(scene.resolve())
+    with rasterio.open(tmp_path / "out" / "ab" / "before.tif") as x, rasterio.open(tmp_path / "out" / "ab" / "after.tif") as y:
+        before, after = x.read(1), y.read(1)
+    with rasterio.open(Path(src_a) / "lulc.tif") as x, rasterio.open(Path(src_b) / "lulc.tif") as y:
+        np.testing.assert_array_equal(before, x.read(1)), np.testing.assert_array_equal(after, y.read(1))
+    assert (before != after).any()  # two different scenes (untrained model: labels differ somewhere)
+    kept = {src: (Path(src) / "lulc.tif").read_bytes() for src in (src_a, src_b)}
+    s32 = compare(a, b, out=tmp_path / "out" / "ab32", stride=32, **kw)
+    assert {s32["before"]["source"], s32["after"]["source"]}.isdisjoint(kept)
+    for src, data in kept.items():  # the stride-64 compare's sources are unchanged
+        assert (Path(src) / "lulc.tif").read_bytes() == data
+        assert json.loads((Path(src) / "run.json").read_text())["parameters"]["stride"] == 64
+
+
+def test_scene_folder_names_are_file_names_whatever_the_input_is_called():
+    """A URL ending in '..', an id with slashes or spaces: one safe name, inside its folder, distinct."""
+    from atlas_change.names import safe_name
+    from atlas_change.pipeline import scene_stem
+
+    assert scene_stem("S2A_MSIL2A_20230605.SAFE.zip") == "S2A_MSIL2A_20230605" and scene_stem("a/scene.tif") == "scene"
+    for bad in ("http://h/collections/c/items/..", "http://h/items/../", "/", "..", ".hidden"):
+        name = scene_stem(bad)
+        assert name and "/" not in name and not name.startswith(".")
+    names = {safe_name(t) for t in ("../../../../escaped_0", "/abs/escaped_0", "escaped 0", "escaped_0", "a" * 300)}
+    assert len(names) == 5 and all("/" not in n and not n.startswith(".") and len(n) <= 90 for n in names)

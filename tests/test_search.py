@@ -390,8 +390,26 @@ def test_job_search_across_two_zones_keeps_a_mosaic(two_zones, model12, tmp_path
     kept = tmp_path / "out" / ".atlas-job" / "search" / "edge"
     (mosaic,) = kept.glob("*.mosaic.json")
     doc = json.loads(mosaic.read_text())
-    assert sorted(doc["items"]) == ["S2B_32TXX_20230605_0_L2A.json", "S2B_33TXX_20230605_0_L2A.json"]
+    assert [n.rsplit("_", 1)[0] for n in sorted(doc["items"])] == ["S2B_32TXX_20230605_0_L2A", "S2B_33TXX_20230605_0_L2A"]
     assert all((kept / name).is_file() for name in doc["items"]) and doc["crs"] == "EPSG:32633"
     run = json.loads(next((tmp_path / "out" / "scenes").glob("*/run.json")).read_text())
     assert run["input"]["kind"] == "mosaic" and run["output"]["crs"] == "EPSG:32633"
     assert run["counts"]["cloud_cells"] == 0
+
+
+def test_item_ids_never_leave_the_folder_and_two_items_never_share_a_file(tmp_path):
+    """A catalogue's Item id is data: '../' ids, absolute ids and one id used by two Items of two
+    dates each give their own file inside the folder."""
+    from atlas_change.search import Found, save_item
+
+    folder = tmp_path / "out" / "items"
+    ids = ["../../../../escaped_0", "/tmp/escaped_1", "same", "same", "with space?"]
+    found = [Found(f"http://127.0.0.1:1/items/{i}", i, d, None, None, 1.0,
+                   item={"type": "Feature", "id": i, "properties": {"datetime": f"{d}T10:00:00Z"}, "assets": {}})
+             for i, d in zip(ids, ["2023-06-05", "2023-06-06", "2023-06-07", "2024-06-07", "2023-06-08"])]
+    paths = [save_item(f, folder) for f in found]
+    assert len(set(paths)) == len(paths)
+    for p, f in zip(paths, found):
+        assert p.parent == folder and p.is_file() and json.loads(p.read_text())["properties"] == f.item["properties"]
+    assert sorted(q.name for q in tmp_path.rglob("*") if q.is_file()) == sorted(p.name for p in paths)
+    assert not Path("/tmp/escaped_1.json").exists()
