@@ -9,6 +9,10 @@ import tempfile
 from collections.abc import Iterator
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info/warning lines (oneDNN, cpu_feature_guard)
+# OpenVINO's model converter sends usage reports (DNS and HTTPS to Google Analytics) and writes ~/intel/
+# whenever its `openvino_telemetry` package imports; without it the converter uses its own silent stub.
+# A batch tool sends nothing anywhere unasked: in every process that imports atlas_change, it cannot import.
+sys.modules.setdefault("openvino_telemetry", None)
 
 __version__ = "0.1.0"
 

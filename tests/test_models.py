@@ -444,6 +444,32 @@ def test_openvino_model_is_converted_once_then_runs_without_tensorflow(model13, 
     assert not [f for f in Path(folder).parent.iterdir() if f.name.startswith(".")]  # no half-written copy
 
 
+def test_openvino_conversion_sends_nothing_and_writes_nothing_in_home(model13, tmp_path):
+    """OpenVINO's converter reports usage (DNS look-ups of an analytics host, ~/intel/) unless its telemetry
+    package cannot be imported: a process that converts a model through atlas_change looks up no host
+    name and writes nothing in the user's home but Keras's settings, on a user's machine (CI unset, where telemetry runs)."""
+    site, home, log = tmp_path / "site", tmp_path / "home", tmp_path / "lookups.txt"
+    site.mkdir(), home.mkdir()
+    (site / "sitecustomize.py").write_text(  # every Python process of the run records its host look-ups
+        "import os, socket\n_get = socket.getaddrinfo\n"
+        "def _look(host, *a, **k):\n"
+        "    with open(os.environ['ATLAS_TEST_NETLOG'], 'a') as f:\n        f.write(f'{host}\\n')\n"
+        "    return _get(host, *a, **k)\n"
+        "socket.getaddrinfo = _look\n")
+    code = ("import numpy as np\nfrom atlas_change.registry import load_card\nfrom atlas_change.infer import get_predictor\n"
+            f"p = get_predictor(load_card({model13.path!r}), 'openvino')(np.full((2, 64, 64, 13), 1500, np.uint16))\n"
+            "print(p.shape)\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "TF_BUILD", "JENKINS_URL")}
+    env.update(HOME=str(home), ATLAS_CACHE=str(tmp_path / "cache"), ATLAS_TEST_NETLOG=str(log),
+               PYTHONPATH=os.pathsep.join([str(site), env.get("PYTHONPATH", "")]))
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "(2, 10)", r.stderr[-2000:]
+    assert (tmp_path / "cache").exists()  # the model was converted in this run
+    hosts = set(log.read_text().split()) if log.exists() else set()
+    assert hosts <= {"localhost", "127.0.0.1", "::1"}, hosts
+    assert [f.name for f in home.iterdir() if f.name != ".keras"] == []  # Keras keeps its settings there; no intel/
+
+
 def test_test_time_augmentation_averages_the_rotated_views(model13):
     """--tta N: the probabilities are the mean over the first N views (identity, quarter turns, then
     transposed); a patch that looks the same in every view gets what it gets without TTA; a bad N is refused."""
