@@ -84,11 +84,13 @@ def _cmd_status(a) -> int:
 
 
 def _cmd_train(a) -> None:
-    from .train import train
+    from .train import Recipe, train
 
+    recipe = Recipe(label_smoothing=a.label_smoothing, mix=a.mix, mix_p=a.mix_p, translate=a.translate,
+                    weight_decay=a.weight_decay, warmup_epochs=a.warmup_epochs)
     card = train(a.data, a.arch, a.out, parse_bands(a.bands) if a.bands else None, epochs=a.epochs, batch=a.batch, lr=a.lr,
                  seed=a.seed, splits=a.splits, quiet=a.quiet, init=a.init, precision=a.precision,
-                 augment=a.augment)
+                 augment=a.augment, recipe=recipe)
     acc = card.metrics.get("accuracy")
     print(f"{a.out}: {card.architecture} on {', '.join(card.bands)}; test accuracy "
           f"{acc:.4f}" if acc is not None else f"{a.out}: trained (no test split found)")

@@ -36,9 +36,13 @@ def to_l2a(x, strength, a, b):
     return x + strength * ((a - 1.0) * x + b)
 
 
-def augment(tf, x, y, radiometric: bool, kind: str = "standard"):
-    """Flips and 90-degree rotations; for JPEG-scale RGB also contrast, gain and haze (STANDARD), and
+def augment(tf, x, y, radiometric: bool, kind: str = "standard", translate: int = 0):
+    """Flips and 90-degree rotations (after a random shift of up to `translate` px, the patch's edge
+    reflected into the gap); for JPEG-scale RGB also contrast, gain and haze (STANDARD), and
     with kind 'l2a' the L1C -> L2A change of a real product pair and seasonal colour (L2A)."""
+    if translate:
+        t = int(translate)
+        x = tf.image.random_crop(tf.pad(x, [[t, t], [t, t], [0, 0]], mode="REFLECT"), tf.shape(x))
     x = tf.image.random_flip_left_right(x)
     x = tf.image.random_flip_up_down(x)
     x = tf.image.rot90(x, tf.random.uniform((), 0, 4, dtype=tf.int32))
@@ -57,3 +61,36 @@ def augment(tf, x, y, radiometric: bool, kind: str = "standard"):
         z = tf.image.adjust_hue(tf.image.adjust_saturation(x / 255.0, u((), 0.6, 1.5)), u((), -0.03, 0.03))
         x = tf.where(u(()) < 0.5, tf.clip_by_value(z * 255.0, 0.0, 255.0), x)
     return x, y
+
+
+#: `train --mix` choices: how pairs of training patches are mixed within a batch
+MIXES = ("cutmix", "mixup", "none")
+
+
+def mix_batch(tf, x, y, kind: str = "cutmix", p: float = 0.5, alpha: float = 0.2):
+    """With probability `p`, mix a batch (x: (n, h, w, c), y: one-hot (n, k)) with itself reversed:
+    'cutmix' (Yun et al. 2019) pastes a box of area 1 - lam, lam ~ U(0, 1), from the partner patch;
+    'mixup' (Zhang et al. 2018) blends the two with lam ~ Beta(alpha, alpha). The labels are mixed
+    in the proportions of the pixels (cutmix) or weights (mixup) actually used."""
+    if kind == "none" or p <= 0:
+        return x, y
+    u = tf.random.uniform
+    x2, y2 = tf.reverse(x, [0]), tf.reverse(y, [0])
+    if kind == "mixup":
+        g1, g2 = tf.random.gamma((), alpha), tf.random.gamma((), alpha)
+        lam = g1 / (g1 + g2)
+        xm, share = lam * x + (1 - lam) * x2, 1 - lam
+    else:
+        h, w = tf.shape(x)[1], tf.shape(x)[2]
+        cut = tf.sqrt(1.0 - u(()))
+        ch, cw = tf.cast(cut * tf.cast(h, tf.float32), tf.int32), tf.cast(cut * tf.cast(w, tf.float32), tf.int32)
+        cy, cx = u((), 0, h, dtype=tf.int32), u((), 0, w, dtype=tf.int32)
+        y0, y1 = tf.maximum(cy - ch // 2, 0), tf.minimum(cy + ch // 2, h)
+        x0, x1 = tf.maximum(cx - cw // 2, 0), tf.minimum(cx + cw // 2, w)
+        rows, cols = tf.range(h)[:, None], tf.range(w)[None, :]
+        box = (rows >= y0) & (rows < y1) & (cols >= x0) & (cols < x1)
+        xm = tf.where(box[None, :, :, None], x2, x)
+        share = tf.cast((y1 - y0) * (x1 - x0), tf.float32) / tf.cast(h * w, tf.float32)
+    ym = (1 - share) * y + share * y2
+    use = u(()) < p
+    return tf.where(use, xm, x), tf.where(use, ym, y)

@@ -6,7 +6,7 @@ import argparse
 import os
 
 from . import __version__
-from .augment import AUGMENTATIONS
+from .augment import AUGMENTATIONS, MIXES
 from .cloud import MAX_CLOUD
 from .helptext import EPILOG_ASSESS, EPILOG_CLASSIFY, JOB_EPILOG, WORKERS_HELP
 from .infer import DEFAULT_RUNTIME, DEFAULT_VIEWS, RUNTIMES, VIEWS
@@ -79,7 +79,7 @@ def parser() -> argparse.ArgumentParser:
                        "An interrupted run started again with the same arguments resumes from its last epoch.",
                        epilog="examples:\n"
                        "  python -m atlas_change train --data ../shared/eurosat/EuroSAT_RGB --arch spectrumnet-bn-w0.5 "
-                       "--epochs 12 --out models/spectrumnet-rgb\n"
+                       "--augment l2a --precision mixed_bfloat16 --out models/spectrumnet-rgb\n"
                        "  python -m atlas_change train --data ../shared/eurosat/EuroSAT_RGB --arch resnet50 "
                        "--epochs 20 --lr 0.001 --out models/resnet50-rgb\n"
                        "  python -m atlas_change train --data ../shared/eurosat/EuroSAT_RGB --arch resnet50-nomaxpool "
@@ -90,9 +90,23 @@ def parser() -> argparse.ArgumentParser:
                    help="network (default spectrumnet-bn-w0.5: SpectrumNet with batch norm at half width)")
     t.add_argument("--bands", help="input bands in order (default: all the data hold: B04,B03,B02 for RGB JPEGs, "
                    "the 13 EuroSAT bands for MS)")
-    t.add_argument("--epochs", type=int, default=30, help="epochs (default 30)")
-    t.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
-    t.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 0.002)")
+    t.add_argument("--epochs", type=int, default=200, help="epochs (default 200: about 6 hours on 2 CPU cores; "
+                   "resumable)")
+    t.add_argument("--batch", type=int, default=256, help="batch size (default 256)")
+    t.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default 0.003)")
+    r = t.add_argument_group("recipe", "how the network is fitted (the defaults: models/README.md)")
+    r.add_argument("--warmup-epochs", type=float, default=3.0,
+                   help="linear warm-up to the peak learning rate over this many epochs, then a cosine to 0 over the "
+                   "rest of the run (default 3)")
+    r.add_argument("--weight-decay", type=float, default=0.05, help="AdamW's decoupled weight decay (default 0.05)")
+    r.add_argument("--label-smoothing", type=float, default=0.1,
+                   help="share of each label spread over the other classes (default 0.1)")
+    r.add_argument("--mix", choices=MIXES, default="cutmix",
+                   help="mix pairs of patches within a batch: cutmix (a box of one pasted into the other, labels by "
+                   "area), mixup (a blend, labels by weight) or none (default cutmix)")
+    r.add_argument("--mix-p", type=float, default=0.5, help="share of batches mixed (default 0.5)")
+    r.add_argument("--translate", type=int, default=4,
+                   help="random shifts of up to this many pixels, the edge reflected into the gap (default 4)")
     t.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     t.add_argument("--init", help="start from this trained model (same --arch, or resnet50 for "
                    "resnet50-nomaxpool: the same weights; bands a subset of --bands): e.g. spectrumnet-rgb for a "

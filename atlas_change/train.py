@@ -13,6 +13,7 @@ import json
 import os
 import time
 import warnings
+from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import rasterio
 from tqdm import tqdm
 
 from . import quiet_tensorflow
-from .augment import AUGMENTATIONS, JPEG_PER_DN
+from .augment import AUGMENTATIONS, JPEG_PER_DN, MIXES, mix_batch
 from .augment import augment as _augment
 from .bands import EUROSAT_ORDER
 from .classes import CLASSES
@@ -166,11 +167,47 @@ def _run_dir(out: Path, config: dict) -> Path:
     return cache_dir() / "runs" / f"{out.name}-{key}"
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """How the network is fitted besides its data and epochs (README *Models*): AdamW with
+    `weight_decay`, a linear warm-up over `warmup_epochs` to the peak learning rate then a cosine to
+    0 over the rest of the run, cross-entropy with `label_smoothing`, batches mixed by `mix` with
+    probability `mix_p` (augment.mix_batch), and shifts of up to `translate` px (reflect padding)
+    before the flips and rotations. The defaults are the recipe that took the default network
+    from 96 to 98 % on EuroSAT test (models/README.md)."""
+
+    label_smoothing: float = 0.1
+    mix: str = "cutmix"
+    mix_p: float = 0.5
+    translate: int = 4
+    weight_decay: float = 0.05
+    warmup_epochs: float = 3.0
+
+    def check(self) -> "Recipe":
+        """The recipe, or AtlasError naming the first value out of range."""
+        if self.mix not in MIXES:
+            raise AtlasError(f"--mix {self.mix!r}: choose one of {', '.join(MIXES)}")
+        for flag, v, lo, hi in (("--label-smoothing", self.label_smoothing, 0, 0.5), ("--mix-p", self.mix_p, 0, 1),
+                                ("--translate", self.translate, 0, 16), ("--weight-decay", self.weight_decay, 0, 1),
+                                ("--warmup-epochs", self.warmup_epochs, 0, 1e6)):
+            if not (lo <= v <= hi):  # also refuses NaN
+                raise AtlasError(f"{flag} {v}: expected a value from {lo:g} to {hi:g}")
+        return self
+
+    def describe(self) -> str:
+        """The recipe in words, for the card."""
+        mix = "no mixing" if self.mix == "none" or not self.mix_p else f"{self.mix} with p={self.mix_p:g}"
+        return (f"AdamW (weight decay {self.weight_decay:g}), linear warm-up over {self.warmup_epochs:g} epochs then "
+                f"cosine to 0; label smoothing {self.label_smoothing:g}; {mix}; translations of up to "
+                f"+-{self.translate} px (reflect padding)")
+
+
 def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tuple[str, ...] | None = None,
-          epochs: int = 30, batch: int = 64, lr: float = 1e-3, seed: int = 42, splits: str | None = None,
+          epochs: int = 200, batch: int = 256, lr: float = 3e-3, seed: int = 42, splits: str | None = None,
           name: str | None = None, quiet: bool = False, patience: int | None = None,
-          init: str | None = None, precision: str = "float32", augment: str = "standard") -> ModelCard:
-    """Train `arch` on the train split (cosine learning rate, AdamW), keep the weights of the best
+          init: str | None = None, precision: str = "float32", augment: str = "standard",
+          recipe: Recipe = Recipe()) -> ModelCard:
+    """Train `arch` on the train split with `recipe`, keep the weights of the best
     validation epoch (the last one where the data have no validation split), evaluate them on test,
     save with the card. Resumes an interrupted run. `init`: start from a trained model of the same
     architecture on a subset of `bands` (e.g. spectrumnet-rgb for a 13-band model): its weights are
@@ -181,6 +218,9 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tup
     L1C -> L2A transform of a real product pair and seasonal colour to the JPEG augmentation."""
     if augment not in AUGMENTATIONS:
         raise AtlasError(f"augment {augment!r}: choose one of {', '.join(AUGMENTATIONS)}")
+    recipe = recipe.check()
+    if epochs < 1 or batch < 1 or not lr > 0:
+        raise AtlasError(f"--epochs {epochs}, --batch {batch}, --lr {lr}: each must be above 0")
     quiet_tensorflow()
     import keras
     import tensorflow as tf
@@ -213,19 +253,25 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tup
         for b, m, sd in zip(src.bands, src.mean, src.std):
             mean[bands.index(b)], std[bands.index(b)] = m / scale, sd / scale
 
-    def norm_val(x, y):  # the model's bands, normalised
-        return (tf.cast(tf.gather(x, idx, axis=-1), tf.float32) - mean.astype(np.float32)) / std.astype(np.float32), y
+    n_cls = len(CLASSES)
+
+    def norm_val(x, y):  # the model's bands, normalised; one-hot labels
+        x = (tf.cast(tf.gather(x, idx, axis=-1), tf.float32) - mean.astype(np.float32)) / std.astype(np.float32)
+        return x, tf.one_hot(y, n_cls)
 
     def norm(x, y):  # the same after augmenting (on the data's own scale, before normalising)
-        x, y = _augment(tf, tf.cast(tf.gather(x, idx, axis=-1), tf.float32), y, jpeg, augment)
-        return (x - mean.astype(np.float32)) / std.astype(np.float32), y
+        x, y = _augment(tf, tf.cast(tf.gather(x, idx, axis=-1), tf.float32), y, jpeg, augment, recipe.translate)
+        return (x - mean.astype(np.float32)) / std.astype(np.float32), tf.one_hot(y, n_cls)
 
     ds_tr = (tf.data.Dataset.from_tensor_slices((Xtr, ytr)).shuffle(len(ytr), seed=seed, reshuffle_each_iteration=True)
-             .map(norm, num_parallel_calls=tf.data.AUTOTUNE).batch(batch).prefetch(tf.data.AUTOTUNE))
+             .map(norm, num_parallel_calls=tf.data.AUTOTUNE).batch(batch)
+             .map(lambda x, y: mix_batch(tf, x, y, recipe.mix, recipe.mix_p), num_parallel_calls=tf.data.AUTOTUNE)
+             .prefetch(tf.data.AUTOTUNE))
     ds_va = None if yva is None else (tf.data.Dataset.from_tensor_slices((Xva, yva)).map(norm_val).batch(256)
                                       .prefetch(tf.data.AUTOTUNE))
     config = dict(data=str(data.resolve()), arch=arch, bands=bands, epochs=epochs, batch=batch, lr=lr, seed=seed,
-                  n_train=len(ytr), augmentation=AUGMENTATIONS[augment] if jpeg else "flips + 90 degree rotations")
+                  n_train=len(ytr), augmentation=AUGMENTATIONS[augment] if jpeg else "flips + 90 degree rotations",
+                  recipe=asdict(recipe))
     if src:
         config["init"] = src.weights_sha256
     if precision != "float32":
@@ -241,11 +287,14 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tup
         keras.mixed_precision.set_global_policy("float32")
     if src:
         _transplant(src, model, bands)
-    steps = max(1, epochs * -(-len(ytr) // batch))
-    warm = min(steps // 10, 3 * -(-len(ytr) // batch))
-    schedule = keras.optimizers.schedules.CosineDecay(lr / 10, steps - warm, warmup_target=lr, warmup_steps=warm)
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    per_epoch = -(-len(ytr) // batch)
+    steps = max(1, epochs * per_epoch)
+    warm = min(int(round(recipe.warmup_epochs * per_epoch)), steps - 1)
+    schedule = keras.optimizers.schedules.CosineDecay(0.0 if warm else lr, steps - warm, alpha=0.0,
+                                                      warmup_target=lr if warm else None, warmup_steps=warm)
+    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=recipe.weight_decay),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
+                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
     best = _best_keeper(run)
     callbacks = [keras.callbacks.BackupAndRestore(str(run / "backup"), delete_checkpoint=False), best]
     if patience:
@@ -276,7 +325,7 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tup
                   "best_epoch": best.state["best_epoch"],
                   "best_val_accuracy": round(best.state["best"], 4) if n_val else None,
                   **({"precise_bn": precise_bn} if precise_bn else {}),
-                  "batch": batch, "optimizer": f"AdamW (weight decay 1e-4), lr {lr} cosine with warm-up",
+                  "batch": batch, "optimizer": f"peak lr {lr:g}; {recipe.describe()}", "recipe": asdict(recipe),
                   "precision": precision,
                   "augmentation": config["augmentation"], "seed": seed, "from_scratch": src is None,
                   **({"initialised_from": f"{src.name} (weights SHA-256 {src.weights_sha256})"} if src else {}),
@@ -309,7 +358,7 @@ def _precise_bn(model, ds_tr, ds_va, weights: Path, batches: int = 200) -> dict 
     def val_acc() -> float:
         right = n = 0
         for x, y in ds_va:
-            right += int((model(x, training=False).numpy().argmax(axis=1) == y.numpy()).sum())
+            right += int((model(x, training=False).numpy().argmax(axis=1) == y.numpy().argmax(axis=1)).sum())
             n += len(y)
         return right / n
 
