@@ -498,3 +498,36 @@ def test_openvino_runs_where_its_cache_cannot_be_written(model13, tmp_path, monk
     out = Predictor(model13, "openvino")(x)
     assert out.shape == (2, 10) and np.allclose(out.sum(axis=1), 1, atol=1e-3)
     assert (tmp_path / "cache").read_text() == "not a folder" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_cutmix_and_mixup_label_each_patch_by_what_it_shows():
+    """CutMix pastes one box of the partner patch and labels by area; MixUp blends and labels by weight;
+    shifts keep the patch size and only move pixels; a bad recipe value is one clear error."""
+    from atlas_change import quiet_tensorflow
+    from atlas_change.augment import augment, mix_batch
+    from atlas_change.train import Recipe
+
+    quiet_tensorflow()
+    import tensorflow as tf
+
+    tf.random.set_seed(0)
+    x = tf.concat([tf.zeros((4, 64, 64, 3)), tf.ones((4, 64, 64, 3))], axis=0)  # patches of 0 and of 1
+    y = tf.one_hot([0, 0, 0, 0, 1, 1, 1, 1], 10)
+    mixed = 0
+    for _ in range(20):
+        for kind in ("cutmix", "mixup"):
+            xm, ym = mix_batch(tf, x, y, kind, p=1.0)
+            share_of_one = tf.reduce_mean(xm, axis=(1, 2, 3)).numpy()  # the pixels' share of the partner
+            np.testing.assert_allclose(ym.numpy()[:, 1], share_of_one, atol=1e-5)
+            np.testing.assert_allclose(ym.numpy().sum(axis=1), 1, atol=1e-6)
+            mixed += int((share_of_one[:4] > 0).any())
+    assert mixed > 30
+    xm, ym = mix_batch(tf, x, y, "cutmix", p=0.0)
+    assert (xm.numpy() == x.numpy()).all() and (ym.numpy() == y.numpy()).all()
+    patch = tf.reshape(tf.range(64 * 64 * 3, dtype=tf.float32), (64, 64, 3))
+    moved, _ = augment(tf, patch, 0, radiometric=False, translate=4)
+    assert moved.shape == (64, 64, 3)
+    with pytest.raises(AtlasError, match="--mix-p"):
+        Recipe(mix_p=1.5).check()
+    with pytest.raises(AtlasError, match="--label-smoothing"):
+        Recipe(label_smoothing=float("nan")).check()
