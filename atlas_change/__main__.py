@@ -148,7 +148,7 @@ def _cmd_compare(a) -> None:
         return [d.strip() for d in text.split(",")] if "," in text or len(srcs) == 1 else text
 
     s = compare(before, after, aoi=a.aoi, aoi_bbox=a.aoi_bbox, aoi_crs=a.aoi_crs, out=a.out,
-                min_confidence=a.min_confidence, allow_model_mismatch=a.allow_model_mismatch,
+                min_confidence=a.min_confidence, stay=a.stay, allow_model_mismatch=a.allow_model_mismatch,
                 before_date=dates(a.before_date, before), after_date=dates(a.after_date, after), **kw)
     tol = s["grid_tolerance"]
     print(f"{a.out}: {s['changed_ha']:.2f} ha changed (+- {tol['changed_ha']:.2f} ha where the grid falls; "

@@ -10,6 +10,7 @@ from .augment import AUGMENTATIONS, MIXES
 from .cloud import MAX_CLOUD
 from .helptext import EPILOG_ASSESS, EPILOG_CLASSIFY, JOB_EPILOG, WORKERS_HELP
 from .infer import DEFAULT_RUNTIME, DEFAULT_VIEWS, RUNTIMES, VIEWS
+from .joint import DEFAULT_STAY, DEFAULT_THRESHOLD
 from .registry import ARCHITECTURES, DEFAULT_MODELS, PRECISIONS
 from .search import MAX_TILE_CLOUD, MIN_AOI_CLEAR
 
@@ -168,7 +169,8 @@ def parser() -> argparse.ArgumentParser:
                         "change than one date a side (README: Periods).",
                         epilog="outputs: before.tif, after.tif (+ _confidence.tif, _probabilities.tif, "
                         "_observations.tif: clear dates per cell), change.tif (code = from_id*100 + to_id, 0 = "
-                        "unchanged/nodata/cloud/uncertain), transitions.csv and transitions_groups.csv (hectares), "
+                        "unchanged/nodata/cloud/uncertain), p_change.tif and p_conversion.tif (each cell's posterior "
+                        "probability of any change and of a change between land-cover groups), transitions.csv and transitions_groups.csv (hectares), "
                         "summary.json, aoi.geojson\nexamples:\n  python -m atlas_change compare outputs/2023 "
                         "outputs/2024 --aoi aoi/farm.geojson --out outputs/farm\n  python -m atlas_change compare "
                         "--before jun23.tif jul23.tif aug23.tif --after jun24.tif jul24.tif --aoi aoi/farm.geojson "
@@ -184,9 +186,14 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--aoi-bbox", help="minx,miny,maxx,maxy in --aoi-crs")
     cp.add_argument("--aoi-crs", default="EPSG:4326", help="CRS of --aoi-bbox (default EPSG:4326)")
     cp.add_argument("--out", help="output folder (required, except with --dry-run)")
-    cp.add_argument("--min-confidence", type=float, default=0.6,
-                    help="both dates must reach this top-1 probability for a cell to count as changed/unchanged "
-                    "(default 0.6); the rest is reported as uncertain")
+    cp.add_argument("--min-confidence", type=float, default=DEFAULT_THRESHOLD,
+                    help="change is decided from both sides together (each cell's posterior over its before and "
+                    "after class): a cell is changed where P(change) reaches this, unchanged where P(no change) "
+                    f"does, uncertain otherwise (0.5 to 1: 0.5 decides every cell; default {DEFAULT_THRESHOLD:g}; p_change.tif)")
+    cp.add_argument("--stay", type=float, default=DEFAULT_STAY,
+                    help="the transition prior: probability that a cell keeps its class between the sides, each "
+                    f"other class getting an equal share of the rest (default {DEFAULT_STAY:g}, fitted on EuroSAT "
+                    "val pairs with known change; higher: less change found, less false change; README: Change)")
     cp.add_argument("--allow-model-mismatch", action="store_true",
                     help="compare maps made with different model weights (stamped in summary.json)")
     st = cp.add_argument_group("scenes from a STAC API (instead of BEFORE AFTER / --before --after)")

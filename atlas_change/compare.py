@@ -24,10 +24,12 @@ from .composite import Side, composite, make_side
 from .dates import metadata_date, user_date
 from .errors import AtlasError, AtlasWarning
 from .infer import DEFAULT_VIEWS
+from .joint import DEFAULT_STAY, DEFAULT_THRESHOLD, PRIOR_SOURCE, decide_pair
 from .names import digest
 
-CHANGE_CODE_DOC = ("from_id * 100 + to_id (class ids 1..10 in EuroSAT order); 0 = unchanged, nodata, cloud, snow, "
-                   "outside the AOI, or below --min-confidence on either date")
+CHANGE_CODE_DOC = ("from_id * 100 + to_id (class ids 1..10 in EuroSAT order) where P(change) >= the threshold; "
+                   "0 = unchanged, uncertain (neither P(change) nor P(no change) reaches it), nodata, cloud, snow "
+                   "or outside the AOI")
 #: dates further apart than this in day of year (either way round the year) are in different seasons
 SEASON_DAYS = 45
 
@@ -233,11 +235,19 @@ def check_dates(a: Side, b: Side) -> None:
                       "compare the same season of each year, or periods of several dates", AtlasWarning, stacklevel=3)
 
 
-def decide(la, lb, ca, cb, min_confidence: float) -> tuple[np.ndarray, np.ndarray]:
-    """(valid: labelled on both dates, confident: valid and both at least `min_confidence`); change
-    counts only where confident, the rest of the valid cells is uncertain."""
+def decide(la, lb, p_change, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """(valid: labelled on both dates, decided: valid and P(change) or P(no change) at least
+    `threshold`); change counts only where decided, the rest of the valid cells is uncertain."""
     valid = (la > 0) & (lb > 0)
-    with np.errstate(invalid="ignore"):  # NaN confidences of unlabelled cells
+    with np.errstate(invalid="ignore"):  # NaN of unlabelled cells
+        return valid, valid & ((p_change >= threshold) | (1 - p_change >= threshold))
+
+
+def decide_per_date(la, lb, ca, cb, min_confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """The rule of compare outputs made before the joint decision (no p_change.tif): decided where
+    both dates' top-1 probabilities are at least `min_confidence`."""
+    valid = (la > 0) & (lb > 0)
+    with np.errstate(invalid="ignore"):
         return valid, valid & (ca >= min_confidence) & (cb >= min_confidence)
 
 
@@ -263,16 +273,20 @@ def read_decided(folder: Path) -> dict:
     summary = read_json(folder / "summary.json", SUMMARY_KEYS)
     la, t, crs, _ = read_raster(folder / "before.tif")
     lb = read_raster(folder / "after.tif")[0]
-    ca, cb = (read_raster(folder / f"{p}_confidence.tif")[0] for p in ("before", "after"))
-    valid, confident = decide(la, lb, ca, cb, float(summary.get("min_confidence", 0)))
+    threshold = float(summary.get("min_confidence", 0))
+    if (folder / "p_change.tif").exists():
+        valid, confident = decide(la, lb, read_raster(folder / "p_change.tif")[0], threshold)
+    else:  # made before the joint decision
+        ca, cb = (read_raster(folder / f"{p}_confidence.tif")[0] for p in ("before", "after"))
+        valid, confident = decide_per_date(la, lb, ca, cb, threshold)
     return {"before": la, "after": lb, "valid": valid, "confident": confident, "transform": t, "crs": crs,
             "summary": summary}
 
 
 def transition_rows(names, la, lb, valid, confident, cell_ha) -> list[str]:
-    """The from-to table in hectares over the valid cells: confident cells by before (rows) and
-    after (columns) class, the uncertain ones (valid, below --min-confidence on a date) in their own
-    column by before class and row by after class; every row and column sums to its total."""
+    """The from-to table in hectares over the valid cells: decided cells by before (rows) and
+    after (columns) class, the uncertain ones (valid, neither changed nor unchanged decided) in their
+    own column by before class and row by after class; every row and column sums to its total."""
     n = len(names)
     matrix = np.bincount((la[confident] - 1).astype(int) * n + (lb[confident] - 1), minlength=n * n).reshape(n, n)
     unsure = valid & ~confident
@@ -315,13 +329,21 @@ def resolve_side(srcs, dates, flag: str, out_root: Path, **classify_kw) -> Side:
 
 def compare(before, after, *, aoi: str | None = None,
             aoi_bbox: str | None = None, aoi_crs: str = "EPSG:4326", out: str | os.PathLike | None = None,
-            min_confidence: float = 0.6, allow_model_mismatch: bool = False, before_date=None,
-            after_date=None, **classify_kw) -> dict:
+            min_confidence: float = DEFAULT_THRESHOLD, stay: float = DEFAULT_STAY, allow_model_mismatch: bool = False,
+            before_date=None, after_date=None, **classify_kw) -> dict:
     """Compare two dates, or two periods, over an AOI; returns the summary dict and, with `out`,
     writes before.tif, after.tif (+ _confidence, _observations), change.tif, the transition tables
     and summary.json there (all or nothing). `before` / `after`: a scene or classify output, or a
     list of them (a period: the mean-probability composite, composite.py); `before_date` /
-    `after_date`: YYYY-MM-DD, one per scene of a period (default: from each one's metadata)."""
+    `after_date`: YYYY-MM-DD, one per scene of a period (default: from each one's metadata).
+    Change is decided from both sides together (joint.decide_pair): `stay` is the transition prior's
+    probability of keeping a class, `min_confidence` the posterior probability that a decision
+    (changed, or unchanged) needs."""
+    if not (0.5 <= min_confidence <= 1):  # also refuses NaN
+        raise AtlasError(f"--min-confidence {min_confidence}: expected a probability from 0.5 to 1 "
+                         "(the posterior that 'changed' or 'unchanged' needs)")
+    if not (0 < stay < 1):
+        raise AtlasError(f"--stay {stay}: expected a probability strictly between 0 and 1")
     out_root = Path(out).parent if out else Path("outputs")
     aoi_features = read_aoi_frame(aoi, aoi_bbox, aoi_crs, None)  # read once: bounds now, features on the grid below
     classify_kw = {"bbox": wgs84_bounds(aoi_features), "bbox_crs": "EPSG:4326", **classify_kw}
@@ -348,10 +370,17 @@ def compare(before, after, *, aoi: str | None = None,
     transform, shape = common_grid([*a.maps, *b.maps], geom)
     in_aoi = geometry_mask([geom], out_shape=shape, transform=transform, invert=True)
     ka, kb = (composite(s, transform, shape, in_aoi, _read_on) for s in (a, b))
-    la, lb, ca, cb = ka["lulc"], kb["lulc"], ka["confidence"], kb["confidence"]
     cloud_a, cloud_b = ka["cloud"], kb["cloud"]
     snow_a, snow_b = ka["snow"], kb["snow"]
-    valid, confident = decide(la, lb, ca, cb, min_confidence)
+    valid = (ka["lulc"] > 0) & (kb["lulc"] > 0)
+    joint = decide_pair(ka["probabilities"], kb["probabilities"], stay, min_confidence)
+    for k, side_ in (("before", ka), ("after", kb)):  # both dates' labels and their posteriors, jointly decided
+        side_["lulc"] = np.where(valid, joint[k], side_["lulc"]).astype(side_["lulc"].dtype)
+        side_["confidence"] = np.where(valid, joint[f"{k}_p"], side_["confidence"]).astype(np.float32)
+    p_change = np.where(valid, joint["p_change"], np.nan).astype(np.float32)
+    p_conversion = np.where(valid, joint["p_conversion"], np.nan).astype(np.float32)
+    la, lb = ka["lulc"], kb["lulc"]
+    valid, confident = decide(la, lb, p_change, min_confidence)
     changed = confident & (la != lb)
     code = np.where(changed, la.astype(np.uint16) * 100 + lb, 0).astype(np.uint16)
     ga, gb = group_of(la), group_of(lb)
@@ -361,7 +390,7 @@ def compare(before, after, *, aoi: str | None = None,
     groups = {}
     for i, g in enumerate(GROUP_NAMES, 1):
         groups[g] = {"before_ha": ha(valid & (ga == i)), "after_ha": ha(valid & (gb == i)),
-                     "net_change_ha": hectares((ha(confident & (gb == i)) - ha(confident & (ga == i))))}
+                     "net_change_ha": hectares(ha(valid & (gb == i)) - ha(valid & (ga == i)))}
     conversions = {f"{GROUP_NAMES[f - 1]} -> {GROUP_NAMES[t - 1]}": ha(converted & (ga == f) & (gb == t))
                    for f in range(1, 5) for t in range(1, 5) if f != t and (converted & (ga == f) & (gb == t)).any()}
 
@@ -383,6 +412,12 @@ def compare(before, after, *, aoi: str | None = None,
                            "(and, for labels, cloud and snow, in the scene: a map's last row and column of cells reach "
                            "past the scene's edge)",
         "min_confidence": min_confidence,
+        "change_decision": {"rule": "joint posterior over (before class, after class) from both sides' calibrated "
+                                    "probabilities and a transition prior; changed where P(change) >= min_confidence, "
+                                    "unchanged where P(no change) >= min_confidence, uncertain otherwise; from / to "
+                                    "the most probable pair of the decision (before.tif, after.tif)",
+                            "stay": stay, "threshold": min_confidence, "prior": PRIOR_SOURCE,
+                            "p_change_mean": round(float(np.nanmean(p_change)), 4) if valid.any() else None},
         "aoi_ha": hectares(geom.area / 1e4), "aoi_cells_ha": ha(in_aoi),
         "cloud_ha": ha(cloud_a | cloud_b), "cloud_before_ha": ha(cloud_a), "cloud_after_ha": ha(cloud_b),
         "snow_ha": ha((snow_a | snow_b) & ~cloud_a & ~cloud_b),
@@ -391,8 +426,10 @@ def compare(before, after, *, aoi: str | None = None,
         "valid_ha": ha(valid), "confident_ha": ha(confident), "uncertain_ha": ha(valid & ~confident),
         "changed_ha": ha(changed), "conversion_ha": ha(converted), "within_group_change_ha": ha(changed & ~converted),
         "grid_tolerance": grid_tolerance(changed, valid, cell_ha, valid & ~confident),
-        "net_change_ha": {c: hectares(ha(confident & (lb == i)) - ha(confident & (la == i)))
+        "net_change_ha": {c: hectares(ha(valid & (lb == i)) - ha(valid & (la == i)))
                           for i, c in enumerate(CLASSES, 1)},
+        "net_change_definition": "after_ha - before_ha of each class (group) over the valid cells (labelled on "
+                                 "both sides), decided and uncertain alike",
         "classes": {c: {"before_ha": ha(valid & (la == i)), "after_ha": ha(valid & (lb == i))}
                     for i, c in enumerate(CLASSES, 1)},
         "groups": groups, "group_conversions_ha": conversions,
@@ -404,11 +441,12 @@ def compare(before, after, *, aoi: str | None = None,
     if out is not None:
         tables = {"transitions.csv": transition_rows(CLASSES, la, lb, valid, confident, cell_ha),
                   "transitions_groups.csv": transition_rows(GROUP_NAMES, ga, gb, valid, confident, cell_ha)}
-        _write_compare(Path(out), ka, kb, code, tables, transform, a.crs, summary, features)
+        _write_compare(Path(out), ka, kb, code, tables, transform, a.crs, summary, features,
+                       {"p_change.tif": p_change, "p_conversion.tif": p_conversion})
     return summary
 
 
-def _write_compare(out: Path, ka, kb, code, tables, transform, crs, summary, features):
+def _write_compare(out: Path, ka, kb, code, tables, transform, crs, summary, features, posteriors: dict):
     with staged_output(out) as stage:
         stamp = {"BEFORE_MODEL": summary["before"]["model"], "BEFORE_WEIGHTS_SHA256": summary["before"]["weights_sha256"],
                  "AFTER_MODEL": summary["after"]["model"], "AFTER_WEIGHTS_SHA256": summary["after"]["weights_sha256"],
@@ -425,6 +463,8 @@ def _write_compare(out: Path, ka, kb, code, tables, transform, crs, summary, fea
                       float("nan"), {**names, **stamp}, list(CLASSES))
             write_cog(stage / f"{name}_observations.tif", k["observations"], transform, crs, None, stamp,
                       "clear_observations")
+        for name, arr in posteriors.items():
+            write_cog(stage / name, arr, transform, crs, float("nan"), stamp, name.removesuffix(".tif"))
         write_cog(stage / "change.tif", code, transform, crs, 0, {**names, **stamp, "CHANGE_CODE": CHANGE_CODE_DOC},
                   "change_code", change_categories())
         for name, rows in tables.items():

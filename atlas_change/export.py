@@ -102,9 +102,12 @@ def compare_cells(folder: Path, part: str, summary: dict):
 
 def change_frame(folder: Path):
     """One polygon per changed cell of change.tif: from/to class and group, whether it is a conversion
-    between groups, both confidences, hectares."""
+    between groups, both dates' posterior probabilities of those classes, P(change) and P(conversion)
+    (NaN for outputs made before the joint decision), hectares."""
     code, t, crs, _ = read_raster(folder / "change.tif")
     ca, cb = (read_raster(folder / f"{p}_confidence.tif")[0] for p in ("before", "after"))
+    pc, pv = (read_raster(folder / f"{n}.tif")[0] if (folder / f"{n}.tif").exists() else np.full(code.shape, np.nan)
+              for n in ("p_change", "p_conversion"))
     r, c = np.nonzero(code)
     f, to = (code[r, c] // 100).astype(np.int32), (code[r, c] % 100).astype(np.int32)
     names, groups = np.asarray(CLASSES, dtype=object), np.asarray(GROUP_NAMES, dtype=object)
@@ -114,7 +117,8 @@ def change_frame(folder: Path):
         "from_id": f, "from_class": names[f - 1], "to_id": to, "to_class": names[to - 1],
         "from_group": groups[gf - 1], "to_group": groups[gt - 1],
         "kind": np.where(gf != gt, "conversion", "within group").astype(object),
-        "confidence_before": ca[r, c].astype(np.float32), "confidence_after": cb[r, c].astype(np.float32)})
+        "confidence_before": ca[r, c].astype(np.float32), "confidence_after": cb[r, c].astype(np.float32),
+        "p_change": pc[r, c].astype(np.float32), "p_conversion": pv[r, c].astype(np.float32)})
 
 
 def layers(folder: str | os.PathLike) -> dict:

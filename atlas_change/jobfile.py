@@ -37,10 +37,11 @@ from pathlib import Path
 from .cloud import MAX_CLOUD
 from .errors import AtlasError
 from .infer import DEFAULT_RUNTIME, DEFAULT_VIEWS, RUNTIMES, VIEWS
+from .joint import DEFAULT_STAY, DEFAULT_THRESHOLD
 
 PRODUCTS = ("classify", "compare", "gpkg", "html")
 TOP_KEYS = {"name": str, "model": str, "output": str, "stride": int, "chunk": int, "max_nodata": float,
-            "max_cloud": float, "cloud_mask": bool, "min_confidence": float, "tta": int, "runtime": str, "produce": list,
+            "max_cloud": float, "cloud_mask": bool, "min_confidence": float, "stay": float, "tta": int, "runtime": str, "produce": list,
             "allow_untrained": bool, "allow_model_mismatch": bool, "aoi": list}
 AOI_KEYS = {"name": str, "file": str, "scenes": dict, "pairs": list, "periods": dict, "search": dict}
 SEARCH_KEYS = {"api": str, "collection": str, "periods": dict, "scenes_per_period": int, "max_tile_cloud": float,
@@ -77,7 +78,7 @@ class Job:
     stride: int = 64
     chunk: int = 1024
     max_nodata: float = 0.0
-    min_confidence: float = 0.6
+    min_confidence: float = DEFAULT_THRESHOLD
     max_cloud: float = MAX_CLOUD
     cloud_mask: bool = True
     tta: int = DEFAULT_VIEWS
@@ -85,6 +86,7 @@ class Job:
     allow_untrained: bool = False
     allow_model_mismatch: bool = False
     model_why: str = "named in the job file"
+    stay: float = DEFAULT_STAY
 
 
 def load_job(path: str | os.PathLike) -> Job:
@@ -143,9 +145,12 @@ def parse_job(data: dict, path: Path, text: str = "") -> Job:
     max_cloud = get(data, "max_cloud", TOP_KEYS, "", default=MAX_CLOUD)
     if not 0.0 <= max_cloud <= 1.0:
         bad("max_cloud", f"{max_cloud!r}: must be in [0, 1]")
-    min_conf = get(data, "min_confidence", TOP_KEYS, "", default=0.6)
-    if not 0.0 <= min_conf <= 1.0:
-        bad("min_confidence", f"{min_conf!r}: must be in [0, 1]")
+    min_conf = get(data, "min_confidence", TOP_KEYS, "", default=DEFAULT_THRESHOLD)
+    if not 0.5 <= min_conf <= 1.0:
+        bad("min_confidence", f"{min_conf!r}: must be from 0.5 to 1 (the posterior a change decision needs)")
+    stay = get(data, "stay", TOP_KEYS, "", default=DEFAULT_STAY)
+    if not 0.0 < stay < 1.0:
+        bad("stay", f"{stay!r}: must be strictly between 0 and 1 (the prior probability of keeping a class)")
     tta = get(data, "tta", TOP_KEYS, "", default=DEFAULT_VIEWS)
     if tta not in VIEWS:
         bad("tta", f"{tta!r}: must be one of {', '.join(map(str, VIEWS))}")
@@ -279,7 +284,7 @@ def parse_job(data: dict, path: Path, text: str = "") -> Job:
                          + "".join(f"\n  {w}: {m}" for w, (_, m) in zip(where, problems)))
     return Job(path, name, model, Path(os.path.normpath(base / output)), tuple(aois), tuple(produce), stride, chunk,
                max_nodata, min_conf, max_cloud, cloud_mask, tta, runtime, flags["allow_untrained"],
-               flags["allow_model_mismatch"], why)
+               flags["allow_model_mismatch"], why, stay)
 
 
 def _check_search(raw: dict | None, where: str, bad, get) -> dict | None:

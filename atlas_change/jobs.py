@@ -176,7 +176,8 @@ def fingerprint(job: Job, step: Step, sha: Callable[[Path], str]) -> dict | None
             return {"aoi_sha256": sha(a["aoi"]), "dates": [list(x) for x in a["sides"]],
                     "inputs": [sha(m / f) for m in a["maps"]
                                for f in ("lulc.tif", "confidence.tif", "cloud.tif", "run.json")],
-                    "min_confidence": job.min_confidence, "allow_model_mismatch": job.allow_model_mismatch}
+                    "min_confidence": job.min_confidence, "stay": job.stay, "decision": "joint",
+                    "allow_model_mismatch": job.allow_model_mismatch}
         return {"inputs": [sha(f) for f in a["made_of"]]}
     except FileNotFoundError:
         return None
@@ -252,7 +253,7 @@ def _execute(job: Job, step: Step, client, workers: int | None, scheduler: str |
         from .compare import compare
 
         n = len(a["sides"][0])  # the maps of the before side, then of the after side
-        compare(a["maps"][:n], a["maps"][n:], aoi=str(a["aoi"]), out=a["folder"], min_confidence=job.min_confidence,
+        compare(a["maps"][:n], a["maps"][n:], aoi=str(a["aoi"]), out=a["folder"], min_confidence=job.min_confidence, stay=job.stay,
                 allow_model_mismatch=job.allow_model_mismatch, before_date=list(a["sides"][0]),
                 after_date=list(a["sides"][1]))
     elif step.kind == "gpkg":

@@ -1,9 +1,9 @@
 """Sample stage: a seeded stratified random sample of a compare output's map cells for accuracy
 assessment and error-adjusted areas (Olofsson et al. 2014; the estimators are in assess.py).
 
-Strata are the change map's classes: `stable <class or group>` (confident on both dates, no change at
-that level), each `<from> -> <to>` present, and `uncertain` (labelled on both dates, below
---min-confidence on one: the map abstains there, so its real change is estimated too). Cloud, snow
+Strata are the change map's classes: `stable <class or group>` (decided, and no change at
+that level), each `<from> -> <to>` present, and `uncertain` (labelled on both dates, neither P(change)
+nor P(no change) reaching --min-confidence: the map abstains there, so its real change is estimated too). Cloud, snow
 and nodata cells are not mapped and not sampled. Writes strata.csv, sample.csv (an empty `reference`
 column for the interpreter), sample.gpkg and sample.html (each sampled cell on both dates' imagery)."""
 from __future__ import annotations

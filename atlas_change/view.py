@@ -4,10 +4,10 @@ CSS embedded by offlinefolium, so that it opens without internet; only the basem
 Layers, bottom to top: each date's true-colour image (B04, B03, B02 of the scene itself, 2-98 %
 stretch, warped to the map's Web Mercator, at most MAX_IMAGE_PX on a side), the class maps (one
 GeoJSON polygon per map cell up to MAX_FEATURES cells, else a paletted image of the class raster),
-cloud-masked cells, the uncertain cells hatched (below --min-confidence on a date: no change is
-counted there), the changed cells outlined in CHANGE_COLOUR (solid: a conversion between land-cover
-groups, dashed: a change within one) with a popup (both classes, both confidences, both dates' top-3
-probabilities), the AOI. The header gives every hectare figure of summary.json; the legend (above
+cloud-masked cells, the uncertain cells hatched (neither P(change) nor P(no change) reaches
+--min-confidence: no change is counted there), the changed cells outlined in CHANGE_COLOUR (solid: a
+conversion between land-cover groups, dashed: a change within one) with a popup (both classes, both
+posteriors, P(change), both dates' top-3 probabilities), the AOI. The header gives every hectare figure of summary.json; the legend (above
 Leaflet's scale bar) has a slider for the class layers' opacity and a chart of class areas per date."""
 from __future__ import annotations
 
@@ -356,6 +356,9 @@ def _changes_layer(folium, folder: Path, frames, summary, notes):
             "hectares"]
     b, a = _label(summary, "before"), _label(summary, "after")
     aliases = ["from", "to", "change", f"confidence {b}", f"confidence {a}", f"top-3 {b}", f"top-3 {a}", "hectares"]
+    if "p_change" in ch and ch["p_change"].notna().any():  # compare outputs of the joint decision
+        ch = ch.assign(p_change=ch["p_change"].round(3))
+        cols.insert(3, "p_change"), aliases.insert(3, "P(change)")
     return folium.GeoJson(ch[cols + ["geometry"]], name="changes",
                           style_function=lambda f: {"color": CHANGE_COLOUR, "weight": 3, "fillOpacity": 0,
                                                     "dashArray": None if f["properties"]["kind"] == "conversion"
@@ -364,7 +367,7 @@ def _changes_layer(folium, folder: Path, frames, summary, notes):
 
 
 def _uncertain_picture(d: Path) -> tuple[str, list] | None:
-    """The cells labelled on both dates but below --min-confidence on one, hatched (each cell drawn up to
+    """The cells labelled on both dates where change is undecided (compare.read_decided), hatched (each cell drawn up to
     8 pixels wide, the picture at most MAX_IMAGE_PX), as (data URL, bounds); None where there are none."""
     from affine import Affine
 

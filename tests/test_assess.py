@@ -73,7 +73,8 @@ def test_sample_from_a_compare_output_labelled_and_assessed(tmp_path):
     after[10:12, 10:20] = 6  # AnnualCrop -> Pasture: 20 cells, a change within the agricultural group
     conf = np.full((20, 20), 0.9)
     conf_after = conf.copy()
-    conf_after[15:, :] = 0.4  # 100 uncertain cells
+    after[15:, :] = 2  # AnnualCrop 0.9 -> Forest 0.5: P(change) 0.53, neither decision reached: 100 uncertain cells
+    conf_after[15:, :] = 0.5
     a = make_output(tmp_path / "d1", before, conf, date="2023-06-01")
     b = make_output(tmp_path / "d2", after, conf_after, date="2024-06-01")
     compare(a, b, aoi=str(aoi_file(tmp_path / "aoi.geojson", 0, 20, 0, 20, crs="EPSG:32632")), out=tmp_path / "cmp")

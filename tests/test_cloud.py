@@ -81,7 +81,7 @@ def test_compare_reports_cloud_not_change(scenes, model13, tmp_path):
     run_classify(cloudy, model13, out=tmp_path / "b")
     bbox = f"{ORIGIN[0]},{ORIGIN[1] - 4480},{ORIGIN[0] + 4480},{ORIGIN[1]}"
     s = compare(tmp_path / "a", tmp_path / "b", aoi_bbox=bbox, aoi_crs="EPSG:32632", out=tmp_path / "cmp",
-                min_confidence=0.0)
+                min_confidence=0.5)
     assert s["cloud_ha"] == pytest.approx(12 * 40.96) and s["cloud_after_ha"] == s["cloud_ha"]
     assert s["cloud_before_ha"] == 0 and s["nodata_ha"] == 0
     assert s["valid_ha"] == pytest.approx(37 * 40.96) and s["changed_ha"] == 0

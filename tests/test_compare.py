@@ -110,7 +110,7 @@ def _table(path):
     return pd.read_csv(path, index_col=0)
 
 
-@pytest.mark.parametrize("min_conf", [0.0, 0.6])
+@pytest.mark.parametrize("min_conf", [0.5, 0.6])
 def test_transitions_sum_to_their_totals_and_the_summary(tmp_path, dates, min_conf):
     """transitions.csv as pandas reads it: every row and column of the confident matrix plus its
     uncertain cells sums to its total, the totals to valid_ha; the same for the groups' table."""
@@ -130,8 +130,9 @@ def test_transitions_sum_to_their_totals_and_the_summary(tmp_path, dates, min_co
         assert off == pytest.approx(s["changed_ha"] if name == "transitions.csv" else s["conversion_ha"])
     t = _table(tmp_path / "c" / "transitions.csv")
     assert t.loc["AnnualCrop", "Residential"] == pytest.approx(40.96)  # confident on both dates
-    assert t.loc["AnnualCrop", "Forest"] == pytest.approx(0 if min_conf else 40.96)  # 0.5 after: uncertain
-    assert s["uncertain_ha"] == pytest.approx(40.96 if min_conf else 0)
+    # AnnualCrop 0.9 -> Forest 0.5: P(change) 0.53, decided at 0.5, uncertain at 0.6
+    assert t.loc["AnnualCrop", "Forest"] == pytest.approx(0 if min_conf > 0.5 else 40.96)
+    assert s["uncertain_ha"] == pytest.approx(40.96 if min_conf > 0.5 else 0)
     assert s["groups"]["artificial"]["net_change_ha"] == pytest.approx(40.96)
     assert s["group_conversions_ha"]["agricultural -> artificial"] == pytest.approx(40.96)
     assert s["within_group_change_ha"] == 0 and s["classes"]["AnnualCrop"]["before_ha"] == pytest.approx(4096)
@@ -232,7 +233,8 @@ def test_geopackage_layers(tmp_path, dates):
     assert before.hectares.sum() == pytest.approx(s["valid_ha"])
     ch = gpd.read_file(gpkg, layer="changes")
     assert len(ch) == 1 and (ch.from_class[0], ch.to_class[0]) == ("AnnualCrop", "Residential")
-    assert ch.hectares[0] == pytest.approx(40.96) and ch.confidence_before[0] == pytest.approx(0.9)
+    assert ch.hectares[0] == pytest.approx(40.96) and ch.confidence_before[0] == pytest.approx(0.81, abs=0.01)
+    assert ch.p_change[0] == pytest.approx(0.776, abs=0.01) and ch.p_conversion[0] <= ch.p_change[0]
     assert {d.date().isoformat() for d in before.date} == {"2023-06-01"} and set(before.group) == {"agricultural"}
     assert (ch.from_group[0], ch.to_group[0], ch.kind[0]) == ("agricultural", "artificial", "conversion")
     assert gpd.read_file(gpkg, layer="aoi")["name"].tolist() == ["aoi"]  # the AOI's own attributes travel
@@ -390,13 +392,14 @@ def test_periods_composite_mean_probabilities_and_observations(tmp_path):
     s = compare(p1, p2, aoi=str(aoi), out=tmp_path / "cmp")
     with rasterio.open(tmp_path / "cmp" / "before.tif") as src:
         assert src.read(1)[0, 0] == 1  # mean of 0.9 AnnualCrop and (1 - 0.55) / 9 -> AnnualCrop
-    with rasterio.open(tmp_path / "cmp" / "before_confidence.tif") as src:
-        assert src.read(1)[0, 0] == pytest.approx((0.9 + 0.45 / 9) / 2, abs=1e-5)
     with rasterio.open(tmp_path / "cmp" / "before_observations.tif") as src:
         obs = src.read(1)
         assert obs[2, 2] == 1 and obs[0, 0] == 2 and (obs > 0).all()
-    with rasterio.open(tmp_path / "cmp" / "before_probabilities.tif") as src:
+    with rasterio.open(tmp_path / "cmp" / "before_probabilities.tif") as src:  # the period's own evidence
         assert src.count == 10 and src.descriptions[0] == "AnnualCrop"
+        assert src.read(1)[0, 0] == pytest.approx((0.9 + 0.45 / 9) / 2, abs=1e-5)
+    with rasterio.open(tmp_path / "cmp" / "before_confidence.tif") as src:  # its class's posterior given both sides
+        assert src.read(1)[0, 0] > (0.9 + 0.45 / 9) / 2
     assert s["changed_ha"] == pytest.approx(40.96) and s["cloud_ha"] == 0  # (2, 2) is clear on a1
     assert s["before"]["dates"] == ["2023-06-01", "2023-07-01"] and s["before"]["period"] == \
         "2023-06-01 to 2023-07-01 (2 dates)"
@@ -407,3 +410,68 @@ def test_periods_composite_mean_probabilities_and_observations(tmp_path):
         compare([*p1, other], p2, aoi=str(aoi))
     page = change_map(tmp_path / "cmp")
     assert "2023-06-01 to 2023-07-01 (2 dates)" in page.read_text()
+
+
+def _probs(**by_class):
+    """A probability vector with the given classes' probabilities and the rest spread evenly."""
+    p = np.full(len(CLASSES), (1 - sum(by_class.values())) / (len(CLASSES) - len(by_class)))
+    for c, v in by_class.items():
+        p[CLASSES.index(c)] = v
+    return p
+
+
+def test_joint_decision_keeps_what_both_dates_say_and_finds_what_both_dates_show():
+    """The rule decides from both dates together: a cell Forest 0.55 / HerbaceousVegetation 0.45 on both
+    dates is unchanged Forest (the per-date rule called it uncertain); Forest 0.9 -> AnnualCrop 0.9 is
+    changed; a three-date history with one odd middle date is one class throughout, not two changes."""
+    from atlas_change.joint import decide_pair, forward_backward, p_same_throughout, viterbi
+
+    mixed = _probs(Forest=0.55, HerbaceousVegetation=0.45)
+    d = decide_pair(mixed, mixed)
+    assert d["unchanged"] and not d["changed"] and d["before"] == d["after"] == CLASSES.index("Forest") + 1
+    d = decide_pair(_probs(Forest=0.9), _probs(AnnualCrop=0.9))
+    assert d["changed"] and (d["before"], d["after"]) == (CLASSES.index("Forest") + 1, CLASSES.index("AnnualCrop") + 1)
+    assert d["p_conversion"] == pytest.approx(d["p_change"], abs=0.05)  # forest -> agricultural: between groups
+    forest, crop = _probs(Forest=0.9), _probs(AnnualCrop=0.9)
+    assert (viterbi([forest, crop, forest], 0.6) == CLASSES.index("Forest") + 1).all()
+    marg, pairs = forward_backward([forest, crop, forest], 0.6)
+    assert all(1 - np.trace(p) < 0.5 for p in pairs)  # neither step is more likely a change than not
+    assert p_same_throughout([forest, crop, forest], 0.6) > 0.5
+    assert p_same_throughout([forest, forest], 0.6) == pytest.approx(1 - decide_pair(forest, forest)["p_change"])
+    unseen = np.full(len(CLASSES), np.nan)  # a date with no clear view adds nothing and breaks nothing
+    np.testing.assert_allclose(viterbi([forest, unseen, forest], 0.6), CLASSES.index("Forest") + 1)
+    marg = forward_backward([forest, unseen, crop], 0.6)[0]
+    assert [m.argmax() for m in (marg[0], marg[2])] == [CLASSES.index("Forest"), CLASSES.index("AnnualCrop")]
+    assert np.isfinite(marg[1]).all() and marg[1].sum() == pytest.approx(1)
+
+
+def test_compare_decides_jointly_and_writes_the_change_posterior(tmp_path):
+    """Through compare: a cell Forest 0.55 on both dates is unchanged (not uncertain), a confident
+    AnnualCrop -> Residential is changed, p_change.tif holds each cell's P(change) and the maps' labels
+    follow the decision; view / sample read the same decision back."""
+    from atlas_change.compare import read_decided
+
+    before = np.full((4, 4), 2, np.int64)  # Forest
+    after = before.copy()
+    after[1, 1] = 8  # Forest -> Residential
+    conf = np.full((4, 4), 0.55)
+    conf_a = conf.copy()
+    conf_a[1, 1] = 0.95
+    conf_b = conf.copy()
+    conf_b[1, 1] = 0.95
+    a = make_output(tmp_path / "d1", before, conf_a, date="2023-06-01")
+    b = make_output(tmp_path / "d2", after, conf_b, date="2024-06-01")
+    aoi = aoi_file(tmp_path / "aoi.geojson", 0, 4, 0, 4, crs="EPSG:32632")
+    s = compare(a, b, aoi=str(aoi), out=tmp_path / "c")
+    assert s["changed_ha"] == pytest.approx(40.96) and s["uncertain_ha"] == 0
+    assert s["change_decision"]["stay"] == 0.6 and "prior" in s["change_decision"]
+    with rasterio.open(tmp_path / "c" / "p_change.tif") as src:
+        pc = src.read(1)
+        assert src.dtypes[0] == "float32" and src.crs == UTM
+    assert pc[1, 1] > 0.6 and (np.delete(pc.ravel(), 5) < 0.4).all()
+    with rasterio.open(tmp_path / "c" / "change.tif") as src:
+        code = src.read(1)
+    assert code[1, 1] == 2 * 100 + 8 and (np.delete(code.ravel(), 5) == 0).all()
+    back = read_decided(tmp_path / "c")
+    assert back["confident"].all() and (back["before"] != back["after"]).sum() == 1
+    assert s["net_change_ha"]["Residential"] == pytest.approx(40.96) == -s["net_change_ha"]["Forest"]

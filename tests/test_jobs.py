@@ -137,7 +137,7 @@ job_values = st.recursive(st.none() | st.booleans() | st.integers(-100, 100) | s
                           | st.text(max_size=12) | st.dates(),
                           lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=10), c, max_size=3),
                           max_leaves=12)
-job_keys = st.sampled_from(["name", "model", "output", "stride", "chunk", "max_nodata", "max_cloud", "min_confidence",
+job_keys = st.sampled_from(["name", "model", "output", "stride", "chunk", "max_nodata", "max_cloud", "min_confidence", "stay",
                             "produce", "allow_untrained", "aoi", "file", "scenes", "pairs", "zzz"])
 
 
