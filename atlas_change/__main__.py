@@ -136,26 +136,54 @@ def _cmd_compare(a) -> None:
         if found is None:
             return
         (before, a.before_date), (after, a.after_date) = found
+    elif a.period:
+        if a.dates or a.before or a.after:
+            raise AtlasError("compare: give either --period SCENE... (repeated) or BEFORE AFTER / --before --after")
+        return _compare_sequence(a, kw)
     elif bool(a.dates) == bool(a.before or a.after) or (a.dates and len(a.dates) != 2) or (bool(a.before) != bool(a.after)):
         raise AtlasError("compare: give BEFORE AFTER (two dates), --before SCENE... --after SCENE... (two periods), "
+                         "--period SCENE... repeated (a sequence of periods), "
                          "or --stac-api URL --before-range START/END --after-range START/END")
     else:
         before, after = (a.dates[0], a.dates[1]) if a.dates else (a.before, a.after)
 
-    def dates(text, srcs):
-        if text is None or isinstance(srcs, str):
-            return text
-        return [d.strip() for d in text.split(",")] if "," in text or len(srcs) == 1 else text
-
     s = compare(before, after, aoi=a.aoi, aoi_bbox=a.aoi_bbox, aoi_crs=a.aoi_crs, out=a.out,
                 min_confidence=a.min_confidence, stay=a.stay, allow_model_mismatch=a.allow_model_mismatch,
-                before_date=dates(a.before_date, before), after_date=dates(a.after_date, after), **kw)
+                before_date=_dates(a.before_date, before), after_date=_dates(a.after_date, after), **kw)
     tol = s["grid_tolerance"]
     print(f"{a.out}: {s['changed_ha']:.2f} ha changed (+- {tol['changed_ha']:.2f} ha where the grid falls; "
           f"{s['conversion_ha']:.2f} ha between land-cover groups), "
           f"{s['uncertain_ha']:.2f} ha uncertain of "
           f"{s['valid_ha']:.2f} ha valid in the AOI; {s['cloud_ha']:.2f} ha cloud and {s['snow_ha']:.2f} ha snow on either date, "
           f"{s['nodata_ha']:.2f} ha nodata" + (" (MODEL MISMATCH)" if s["model_mismatch"] else ""))
+
+
+def _dates(text: str | None, srcs):
+    """--before-date / --after-date / one --period-dates: one date (str) for a single scene or a
+    whole period, or a list of one date per scene (comma-separated)."""
+    if text is None or isinstance(srcs, str):
+        return text
+    return [d.strip() for d in text.split(",")] if "," in text or len(srcs) == 1 else text
+
+
+def _compare_sequence(a, kw: dict) -> None:
+    """compare --period ... --period ...: a sequence of periods (compare.compare_periods)."""
+    from .compare import compare_periods
+
+    given = a.period_dates or []
+    if given and len(given) != len(a.period):
+        raise AtlasError(f"--period-dates: given {len(given)} times for {len(a.period)} --period; give it once per "
+                         "period, in the same order, or not at all")
+    dates = [_dates(t, p) for t, p in zip(given, a.period)] if given else None
+    s = compare_periods(a.period, dates, aoi=a.aoi, aoi_bbox=a.aoi_bbox, aoi_crs=a.aoi_crs, out=a.out,
+                        min_confidence=a.min_confidence, stay=a.stay, allow_model_mismatch=a.allow_model_mismatch, **kw)
+    if "steps" not in s:  # two periods: one step, as BEFORE AFTER
+        s = {"steps": [{"folder": ".", **{k: s[k] for k in ("changed_ha", "conversion_ha", "uncertain_ha", "valid_ha")},
+                        "before": s["before"]["period"], "after": s["after"]["period"]}]}
+    for step in [*s["steps"], *([s["span"]] if "span" in s else [])]:
+        print(f"{Path(a.out) / step['folder']}: {step['before']} -> {step['after']}: {step['changed_ha']:.2f} ha changed "
+              f"({step['conversion_ha']:.2f} ha between land-cover groups), {step['uncertain_ha']:.2f} ha uncertain "
+              f"of {step['valid_ha']:.2f} ha valid")
 
 
 def _search_sides(a):

@@ -314,6 +314,8 @@ def staged_output(out_dir: str | os.PathLike) -> Iterator[Path]:
         yield stage
         out.mkdir(parents=True, exist_ok=True)
         for f in stage.iterdir():
+            if f.is_dir() and (out / f.name).is_dir():  # a sequence's step folder of an earlier run
+                shutil.rmtree(out / f.name)
             os.replace(f, out / f.name)
     except AtlasError as e:  # name the file as the user will look for it, not its staging copy
         raise AtlasError(str(e).replace(str(stage), str(out))) from None

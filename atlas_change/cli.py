@@ -166,7 +166,9 @@ def parser() -> argparse.ArgumentParser:
                         "into the output's parent folder, reusing an earlier result of the same input and model). "
                         "A period (--before A B C --after D E F) is the mean-probability composite of its dates: per "
                         "cell the class probabilities averaged over the dates on which it is clear; far less false "
-                        "change than one date a side (README: Periods).",
+                        "change than one date a side (README: Periods). Change is decided from all sides together: "
+                        "each cell's posterior over its class history, from every side's calibrated probabilities "
+                        "and a transition prior (--stay; README: Change).",
                         epilog="outputs: before.tif, after.tif (+ _confidence.tif, _probabilities.tif, "
                         "_observations.tif: clear dates per cell), change.tif (code = from_id*100 + to_id, 0 = "
                         "unchanged/nodata/cloud/uncertain), p_change.tif and p_conversion.tif (each cell's posterior "
@@ -174,13 +176,23 @@ def parser() -> argparse.ArgumentParser:
                         "summary.json, aoi.geojson\nexamples:\n  python -m atlas_change compare outputs/2023 "
                         "outputs/2024 --aoi aoi/farm.geojson --out outputs/farm\n  python -m atlas_change compare "
                         "--before jun23.tif jul23.tif aug23.tif --after jun24.tif jul24.tif --aoi aoi/farm.geojson "
-                        "--out outputs/farm-summers\n  python -m atlas_change compare --stac-api https://earth-search.aws.element84.com/v1 "
+                        "--out outputs/farm-summers\n  python -m atlas_change compare --period s2019/*.tif --period s2020/*.tif "
+                        "--period s2021/*.tif --aoi aoi/farm.geojson --out outputs/farm-2019-2021\n"
+                        "  python -m atlas_change compare --stac-api https://earth-search.aws.element84.com/v1 "
                         "--before-range 2023-06-01/2023-08-31 --after-range 2024-06-01/2024-08-31 --aoi aoi/farm.geojson "
                         "--out outputs/farm-summers --dry-run", formatter_class=argparse.RawDescriptionHelpFormatter)
     cp.add_argument("dates", nargs="*", metavar="BEFORE AFTER",
                     help="earlier and later date: classify output folders or scenes")
     cp.add_argument("--before", nargs="+", metavar="SCENE", help="the earlier period's scenes (or classify outputs)")
     cp.add_argument("--after", nargs="+", metavar="SCENE", help="the later period's scenes (or classify outputs)")
+    cp.add_argument("--period", nargs="+", action="append", metavar="SCENE",
+                    help="one period's scenes (or classify outputs); repeat it, in time order, for a sequence of "
+                    "two or more periods (e.g. the summers of 2019 to 2024): every cell's class history is decided "
+                    "from all of them together; OUT then holds one compare folder per step, the span from the first "
+                    "to the last period, sequence.tif and summary.json")
+    cp.add_argument("--period-dates", action="append", metavar="DATES",
+                    help="the dates of one --period (YYYY-MM-DD, one, or one per scene, comma-separated), repeated "
+                    "in the order of the periods (default: from the metadata)")
     g = cp.add_mutually_exclusive_group(required=True)
     g.add_argument("--aoi", help="AOI file (GeoJSON or GeoPackage, any CRS)")
     g.add_argument("--aoi-bbox", help="minx,miny,maxx,maxy in --aoi-crs")

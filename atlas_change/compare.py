@@ -24,7 +24,7 @@ from .composite import Side, composite, make_side
 from .dates import metadata_date, user_date
 from .errors import AtlasError, AtlasWarning
 from .infer import DEFAULT_VIEWS
-from .joint import DEFAULT_STAY, DEFAULT_THRESHOLD, PRIOR_SOURCE, decide_pair
+from .joint import DEFAULT_STAY, DEFAULT_THRESHOLD, PRIOR_SOURCE, decide_step, forward_backward, span_pair, viterbi
 from .names import digest
 
 CHANGE_CODE_DOC = ("from_id * 100 + to_id (class ids 1..10 in EuroSAT order) where P(change) >= the threshold; "
@@ -318,62 +318,137 @@ def resolve_side(srcs, dates, flag: str, out_root: Path, **classify_kw) -> Side:
     """One side of a comparison: a scene or classify output folder, or a list of them (a period),
     each with its date from `dates` (one date, or one per source; None: from its metadata)."""
     srcs = [srcs] if isinstance(srcs, (str, os.PathLike)) else list(srcs)
+    if len(srcs) > 1 and dates is not None and not isinstance(dates, (list, tuple)):
+        raise AtlasError(f"{flag}: one date given for a period of {len(srcs)} scenes; give one per scene")
     dates = dates if isinstance(dates, (list, tuple)) else [dates] * len(srcs)
     if not srcs or len(dates) != len(srcs):
         raise AtlasError(f"{flag}: {len(dates)} dates given for {len(srcs)} scenes")
-    if len(srcs) > 1 and len(set(dates)) == 1 and dates[0] is not None:
-        raise AtlasError(f"{flag}: one date given for a period of {len(srcs)} scenes; give one per scene")
-    dates = [user_date(d, flag) for d in dates]
-    return make_side([resolve_input(s, d, out_root, **classify_kw) for s, d in zip(srcs, dates)], flag)
+    dates = [user_date(d, flag) for d in dates]  # two tiles of one day: two scenes, one date each
+    maps = [resolve_input(s, d, out_root, **classify_kw) for s, d in zip(srcs, dates)]
+    seen: dict[str, ClassMap] = {}
+    for m in maps:  # one map given twice is one observation, not two
+        key = os.path.realpath(m.folder)
+        if key in seen:
+            warnings.warn(f"{m.folder}: given twice for one period; counted once", AtlasWarning, stacklevel=3)
+        seen.setdefault(key, m)
+    return make_side(list(seen.values()), flag)
 
 
-def compare(before, after, *, aoi: str | None = None,
-            aoi_bbox: str | None = None, aoi_crs: str = "EPSG:4326", out: str | os.PathLike | None = None,
-            min_confidence: float = DEFAULT_THRESHOLD, stay: float = DEFAULT_STAY, allow_model_mismatch: bool = False,
-            before_date=None, after_date=None, **classify_kw) -> dict:
+def compare(before, after, *, before_date=None, after_date=None, **kw) -> dict:
     """Compare two dates, or two periods, over an AOI; returns the summary dict and, with `out`,
-    writes before.tif, after.tif (+ _confidence, _observations), change.tif, the transition tables
-    and summary.json there (all or nothing). `before` / `after`: a scene or classify output, or a
-    list of them (a period: the mean-probability composite, composite.py); `before_date` /
-    `after_date`: YYYY-MM-DD, one per scene of a period (default: from each one's metadata).
-    Change is decided from both sides together (joint.decide_pair): `stay` is the transition prior's
-    probability of keeping a class, `min_confidence` the posterior probability that a decision
-    (changed, or unchanged) needs."""
+    writes before.tif, after.tif (+ _confidence, _probabilities, _observations), change.tif,
+    p_change.tif, p_conversion.tif, the transition tables and summary.json there (all or nothing).
+    `before` / `after`: a scene or classify output, or a list of them (a period, composite.py);
+    `before_date` / `after_date`: YYYY-MM-DD, one per scene of a period (default: from each one's
+    metadata). Change is decided from both sides together (joint.py): `stay` is the transition
+    prior's probability of keeping a class, `min_confidence` the posterior probability that a
+    decision (changed, or unchanged) needs. Other keywords: `compare_periods`'s."""
+    return compare_periods([before, after], [before_date, after_date], flags=("--before-date", "--after-date"), **kw)
+
+
+def compare_periods(periods: list, dates: list | None = None, *, aoi: str | None = None,
+                    aoi_bbox: str | None = None, aoi_crs: str = "EPSG:4326", out: str | os.PathLike | None = None,
+                    min_confidence: float = DEFAULT_THRESHOLD, stay: float = DEFAULT_STAY,
+                    allow_model_mismatch: bool = False, flags: tuple[str, ...] | None = None, **classify_kw) -> dict:
+    """Compare a sequence of dates or periods (each a scene or classify output, or a list of them)
+    over an AOI, every cell's class history decided from all of them together (forward-backward
+    over the periods with the transition prior: joint.py). Two: as `compare`. More: `out` holds one
+    compare folder per step (`<first date>_<first date>`), `span_<first>_<last>` (the first period
+    against the last, from the posterior of their two classes given every period), sequence.tif (the
+    most probable class of each period, Viterbi) and summary.json (every step's figures); returns
+    that summary. `dates`: per period one date, or one per scene, or None (from the metadata)."""
     if not (0.5 <= min_confidence <= 1):  # also refuses NaN
         raise AtlasError(f"--min-confidence {min_confidence}: expected a probability from 0.5 to 1 "
                          "(the posterior that 'changed' or 'unchanged' needs)")
     if not (0 < stay < 1):
         raise AtlasError(f"--stay {stay}: expected a probability strictly between 0 and 1")
+    if len(periods) < 2:
+        raise AtlasError(f"compare: {len(periods)} period given; give two or more")
+    dates = list(dates) if dates is not None else [None] * len(periods)
+    flags = flags or tuple(f"--period-dates (period {k + 1})" for k in range(len(periods)))
     out_root = Path(out).parent if out else Path("outputs")
     aoi_features = read_aoi_frame(aoi, aoi_bbox, aoi_crs, None)  # read once: bounds now, features on the grid below
     classify_kw = {"bbox": wgs84_bounds(aoi_features), "bbox_crs": "EPSG:4326", **classify_kw}
-    a = resolve_side(before, before_date, "--before-date", out_root, **classify_kw)
-    b = resolve_side(after, after_date, "--after-date", out_root, **classify_kw)
+    sides = [resolve_side(p, d, f, out_root, **classify_kw) for p, d, f in zip(periods, dates, flags)]
+    for a, b in zip(sides, sides[1:]):
+        check_pair(a, b, allow_model_mismatch)
+    if sides[0].crs.is_geographic:
+        raise AtlasError(f"{sides[0].first.folder}: geographic CRS; areas need a projected CRS")
+    features = aoi_features.to_crs(sides[0].crs)
+    geom = aoi_union(features, aoi or "--aoi-bbox")
+    transform, shape = common_grid([m for s in sides for m in s.maps], geom)
+    grid = Grid(transform, shape, sides[0].crs, geom, geometry_mask([geom], out_shape=shape, transform=transform,
+                                                                        invert=True))
+    comps = [composite(s, transform, shape, grid.in_aoi, _read_on) for s in sides]
+    probs = [k["probabilities"] for k in comps]
+    marg, pairs = forward_backward(probs, stay)
+    steps = [step_result(sides[k], sides[k + 1], comps[k], comps[k + 1],
+                         decide_step(pairs[k], marg[k], marg[k + 1], min_confidence), grid, min_confidence, stay)
+             for k in range(len(sides) - 1)]
+    if len(sides) == 2:
+        if out is not None:
+            with staged_output(out) as stage:
+                _write_compare(stage, *steps[0], grid, features)
+        return steps[0][-1]
+    span = step_result(sides[0], sides[-1], comps[0], comps[-1],
+                       decide_step(span_pair(probs, stay), marg[0], marg[-1], min_confidence), grid, min_confidence,
+                       stay)
+    names = [f"{a.dates[0]}_{b.dates[0]}" for a, b in zip(sides, sides[1:])] + [f"span_{sides[0].dates[0]}_{sides[-1].dates[0]}"]
+    history = np.where(np.stack([k["lulc"] > 0 for k in comps]), viterbi(probs, stay), 0).astype(np.uint8)
+    summary = sequence_summary(sides, names, [*steps, span], stay, min_confidence)
+    if out is not None:
+        with staged_output(out) as stage:
+            for name, result in zip(names, [*steps, span]):
+                (stage / name).mkdir()
+                _write_compare(stage / name, *result, grid, features)
+            write_cog(stage / "sequence.tif", history, transform, grid.crs, 0,
+                      {f"CLASS_{i + 1}": c for i, c in enumerate(CLASSES)}, [s.label for s in sides],
+                      class_categories())
+            write_file(stage / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"))
+    return summary
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The compare grid: its transform, shape, CRS, the AOI (one geometry in that CRS) and the
+    cells whose centre lies in it."""
+
+    transform: Affine
+    shape: tuple[int, int]
+    crs: CRS
+    geom: object
+    in_aoi: np.ndarray
+
+
+def check_pair(a: Side, b: Side, allow_model_mismatch: bool) -> None:
+    """Warnings where two consecutive sides were made differently (--tta, calibration, seasons);
+    AtlasError where by different model weights, unless allowed."""
     if a.tta_views != b.tta_views:
         warnings.warn(f"{b.folder}: classified with --tta {b.tta_views} but {a.folder} with --tta {a.tta_views}: "
-                      "some label differences may come from that, not from the land", AtlasWarning, stacklevel=2)
+                      "some label differences may come from that, not from the land", AtlasWarning, stacklevel=3)
     if (a.temperature, a.cell_temperature) != (b.temperature, b.cell_temperature):
         warnings.warn(f"{b.folder}: confidences calibrated with temperatures {b.temperature:g} (patches) and "
                       f"{b.cell_temperature:g} (cells) but {a.folder}'s with {a.temperature:g} and {a.cell_temperature:g} "
-                      "(same labels): which cells pass --min-confidence may differ for that reason; "
-                      "reclassify the older date", AtlasWarning, stacklevel=2)
+                      "(same labels): the change posteriors may differ for that reason; "
+                      "reclassify the older date", AtlasWarning, stacklevel=3)
     check_dates(a, b)
-    mismatch = a.weights_sha256 != b.weights_sha256
-    if mismatch and not allow_model_mismatch:
+    if a.weights_sha256 != b.weights_sha256 and not allow_model_mismatch:
         raise AtlasError(f"{b.folder}: made by model {b.model} ({b.weights_sha256[:12]}) but {a.folder} by "
                          f"{a.model} ({a.weights_sha256[:12]}); differences would mix model and land change. "
                          "Reclassify with one model, or pass --allow-model-mismatch")
-    if a.crs.is_geographic:
-        raise AtlasError(f"{a.first.folder}: geographic CRS; areas need a projected CRS")
-    features = aoi_features.to_crs(a.crs)
-    geom = aoi_union(features, aoi or "--aoi-bbox")
-    transform, shape = common_grid([*a.maps, *b.maps], geom)
-    in_aoi = geometry_mask([geom], out_shape=shape, transform=transform, invert=True)
-    ka, kb = (composite(s, transform, shape, in_aoi, _read_on) for s in (a, b))
+
+
+def step_result(a: Side, b: Side, ka: dict, kb: dict, joint: dict, grid: Grid, min_confidence: float,
+                stay: float) -> tuple:
+    """One step's maps, change code, posteriors and tables from its decision `joint`
+    (joint.decide_step) -> (before, after, code, tables, posteriors, summary): the arguments of
+    `_write_compare` before the grid, and the summary last."""
+    transform, shape, in_aoi, geom = grid.transform, grid.shape, grid.in_aoi, grid.geom
+    ka, kb = dict(ka), dict(kb)  # a period's composite serves the steps on either side of it
+    mismatch = a.weights_sha256 != b.weights_sha256
     cloud_a, cloud_b = ka["cloud"], kb["cloud"]
     snow_a, snow_b = ka["snow"], kb["snow"]
     valid = (ka["lulc"] > 0) & (kb["lulc"] > 0)
-    joint = decide_pair(ka["probabilities"], kb["probabilities"], stay, min_confidence)
     for k, side_ in (("before", ka), ("after", kb)):  # both dates' labels and their posteriors, jointly decided
         side_["lulc"] = np.where(valid, joint[k], side_["lulc"]).astype(side_["lulc"].dtype)
         side_["confidence"] = np.where(valid, joint[f"{k}_p"], side_["confidence"]).astype(np.float32)
@@ -438,36 +513,56 @@ def compare(before, after, *, aoi: str | None = None,
                             "water = River, SeaLake",
         "change_code": CHANGE_CODE_DOC,
     }
-    if out is not None:
-        tables = {"transitions.csv": transition_rows(CLASSES, la, lb, valid, confident, cell_ha),
-                  "transitions_groups.csv": transition_rows(GROUP_NAMES, ga, gb, valid, confident, cell_ha)}
-        _write_compare(Path(out), ka, kb, code, tables, transform, a.crs, summary, features,
-                       {"p_change.tif": p_change, "p_conversion.tif": p_conversion})
-    return summary
+    tables = {"transitions.csv": transition_rows(CLASSES, la, lb, valid, confident, cell_ha),
+              "transitions_groups.csv": transition_rows(GROUP_NAMES, ga, gb, valid, confident, cell_ha)}
+    return ka, kb, code, tables, {"p_change.tif": p_change, "p_conversion.tif": p_conversion}, summary
 
 
-def _write_compare(out: Path, ka, kb, code, tables, transform, crs, summary, features, posteriors: dict):
-    with staged_output(out) as stage:
-        stamp = {"BEFORE_MODEL": summary["before"]["model"], "BEFORE_WEIGHTS_SHA256": summary["before"]["weights_sha256"],
-                 "AFTER_MODEL": summary["after"]["model"], "AFTER_WEIGHTS_SHA256": summary["after"]["weights_sha256"],
-                 "BEFORE_DATE": " ".join(summary["before"]["dates"]), "AFTER_DATE": " ".join(summary["after"]["dates"]),
-                 "MODEL_MISMATCH": str(summary["model_mismatch"]).lower()}
-        names = {f"CLASS_{i + 1}": c for i, c in enumerate(CLASSES)}
-        for name, k in (("before", ka), ("after", kb)):
-            arr = k["lulc"]
-            write_cog(stage / f"{name}.tif", arr, transform, crs, 0, {**names, **stamp}, "class_id",
-                      class_categories())
-            write_cog(stage / f"{name}_confidence.tif", np.where(arr > 0, k["confidence"], np.nan).astype(np.float32),
-                      transform, crs, float("nan"), stamp, "top1_probability")
-            write_cog(stage / f"{name}_probabilities.tif", k["probabilities"].transpose(2, 0, 1), transform, crs,
-                      float("nan"), {**names, **stamp}, list(CLASSES))
-            write_cog(stage / f"{name}_observations.tif", k["observations"], transform, crs, None, stamp,
-                      "clear_observations")
-        for name, arr in posteriors.items():
-            write_cog(stage / name, arr, transform, crs, float("nan"), stamp, name.removesuffix(".tif"))
-        write_cog(stage / "change.tif", code, transform, crs, 0, {**names, **stamp, "CHANGE_CODE": CHANGE_CODE_DOC},
-                  "change_code", change_categories())
-        for name, rows in tables.items():
-            write_file(stage / name, lambda p, rows=rows: p.write_text("\n".join(rows) + "\n"))
-        write_file(stage / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"))
-        write_file(stage / "aoi.geojson", lambda p: features.to_file(p, driver="GeoJSON"))  # the AOI's own features
+def sequence_summary(sides: list[Side], names: list[str], results: list[tuple], stay: float,
+                     min_confidence: float) -> dict:
+    """summary.json of a sequence of more than two periods: the periods, and each step's (and the
+    span's) folder and main figures (the full ones in its own summary.json)."""
+    keys = ("valid_ha", "changed_ha", "conversion_ha", "uncertain_ha", "cloud_ha", "net_change_ha")
+
+    def brief(name, r):
+        s = r[-1]
+        return {"folder": name, "before": s["before"]["period"], "after": s["after"]["period"],
+                **{k: s[k] for k in keys}}
+
+    return {"periods": [{"period": s.label, "dates": s.dates, "sources": [m.folder for m in s.maps]} for s in sides],
+            "steps": [brief(n, r) for n, r in zip(names, results[:-1])], "span": brief(names[-1], results[-1]),
+            "sequence": "sequence.tif: per period (one band each) the class of the most probable class history "
+                        "of each cell (Viterbi over the periods with the transition prior); 0 where the period saw "
+                        "the cell on no date",
+            "change_decision": {**results[0][-1]["change_decision"], "span": "the span's decision is the first "
+                                "period's class against the last's, from their joint posterior given every period"},
+            "stay": stay, "min_confidence": min_confidence, "model": sides[0].model,
+            "weights_sha256": sides[0].weights_sha256}
+
+
+def _write_compare(stage: Path, ka, kb, code, tables, posteriors: dict, summary: dict, grid: Grid, features):
+    """One compare output's files written into `stage` (an empty folder)."""
+    transform, crs = grid.transform, grid.crs
+    stamp = {"BEFORE_MODEL": summary["before"]["model"], "BEFORE_WEIGHTS_SHA256": summary["before"]["weights_sha256"],
+             "AFTER_MODEL": summary["after"]["model"], "AFTER_WEIGHTS_SHA256": summary["after"]["weights_sha256"],
+             "BEFORE_DATE": " ".join(summary["before"]["dates"]), "AFTER_DATE": " ".join(summary["after"]["dates"]),
+             "MODEL_MISMATCH": str(summary["model_mismatch"]).lower()}
+    names = {f"CLASS_{i + 1}": c for i, c in enumerate(CLASSES)}
+    for name, k in (("before", ka), ("after", kb)):
+        arr = k["lulc"]
+        write_cog(stage / f"{name}.tif", arr, transform, crs, 0, {**names, **stamp}, "class_id",
+                  class_categories())
+        write_cog(stage / f"{name}_confidence.tif", np.where(arr > 0, k["confidence"], np.nan).astype(np.float32),
+                  transform, crs, float("nan"), stamp, "class_posterior_given_both_sides")
+        write_cog(stage / f"{name}_probabilities.tif", k["probabilities"].transpose(2, 0, 1), transform, crs,
+                  float("nan"), {**names, **stamp}, list(CLASSES))
+        write_cog(stage / f"{name}_observations.tif", k["observations"], transform, crs, None, stamp,
+                  "clear_observations")
+    for name, arr in posteriors.items():
+        write_cog(stage / name, arr, transform, crs, float("nan"), stamp, name.removesuffix(".tif"))
+    write_cog(stage / "change.tif", code, transform, crs, 0, {**names, **stamp, "CHANGE_CODE": CHANGE_CODE_DOC},
+              "change_code", change_categories())
+    for name, rows in tables.items():
+        write_file(stage / name, lambda p, rows=rows: p.write_text("\n".join(rows) + "\n"))
+    write_file(stage / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"))
+    write_file(stage / "aoi.geojson", lambda p: features.to_file(p, driver="GeoJSON"))  # the AOI's own features

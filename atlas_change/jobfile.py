@@ -13,7 +13,8 @@ number and key). Paths are relative to the job file's folder; dates are YYYY-MM-
     name = "lake"                       # not "scenes" (the per-scene results' folder)
     file = "../aoi/lake.geojson"
     scenes = { 2023-06-01 = "../scenes/T32TQM_2023*.tif", 2024-06-01 = "https://.../items/S2B_..." }
-    pairs = [["2023-06-01", "2024-06-01"]]   # optional: default consecutive dates (or periods)
+    pairs = [["2023-06-01", "2024-06-01"]]   # optional: default consecutive dates (or periods); a list
+                                        # of three or more is a sequence, decided from all of them
     # optional: periods of several scene dates, composited; pairs may then name periods
     periods = { summer-2023 = ["2023-06-01", "2023-07-16"], summer-2024 = ["2024-06-01", "2024-07-20"] }
 
@@ -57,7 +58,7 @@ class AOI:
     name: str
     file: Path
     scenes: dict[str, Path]  # date -> scene file or SAFE product, sorted by date
-    pairs: tuple[tuple[str, str], ...]  # (before, after): dates or period names
+    pairs: tuple[tuple[str, ...], ...]  # (before, after) or a longer sequence: dates or period names
     periods: dict[str, tuple[str, ...]] = field(default_factory=dict)  # name -> its dates (sorted)
     search: dict | None = None  # a STAC search (SEARCH_KEYS) whose result (jobs.resolve_remote) fills scenes
     remote: tuple[Path, ...] = ()  # scenes kept from a catalogue (searched, or an Item's URL): classified over the AOI
@@ -241,8 +242,9 @@ def parse_job(data: dict, path: Path, text: str = "") -> Job:
             names = list(search["periods"])
             pairs = [tuple(p) for p in get(a, "pairs", AOI_KEYS, where, default=None) or zip(names, names[1:])]
             for j, pair in enumerate(pairs):
-                if len(pair) != 2 or not all(v in names for v in pair):
-                    bad(f"{where}pairs[{j}]", f"{list(pair)!r}: must be [earlier, later], two of the search's periods")
+                if len(pair) < 2 or not all(v in names for v in pair) or len(set(pair)) != len(pair):
+                    bad(f"{where}pairs[{j}]", f"{list(pair)!r}: must be [earlier, later, ...], two or more of the "
+                        "search's periods")
             if "compare" in produce and len(names) < 2:
                 bad(f"{where}search.periods", "compare needs at least two periods")
             if isinstance(aname, str) and isinstance(afile, Path):
@@ -252,9 +254,10 @@ def parse_job(data: dict, path: Path, text: str = "") -> Job:
         for j, pair in enumerate(get(a, "pairs", AOI_KEYS, where, default=None) or []):
             ds = [v.isoformat() if isinstance(v, date) else v for v in pair] if isinstance(pair, list) else []
             sides = [periods.get(v, (v,)) if isinstance(v, str) else () for v in ds]
-            if len(ds) != 2 or not all(s and all(d in scenes for d in s) for s in sides) or sides[0][-1] >= sides[1][0]:
-                bad(f"{where}pairs[{j}]", f"{pair!r}: must be [earlier, later], each a date of this AOI's scenes or "
-                    "one of its periods, the first ending before the second begins")
+            if (len(ds) < 2 or not all(s and all(d in scenes for d in s) for s in sides)
+                    or any(x[-1] >= y[0] for x, y in zip(sides, sides[1:]))):
+                bad(f"{where}pairs[{j}]", f"{pair!r}: must be [earlier, later, ...], each a date of this AOI's scenes "
+                    "or one of its periods, each ending before the next begins")
             else:
                 pairs.append(tuple(ds))
         if "pairs" not in a:

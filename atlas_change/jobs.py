@@ -17,9 +17,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
 from .errors import AtlasError
 from .infer import DEFAULT_RUNTIME, DEFAULT_VIEWS
 from .jobfile import AOI_KEYS, PRODUCTS, STATE_DIR, TOP_KEYS, Job, load_job, parse_job  # noqa: F401  (the API)
+
+#: what a compare step leaves in its folder (a sequence's: in its span folder)
+COMPARE_FILES = ("before.tif", "after.tif", "before_confidence.tif", "after_confidence.tif", "before_probabilities.tif",
+                 "after_probabilities.tif", "change.tif", "p_change.tif", "transitions.csv", "transitions_groups.csv",
+                 "aoi.geojson", "summary.json")
 
 # ---------------------------------------------------------------------------------------------- search
 
@@ -101,18 +108,20 @@ def plan(job: Job) -> list[Step]:
     products = []
     if "compare" in job.produce:
         for aoi in job.aois:
-            for before, after in aoi.pairs if aoi.scenes else ():  # (a search not run yet: no scenes)
-                sid = f"compare/{aoi.name}/{before}_{after}"
-                folder = job.output / aoi.name / f"{before}_{after}"
-                sides = [aoi.dates_of(before), aoi.dates_of(after)]
+            for seq in aoi.pairs if aoi.scenes else ():  # (a search not run yet: no scenes)
+                name = "_".join(seq)
+                sid, folder = f"compare/{aoi.name}/{name}", job.output / aoi.name / name
+                sides = [aoi.dates_of(x) for x in seq]
                 deps = [scene_step[aoi.scenes[d].resolve()] for side in sides for d in side]
-                files = ("before.tif", "after.tif", "before_confidence.tif", "after_confidence.tif",
-                         "before_probabilities.tif", "after_probabilities.tif", "change.tif", "transitions.csv",
-                         "transitions_groups.csv", "aoi.geojson", "summary.json")
-                steps[sid] = Step(sid, "compare", [folder / f for f in files], deps,
-                                  {"aoi": aoi.file, "folder": folder, "dates": (before, after), "sides": sides,
-                                   "maps": [steps[d].args["folder"] for d in deps]})
-                products.append((sid, folder, f"{aoi.name}/{before}_{after}"))
+                # a sequence of three or more: its span (first against last) is what the map and GeoPackage show
+                result = folder if len(seq) == 2 else folder / f"span_{sides[0][0]}_{sides[-1][0]}"
+                files = [result / f for f in COMPARE_FILES]
+                if len(seq) > 2:
+                    files += [folder / "summary.json", folder / "sequence.tif"]
+                steps[sid] = Step(sid, "compare", files, deps,
+                                  {"aoi": aoi.file, "folder": folder, "result": result, "dates": tuple(seq),
+                                   "sides": sides, "maps": [steps[d].args["folder"] for d in deps]})
+                products.append((sid, result, f"{aoi.name}/{name}"))
     else:
         products = [(sid, steps[sid].args["folder"], sid.split("/", 1)[1]) for sid in scene_step.values()]
     for sid, folder, name in products:
@@ -250,12 +259,12 @@ def _execute(job: Job, step: Step, client, workers: int | None, scheduler: str |
                  allow_untrained=job.allow_untrained, quiet=quiet, model_why=job.model_why,
                  bbox=tuple(a["bbox"]) if a.get("bbox") else None)
     elif step.kind == "compare":
-        from .compare import compare
+        from .compare import compare_periods
 
-        n = len(a["sides"][0])  # the maps of the before side, then of the after side
-        compare(a["maps"][:n], a["maps"][n:], aoi=str(a["aoi"]), out=a["folder"], min_confidence=job.min_confidence, stay=job.stay,
-                allow_model_mismatch=job.allow_model_mismatch, before_date=list(a["sides"][0]),
-                after_date=list(a["sides"][1]))
+        bounds = np.cumsum([0, *(len(side) for side in a["sides"])])  # the maps of each side, in order
+        compare_periods([a["maps"][i:j] for i, j in zip(bounds, bounds[1:])], [list(side) for side in a["sides"]],
+                        aoi=str(a["aoi"]), out=a["folder"], min_confidence=job.min_confidence, stay=job.stay,
+                        allow_model_mismatch=job.allow_model_mismatch)
     elif step.kind == "gpkg":
         from .export import export_gpkg
 
@@ -334,8 +343,9 @@ def damage(step: Step) -> str | None:
         elif step.kind == "compare":
             from .assemble import SUMMARY_KEYS, read_json, read_raster
 
-            read_json(step.args["folder"] / "summary.json", (*SUMMARY_KEYS, "changed_ha"))
-            read_raster(step.args["folder"] / "change.tif")
+            result = step.args.get("result", step.args["folder"])
+            read_json(result / "summary.json", (*SUMMARY_KEYS, "changed_ha"))
+            read_raster(result / "change.tif")
     except AtlasError as e:
         return str(e)
     return None
@@ -382,7 +392,8 @@ def outcomes(job: Job, results: list[Result]) -> list[str]:
         from .assemble import read_json
 
         try:
-            s = read_json(step.args["folder"] / "summary.json", ("changed_ha", "uncertain_ha", "cloud_ha"))
+            s = read_json(step.args.get("result", step.args["folder"]) / "summary.json",
+                          ("changed_ha", "uncertain_ha", "cloud_ha"))
         except AtlasError:
             continue
         name = step.id.split("/", 1)[1]

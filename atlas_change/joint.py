@@ -22,9 +22,9 @@ DEFAULT_STAY = 0.6
 #: the posterior probability a decision (changed, or unchanged) needs; below it either way: uncertain
 DEFAULT_THRESHOLD = 0.6
 PRIOR_SOURCE = ("transition prior: keep the class with probability `stay`, move to each other class with "
-                "(1 - stay) / 9; stay chosen as the strongest prior that finds the most known change with at "
-                "most 1 % false change on pairs of EuroSAT val patches (benchmarks/change_prior.py), reported "
-                "on test patches and real scenes (README *Change*)")
+                "(1 - stay) / 9; the default stay is the prior that finds the most known change on pairs of EuroSAT "
+                "val patches while at least 3 in 4 of the cells it calls changed would be real where 1 % of the "
+                "cells change (benchmarks/change_prior.py), reported on test patches and real scenes (README *Change*)")
 
 
 def transition_prior(stay: float, n: int = 10) -> np.ndarray:
@@ -80,13 +80,19 @@ def p_same_throughout(probs: list[np.ndarray], stay: float) -> np.ndarray:
 def decide_pair(pa: np.ndarray, pb: np.ndarray, stay: float = DEFAULT_STAY,
                 threshold: float = DEFAULT_THRESHOLD) -> dict[str, np.ndarray]:
     """The joint decision for two dates (or periods) with class probabilities `pa`, `pb` (..., n):
-    'p_change' (any class change), 'p_conversion' (a change between land-cover groups), 'changed',
-    'unchanged' (boolean, exclusive when threshold > 0.5), 'before' / 'after' class ids 1..n (the
-    most probable pair among the changed ones for changed cells, among the unchanged ones for
-    unchanged cells, each date's most probable class for uncertain ones) and 'before_p' / 'after_p'
-    (each date's posterior probability of that class)."""
+    see `decide_step`."""
     (ma, mb), (pair,) = forward_backward([pa, pb], stay)
-    n = pa.shape[-1]
+    return decide_step(pair, ma, mb, threshold)
+
+
+def decide_step(pair: np.ndarray, ma: np.ndarray, mb: np.ndarray, threshold: float) -> dict[str, np.ndarray]:
+    """The decision of one step from its (from, to) posterior `pair` (..., n, n) and both dates'
+    class marginals: 'p_change' (any class change), 'p_conversion' (a change between land-cover
+    groups), 'changed', 'unchanged' (boolean, exclusive when threshold > 0.5), 'before' / 'after'
+    class ids 1..n (the most probable pair among the changed ones for changed cells, among the
+    unchanged ones for unchanged cells, each date's most probable class for uncertain ones) and
+    'before_p' / 'after_p' (each date's posterior probability of that class)."""
+    n = pair.shape[-1]
     diag = np.diagonal(pair, axis1=-2, axis2=-1)
     p_change = np.clip(1 - diag.sum(-1), 0, 1)
     groups = group_of(np.arange(1, n + 1))
@@ -115,3 +121,19 @@ def viterbi(probs: list[np.ndarray], stay: float) -> np.ndarray:
     for b in back[::-1]:
         path.insert(0, np.take_along_axis(b, path[0][..., None], -1)[..., 0])
     return np.stack(path) + 1
+
+
+def span_pair(probs: list[np.ndarray], stay: float) -> np.ndarray:
+    """The posterior of (first date's class, last date's class) given every date (..., n, n): one
+    forward pass per first class (n of them), the dates between summed over."""
+    t = transition_prior(stay, probs[0].shape[-1])
+    ev = [_evidence(p) for p in probs]
+    n = ev[0].shape[-1]
+    out = np.empty((*ev[0].shape[:-1], n, n))
+    for i in range(n):
+        a = np.zeros_like(ev[0])
+        a[..., i] = ev[0][..., i]
+        for e in ev[1:]:
+            a = (a @ t) * e
+        out[..., i, :] = a
+    return out / out.sum((-2, -1), keepdims=True)

@@ -3,6 +3,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 
@@ -475,3 +476,56 @@ def test_compare_decides_jointly_and_writes_the_change_posterior(tmp_path):
     back = read_decided(tmp_path / "c")
     assert back["confident"].all() and (back["before"] != back["after"]).sum() == 1
     assert s["net_change_ha"]["Residential"] == pytest.approx(40.96) == -s["net_change_ha"]["Forest"]
+
+
+def test_a_sequence_of_periods_is_decided_from_all_of_them(tmp_path):
+    """Three periods: a cell whose middle period alone says AnnualCrop is not two changes; a cell that
+    turns Residential in the second period and stays is one change (step 1 and the span); a cell under
+    cloud in the middle period keeps its history (0 in sequence.tif there, no change); the step folders,
+    the span, sequence.tif and the summary are written, and the CLI prints one line per step."""
+    from atlas_change.compare import compare_periods
+
+    base = np.full((4, 4), 2, np.int64)  # Forest
+    mid, late = base.copy(), base.copy()
+    mid[0, 0] = 1  # one odd period: AnnualCrop
+    mid[1, 1] = late[1, 1] = 8  # Forest -> Residential, kept
+    conf = np.full((4, 4), 0.9)
+    cloud = np.zeros((4, 4), bool)
+    cloud[2, 2] = True
+    folders = [make_output(tmp_path / "p1", base, conf, date="2021-06-01"),
+               make_output(tmp_path / "p2", mid, conf, date="2022-06-01", cloud=cloud),
+               make_output(tmp_path / "p3", late, conf, date="2023-06-01")]
+    aoi = aoi_file(tmp_path / "aoi.geojson", 0, 4, 0, 4, crs="EPSG:32632")
+    s = compare_periods(folders, aoi=str(aoi), out=tmp_path / "seq")
+    names = [st["folder"] for st in s["steps"]]
+    assert names == ["2021-06-01_2022-06-01", "2022-06-01_2023-06-01"] and s["span"]["folder"] == "span_2021-06-01_2023-06-01"
+    assert [st["changed_ha"] for st in s["steps"]] == [pytest.approx(40.96), 0] and s["span"]["changed_ha"] == pytest.approx(40.96)
+    for name in [*names, s["span"]["folder"]]:
+        with rasterio.open(tmp_path / "seq" / name / "change.tif") as src:
+            code = src.read(1)
+        assert code[0, 0] == 0 and code[2, 2] == 0
+    with rasterio.open(tmp_path / "seq" / s["span"]["folder"] / "change.tif") as src:
+        assert src.read(1)[1, 1] == 2 * 100 + 8
+    with rasterio.open(tmp_path / "seq" / "sequence.tif") as src:
+        hist = src.read()
+        assert src.count == 3 and src.crs == UTM
+    assert list(hist[:, 0, 0]) == [2, 2, 2] and list(hist[:, 1, 1]) == [2, 8, 8] and list(hist[:, 2, 2]) == [2, 0, 2]
+    assert json.loads((tmp_path / "seq" / "summary.json").read_text())["steps"][0]["folder"] == names[0]
+    out = subprocess.run([sys.executable, "-m", "atlas_change", "compare", *sum((["--period", str(f)] for f in folders), []),
+                          "--aoi", str(aoi), "--out", str(tmp_path / "cli")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 3 and "40.96 ha changed" in lines[0] and "span_" in lines[2]
+
+
+def test_two_tiles_of_one_day_keep_their_dates_and_one_map_given_twice_counts_once(tmp_path, dates):
+    """--before-date 2023-06-12,2023-06-12 (two scenes of one day) is two dates, not 'one date'; the same
+    classify output twice in a period is one observation, with a warning."""
+    aoi = aoi_file(tmp_path / "aoi.geojson", 0, 5, 0, 5, crs="EPSG:32632")
+    twin = tmp_path / "twin"
+    shutil.copytree(dates[0], twin)
+    s = compare([dates[0], twin], dates[1], aoi=str(aoi), before_date=["2023-06-12", "2023-06-12"])
+    assert s["before"]["dates"] == ["2023-06-12", "2023-06-12"]
+    with pytest.warns(AtlasWarning, match="given twice"):
+        s = compare([dates[0], dates[0]], dates[1], aoi=str(aoi))
+    assert s["before"]["observations"]["min"] == 1 and len(s["before"]["sources"]) == 1

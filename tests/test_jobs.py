@@ -382,3 +382,30 @@ def test_periods_in_a_job_file_plan_one_compare_of_all_their_dates(tmp_path, mod
     with pytest.raises(AtlasError) as e:
         load_job(f)
     assert "aoi[0].periods.summer-2023" in str(e.value) and "aoi[0].pairs[0]" in str(e.value)
+
+
+def test_a_job_names_a_sequence_of_three_dates(tmp_path, model13):
+    """pairs = [[d1, d2, d3]]: one compare step over the whole sequence (its step folders, span,
+    sequence.tif), the map and GeoPackage of its span; a rerun does nothing; a sequence out of order
+    is refused with its line."""
+    scenes = {}
+    for date, seed in (("2021-06-01", 1), ("2022-06-01", 2), ("2023-06-01", 3)):
+        make_scene(tmp_path / f"s{date[:4]}.tif", 256, 256, seed=seed, tags={"DATE": date})
+        scenes[date] = f"s{date[:4]}.tif"
+    write_aoi(tmp_path / "aoi.geojson", box=(600000, 4997480, 602560, 5000040))
+    f = tmp_path / "job.toml"
+    seq = 'pairs = [["2021-06-01", "2022-06-01", "2023-06-01"]]'
+    f.write_text(job_text(model13.path, aoi_table("lake", "aoi.geojson", scenes, extra=seq), extra="tta = 1"))
+    job = load_job(f)
+    name = "2021-06-01_2022-06-01_2023-06-01"
+    assert [s.id for s in plan(job)][3:] == [f"compare/lake/{name}", f"gpkg/lake/{name}", f"html/lake/{name}"]
+    results = run_job(job, scheduler="sync", quiet=True, echo=lambda line: None)
+    assert [r.status for r in results] == ["done"] * 6, results
+    folder = tmp_path / "out" / "lake" / name
+    s = json.loads((folder / "summary.json").read_text())
+    assert [st["folder"] for st in s["steps"]] == ["2021-06-01_2022-06-01", "2022-06-01_2023-06-01"]
+    assert (folder / "sequence.tif").is_file() and (folder / "span_2021-06-01_2023-06-01" / "cells.gpkg").is_file()
+    assert [r.status for r in run_job(load_job(f), scheduler="sync", quiet=True, echo=lambda line: None)] == ["up to date"] * 6
+    f.write_text(f.read_text().replace(seq, 'pairs = [["2022-06-01", "2021-06-01", "2023-06-01"]]'))
+    with pytest.raises(AtlasError, match=r"pairs\[0\].*each ending before the next begins"):
+        load_job(f)

@@ -1,0 +1,152 @@
+"""How strong the change decision's transition prior should be (joint.DEFAULT_STAY), fitted on pairs of
+EuroSAT *val* patches and reported on pairs of *test* patches, through the model's own calibrated
+probabilities and `joint.decide_pair`, the function `compare` uses.
+
+Pairs (one cell each, stride 64: a cell is one patch; the card's patch and stride-64 temperatures):
+- **no change**: a patch, then *another* patch of the same class (the same land cover seen again, as
+  in `stride_stability.py`), the second moved along the real L1C -> L2A change (`augment.to_l2a`,
+  strength U(0, 1.2)) as a later L2A date would be: any change decided here is false;
+- **change**: a patch, then a patch of another class (L2A-moved likewise): found when decided changed
+  (and right when its from / to classes are the true ones).
+
+Rule for the fit (written in README *Change*): change is rare, so what matters is how many of the
+cells called changed really changed where few do. Among the priors under which at least `--precision`
+(3 in 4) of the cells called changed would be real change in a landscape where `--rate` (1 %) of the
+cells change between the two dates (an upper range of yearly land-cover change: CORINE's change layers
+map far less than that per year across Europe), the one that finds the most change (the strongest of
+equals). The test pairs then say what that prior does on patches it was not chosen on; the real
+scenes (`change_prior_scenes.py`) too.
+
+    python benchmarks/change_prior.py --shared ../shared [--model spectrumnet-rgb] [--pairs 4000]
+
+Prints Markdown tables (val and test) per prior strength, and the chosen one.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from atlas_change.augment import l2a_fit_rgb, to_l2a  # noqa: E402
+from atlas_change.calibrate import apply_temperature  # noqa: E402
+from atlas_change.infer import DEFAULT_VIEWS, get_predictor  # noqa: E402
+from atlas_change.joint import DEFAULT_THRESHOLD, decide_pair  # noqa: E402
+from atlas_change.registry import load_card  # noqa: E402
+from atlas_change.train import load_split  # noqa: E402
+
+STAYS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99)
+
+
+def pairs(y: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(first, second, changed): n no-change pairs (two different patches of one class) and n change
+    pairs (patches of two classes), as indices into the split."""
+    by = [np.flatnonzero(y == c) for c in range(10)]
+    first = rng.integers(0, len(y), 2 * n)
+    second = np.empty_like(first)
+    for k, i in enumerate(first):
+        if k < n:
+            pool = by[y[i]]
+            j = i
+            while j == i:
+                j = pool[rng.integers(len(pool))]
+        else:
+            c = (y[i] + rng.integers(1, 10)) % 10
+            j = by[c][rng.integers(len(by[c]))]
+        second[k] = j
+    return first, second, np.arange(2 * n) >= n
+
+
+def probabilities(card, X: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(as they are, L2A-moved) calibrated stride-64 cell probabilities of the JPEG patches."""
+    predict = get_predictor(card)
+    a, b = l2a_fit_rgb()
+    moved = np.clip(to_l2a(X.astype(np.float32), rng.uniform(0, 1.2, (len(X), 1, 1, 1)), a, b), 0, 255)
+    t64 = card.cell_temperature(64)
+    out = []
+    for arr in (X, moved):
+        p = np.concatenate([predict(arr[i:i + 512], prescaled=True, views=DEFAULT_VIEWS) for i in range(0, len(arr), 512)])
+        out.append(apply_temperature(p, t64))
+    return out[0], out[1]
+
+
+def table(pa, pb, y, first, second, changed, threshold: float) -> list[dict]:
+    """Per prior strength: false change, found change (and right from / to), undecided shares."""
+    rows = []
+    for stay in STAYS:
+        d = decide_pair(pa[first], pb[second], stay, threshold)
+        nc, ch = ~changed, changed
+        right = (d["before"] - 1 == y[first]) & (d["after"] - 1 == y[second])
+        rows.append({"stay": stay, "false": d["changed"][nc].mean(), "found": d["changed"][ch].mean(),
+                     "found_right": (d["changed"] & right)[ch].mean(),
+                     "undecided_nc": (~d["changed"] & ~d["unchanged"])[nc].mean(),
+                     "undecided_ch": (~d["changed"] & ~d["unchanged"])[ch].mean()})
+    return rows
+
+
+def markdown(rows: list[dict], title: str) -> str:
+    lines = [f"**{title}**", "", "| stay | false change (no-change pairs) | found (change pairs) | found with the right "
+             "from / to | undecided, no-change pairs | undecided, change pairs | precision where 1 % changes |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['stay']:g} | {100 * r['false']:.2f} % | {100 * r['found']:.1f} % | {100 * r['found_right']:.1f} % | "
+              f"{100 * r['undecided_nc']:.1f} % | {100 * r['undecided_ch']:.1f} % | {100 * precision(r, 0.01):.0f} % |"
+              for r in rows]
+    return "\n".join(lines)
+
+
+def precision(r: dict, rate: float) -> float:
+    """Share of the cells called changed that changed, where `rate` of all cells change."""
+    hit, false = r["found"] * rate, r["false"] * (1 - rate)
+    return hit / (hit + false) if hit + false else 1.0
+
+
+def choose(rows: list[dict], rate: float, target: float) -> float:
+    """The prior that finds the most change with at least `target` precision at `rate` (strongest of equals)."""
+    ok = [r for r in rows if precision(r, rate) >= target]
+    if not ok:
+        return max(r["stay"] for r in rows)
+    best = max(round(r["found"], 3) for r in ok)
+    return max(r["stay"] for r in ok if round(r["found"], 3) == best)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--shared", default="../shared")
+    ap.add_argument("--model", default="spectrumnet-rgb")
+    ap.add_argument("--pairs", type=int, default=4000, help="pairs of each kind per split")
+    ap.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
+    ap.add_argument("--rate", type=float, default=0.01, help="share of cells that change (default 0.01)")
+    ap.add_argument("--precision", type=float, default=0.75,
+                    help="share of the cells called changed that must be real change at --rate (default 0.75)")
+    a = ap.parse_args()
+    card = load_card(a.model)
+    data = Path(a.shared) / "eurosat" / "EuroSAT_RGB"
+    print(f"model {card.name} ({card.weights_sha256[:12]}), threshold {a.threshold:g}, {a.pairs} pairs of each kind; "
+          f"{os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d %H:%M')}\n")
+    chosen = None
+    for split, seed in (("val", 1), ("test", 2)):
+        X, y, _ = load_split(data, split, quiet=True)
+        rng = np.random.default_rng(seed)
+        pa, pb = probabilities(card, X, rng)
+        first, second, changed = pairs(y, a.pairs, rng)
+        rows = table(pa, pb, y, first, second, changed, a.threshold)
+        print(markdown(rows, f"EuroSAT {split} pairs"), "\n")
+        if split == "val":
+            chosen = choose(rows, a.rate, a.precision)
+            print(f"chosen on val: stay {chosen:g} (the most change found while at least {100 * a.precision:g} % of the "
+                  f"cells called changed are real where {100 * a.rate:g} % of the cells change)\n")
+        else:
+            r = next(r for r in rows if r["stay"] == chosen)
+            print(f"test at stay {chosen:g}: precision at {100 * a.rate:g} % change {100 * precision(r, a.rate):.0f} %, "
+                  f"false {100 * r['false']:.2f} %, found {100 * r['found']:.1f} %, "
+                  f"undecided {100 * r['undecided_nc']:.1f} % (no change) / {100 * r['undecided_ch']:.1f} % (change)")
+
+
+if __name__ == "__main__":
+    main()
