@@ -237,6 +237,39 @@ def raster_tags(attrs: dict) -> dict[str, str]:
     return tags
 
 
+def strict_json(obj, indent: int | None = 2) -> str:
+    """JSON that every parser reads (RFC 8259): NaN and infinities become null."""
+    def clean(v):
+        if isinstance(v, float) and not np.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    return json.dumps(clean(obj), indent=indent, allow_nan=False, default=str) + "\n"
+
+
+def csv_text(rows: list[list]) -> str:
+    """Rows as CSV that spreadsheets read as data: every text field quoted where needed (commas,
+    quotes, line breaks), and text that a spreadsheet would run as a formula (=, +, -, @, tab or
+    carriage return first) prefixed with an apostrophe (OWASP's CSV-injection advice); numbers as they are."""
+    import csv
+    import io
+
+    def cell(v):
+        if v is None:
+            return ""
+        if isinstance(v, str) and v[:1] in ("=", "+", "-", "@", "\t", "\r"):
+            return "'" + v
+        return v
+
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows([[cell(v) for v in r] for r in rows])
+    return buf.getvalue()
+
+
 def write_file(path: Path, write: Callable[[Path], object]) -> None:
     """`write(path)`, a failure (a full disk, a lost mount) as an AtlasError naming `path`."""
     try:
@@ -338,5 +371,5 @@ def write_outputs(ds: xr.Dataset, cells, run: dict, out_dir: str | os.PathLike) 
                   crs, SKY_NODATA,
                   {**tags, "CLOUD": CLOUD_DOC, "CLOUD_CODES": CLOUD_DOC}, "cloud_masked", SKY_CATEGORIES)
         write_file(stage / "cells.parquet", lambda p: cells.to_parquet(p, index=False))
-        write_file(stage / "run.json", lambda p: p.write_text(json.dumps(run, indent=2, default=str) + "\n"))
+        write_file(stage / "run.json", lambda p: p.write_text(strict_json(run)))
     return Path(out_dir)

@@ -12,14 +12,14 @@ reference class (here: `uncertain`, cells the map abstains on) adds to the areas
 from __future__ import annotations
 
 import csv
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .assemble import atomic_write, hectares
+from .assemble import atomic_write, csv_text, hectares, strict_json
+from .classes import CLASSES, GROUP_NAMES
 from .errors import AtlasError
 
 Z95 = 1.96
@@ -110,20 +110,30 @@ def read_labelled(folder: str | os.PathLike) -> tuple[list[str], np.ndarray, lis
     for f in (strata_csv, sample_csv):
         if not f.exists():
             raise AtlasError(f"{f}: not found (make it with `atlas_change sample`)")
-    with open(strata_csv, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows, sample = _read_csv(strata_csv), _read_csv(sample_csv)
     try:
         strata = [r["stratum"] for r in rows]
         map_ha = np.array([float(r["map_ha"]) for r in rows])
+        drawn = [int(r["sample_cells"]) for r in rows]
         cell_ha = float(rows[0]["cell_ha"])
         legend = [r["stratum"] for r in rows if r["reference_class"] == "yes"]
-        legend += [c for r in rows[:1] for c in r.get("other_reference", "").split(";") if c and c not in legend]
-    except (KeyError, ValueError, IndexError) as e:
+        legend += [c for r in rows[:1] for c in (r.get("other_reference") or "").split(";") if c and c not in legend]
+    except (KeyError, ValueError, IndexError, TypeError) as e:
         raise AtlasError(f"{strata_csv}: not a strata table written by `sample` ({e})") from None
-    with open(sample_csv, newline="") as f:
-        sample = list(csv.DictReader(f))
+    if not (np.isfinite(map_ha).all() and (map_ha >= 0).all() and np.isfinite(cell_ha) and cell_ha > 0):
+        raise AtlasError(f"{strata_csv}: map_ha and cell_ha must be finite hectares (not NaN, infinite or negative)")
+    if len(set(strata)) != len(strata) or not all(x.strip() for x in strata):
+        raise AtlasError(f"{strata_csv}: every stratum needs a name of its own")
     if not sample or "reference" not in sample[0] or "stratum" not in sample[0]:
         raise AtlasError(f"{sample_csv}: needs the columns stratum and reference")
+    ids = [r.get("sample_id") for r in sample]
+    if "sample_id" in sample[0] and len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise AtlasError(f"{sample_csv}: sample_id {dup} appears more than once; each drawn cell is labelled once")
+    for x, n in zip(strata, drawn):
+        if (got := sum(r["stratum"] == x for r in sample)) > n:
+            raise AtlasError(f"{sample_csv}: {got} rows of stratum {x!r} but {n} were drawn ({strata_csv.name}); "
+                             "only the cells `sample` drew can be labelled")
     empty = [r.get("sample_id", str(i)) for i, r in enumerate(sample, 1) if not (r["reference"] or "").strip()]
     if empty:
         raise AtlasError(f"{sample_csv}: {len(empty)} of {len(sample)} sample cells have no reference label yet "
@@ -134,14 +144,35 @@ def read_labelled(folder: str | os.PathLike) -> tuple[list[str], np.ndarray, lis
         if r["stratum"] not in strata:
             raise AtlasError(f"{sample_csv}: line {i}: stratum {r['stratum']!r} is not in {strata_csv.name}")
         if ref not in reference:
-            if "->" not in ref and not ref.startswith("stable "):
+            if not _legend_label(ref):
                 raise AtlasError(f"{sample_csv}: line {i}: reference {ref!r} is not a class of the legend "
-                                 f"({'; '.join(legend)}; or 'A -> B' for another change)")
+                                 f"({'; '.join(legend)}; or 'A -> B' for another change between classes or groups)")
             reference.append(ref)
     counts = np.zeros((len(strata), len(reference)), int)
     for r in sample:
         counts[strata.index(r["stratum"]), reference.index(r["reference"].strip())] += 1
     return strata, map_ha, reference, counts, cell_ha
+
+
+def _read_csv(path: Path) -> list[dict]:
+    """A CSV file's rows (UTF-8, with or without a byte-order mark), or AtlasError naming it."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            return list(csv.DictReader(f))
+    except UnicodeDecodeError as e:
+        raise AtlasError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8 CSV") from None
+    except (OSError, csv.Error) as e:
+        raise AtlasError(f"{path}: not a readable CSV file ({e})") from None
+
+
+def _legend_label(text: str) -> bool:
+    """Whether `text` names a map class: a class or group, 'stable <class or group>' or '<A> -> <B>' of two
+    different classes or two different groups."""
+    names = (*CLASSES, *GROUP_NAMES)
+    if text in names or (text.startswith("stable ") and text[7:] in names):
+        return True
+    a, sep, b = text.partition(" -> ")
+    return bool(sep) and a != b and ((a in CLASSES and b in CLASSES) or (a in GROUP_NAMES and b in GROUP_NAMES))
 
 
 def assess(folder: str | os.PathLike, out: str | os.PathLike | None = None) -> dict:
@@ -172,14 +203,14 @@ def assess(folder: str | os.PathLike, out: str | os.PathLike | None = None) -> d
     }
     out = Path(out or folder)
     out.mkdir(parents=True, exist_ok=True)
-    matrix = ["map\\reference," + ",".join(reference) + ",map_share"]
-    matrix += [s + "," + ",".join(f"{v:.6f}" for v in e.proportions[i]) + f",{map_ha[i] / map_ha.sum():.6f}"
+    matrix = [["map\\reference", *reference, "map_share"]]
+    matrix += [[s, *(f"{v:.6f}" for v in e.proportions[i]), f"{map_ha[i] / map_ha.sum():.6f}"]
                for i, s in enumerate(strata)]
-    matrix.append("estimated_share," + ",".join(f"{v:.6f}" for v in e.proportions.sum(axis=0)) + ",1")
-    areas = ["class,map_ha,estimated_ha,ci95_ha,users_accuracy,users_ci95,producers_accuracy,producers_ci95"]
-    fmt = lambda v: "" if v is None else str(v)  # noqa: E731
-    areas += [",".join([c, *(fmt(v) for v in r.values())]) for c, r in result["classes"].items()]
-    for name, text in (("error_matrix.csv", "\n".join(matrix) + "\n"), ("areas.csv", "\n".join(areas) + "\n"),
-                       ("assessment.json", json.dumps(result, indent=2) + "\n")):
+    matrix.append(["estimated_share", *(f"{v:.6f}" for v in e.proportions.sum(axis=0)), "1"])
+    areas = [["class", "map_ha", "estimated_ha", "ci95_ha", "users_accuracy", "users_ci95", "producers_accuracy",
+              "producers_ci95"]]
+    areas += [[c, *(None if v is None or v != v else v for v in r.values())] for c, r in result["classes"].items()]
+    for name, text in (("error_matrix.csv", csv_text(matrix)), ("areas.csv", csv_text(areas)),
+                       ("assessment.json", strict_json(result))):
         atomic_write(out / name, lambda f, t=text: f.write(t.encode()))
     return result

@@ -18,7 +18,7 @@ from rasterio.features import geometry_mask
 from rasterio.windows import from_bounds
 
 from .assemble import (RUN_KEYS, SUMMARY_KEYS, change_categories, class_categories, hectares, read_json, read_raster,
-                       staged_output, write_cog, write_file)
+                       staged_output, strict_json, write_cog, write_file)
 from .classes import CLASSES, GROUP_NAMES, group_of
 from .composite import Side, composite, make_side
 from .dates import metadata_date, user_date
@@ -376,6 +376,9 @@ def compare_periods(periods: list, dates: list | None = None, *, aoi: str | None
         raise AtlasError(f"{sides[0].first.folder}: geographic CRS; areas need a projected CRS")
     features = aoi_features.to_crs(sides[0].crs)
     geom = aoi_union(features, aoi or "--aoi-bbox")
+    if (outside := outside_scenes_ha(sides, geom)) > 0.01 * geom.area / 1e4:
+        warnings.warn(f"{aoi or '--aoi-bbox'}: {outside:.2f} of the AOI's {geom.area / 1e4:.2f} ha lie outside the scenes "
+                      "of some date and were not looked at (summary.json outside_scene_ha)", AtlasWarning, stacklevel=3)
     transform, shape = common_grid([m for s in sides for m in s.maps], geom)
     grid = Grid(transform, shape, sides[0].crs, geom, geometry_mask([geom], out_shape=shape, transform=transform,
                                                                         invert=True))
@@ -404,7 +407,7 @@ def compare_periods(periods: list, dates: list | None = None, *, aoi: str | None
             write_cog(stage / "sequence.tif", history, transform, grid.crs, 0,
                       {f"CLASS_{i + 1}": c for i, c in enumerate(CLASSES)}, [s.label for s in sides],
                       class_categories())
-            write_file(stage / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"))
+            write_file(stage / "summary.json", lambda p: p.write_text(strict_json(summary)))
     return summary
 
 
@@ -418,6 +421,23 @@ class Grid:
     crs: CRS
     geom: object
     in_aoi: np.ndarray
+
+
+def outside_scenes_ha(sides: list[Side], geom) -> float:
+    """Hectares of the AOI that no date of some side looked at (outside its scenes): for each side
+    the union of its maps' scene footprints, intersected over the sides."""
+    import shapely
+
+    cover = None
+    for s in sides:
+        boxes = []
+        for m in s.maps:
+            t, (h, w) = m.transform, m.shape
+            fp = m.footprint or (t.c, t.f + h * t.e, t.c + w * t.a, t.f)  # older outputs: the map's own bounds
+            boxes.append(shapely.box(*fp))
+        side = shapely.union_all(boxes)
+        cover = side if cover is None else shapely.intersection(cover, side)
+    return hectares(max(0.0, geom.area - shapely.intersection(geom, cover).area) / 1e4)
 
 
 def check_pair(a: Side, b: Side, allow_model_mismatch: bool) -> None:
@@ -494,6 +514,7 @@ def step_result(a: Side, b: Side, ka: dict, kb: dict, joint: dict, grid: Grid, m
                             "stay": stay, "threshold": min_confidence, "prior": PRIOR_SOURCE,
                             "p_change_mean": round(float(np.nanmean(p_change)), 4) if valid.any() else None},
         "aoi_ha": hectares(geom.area / 1e4), "aoi_cells_ha": ha(in_aoi),
+        "outside_scene_ha": outside_scenes_ha([a, b], geom),
         "cloud_ha": ha(cloud_a | cloud_b), "cloud_before_ha": ha(cloud_a), "cloud_after_ha": ha(cloud_b),
         "snow_ha": ha((snow_a | snow_b) & ~cloud_a & ~cloud_b),
         "snow_before_ha": ha(snow_a), "snow_after_ha": ha(snow_b),
@@ -564,5 +585,5 @@ def _write_compare(stage: Path, ka, kb, code, tables, posteriors: dict, summary:
               "change_code", change_categories())
     for name, rows in tables.items():
         write_file(stage / name, lambda p, rows=rows: p.write_text("\n".join(rows) + "\n"))
-    write_file(stage / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"))
+    write_file(stage / "summary.json", lambda p: p.write_text(strict_json(summary)))
     write_file(stage / "aoi.geojson", lambda p: features.to_file(p, driver="GeoJSON"))  # the AOI's own features

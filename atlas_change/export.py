@@ -140,12 +140,16 @@ def layers(folder: str | os.PathLike) -> dict:
 
 
 def export_gpkg(folder: str | os.PathLike, gpkg: str | os.PathLike) -> Path:
-    """Write every layer into one GeoPackage (via a temporary file, renamed when complete), with a
-    `layer_styles` table so that QGIS shows the tiles in the EuroSAT colours (GeoPackage 1.2)."""
+    """Write every layer of a compare or classify output into one GeoPackage (`write_gpkg`)."""
+    return write_gpkg(layers(folder), Path(gpkg))
+
+
+def write_gpkg(frames: dict, out: Path) -> Path:
+    """Polygon layers (name -> GeoDataFrame) as one GeoPackage 1.2 (via a temporary file, renamed
+    when complete), with a `layer_styles` table so that QGIS shows cells in the EuroSAT colours and
+    other layers as outlines."""
     import pyogrio
 
-    out = Path(gpkg)
-    frames = layers(folder)
     tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}.gpkg")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .assemble import cell_boxes, hectares, read_json, staged_output, write_file
+from .assemble import cell_boxes, csv_text, hectares, read_json, staged_output, strict_json, write_file
+from .export import write_gpkg
 from .assess import allocate, sample_size
 from .classes import CLASSES, GROUP_NAMES, group_of
 from .errors import AtlasError, AtlasWarning
@@ -82,21 +83,24 @@ def sample(folder: str | os.PathLike, out: str | os.PathLike, *, seed: int = 0, 
     order = rng.permutation(len(rows))  # the interpreter sees strata mixed, not grouped (no anchoring)
     rows, cols, strata = (np.asarray(v)[order] for v in (rows, cols, strata))
     frame = _frame(rows, cols, strata, info["before"], info["after"], t, crs)
-    strata_rows = ["stratum,map_cells,map_ha,cell_ha,map_share,sample_cells,reference_class,other_reference"]
+    table = frame.drop(columns="geometry")
+    strata_rows = [["stratum", "map_cells", "map_ha", "cell_ha", "map_share", "sample_cells", "reference_class",
+                    "other_reference"]]
     others = ";".join(x for x in legend if x not in labels)
     for i, x in enumerate(labels):
-        strata_rows.append(",".join([x, str(int(cells[i])), f"{hectares(cells[i] * cell_ha):.2f}", f"{cell_ha:g}",
-                                     f"{w[i]:.6f}", str(int(alloc[i])), "no" if x == "uncertain" else "yes",
-                                     others if i == 0 else ""]))
+        strata_rows.append([x, str(int(cells[i])), f"{hectares(cells[i] * cell_ha):.2f}", f"{cell_ha:g}",
+                            f"{w[i]:.6f}", str(int(alloc[i])), "no" if x == "uncertain" else "yes",
+                            others if i == 0 else ""])
     record = {"source": str(d.resolve()), "seed": seed, "strata_level": level, "sample_size": int(alloc.sum()),
               "asked": int(size), "target_se": target_se if n is None else None, "minimum_per_stratum": minimum,
               "expected_users_accuracy": dict(zip(labels, expected)), "legend": legend,
               "method": "stratified random sample, Olofsson et al. 2014 (eq. 13 for n, section 5.1.2 allocation)"}
     with staged_output(out) as stage:
-        write_file(stage / "strata.csv", lambda p: p.write_text("\n".join(strata_rows) + "\n"))
-        write_file(stage / "sample.csv", lambda p: frame.drop(columns="geometry").to_csv(p, index=False))
-        write_file(stage / "sample.gpkg", lambda p: frame.to_file(p, driver="GPKG", layer="sample"))
-        write_file(stage / "sample.json", lambda p: p.write_text(json.dumps(record, indent=2) + "\n"))
+        write_file(stage / "strata.csv", lambda p: p.write_text(csv_text(strata_rows)))
+        write_file(stage / "sample.csv", lambda p: p.write_text(csv_text(
+            [list(table.columns), *table.itertuples(index=False)])))
+        write_file(stage / "sample.gpkg", lambda p: write_gpkg({"sample": frame}, p))
+        write_file(stage / "sample.json", lambda p: p.write_text(strict_json(record)))
         write_file(stage / "sample.html", lambda p: p.write_text(
             _page(frame, summary, legend, record, info, d if images else None)))
     return record

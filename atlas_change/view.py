@@ -292,6 +292,8 @@ def change_map(folder: str | os.PathLike, out_html: str | os.PathLike | None = N
             f"groups), {summary.get('uncertain_ha', 0):.2f} ha uncertain, {summary.get('cloud_ha', 0):.2f} ha cloud, "
             f"{summary.get('snow_ha', 0):.2f} ha snow, {summary.get('nodata_ha', 0):.2f} ha nodata, of "
             f"{summary.get('aoi_cells_ha', 0):.2f} ha of map cells in the AOI"
+            + (f"; {summary['outside_scene_ha']:.2f} ha of the AOI outside the scenes, not looked at"
+               if summary.get("outside_scene_ha") else "")
             + (" - MODEL MISMATCH" if summary["model_mismatch"] else ""),
             *notes])))
     elif notes:

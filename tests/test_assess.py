@@ -1,6 +1,7 @@
 """sample / assess: Olofsson et al. (2014) estimators on the paper's own worked example, and a
 sample drawn from a compare output, labelled, and assessed end to end."""
 import csv
+import json
 import subprocess
 import sys
 
@@ -89,8 +90,13 @@ def test_sample_from_a_compare_output_labelled_and_assessed(tmp_path):
     assert {x["stratum"] for x in rows} == set(strata) and sum(x["stratum"] == "agricultural -> artificial" for x in rows) >= 10
     again = sample(tmp_path / "cmp", tmp_path / "s2", seed=7, n=60, minimum=10, images=False)
     assert again == {**r} and (tmp_path / "s2" / "sample.csv").read_text() == (tmp_path / "s" / "sample.csv").read_text()
-    pts = gpd.read_file(tmp_path / "s" / "sample.gpkg")
+    pts = gpd.read_file(tmp_path / "s" / "sample.gpkg", layer="sample")
     assert len(pts) == len(rows) and pts.crs.to_epsg() == 32632 and pts.geometry.area.round().eq(640 * 640).all()
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "s" / "sample.gpkg") as db:  # GeoPackage 1.2 as export writes, styled for QGIS
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 10200
+        assert db.execute("SELECT f_table_name FROM layer_styles").fetchall() == [("sample",)]
     page = (tmp_path / "s" / "sample.html").read_text()
     assert "stable agricultural" in page and "AnnualCrop" not in page  # the legend, not the map's classes (blind)
     with pytest.raises(AtlasError, match="no reference label yet"):
@@ -110,3 +116,64 @@ def test_sample_from_a_compare_output_labelled_and_assessed(tmp_path):
     assert conv["estimated_ha"] == pytest.approx(16 * 40.96) and conv["users_accuracy"] == 1.0
     assert res["classes"]["stable agricultural"]["estimated_ha"] == pytest.approx(384 * 40.96)
     assert res["overall_accuracy"] == 1.0 and "uncertain" not in res["classes"]
+
+
+def _labelled(folder, strata, drawn, refs, map_ha=None):
+    """A strata.csv and a labelled sample.csv: `refs` per stratum, the reference of each drawn cell."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "strata.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["stratum", "map_cells", "map_ha", "cell_ha", "map_share", "sample_cells", "reference_class",
+                    "other_reference"])
+        for i, (s, n) in enumerate(zip(strata, drawn)):
+            w.writerow([s, 100, (map_ha or [409.6] * len(strata))[i], 4.096, 0.5, n, "yes", ""])
+    with open(folder / "sample.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["sample_id", "stratum", "reference"])
+        k = 0
+        for s, rs in zip(strata, refs):
+            for r in rs:
+                k += 1
+                w.writerow([k, s, r])
+    return folder
+
+
+def test_assess_files_are_strict_json_and_formula_safe_csv_and_bad_labels_are_refused(tmp_path):
+    """A stratum named like a spreadsheet formula is written with an apostrophe in front; a comma stays
+    inside its quoted field; assessment.json parses with a strict parser (null, never NaN); a reference
+    label that is no class, a duplicate or never-drawn sample_id, a NaN area and a Latin-1 file are one
+    clear error each."""
+    def strict(text):
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+
+    ok = _labelled(tmp_path / "ok", ["Forest", "=1+1"], [3, 3], [["Forest"] * 3, ["=1+1", "=1+1", "Forest"]])
+    r = assess(ok)
+    assert r["classes"]["Forest"]["estimated_ha"] > 0
+    strict((ok / "assessment.json").read_text())
+    rows = list(csv.reader(open(ok / "areas.csv")))
+    assert [x[0] for x in rows[1:]] == ["Forest", "'=1+1"] and all(len(x) == len(rows[0]) for x in rows)
+    assert not any(cell.startswith("=") for x in csv.reader(open(ok / "error_matrix.csv")) for cell in x)
+    nan_pa = _labelled(tmp_path / "nan_pa", ["Forest", "River"], [2, 2], [["Forest", "Forest"], ["Forest", "Forest"]])
+    strict((assess(nan_pa) and nan_pa / "assessment.json").read_text())  # River never in the reference: P is null
+    bad = {"=cmd|' /C calc'!A0": "not a class of the legend", "stable =x": "not a class of the legend",
+           "Forest, River": "not a class of the legend"}
+    for label, msg in bad.items():
+        f = _labelled(tmp_path / f"b{len(label)}", ["Forest", "River"], [2, 2], [["Forest", label], ["River"] * 2])
+        with pytest.raises(AtlasError, match=msg):
+            assess(f)
+    other = _labelled(tmp_path / "other", ["Forest", "River"], [2, 2], [["Forest", "Forest -> Residential"], ["River"] * 2])
+    assert "Forest -> Residential" in assess(other)["classes"]
+    more = _labelled(tmp_path / "more", ["Forest", "River"], [2, 2], [["Forest"] * 3, ["River"] * 2])
+    with pytest.raises(AtlasError, match="3 rows of stratum 'Forest' but 2 were drawn"):
+        assess(more)
+    dup = _labelled(tmp_path / "dup", ["Forest", "River"], [2, 2], [["Forest"] * 2, ["River"] * 2])
+    (dup / "sample.csv").write_text((dup / "sample.csv").read_text().replace("\n2,", "\n1,"))
+    with pytest.raises(AtlasError, match="sample_id 1 appears more than once"):
+        assess(dup)
+    nan = _labelled(tmp_path / "nan", ["Forest", "River"], [2, 2], [["Forest"] * 2, ["River"] * 2], map_ha=["nan", 1])
+    with pytest.raises(AtlasError, match="finite hectares"):
+        assess(nan)
+    latin = _labelled(tmp_path / "latin", ["Forest", "River"], [2, 2], [["Forest"] * 2, ["River"] * 2])
+    (latin / "sample.csv").write_bytes((latin / "sample.csv").read_bytes() + "3,Forest,Forêt\n".encode("latin-1"))
+    with pytest.raises(AtlasError, match="sample.csv: not UTF-8 text"):
+        assess(latin)

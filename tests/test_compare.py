@@ -529,3 +529,13 @@ def test_two_tiles_of_one_day_keep_their_dates_and_one_map_given_twice_counts_on
     with pytest.warns(AtlasWarning, match="given twice"):
         s = compare([dates[0], dates[0]], dates[1], aoi=str(aoi))
     assert s["before"]["observations"]["min"] == 1 and len(s["before"]["sources"]) == 1
+
+
+def test_an_aoi_partly_outside_the_scenes_says_how_much_was_never_looked_at(tmp_path, dates):
+    """Half the AOI past the maps: a warning naming the hectares, and summary.json outside_scene_ha."""
+    aoi = aoi_file(tmp_path / "aoi.geojson", 5, 15, 0, 10, crs="EPSG:32632")  # rows 10..14 lie past the maps
+    with pytest.warns(AtlasWarning, match=r"2048.00 of the AOI's 4096.00 ha lie outside the scenes"):
+        s = compare(*dates, aoi=str(aoi))
+    assert s["outside_scene_ha"] == pytest.approx(2048) and s["aoi_cells_ha"] == pytest.approx(2048)
+    inside = aoi_file(tmp_path / "in.geojson", 0, 10, 0, 10, crs="EPSG:32632")
+    assert compare(*dates, aoi=str(inside))["outside_scene_ha"] == 0
