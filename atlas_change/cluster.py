@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,11 +13,16 @@ from typing import Any
 
 from tqdm import tqdm
 
+from .errors import AtlasError
 from .infer import runtime_precision
 
 #: held while a local Dask cluster starts: two threads of one process starting theirs at once raced in
 #: distributed's lazy imports ("module 'distributed.dashboard' has no attribute 'scheduler'")
 _CLUSTER_START = threading.Lock()
+
+
+#: seconds to wait for a --scheduler address to answer
+CONNECT_TIMEOUT_S = 10
 
 
 def default_workers() -> int:
@@ -50,7 +56,13 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
         return
 
     if scheduler:
-        with Client(scheduler, set_as_default=False) as client:
+        try:
+            client = Client(scheduler, set_as_default=False, timeout=CONNECT_TIMEOUT_S)
+        except (OSError, TimeoutError, ValueError) as e:
+            raise AtlasError(f"--scheduler {scheduler}: no Dask scheduler answers there within "
+                             f"{CONNECT_TIMEOUT_S} s ({type(e).__name__}); start one (dask scheduler) or leave "
+                             "--scheduler out for a local cluster") from None
+        with client:
             yield client
         return
     # GDAL's block cache (default 5 % of RAM per process) need only hold what one chunk reads: its
@@ -67,12 +79,17 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
 def _local_cluster(**kwargs) -> Iterator[Any]:
     """A LocalCluster (dashboard on any free port, quiet logs) and its Client, started under
     _CLUSTER_START: distributed imports its dashboard modules lazily, racily between threads."""
+    import dask
     from distributed import Client, LocalCluster
 
     # dashboard_address ":0" = any free port: None still binds the scheduler's HTTP server to 8787,
     # with a warning on stderr whenever another run holds that port
-    with _CLUSTER_START:
-        cluster = LocalCluster(dashboard_address=":0", silence_logs=logging.ERROR, **kwargs)
+    # the workers' scratch space in a folder of this run's, removed afterwards (distributed leaves an
+    # empty dask-scratch-space/ in the temporary folder otherwise)
+    scratch = tempfile.TemporaryDirectory(prefix="atlas-dask-")
+    with _CLUSTER_START, dask.config.set({"temporary-directory": scratch.name}):
+        cluster = LocalCluster(dashboard_address=":0", silence_logs=logging.ERROR, local_directory=scratch.name,
+                               **kwargs)
         try:
             # not the process's default scheduler: the tasks go to this client explicitly, and two
             # threads' clients closing out of order left dask's global config naming a closed one
@@ -80,25 +97,42 @@ def _local_cluster(**kwargs) -> Iterator[Any]:
             client = Client(cluster, set_as_default=False)
         except BaseException:
             cluster.close()
+            scratch.cleanup()
             raise
-    with cluster, client:
+    with scratch, cluster, client:
         yield client
+
+
+class Refused(str):
+    """What a task returns instead of raising AtlasError (bad input: no retry, no worker log, and the
+    message reaches the user as the one line it is, whatever the scheduler)."""
+
+
+def guarded(fn: Callable, *args):
+    """fn(*args), or its AtlasError's message as a `Refused`."""
+    try:
+        return fn(*args)
+    except AtlasError as e:
+        return Refused(str(e))
 
 
 def run_tasks(tasks, client, quiet: bool, on_result: Callable[[tuple], None]) -> list:
     """Run the chunk tasks on `client` (or in this process when it is None), calling `on_result`
-    in this process as each one finishes."""
+    in this process as each one finishes; a task's AtlasError is raised here, as it was raised there
+    (not retried: bad input stays bad; other failures, e.g. a worker that died, are retried twice)."""
     bar = tqdm(total=len(tasks), disable=quiet, unit="chunk", desc="classify", dynamic_ncols=True)
     results = []
     with bar:
         if client is None:
-            done = (fn(*args) for fn, args in tasks)
+            done = (guarded(fn, *args) for fn, args in tasks)
         else:
             from distributed import as_completed
 
-            done = (f.result() for f in as_completed([client.submit(fn, *args, pure=False, retries=2)
+            done = (f.result() for f in as_completed([client.submit(guarded, fn, *args, pure=False, retries=2)
                                                       for fn, args in tasks], loop=client.loop))
         for r in done:
+            if isinstance(r, Refused):
+                raise AtlasError(str(r))
             on_result(r)
             results.append(r)
             bar.update()

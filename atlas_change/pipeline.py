@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -102,6 +103,17 @@ def input_checksum(path: str) -> str:
     return h.hexdigest()
 
 
+def check_run_options(workers: int | None, offset: float | None, chunk: int) -> None:
+    """AtlasError for options that would hang or poison a run: --workers below 1, a --offset that is
+    not a finite number of DN, a --chunk below one 64 px patch."""
+    if workers is not None and workers < 1:
+        raise AtlasError(f"--workers {workers}: must be 1 or more (Dask worker processes)")
+    if offset is not None and not math.isfinite(offset):
+        raise AtlasError(f"--offset {offset}: must be a finite number of digital numbers (e.g. -1000)")
+    if chunk < 64:
+        raise AtlasError(f"--chunk {chunk}: must be at least 64 pixels (one patch)")
+
+
 def scene_stem(path: str | os.PathLike) -> str:
     """Folder name for a scene's results: 'S2A_...SAFE.zip' -> 'S2A_...', 'scene.tif' -> 'scene';
     a name that is not a plain file name (a URL's '..', spaces, ...) made safe (names.safe_name)."""
@@ -194,6 +206,7 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
         raise AtlasError(f"--max-cloud {max_cloud}: must be in [0, 1]")
     if tta not in VIEWS:
         raise AtlasError(f"--tta {tta}: must be one of {', '.join(map(str, VIEWS))}")
+    check_run_options(workers, offset, chunk)
     scene = open_scene(path, None, bands, offset)  # once: every stage selects its bands from it
     card, why = resolve_model(path, model, scene)
     why = model_why or why

@@ -1,5 +1,6 @@
 """classify end to end on synthetic rasters: grid, nodata, bands, strides, files, errors, workers."""
 import json
+import os
 from pathlib import Path
 import subprocess
 import sys
@@ -377,3 +378,53 @@ def test_scene_folder_names_are_file_names_whatever_the_input_is_called():
         assert name and "/" not in name and not name.startswith(".")
     names = {safe_name(t) for t in ("../../../../escaped_0", "/abs/escaped_0", "escaped 0", "escaped_0", "a" * 300)}
     assert len(names) == 5 and all("/" not in n and not n.startswith(".") and len(n) <= 90 for n in names)
+
+
+def test_run_options_that_would_hang_or_poison_a_run_are_one_clear_error(scene, model13, monkeypatch):
+    """--workers -1, --offset nan / inf, --chunk 0 and a --scheduler where nothing answers: one line each,
+    at once (the scheduler after its connect timeout), never a hang or a traceback."""
+    import time
+
+    import atlas_change.cluster as cluster
+
+    for kw, msg in (({"workers": -1}, "--workers -1"), ({"offset": float("nan")}, "--offset nan"),
+                    ({"offset": float("inf")}, "--offset inf"), ({"chunk": 0}, "--chunk 0")):
+        with pytest.raises(AtlasError, match=msg):
+            run_classify(scene, model13, **kw)
+    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT_S", 2)
+    t0 = time.perf_counter()
+    with pytest.raises(AtlasError, match="tcp://127.0.0.1:1: no Dask scheduler answers there within 2 s"):
+        run_classify(scene, model13, scheduler="tcp://127.0.0.1:1")
+    assert time.perf_counter() - t0 < 20
+
+
+def test_a_run_leaves_nothing_in_the_temporary_folder(scene, model13, tmp_path):
+    """Dask's scratch space lives in a folder of the run's own, removed afterwards (in-process workers
+    and a local cluster of processes alike)."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    code = ("import atlas_change\n"
+            f"atlas_change.classify({str(scene)!r}, model={model13.path!r}, allow_untrained=True, runtime='graph', tta=1)\n"
+            f"atlas_change.classify({str(scene)!r}, model={model13.path!r}, allow_untrained=True, runtime='graph', tta=1, "
+            "workers=2)\n")
+    r = subprocess.run([sys.executable, "-c", code], env={**os.environ, "TMPDIR": str(tmp)}, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert list(tmp.iterdir()) == []
+
+
+@pytest.mark.parametrize("workers", [None, 2])
+def test_a_read_error_inside_a_chunk_is_one_line_under_every_scheduler(model13, tmp_path, workers):
+    """A truncated file fails inside a Dask task: in-process workers (the default) and a local cluster
+    of processes both give the one line --scheduler sync gives, exit 2, no output folder."""
+    from atlas_change.synth import make_scene as mk
+
+    whole = mk(tmp_path / "whole.tif", 512, 512, seed=1)
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size * 2 // 3])
+    cmd = [sys.executable, "-m", "atlas_change", "classify", str(cut), "--out", str(tmp_path / "out"),
+           "--model", model13.path, "--allow-untrained", "--runtime", "graph", "--quiet"]
+    r = subprocess.run(cmd + (["--workers", str(workers)] if workers else []), capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 2 and r.stderr.splitlines() == [r.stderr.strip()], r.stderr[-3000:]
+    assert r.stderr.startswith(f"atlas-change: error: {cut}: cannot read pixels") and not (tmp_path / "out").exists()
