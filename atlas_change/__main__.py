@@ -125,7 +125,7 @@ def _cmd_compare(a) -> None:
     from .compare import compare
 
     kw = {"max_cloud": a.max_cloud, "stride": a.stride, "tta": a.tta, "runtime": a.runtime,
-          **({"model": a.model} if a.model else {})}
+          "period_evidence": a.period_evidence, **({"model": a.model} if a.model else {})}
     if not a.out and not (a.stac_api and a.dry_run):
         raise AtlasError("compare: --out FOLDER is required")
     if a.stac_api:

@@ -8,6 +8,7 @@ import os
 from . import __version__
 from .augment import AUGMENTATIONS, MIXES
 from .cloud import MAX_CLOUD
+from .composite import EVIDENCE
 from .helptext import EPILOG_ASSESS, EPILOG_CLASSIFY, JOB_EPILOG, WORKERS_HELP
 from .infer import DEFAULT_RUNTIME, DEFAULT_VIEWS, RUNTIMES, VIEWS
 from .joint import DEFAULT_STAY, DEFAULT_THRESHOLD
@@ -164,9 +165,9 @@ def parser() -> argparse.ArgumentParser:
                         description="Compare two classified dates, or two periods of several dates, over an AOI on "
                         "one common grid. BEFORE/AFTER are classify output folders, or scenes (classified on the fly "
                         "into the output's parent folder, reusing an earlier result of the same input and model). "
-                        "A period (--before A B C --after D E F) is the mean-probability composite of its dates: per "
-                        "cell the class probabilities averaged over the dates on which it is clear; far less false "
-                        "change than one date a side (README: Periods). Change is decided from all sides together: "
+                        "A period (--before A B C --after D E F) combines its dates: per cell each clear date is "
+                        "evidence for the period's class (--period-evidence); far less false change than one date a "
+                        "side (README: Periods). Change is decided from all sides together: "
                         "each cell's posterior over its class history, from every side's calibrated probabilities "
                         "and a transition prior (--stay; README: Change).",
                         epilog="outputs: before.tif, after.tif (+ _confidence.tif, _probabilities.tif, "
@@ -206,6 +207,9 @@ def parser() -> argparse.ArgumentParser:
                     help="the transition prior: probability that a cell keeps its class between the sides, each "
                     f"other class getting an equal share of the rest (default {DEFAULT_STAY:g}, fitted on EuroSAT "
                     "val pairs with known change; higher: less change found, less false change; README: Change)")
+    cp.add_argument("--period-evidence", choices=EVIDENCE, default=EVIDENCE[0],
+                    help="how the dates of a period combine: product (each date evidence for the period's one "
+                    "class; the default) or mean (their probabilities averaged; README: Periods)")
     cp.add_argument("--allow-model-mismatch", action="store_true",
                     help="compare maps made with different model weights (stamped in summary.json)")
     st = cp.add_argument_group("scenes from a STAC API (instead of BEFORE AFTER / --before --after)")

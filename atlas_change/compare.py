@@ -20,7 +20,7 @@ from rasterio.windows import from_bounds
 from .assemble import (RUN_KEYS, SUMMARY_KEYS, change_categories, class_categories, hectares, read_json, read_raster,
                        staged_output, strict_json, write_cog, write_file)
 from .classes import CLASSES, GROUP_NAMES, group_of
-from .composite import Side, composite, make_side
+from .composite import EVIDENCE, Side, composite, make_side
 from .dates import metadata_date, user_date
 from .errors import AtlasError, AtlasWarning
 from .infer import DEFAULT_VIEWS
@@ -349,7 +349,8 @@ def compare(before, after, *, before_date=None, after_date=None, **kw) -> dict:
 def compare_periods(periods: list, dates: list | None = None, *, aoi: str | None = None,
                     aoi_bbox: str | None = None, aoi_crs: str = "EPSG:4326", out: str | os.PathLike | None = None,
                     min_confidence: float = DEFAULT_THRESHOLD, stay: float = DEFAULT_STAY,
-                    allow_model_mismatch: bool = False, flags: tuple[str, ...] | None = None, **classify_kw) -> dict:
+                    allow_model_mismatch: bool = False, flags: tuple[str, ...] | None = None,
+                    period_evidence: str = "product", **classify_kw) -> dict:
     """Compare a sequence of dates or periods (each a scene or classify output, or a list of them)
     over an AOI, every cell's class history decided from all of them together (forward-backward
     over the periods with the transition prior: joint.py). Two: as `compare`. More: `out` holds one
@@ -364,6 +365,8 @@ def compare_periods(periods: list, dates: list | None = None, *, aoi: str | None
         raise AtlasError(f"--stay {stay}: expected a probability strictly between 0 and 1")
     if len(periods) < 2:
         raise AtlasError(f"compare: {len(periods)} period given; give two or more")
+    if period_evidence not in EVIDENCE:
+        raise AtlasError(f"--period-evidence {period_evidence!r}: choose one of {', '.join(EVIDENCE)}")
     dates = list(dates) if dates is not None else [None] * len(periods)
     flags = flags or tuple(f"--period-dates (period {k + 1})" for k in range(len(periods)))
     out_root = Path(out).parent if out else Path("outputs")
@@ -382,11 +385,12 @@ def compare_periods(periods: list, dates: list | None = None, *, aoi: str | None
     transform, shape = common_grid([m for s in sides for m in s.maps], geom)
     grid = Grid(transform, shape, sides[0].crs, geom, geometry_mask([geom], out_shape=shape, transform=transform,
                                                                         invert=True))
-    comps = [composite(s, transform, shape, grid.in_aoi, _read_on) for s in sides]
+    comps = [composite(s, transform, shape, grid.in_aoi, _read_on, period_evidence) for s in sides]
     probs = [k["probabilities"] for k in comps]
     marg, pairs = forward_backward(probs, stay)
     steps = [step_result(sides[k], sides[k + 1], comps[k], comps[k + 1],
-                         decide_step(pairs[k], marg[k], marg[k + 1], min_confidence), grid, min_confidence, stay)
+                         decide_step(pairs[k], marg[k], marg[k + 1], min_confidence), grid, min_confidence, stay,
+                         period_evidence)
              for k in range(len(sides) - 1)]
     if len(sides) == 2:
         if out is not None:
@@ -395,7 +399,7 @@ def compare_periods(periods: list, dates: list | None = None, *, aoi: str | None
         return steps[0][-1]
     span = step_result(sides[0], sides[-1], comps[0], comps[-1],
                        decide_step(span_pair(probs, stay), marg[0], marg[-1], min_confidence), grid, min_confidence,
-                       stay)
+                       stay, period_evidence)
     names = [f"{a.dates[0]}_{b.dates[0]}" for a, b in zip(sides, sides[1:])] + [f"span_{sides[0].dates[0]}_{sides[-1].dates[0]}"]
     history = np.where(np.stack([k["lulc"] > 0 for k in comps]), viterbi(probs, stay), 0).astype(np.uint8)
     summary = sequence_summary(sides, names, [*steps, span], stay, min_confidence)
@@ -459,7 +463,7 @@ def check_pair(a: Side, b: Side, allow_model_mismatch: bool) -> None:
 
 
 def step_result(a: Side, b: Side, ka: dict, kb: dict, joint: dict, grid: Grid, min_confidence: float,
-                stay: float) -> tuple:
+                stay: float, period_evidence: str = "product") -> tuple:
     """One step's maps, change code, posteriors and tables from its decision `joint`
     (joint.decide_step) -> (before, after, code, tables, posteriors, summary): the arguments of
     `_write_compare` before the grid, and the summary last."""
@@ -500,8 +504,10 @@ def step_result(a: Side, b: Side, ka: dict, kb: dict, joint: dict, grid: Grid, m
     summary = {
         "before": side(a, ka), "after": side(b, kb),
         "model_mismatch": mismatch, "days_of_year_apart": days_of_year_apart(a, b),
-        "composite": "per cell the mean of the class probabilities over the dates on which it is labelled "
-                     "(valid and clear); the label its argmax, the confidence its maximum",
+        "composite": "per cell the class probabilities of the dates on which it is labelled (valid and clear) "
+                     "combined as set by period_evidence: 'product' (each date evidence for the period's one class: "
+                     "multiplied and normalised) or 'mean' (averaged); the evidence of the change decision",
+        "period_evidence": period_evidence,
         "crs": a.crs.to_string(), "transform": list(transform)[:6], "shape": list(shape), "cell_area_ha": cell_ha,
         "area_definition": "every hectare figure counts the map cells (cell_area_ha each) whose centre is in the AOI "
                            "(and, for labels, cloud and snow, in the scene: a map's last row and column of cells reach "

@@ -1,8 +1,9 @@
 """Composite stage: one side of a comparison from one classified date or a period of several.
 
-Per map cell, the class probabilities are averaged over the dates on which the cell is labelled
-(valid and clear), the mean-probability composite of Dynamic World's tutorials (Brown et al. 2022);
-the label is its argmax, the confidence its maximum, and the number of those dates is kept per cell.
+Per map cell, each date on which the cell is labelled (valid and clear) is evidence for the period's
+one class: the dates' calibrated probabilities multiplied and normalised (the 'product'; the
+default), or averaged (the 'mean', the mean-probability composite of Dynamic World's tutorials, Brown
+et al. 2022); the label is its argmax, the confidence its maximum, and the number of those dates is kept per cell.
 A cell no date labels is cloud (or snow) where some date saw cloud (snow) there, else nodata. One
 date is the same computation: its own labels and confidences."""
 from __future__ import annotations
@@ -109,10 +110,17 @@ def centre_inside(bounds, transform: Affine, shape: tuple[int, int]) -> np.ndarr
     return ((y > bottom) & (y < top))[:, None] & ((x > left) & (x < right))[None, :]
 
 
-def composite(side: Side, transform: Affine, shape: tuple[int, int], in_aoi: np.ndarray, read_on) -> dict:
+#: how the dates of a period combine (compare --period-evidence; benchmarks/period_evidence.py)
+EVIDENCE = ("product", "mean")
+
+
+def composite(side: Side, transform: Affine, shape: tuple[int, int], in_aoi: np.ndarray, read_on,
+              evidence: str = "product") -> dict:
     """The side's composite on the compare grid: lulc (0 = none), confidence (NaN = none),
     probabilities, observations (clear dates per cell), cloud and snow (cells no date labels that
     some date saw as cloud / snow); a map's cells count where their centre lies in its scene.
+    `evidence` 'mean': the dates' probabilities averaged; 'product': each date as independent
+    evidence for the period's one class, p(c) ∝ prod_d p_d(c) (floored at 1e-6).
     `read_on(map, file, transform, shape, fill)` reads a raster."""
     total = np.zeros((*shape, len(CLASSES)), np.float64)
     n = np.zeros(shape, np.int32)
@@ -122,12 +130,15 @@ def composite(side: Side, transform: Affine, shape: tuple[int, int], in_aoi: np.
         p = read_probabilities(m, transform, shape)
         mine = in_aoi & centre_inside(m.footprint, transform, shape)  # cells past the scene's edge: not this date's
         ok = mine & ~np.isnan(p[..., 0])
-        total[ok] += p[ok]
+        total[ok] += np.log(np.maximum(p[ok], 1e-6)) if evidence == "product" else p[ok]
         n += ok
         sky = read_on(m, "cloud.tif", transform, shape, 0)
         cloud |= mine & (sky == cloud_code(Path(m.folder) / "cloud.tif"))
         snow |= mine & (sky == SKY_SNOW)
     has = n > 0
+    if evidence == "product":
+        z = np.exp(total - total.max(axis=-1, keepdims=True))
+        total = z / z.sum(axis=-1, keepdims=True) * np.maximum(n, 1)[..., None]
     mean = np.where(has[..., None], total / np.maximum(n, 1)[..., None], np.nan).astype(np.float32)
     lulc = np.where(has, np.nan_to_num(mean, nan=-1).argmax(axis=-1) + 1, 0).astype(np.uint8)
     conf = np.where(has, np.nan_to_num(mean, nan=0).max(axis=-1), np.nan).astype(np.float32)

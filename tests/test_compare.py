@@ -390,7 +390,12 @@ def test_periods_composite_mean_probabilities_and_observations(tmp_path):
     p2 = [make_output(tmp_path / "b1", after, conf, date="2024-06-05"),
           make_output(tmp_path / "b2", after, conf, date="2024-07-05")]
     aoi = aoi_file(tmp_path / "aoi.geojson", 0, 10, 0, 10, crs="EPSG:32632")
-    s = compare(p1, p2, aoi=str(aoi), out=tmp_path / "cmp")
+    product = compare(p1, p2, aoi=str(aoi), out=tmp_path / "prod")  # the default: each date is evidence
+    with rasterio.open(tmp_path / "prod" / "before_probabilities.tif") as src:
+        both = 0.9 * 0.45 / 9, 0.1 / 9 * 0.55, 8 * 0.1 / 9 * 0.45 / 9  # AnnualCrop, Forest, the rest: multiplied
+        assert src.read(1)[0, 0] == pytest.approx(both[0] / sum(both), abs=1e-5)
+    assert product["period_evidence"] == "product" and product["changed_ha"] == pytest.approx(40.96)
+    s = compare(p1, p2, aoi=str(aoi), out=tmp_path / "cmp", period_evidence="mean")
     with rasterio.open(tmp_path / "cmp" / "before.tif") as src:
         assert src.read(1)[0, 0] == 1  # mean of 0.9 AnnualCrop and (1 - 0.55) / 9 -> AnnualCrop
     with rasterio.open(tmp_path / "cmp" / "before_observations.tif") as src:
