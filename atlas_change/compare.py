@@ -17,8 +17,8 @@ from rasterio.crs import CRS
 from rasterio.features import geometry_mask
 from rasterio.windows import from_bounds
 
-from .assemble import (RUN_KEYS, SUMMARY_KEYS, change_categories, class_categories, hectares, read_json, read_raster,
-                       staged_output, strict_json, write_cog, write_file)
+from .assemble import (CLOUD_DOC, RUN_KEYS, SKY_CATEGORIES, SKY_NODATA, SUMMARY_KEYS, change_categories, class_categories, hectares, read_json, read_raster,
+                       sky_codes, staged_output, strict_json, write_cog, write_file)
 from .classes import CLASSES, GROUP_NAMES, group_of
 from .composite import EVIDENCE, Side, composite, make_side
 from .dates import metadata_date, user_date
@@ -585,6 +585,9 @@ def _write_compare(stage: Path, ka, kb, code, tables, posteriors: dict, summary:
                   float("nan"), {**names, **stamp}, list(CLASSES))
         write_cog(stage / f"{name}_observations.tif", k["observations"], transform, crs, None, stamp,
                   "clear_observations")
+        # the side's own sky on the compare grid (a period's composite: cloud only where no date saw the ground)
+        write_cog(stage / f"{name}_cloud.tif", sky_codes(arr, k["cloud"], k["snow"]), transform, crs, SKY_NODATA,
+                  {**stamp, "CLOUD_CODES": CLOUD_DOC}, "cloud_masked", SKY_CATEGORIES)
     for name, arr in posteriors.items():
         write_cog(stage / name, arr, transform, crs, float("nan"), stamp, name.removesuffix(".tif"))
     write_cog(stage / "change.tif", code, transform, crs, 0, {**names, **stamp, "CHANGE_CODE": CHANGE_CODE_DOC},

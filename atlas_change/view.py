@@ -123,11 +123,33 @@ def to_web(rgba: np.ndarray, transform, crs, nearest: bool) -> tuple[np.ndarray,
     return out, [[south, west], [north, east]]
 
 
-def true_colour(scene_path: str, bounds: tuple[float, float, float, float] | None = None,
+def true_colour(scene_paths: str | list[str], bounds: tuple[float, float, float, float] | None = None,
                 max_px: int = MAX_IMAGE_PX):
     """The scene's B04, B03, B02 over `bounds` (its CRS; default the whole scene) as (RGBA (4, h, w)
     uint8, transform, crs): block means read by GDAL to at most `max_px` a side, each band stretched
-    from its 2nd to 98th percentile of valid pixels, nodata transparent."""
+    from its 2nd to 98th percentile of valid pixels, nodata transparent. Several scenes (a period, on
+    one grid): the per-pixel median of their valid pixels, stretched likewise."""
+    paths = [scene_paths] if isinstance(scene_paths, str) else list(scene_paths)
+    reads = [_read_rgb(p, bounds, max_px) for p in paths]
+    dn, valid, transform, crs = reads[0]
+    if len(reads) > 1:  # scenes that do not cover the first one's window alike are left out
+        same = [r for r in reads if r[0].shape == dn.shape and r[2] == transform and r[3] == crs]
+        stack = np.stack([np.where(r[1], r[0], np.nan) for r in same])
+        valid = np.any([r[1] for r in same], axis=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels: nodata on every date
+            dn = np.nan_to_num(np.nanmedian(stack, axis=0))
+    rgba = np.zeros((4,) + valid.shape, np.uint8)
+    if valid.any():
+        lo, hi = np.percentile(dn[:, valid], [2, 98], axis=1)
+        rgba[:3] = np.clip((dn - lo[:, None, None]) / np.maximum(hi - lo, 1)[:, None, None] * 255, 0, 255)
+    rgba[3] = np.where(valid, 255, 0)
+    return rgba, transform, crs
+
+
+def _read_rgb(scene_path: str, bounds, max_px: int):
+    """B04, B03, B02 DN of a scene over `bounds`, decimated to at most `max_px` a side -> (dn (3, h, w)
+    float, valid, transform, crs)."""
     from affine import Affine
     from rasterio.windows import Window, from_bounds
 
@@ -140,14 +162,9 @@ def true_colour(scene_path: str, bounds: tuple[float, float, float, float] | Non
     f = max(1, -(-max(int(win.width), int(win.height)) // max_px))
     win = Window(win.col_off, win.row_off, int(win.width) // f * f, int(win.height) // f * f)
     dn, valid = scene.read(win, factor=f)  # offset applied
-    rgba = np.zeros((4,) + valid.shape, np.uint8)
-    if valid.any():
-        lo, hi = np.percentile(dn[:, valid], [2, 98], axis=1)
-        rgba[:3] = np.clip((dn - lo[:, None, None]) / np.maximum(hi - lo, 1)[:, None, None] * 255, 0, 255)
-    rgba[3] = np.where(valid, 255, 0)
     t = scene.affine
     transform = Affine(t.a * f, 0, t.c + win.col_off * t.a, 0, t.e * f, t.f + win.row_off * t.e)
-    return rgba, transform, scene.crs
+    return dn.astype(np.float32), valid, transform, scene.crs
 
 
 def _palette_rgba(ids: np.ndarray, colours: dict[int, tuple[int, int, int, int]]) -> np.ndarray:
@@ -167,8 +184,9 @@ def _raster_picture(tif: Path, colours: dict) -> tuple[str, list]:
     return data_url(rgba), bounds
 
 
-def _imagery_picture(scene: str, bounds=None) -> tuple[tuple[str, list] | None, str | None]:
-    """A scene's true-colour image in Web Mercator, (data URL, bounds); or None and why it cannot be read."""
+def _imagery_picture(scene: str | list[str], bounds=None) -> tuple[tuple[str, list] | None, str | None]:
+    """A scene's (a period's: its scenes' median) true-colour image in Web Mercator, (data URL, bounds);
+    or None and why it cannot be read."""
     from .errors import AtlasError
 
     try:
@@ -189,13 +207,14 @@ class DatePictures:
     image (or why there is none), the class raster as a picture where its cells are too many or none
     (e.g. all cloud), and the cloud cells' picture where there are any."""
 
-    def __init__(self, classify_folder: Path, tif: Path, cells, date: str, crop=None):
-        run = read_json(classify_folder / "run.json")
+    def __init__(self, sources: list[Path], tif: Path, cells, date: str, crop=None, cloud: Path | None = None):
+        scenes = [read_json(f / "run.json").get("input", {}).get("path", "") for f in sources]
         self.date, self.cells = escape(date), cells
-        self.image, self.why = _imagery_picture(run.get("input", {}).get("path", ""), crop)
+        self.image, self.why = _imagery_picture(scenes, crop)
         as_image = not len(cells) or len(cells) > MAX_FEATURES
         self.classes = _raster_picture(tif, CLASS_RGBA) if as_image else None
-        cloud = classify_folder / "cloud.tif"
+        if cloud is None or not cloud.exists():  # a classify output, or a compare made before <side>_cloud.tif
+            cloud = sources[0] / "cloud.tif"
         code = cloud_code(cloud)
         colours = {code: (*CLOUD_RGB, 255), **({SKY_SNOW: (*SNOW_RGB, 255)} if code == SKY_CLOUD else {})}
         self.cloud = _raster_picture(cloud, colours) if _any(cloud, tuple(colours)) else None
@@ -262,15 +281,16 @@ def change_map(folder: str | os.PathLike, out_html: str | os.PathLike | None = N
     else:  # the class raster's footprint (there may be no tile at all: e.g. all cloud)
         minx, miny, maxx, maxy = _bounds(d / "lulc.tif", "EPSG:4326")
     summary = read_json(d / "summary.json", SUMMARY_KEYS) if (d / "summary.json").exists() else None
-    if summary:  # part -> (classify folder, class raster, cells layer, date)
-        parts = {p: (Path(summary[p]["source"]), d / f"{p}.tif", f"cells_{p}", _label(summary, p))
-                 for p in ("before", "after")}
+    if summary:  # part -> (classify folders, class raster, cells layer, date, the side's sky)
+        parts = {p: ([Path(f) for f in summary[p].get("sources", [summary[p]["source"]])], d / f"{p}.tif",
+                     f"cells_{p}", _label(summary, p), d / f"{p}_cloud.tif") for p in ("before", "after")}
         crop = _union(_bounds(d / "before.tif"), tuple(layers_native["aoi"].total_bounds))
     else:
-        parts = {"map": (d, d / "lulc.tif", "cells", metadata_date(read_json(d / "run.json", ("input",))["input"].get("date"))
-                         or "")}
+        parts = {"map": ([d], d / "lulc.tif", "cells",
+                         metadata_date(read_json(d / "run.json", ("input",))["input"].get("date")) or "", None)}
         crop = None
-    pictures = {p: DatePictures(src, tif, frames[cells], date, crop) for p, (src, tif, cells, date) in parts.items()}
+    pictures = {p: DatePictures(src, tif, frames[cells], date, crop, sky)
+                for p, (src, tif, cells, date, sky) in parts.items()}
     m = folium.Map(tiles="OpenStreetMap", control_scale=True)
     notes = [f"no image for {p.date or 'the scene'}: {p.why}" for p in pictures.values() if p.why]
     for n in notes:  # the terminal hears it too, not only the page

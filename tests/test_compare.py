@@ -416,6 +416,10 @@ def test_periods_composite_mean_probabilities_and_observations(tmp_path):
         compare([*p1, other], p2, aoi=str(aoi))
     page = change_map(tmp_path / "cmp")
     assert "2023-06-01 to 2023-07-01 (2 dates)" in page.read_text()
+    # the period's sky is its composite's: (2, 2), cloudy on a2 only, is clear; so the map draws no cloud layer
+    with rasterio.open(tmp_path / "cmp" / "before_cloud.tif") as src:
+        assert (src.read(1) == 1).all() and src.crs == UTM
+    assert "cloud 2023" not in page.read_text()
 
 
 def _probs(**by_class):
@@ -544,3 +548,23 @@ def test_an_aoi_partly_outside_the_scenes_says_how_much_was_never_looked_at(tmp_
     assert s["outside_scene_ha"] == pytest.approx(2048) and s["aoi_cells_ha"] == pytest.approx(2048)
     inside = aoi_file(tmp_path / "in.geojson", 0, 10, 0, 10, crs="EPSG:32632")
     assert compare(*dates, aoi=str(inside))["outside_scene_ha"] == 0
+
+
+def test_a_period_map_draws_the_periods_own_sky_not_its_first_scenes(tmp_path):
+    """A period whose first date is cloudy on a cell that its second date sees: no cloud there in
+    before_cloud.tif, and the HTML map draws no cloud layer for it (it drew the first scene's)."""
+    base = np.full((4, 4), 1, np.int64)
+    conf = np.full((4, 4), 0.9)
+    cloud = np.zeros((4, 4), bool)
+    cloud[1, 1] = True
+    p1 = [make_output(tmp_path / "a1", base, conf, date="2023-06-01", cloud=cloud),
+          make_output(tmp_path / "a2", base, conf, date="2023-07-01")]
+    p2 = [make_output(tmp_path / "b1", base, conf, date="2024-06-01")]
+    aoi = aoi_file(tmp_path / "aoi.geojson", 0, 4, 0, 4, crs="EPSG:32632")
+    s = compare(p1, p2, aoi=str(aoi), out=tmp_path / "cmp")
+    assert s["cloud_before_ha"] == 0
+    with rasterio.open(tmp_path / "cmp" / "before_cloud.tif") as src:
+        assert (src.read(1) == 1).all()
+    with pytest.warns(AtlasWarning, match="no image"):
+        page = change_map(tmp_path / "cmp").read_text()
+    assert "cloud 2023" not in page and "classes 2023-06-01 to 2023-07-01 (2 dates)" in page
