@@ -74,8 +74,12 @@ def _stamp(gdf, run: dict, date: str | None):
 
 
 def classify_cells(folder: Path, date: str | None = None):
-    """A classify output's cells.parquet (one polygon per map cell), stamped."""
+    """A classify output's cells.parquet (one polygon per map cell), stamped; only the cells whose
+    centre lies in the scene (the last row and column of cells reach past its edge), so that their
+    hectares are those `compare` counts for the same scene: one area definition."""
     import geopandas as gpd
+
+    from .compare import footprint
 
     run = read_json(folder / "run.json", RUN_KEYS)
     try:
@@ -83,6 +87,10 @@ def classify_cells(folder: Path, date: str | None = None):
     except (OSError, ValueError) as e:
         raise AtlasError(f"{folder / 'cells.parquet'}: unreadable ({str(e).splitlines()[0][:120]}); "
                          "classify the scene again") from None
+    bounds = footprint(run, read_raster(folder / "lulc.tif")[1]) if len(gdf) else None
+    if bounds is not None:
+        x, y = gdf.geometry.centroid.x, gdf.geometry.centroid.y
+        gdf = gdf[(x > bounds[0]) & (x < bounds[2]) & (y > bounds[1]) & (y < bounds[3])].reset_index(drop=True)
     return _stamp(gdf, run, date)
 
 
@@ -97,6 +105,11 @@ def compare_cells(folder: Path, part: str, summary: dict):
     run = read_json(Path(summary[part]["source"]) / "run.json", RUN_KEYS)  # a period's: its first date's
     gdf = _stamp(gdf, run, summary[part]["date"])
     gdf["period"] = summary[part].get("period") or summary[part]["date"] or ""  # '<first> to <last> (n dates)'
+    sources = summary[part].get("sources") or [summary[part]["source"]]
+    if len(sources) > 1:  # a period's labels come from all its dates: every scene and date named
+        scenes = [Path(read_json(Path(f) / "run.json", RUN_KEYS)["input"]["path"]).name for f in sources]
+        gdf["scene_id"] = "; ".join(scenes)
+        gdf["dates"] = "; ".join(summary[part].get("dates") or [])
     return gdf
 
 

@@ -428,3 +428,18 @@ def test_a_read_error_inside_a_chunk_is_one_line_under_every_scheduler(model13, 
                        timeout=600)
     assert r.returncode == 2 and r.stderr.splitlines() == [r.stderr.strip()], r.stderr[-3000:]
     assert r.stderr.startswith(f"atlas-change: error: {cut}: cannot read pixels") and not (tmp_path / "out").exists()
+
+
+def test_a_classify_output_counts_the_same_hectares_as_compare(model13, tmp_path):
+    """A 212 px scene at stride 64: the map has 4 x 4 cells, the last ones reaching past the scene; its
+    GeoPackage counts the 3 x 3 whose centre lies in the scene, as compare does for the same scene."""
+    from atlas_change.compare import compare
+    from atlas_change.export import export_gpkg
+
+    scene = make_scene(tmp_path / "s.tif", 212, 212, origin=ORIGIN, seed=5, tags={"DATE": "2023-06-01"})
+    run_classify(scene, model13, out=tmp_path / "map", tta=1)
+    gpkg = gpd.read_file(export_gpkg(tmp_path / "map", tmp_path / "map.gpkg"), layer="cells")
+    assert len(gpkg) == 9 and gpkg.hectares.sum() == pytest.approx(9 * 40.96)
+    bbox = f"{ORIGIN[0]},{ORIGIN[1] - 2560},{ORIGIN[0] + 2560},{ORIGIN[1]}"
+    s = compare(tmp_path / "map", tmp_path / "map", aoi_bbox=bbox, aoi_crs="EPSG:32632", after_date="2024-06-01")
+    assert s["valid_ha"] == pytest.approx(gpkg.hectares.sum())
