@@ -30,7 +30,7 @@ def _cmd_classify(a) -> None:
                   max_cloud=a.max_cloud, cloud_mask=not a.no_cloud_mask, surface_tests=not a.no_surface_tests,
                   runtime=a.runtime, tta=a.tta, out=out,
                   workers=a.workers, scheduler=a.scheduler, chunk=a.chunk, offset=a.offset,
-                  allow_untrained=a.allow_untrained, quiet=a.quiet, bbox=bbox)
+                  allow_untrained=a.allow_untrained, quiet=a.quiet, bbox=bbox, max_pixels=a.max_pixels)
     if a.quiet:
         return
     n, nc, ns = int((ds["lulc"].values > 0).sum()), int(ds["cloud"].values.sum()), int(ds["snow"].values.sum())

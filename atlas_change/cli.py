@@ -61,6 +61,9 @@ def parser() -> argparse.ArgumentParser:
                    "to run in this process")
     c.add_argument("--chunk", type=int, default=1024, help="pixels per Dask task side (multiple of 64; default 1024)")
     c.add_argument("--offset", type=float, help="override the digital-number offset (e.g. -1000)")
+    c.add_argument("--max-pixels", type=int, default=None,
+                   help="the largest scene (or --aoi window) to take, in pixels (default 1,000,000,000: about eight "
+                   "Sentinel-2 tiles; a larger declared size is refused as most likely a broken header)")
     c.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME,
                    help="inference runtime: openvino (the network compiled by OpenVINO for this CPU, fastest "
                    "here), xla (TensorFlow XLA), graph (tf.function) or keras (model.predict); labels agree to "

@@ -103,6 +103,11 @@ def input_checksum(path: str) -> str:
     return h.hexdigest()
 
 
+#: pixels `classify` takes without --max-pixels: about eight 10,980 px tiles (a declared size beyond it is
+#: most often a broken or hostile header, and the map's arrays grow with it)
+MAX_PIXELS = 1_000_000_000
+
+
 def check_run_options(workers: int | None, offset: float | None, chunk: int) -> None:
     """AtlasError for options that would hang or poison a run: --workers below 1, a --offset that is
     not a finite number of DN, a --chunk below one 64 px patch."""
@@ -174,7 +179,8 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
              runtime: str = DEFAULT_RUNTIME, offset: float | None = None, allow_untrained: bool = False,
              quiet: bool = True, model_why: str | None = None, max_cloud: float = MAX_CLOUD,
              cloud_mask: bool = True, tta: int = DEFAULT_VIEWS, surface_tests: bool = True,
-             bbox: tuple[float, float, float, float] | None = None, bbox_crs: str = "EPSG:4326") -> xr.Dataset:
+             bbox: tuple[float, float, float, float] | None = None, bbox_crs: str = "EPSG:4326",
+             max_pixels: int | None = None) -> xr.Dataset:
     """Classify a Sentinel-2 scene (GeoTIFF/COG, SAFE folder/zip, band folder or STAC Item) into EuroSAT classes.
 
     `model`: a model name or folder; None picks the default, the first shipped trained model of
@@ -196,7 +202,8 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
     `surface_tests`: water and snow from the NIR / SWIR bands (surface.py): River / SeaLake only where
     a patch holds water, snow left unlabelled like cloud (1 in `snow`); False: the RGB model alone.
     `bbox`: (minx, miny, maxx, maxy) in `bbox_crs`: classify only the 64 px blocks of the scene that
-    cover it (a remote COG is then read only there); the map keeps the scene's grid.
+    cover it (a remote COG is then read only there); the map keeps the scene's grid. `max_pixels`:
+    the largest scene (or AOI window) taken (default MAX_PIXELS, or $ATLAS_MAX_PIXELS).
     """
     t0 = time.perf_counter()
     path = str(path)
@@ -224,6 +231,11 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
     if surface_tests and surface.missing(surf):
         warnings.warn(f"{path}: {surface.missing(surf)}: the labels rest on the RGB bands alone", AtlasWarning,
                       stacklevel=2)
+    limit = int(os.environ.get("ATLAS_MAX_PIXELS", MAX_PIXELS)) if max_pixels is None else max_pixels
+    if scene.width * scene.height > limit:
+        raise AtlasError(f"{path}: {scene.width} x {scene.height} pixels to classify, more than {limit:,} "
+                         "(about eight Sentinel-2 tiles); pass --max-pixels N (or set ATLAS_MAX_PIXELS) if that "
+                         "is meant, or --aoi for a part")
     grid = PatchGrid(scene.width, scene.height, stride)
     if not grid.n_rows or not grid.n_cols:
         raise AtlasError(f"{path}: scene is {scene.width} x {scene.height} pixels, smaller than one 64 x 64 patch")

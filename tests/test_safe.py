@@ -133,3 +133,35 @@ def test_folder_of_band_geotiffs(tmp_path, model12):
     assert [int(np.median(a)) for a in arr] == [100 * (i + 1) for i in range(12)]  # 20/60 m resampled onto 10 m
     ds = run_classify(d, model12)
     assert ds["lulc"].shape == (2, 2) and ds.rio.crs.to_epsg() == 32633
+
+
+def test_a_metadata_file_that_inflates_without_end_is_refused(tmp_path):
+    """A 3 MB zip whose MTD_MSIL1C.xml inflates to 64 MB (a zip bomb) is one line, read no further."""
+    bomb = tmp_path / "S2A_MSIL1C_20230601T000000_N0509_R000_T32TQM_20230601T000000.SAFE.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("S2A.SAFE/MTD_MSIL1C.xml", b"<a>" + b" " * (64 << 20) + b"</a>")
+    assert bomb.stat().st_size < 1 << 20
+    with pytest.raises(AtlasError, match="MTD_MSIL1C.xml inflates to .* more than"):
+        open_scene(str(bomb))
+
+
+def test_a_declared_size_beyond_the_pixel_cap_is_refused_before_any_work(tmp_path, model13, monkeypatch):
+    """A GeoTIFF that declares 40,000 x 40,000 pixels (one block written): refused in one line naming
+    --max-pixels; a smaller cap refuses a small scene too, and lifting it lets it through."""
+    huge = tmp_path / "huge.tif"
+    with rasterio.open(huge, "w", driver="GTiff", width=40_000, height=40_000, count=13, dtype="uint16",
+                       crs="EPSG:32632", transform=Affine(10, 0, 600000, 0, -10, 5000000), tiled=True,
+                       blockxsize=512, blockysize=512, sparse_ok=True) as dst:
+        dst.write(np.full((13, 512, 512), 1000, np.uint16), window=Window(0, 0, 512, 512))
+        dst.descriptions = EUROSAT_ORDER
+    with pytest.raises(AtlasError, match="40000 x 40000 pixels to classify, more than 1,000,000,000.*--max-pixels"):
+        run_classify(huge, model13)
+    from atlas_change.synth import make_scene
+
+    small = make_scene(tmp_path / "small.tif", 128, 128, seed=1)
+    with pytest.raises(AtlasError, match="more than 10,000"):
+        run_classify(small, model13, max_pixels=10_000)
+    monkeypatch.setenv("ATLAS_MAX_PIXELS", "10000")
+    with pytest.raises(AtlasError, match="more than 10,000"):
+        run_classify(small, model13)
+    assert (run_classify(small, model13, max_pixels=128 * 128)["lulc"].values > 0).any()

@@ -127,3 +127,65 @@ def test_unsigned_planetary_computer_assets_are_refused_with_what_to_do(tmp_path
 
     assert _needs_signing(f"{blob}/a.tif") and not _needs_signing(f"{blob}/a.tif?st=2026&se=2026&sig=abc%3D")
     assert not _needs_signing("https://sentinel-cogs.s3.us-west-2.amazonaws.com/a.tif")
+
+
+@pytest.fixture()
+def hostile_http():
+    """A real HTTP server on 127.0.0.1 whose answers misbehave: an endless body, a body that trickles,
+    a body shorter than its Content-Length."""
+    import http.server
+    import threading
+    import time as _time
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            if self.path == "/endless":
+                self.end_headers()
+                try:
+                    for _ in range(100_000):  # bounded: 6.4 GB at most, the client stops long before
+                        self.wfile.write(b"{" * 65536)
+                except OSError:
+                    pass
+            elif self.path == "/trickle":
+                self.end_headers()
+                try:
+                    for _ in range(200):  # one byte each 0.05 s: 10 s at most
+                        self.wfile.write(b" ")
+                        self.wfile.flush()
+                        _time.sleep(0.05)
+                except OSError:
+                    pass
+            elif self.path == "/short":
+                self.send_header("Content-Length", "1000")
+                self.end_headers()
+                self.wfile.write(b'{"type": "Feature"')
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_item_reads_over_http_are_bounded_in_bytes_and_time(hostile_http, monkeypatch):
+    """An endless body stops at the byte cap, a trickling one at the total time, a short one and a URL
+    with a space are one clear error each; none of them hangs or fills the memory."""
+    import time
+
+    import atlas_change.read.stac as stac
+
+    monkeypatch.setattr(stac, "RETRIES", 1)
+    t0 = time.monotonic()
+    with pytest.raises(AtlasError, match="longer than the 1048576 bytes"):
+        stac.fetch(f"{hostile_http}/endless", max_bytes=1 << 20)
+    with pytest.raises(AtlasError, match="took more than 1 s in all"):
+        stac.fetch(f"{hostile_http}/trickle", total_s=1)
+    with pytest.raises(AtlasError, match="ended after 18 bytes, before its announced length"):
+        stac.fetch(f"{hostile_http}/short")
+    with pytest.raises(AtlasError, match="not a valid URL"):
+        stac.fetch(f"{hostile_http}/an item")
+    assert time.monotonic() - t0 < 15

@@ -18,6 +18,8 @@ from ..errors import AtlasError
 from .scene import OFFSET_BANDS, BandSource, Scene, check_grid, check_offset, date_from_name, open_dataset
 
 _JP2_RE = re.compile(r"IMG_DATA/(?:R(10|20|60)m/)?[^/]*_(B\d\d|B8A|SCL)(?:_(10|20|60)m)?\.jp2$", re.I)
+#: bytes a metadata file of a product (MTD_MSIL*.xml, metadata.json) may inflate to: real ones are under 1 MB
+MAX_XML_BYTES = 16 << 20
 _MTD_RE = re.compile(r"(^|/)MTD_MSIL(1C|2A)\.xml$")
 #: a folder of one GeoTIFF per band: BigEarthNet-S2 (<patch>_B02.tif), Major TOM (B02.tif), SSL4EO-S12 (B2.tif),
 #: with an optional SCL.tif; same groups as _JP2_RE
@@ -29,7 +31,14 @@ def _safe_listing(p: str) -> tuple[list[str], callable, callable]:
     if os.path.isdir(p):
         root = Path(p)
         names = [f.relative_to(root).as_posix() for f in root.rglob("*") if f.is_file()]
-        return names, lambda n: str(root / n), lambda n: (root / n).read_bytes()
+
+        def read_file(n: str) -> bytes:
+            if (root / n).stat().st_size > MAX_XML_BYTES:
+                raise AtlasError(f"{root / n}: {(root / n).stat().st_size} bytes, more than the {MAX_XML_BYTES} a "
+                                 "product's metadata file may have")
+            return (root / n).read_bytes()
+
+        return names, lambda n: str(root / n), read_file
     try:
         zf = zipfile.ZipFile(p)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError) as e:
@@ -39,7 +48,14 @@ def _safe_listing(p: str) -> tuple[list[str], callable, callable]:
 
     def read(name: str) -> bytes:
         try:
-            return zf.read(name)
+            if zf.getinfo(name).file_size > MAX_XML_BYTES:
+                raise AtlasError(f"{p}: {name} inflates to {zf.getinfo(name).file_size} bytes, more than the "
+                                 f"{MAX_XML_BYTES} a product's metadata file may have")
+            with zf.open(name) as f:  # the header's size may lie: never inflate more than the cap
+                data = f.read(MAX_XML_BYTES + 1)
+            if len(data) > MAX_XML_BYTES:
+                raise AtlasError(f"{p}: {name} inflates to more than {MAX_XML_BYTES} bytes")
+            return data
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as e:
             raise AtlasError(f"{p}: damaged zip archive: cannot extract {name} ({_zip_problem(e)})") from None
 

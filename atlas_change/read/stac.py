@@ -9,6 +9,7 @@ The baseline >= 04.00 offset (+1000 DN) is decided from the pixels, because the 
 earth-search issues 9, 66, 71): run.json says what the item claimed and what the pixels showed."""
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import time
@@ -30,6 +31,10 @@ EARTH_SEARCH = {"coastal": "B01", "blue": "B02", "green": "B03", "red": "B04", "
                 "cirrus": "B10", "swir16": "B11", "swir22": "B12", "scl": "SCL"}
 RETRIES = 3  # fetching an item: attempts, with 1 s, 2 s backoff between them
 TIMEOUT_S = float(os.environ.get("ATLAS_HTTP_TIMEOUT", "30"))  # seconds without an answer (Items, searches, COGs)
+#: seconds a whole Item may take to arrive (a server that sends one byte a second never hits TIMEOUT_S)
+TOTAL_S = float(os.environ.get("ATLAS_HTTP_TOTAL", str(2 * TIMEOUT_S)))
+#: bytes an Item's JSON may have (real ones are tens of kB)
+MAX_ITEM_BYTES = int(os.environ.get("ATLAS_HTTP_MAX_BYTES", str(32 << 20)))
 # GDAL's own retries with backoff for 429 / 5xx answers to its range requests (HTTP only; side-car
 # probing is turned off per HTTP open in scene.open_dataset, not here, where it would also hide the
 # .aux.xml legends of local outputs)
@@ -51,14 +56,19 @@ def is_item(p: str) -> bool:
         return False
 
 
-def fetch(url: str) -> bytes:
+def fetch(url: str, max_bytes: int = MAX_ITEM_BYTES, total_s: float = TOTAL_S) -> bytes:
     """The bytes at an http(s) URL, retried with backoff where a retry can help (timeouts, 5xx,
-    refused connections); AtlasError naming the URL otherwise."""
+    refused connections); AtlasError naming the URL otherwise, and at once for a body over
+    `max_bytes` or one that takes more than `total_s` seconds in all (a server that trickles)."""
     last = ""
     for attempt in range(RETRIES):
         try:
             with urllib.request.urlopen(url, timeout=TIMEOUT_S) as r:
-                return r.read()
+                return _read_capped(r, url, max_bytes, total_s)
+        except (ValueError, http.client.InvalidURL) as e:  # a space in the URL, a bad scheme: no retry helps
+            raise AtlasError(f"{url}: not a valid URL ({e})") from None
+        except http.client.IncompleteRead as e:
+            last = f"the body ended after {len(e.partial)} bytes, before its announced length"
         except urllib.error.HTTPError as e:
             last = f"HTTP {e.code} {e.reason}"
             if e.code < 500 and e.code != 429:
@@ -68,6 +78,28 @@ def fetch(url: str) -> bytes:
         if attempt + 1 < RETRIES:
             time.sleep(2 ** attempt)
     raise AtlasError(f"{url}: cannot fetch the STAC Item ({last})")
+
+
+def _read_capped(r, url: str, max_bytes: int, total_s: float) -> bytes:
+    """An HTTP response's body, read as it arrives; AtlasError past `max_bytes` or `total_s` seconds."""
+    deadline = time.monotonic() + total_s
+    size = r.headers.get("Content-Length")
+    if size and size.isdigit() and int(size) > max_bytes:
+        raise AtlasError(f"{url}: the answer announces {int(size)} bytes, more than the {max_bytes} a STAC "
+                         "Item may have (ATLAS_HTTP_MAX_BYTES)")
+    parts, n = [], 0
+    while chunk := r.read1(1 << 16):
+        parts.append(chunk)
+        n += len(chunk)
+        if n > max_bytes:
+            raise AtlasError(f"{url}: the answer is longer than the {max_bytes} bytes a STAC Item may have "
+                             "(ATLAS_HTTP_MAX_BYTES)")
+        if time.monotonic() > deadline:
+            raise AtlasError(f"{url}: the answer took more than {total_s:g} s in all ({n} bytes so far; "
+                             "ATLAS_HTTP_TOTAL)")
+    if size and size.isdigit() and n < int(size):
+        raise http.client.IncompleteRead(b"".join(parts), int(size) - n)
+    return b"".join(parts)
 
 
 def load_item(p: str) -> dict:
