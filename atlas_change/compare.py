@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+import shapely
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.features import geometry_mask
@@ -30,6 +31,8 @@ from .names import digest
 CHANGE_CODE_DOC = ("from_id * 100 + to_id (class ids 1..10 in EuroSAT order) where P(change) >= the threshold; "
                    "0 = unchanged, uncertain (neither P(change) nor P(no change) reaches it), nodata, cloud, snow "
                    "or outside the AOI")
+#: vertices beyond which aoi.geojson holds the AOI simplified (GDAL reads GeoJSON objects up to 200 MB)
+MAX_AOI_VERTICES = 200_000
 #: dates further apart than this in day of year (either way round the year) are in different seasons
 SEASON_DAYS = 45
 
@@ -146,7 +149,6 @@ def read_aoi(aoi: str | os.PathLike | None, bbox: str | None, bbox_crs: str, crs
 
 def aoi_union(gdf, name: str):
     """The AOI's features as one valid geometry; AtlasError when it has no area."""
-    import shapely
 
     geom = gdf.geometry.union_all() if len(gdf) else None
     if geom is None or geom.is_empty or geom.area == 0:
@@ -158,7 +160,6 @@ def read_aoi_frame(aoi: str | os.PathLike | None, bbox: str | None, bbox_crs: st
     """The AOI's features in `crs` (None: their own), with their attributes (GeoJSON / GeoPackage
     file, or a bbox)."""
     import geopandas as gpd
-    import shapely
 
     if bbox:
         try:
@@ -172,11 +173,15 @@ def read_aoi_frame(aoi: str | os.PathLike | None, bbox: str | None, bbox_crs: st
     else:
         name = str(aoi)
         try:
-            gdf = gpd.read_file(aoi)
+            with warnings.catch_warnings():  # shapely's RuntimeWarning on NaN coordinates: refused below instead
+                warnings.simplefilter("ignore", RuntimeWarning)
+                gdf = gpd.read_file(aoi)
         except Exception as e:  # pyogrio raises several types for unreadable files
             raise AtlasError(f"{name}: not a readable vector file ({str(e).splitlines()[0]})") from None
         if gdf.crs is None:
             raise AtlasError(f"{name}: the AOI has no CRS")
+    if not np.isfinite(shapely.get_coordinates(gdf.geometry.values)).all():
+        raise AtlasError(f"{name}: the AOI has a coordinate that is not a number (NaN or infinite)")
     return gdf if crs is None else gdf.to_crs(crs)
 
 
@@ -430,7 +435,6 @@ class Grid:
 def outside_scenes_ha(sides: list[Side], geom) -> float:
     """Hectares of the AOI that no date of some side looked at (outside its scenes): for each side
     the union of its maps' scene footprints, intersected over the sides."""
-    import shapely
 
     cover = None
     for s in sides:
@@ -595,4 +599,13 @@ def _write_compare(stage: Path, ka, kb, code, tables, posteriors: dict, summary:
     for name, rows in tables.items():
         write_file(stage / name, lambda p, rows=rows: p.write_text("\n".join(rows) + "\n"))
     write_file(stage / "summary.json", lambda p: p.write_text(strict_json(summary)))
-    write_file(stage / "aoi.geojson", lambda p: features.to_file(p, driver="GeoJSON"))  # the AOI's own features
+    write_file(stage / "aoi.geojson", lambda p: display_aoi(features, transform.a).to_file(p, driver="GeoJSON"))
+
+
+def display_aoi(features, cell_m: float, max_vertices: int = MAX_AOI_VERTICES):
+    """The AOI's own features and attributes for aoi.geojson (and the GeoPackage and map made from it);
+    one of more than `max_vertices` vertices simplified to a tenth of a cell, so that every GeoJSON
+    reader opens it (a drawing of the AOI: every figure is computed on the full AOI)."""
+    if len(shapely.get_coordinates(features.geometry.values)) <= max_vertices:
+        return features
+    return features.assign(geometry=features.geometry.simplify(abs(cell_m) / 10, preserve_topology=True))

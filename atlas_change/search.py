@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import AtlasError
+from .errors import AtlasError, AtlasWarning
 from .read import SCL_INVALID
 from .read.stac import TIMEOUT_S
 
@@ -80,12 +80,27 @@ def search(api: str, collection: str, aoi, period: str, *, max_tile_cloud: float
     except Exception as e:  # pystac-client raises APIError, requests' errors, JSON errors, ...
         raise AtlasError(f"{api}: cannot search the STAC API ({type(e).__name__}: {str(e).splitlines()[0][:160]})"
                          ) from None
-    found = []
+    from .read.stac import item_problem
+
+    if len(items) >= limit:
+        warnings.warn(f"{api}: the search stopped at its first {limit} items ({flag} {period}); the clearest may be "
+                      "among those not read: narrow the period or the AOI", AtlasWarning, stacklevel=2)
+    found, skipped = [], {}
     for it in items:
+        d = it.to_dict()
+        why = item_problem({"assets": {}, **d}) if isinstance(d.get("assets", {}), dict) else "assets is not an object"
+        try:
+            footprint = shape(it.geometry) if it.geometry else None
+            if footprint is not None and not footprint.is_valid:
+                footprint = shapely.make_valid(footprint)
+        except (TypeError, ValueError, AttributeError, KeyError, shapely.errors.GEOSException):
+            why = why or "its geometry is not a GeoJSON geometry"
+        if why:
+            skipped[why] = skipped.get(why, 0) + 1
+            continue
         cloud = it.properties.get("eo:cloud_cover")
         if cloud is not None and float(cloud) > max_tile_cloud:
             continue
-        footprint = shape(it.geometry) if it.geometry else None
         covers = 1.0 if footprint is None else float(shapely.area(shapely.intersection(footprint, aoi)) / aoi.area)
         url = it.get_self_href() or f"{api.rstrip('/')}/collections/{collection}/items/{it.id}"
         when_taken = it.datetime or it.common_metadata.start_datetime  # an Item with a range has datetime null
@@ -94,6 +109,8 @@ def search(api: str, collection: str, aoi, period: str, *, max_tile_cloud: float
         found.append(Found(url, it.id, when_taken.date().isoformat(),
                            None if cloud is None else float(cloud), aoi_clear(it.to_dict(), url, aoi), covers,
                            footprint, it.to_dict()))
+    for why, n in skipped.items():
+        warnings.warn(f"{api}: {n} item(s) skipped: {why}", AtlasWarning, stacklevel=2)
     return sorted(found, key=lambda f: (*f.rank, f.date))
 
 

@@ -225,7 +225,7 @@ def test_sparse_geotiff_blocks_are_checked_before_work(tmp_path, model13, capsys
     with rasterio.open(tmp_path / "empty.tif", "w", **profile) as d:
         d.descriptions = open_scene(make_scene(tmp_path / "ref.tif", 64, 64)).bands
     assert main(["classify", str(tmp_path / "empty.tif"), "--model", model13.path, "--out", str(tmp_path / "o"),
-                 "--allow-untrained", "--quiet"]) == 2
+                 "--allow-untrained", "--quiet", "--max-pixels", "2000000000"]) == 2
     _one_line(capsys, "empty.tif", "all nodata", "stores no pixel block")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.tif", "ref.tif"]  # no output, chunk store, staging
 
@@ -261,3 +261,65 @@ def test_rasters_alone_carry_their_palette_and_cloud_codes(tmp_path, model13):
         assert "no valid pixels" not in (info.stdout + info.stderr).lower() and "STATISTICS_MEAN=1" in info.stdout
         lulc = subprocess.run(["gdalinfo", str(alone / "lulc.tif")], capture_output=True, text=True).stdout
         assert "Color Table" in lulc and "2: 20,110,40" in lulc
+
+
+ITEM = {"type": "Feature", "stac_version": "1.0.0", "id": "x", "bbox": [9, 45, 9.1, 45.1],
+        "geometry": {"type": "Polygon", "coordinates": [[[9, 45], [9.1, 45], [9.1, 45.1], [9, 45.1], [9, 45]]]},
+        "properties": {"datetime": "2023-06-01T10:00:00Z", "eo:cloud_cover": 5},
+        "assets": {"red": {"href": "B04.tif", "eo:bands": [{"name": "B04"}]}}}
+
+
+@pytest.mark.parametrize("damage,words", [
+    (lambda d: d["assets"].__setitem__("red", "http://x"), "asset 'red' is not an object"),
+    (lambda d: d["assets"].__setitem__("red", None), "asset 'red' is not an object"),
+    (lambda d: d["assets"]["red"].__setitem__("eo:bands", ["B04"]), "eo:bands is not a list of objects"),
+    (lambda d: d["assets"]["red"].__setitem__("raster:bands", "x"), "raster:bands is not a list of objects"),
+    (lambda d: d["assets"]["red"].__setitem__("href", 5), "href is not a string"),
+    (lambda d: d.__setitem__("properties", [1, 2]), "properties is not an object"),
+    (lambda d: d["properties"].__setitem__("eo:cloud_cover", "cloudy"), "eo:cloud_cover is not a number"),
+    (lambda d: d["properties"].__setitem__("datetime", 5), "datetime is not a date-time string"),
+    (lambda d: d.__setitem__("nested", json.loads("[" * 900 + "]" * 900)), None),
+])
+def test_malformed_items_are_one_line_each(tmp_path, damage, words, capsys):
+    """Each malformed Item: exit 2 and one line naming the file and what is wrong with it."""
+    import copy
+
+    from atlas_change.__main__ import main
+
+    doc = copy.deepcopy(ITEM)
+    damage(doc)
+    f = tmp_path / "item.json"
+    text = json.dumps(doc) if words else json.dumps(doc)[:-1] + ', "deep": ' + "[" * 200_000 + "]" * 200_000 + "}"
+    f.write_text(text)
+    assert main(["classify", str(f), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"atlas-change: error: {f}: "), err
+    assert (words or "not a readable STAC Item") in err[0] and not (tmp_path / "out").exists()
+
+
+def test_an_aoi_with_a_nan_coordinate_is_one_line(tmp_path, capsys):
+    from atlas_change.__main__ import main
+
+    aoi = tmp_path / "aoi.geojson"
+    aoi.write_text('{"type":"FeatureCollection","features":[{"type":"Feature","properties":{},"geometry":{"type":'
+                   '"Polygon","coordinates":[[[9,45],[9.1,NaN],[9.1,45.1],[9,45.1],[9,45]]]}}]}')
+    assert main(["compare", "a", "b", "--aoi", str(aoi), "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"atlas-change: error: {aoi}: the AOI has a coordinate that is not a number (NaN or infinite)"]
+
+
+def test_an_aoi_of_millions_of_vertices_is_kept_readable_for_the_map(tmp_path):
+    """aoi.geojson of an AOI beyond MAX_AOI_VERTICES is simplified to a tenth of a cell, so GDAL, the
+    GeoPackage and the map read it; the areas come from the full AOI."""
+    import geopandas as gpd
+    import shapely
+
+    from atlas_change.compare import display_aoi
+
+    a = np.linspace(0, 2 * np.pi, 250_000, endpoint=False)
+    ring = shapely.Polygon(np.c_[600000 + 5000 * np.cos(a), 5000000 + 5000 * np.sin(a)])  # 250,000 vertices
+    gdf = gpd.GeoDataFrame({"name": ["big"]}, geometry=[ring], crs="EPSG:32632")
+    small = display_aoi(gdf, 640.0)
+    assert len(shapely.get_coordinates(small.geometry.values)) < 10_000 and small["name"].tolist() == ["big"]
+    assert abs(small.area.sum() - gdf.area.sum()) < 0.01 * gdf.area.sum()  # a drawing of it, within 1 %
+    assert display_aoi(gdf.iloc[:0], 640.0).empty

@@ -107,11 +107,36 @@ def load_item(p: str) -> dict:
     try:
         raw = fetch(p) if is_url(p) else Path(p).read_bytes()
         item = json.loads(raw)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: JSON nested thousands deep
         raise AtlasError(f"{p}: not a readable STAC Item ({str(e).splitlines()[0][:120]})") from None
     if not isinstance(item, dict) or item.get("type") != "Feature" or not isinstance(item.get("assets"), dict):
         raise AtlasError(f"{p}: not a STAC Item (a GeoJSON Feature with assets)")
+    if (why := item_problem(item)) is not None:
+        raise AtlasError(f"{p}: not a usable STAC Item: {why}")
     return item
+
+
+def item_problem(item: dict) -> str | None:
+    """What makes a Feature with assets unusable as a STAC Item here (each field this reader uses, of the
+    type the STAC specification gives it), or None."""
+    props = item.get("properties", {})
+    if not isinstance(props, dict):
+        return "properties is not an object"
+    for key in ("datetime", "start_datetime"):
+        if props.get(key) is not None and not isinstance(props[key], str):
+            return f"properties.{key} is not a date-time string"
+    for key in ("eo:cloud_cover", "proj:epsg"):
+        if props.get(key) is not None and (isinstance(props[key], bool) or not isinstance(props[key], (int, float))):
+            return f"properties.{key} is not a number"
+    for name, a in item["assets"].items():
+        if not isinstance(a, dict):
+            return f"asset {name!r} is not an object"
+        if a.get("href") is not None and not isinstance(a["href"], str):
+            return f"asset {name!r}: href is not a string"
+        for key in ("eo:bands", "raster:bands", "bands"):
+            if key in a and not (isinstance(a[key], list) and all(isinstance(b, dict) for b in a[key])):
+                return f"asset {name!r}: {key} is not a list of objects"
+    return None
 
 
 def gdal_path(href: str, base: str) -> str:
