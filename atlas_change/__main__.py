@@ -124,7 +124,7 @@ def _cmd_calibrate(a) -> None:
 def _cmd_compare(a) -> None:
     from .compare import compare
 
-    kw = {"max_cloud": a.max_cloud, "stride": a.stride, "tta": a.tta, "runtime": a.runtime,
+    kw = {"max_cloud": a.max_cloud, "stride": a.stride, "tta": a.tta, "runtime": a.runtime, "quiet": False,
           "period_evidence": a.period_evidence, **({"model": a.model} if a.model else {})}
     if not a.out and not (a.stac_api and a.dry_run):
         raise AtlasError("compare: --out FOLDER is required")
@@ -244,7 +244,8 @@ def _cmd_view(a) -> None:
     if a.open:
         import webbrowser
 
-        webbrowser.open(path.resolve().as_uri())
+        if not webbrowser.open(path.resolve().as_uri()):
+            print(f"atlas-change: no web browser found here to open it; open {path} in one", file=sys.stderr)
 
 
 _showwarning = warnings.showwarning

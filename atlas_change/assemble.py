@@ -223,9 +223,16 @@ def class_categories() -> Categories:
 
 
 def change_categories() -> Categories:
-    """Every change code from_id * 100 + to_id ("AnnualCrop to Residential"), coloured as its 'to' class."""
+    """Every change code from_id * 100 + to_id ("AnnualCrop to Residential"), coloured by kind so that
+    the raster never reads as a class map: reds for a conversion between land-cover groups, ambers for a
+    change within one, a shade per 'to' class."""
+    groups = group_of(np.arange(len(CLASSES) + 1))
+
+    def colour(f: int, t: int) -> tuple[int, int, int]:
+        return (220, 20 + 14 * t, 60 + 8 * t) if groups[f] != groups[t] else (250, 160 + 8 * t, 20)
+
     return {0: ("no change / nodata", (0, 0, 0)),
-            **{f * 100 + t: (f"{CLASSES[f - 1]} to {CLASSES[t - 1]}", COLOURS[t - 1])
+            **{f * 100 + t: (f"{CLASSES[f - 1]} to {CLASSES[t - 1]}", colour(f, t))
                for f in range(1, len(CLASSES) + 1) for t in range(1, len(CLASSES) + 1) if f != t}}
 
 

@@ -71,8 +71,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--tta", type=int, choices=VIEWS, default=DEFAULT_VIEWS,
                    help="test-time augmentation: average the class probabilities over N views of each patch "
                    "(1 = none; 2 = also turned by 90 degrees; 4 = the four quarter turns; 8 = those and their "
-                   f"mirror images). Model time grows N-fold; spectrumnet-rgb on the EuroSAT test split: 96.1 %% "
-                   f"(1), 96.6 %% (2), 96.8 %% (4) (default {DEFAULT_VIEWS})")
+                   f"mirror images). Model time grows N-fold; each model's accuracy per N: its models/NAME/README.md "
+                   f"(default {DEFAULT_VIEWS})")
     c.add_argument("--allow-untrained", action="store_true", help="run an untrained model (pipeline tests only)")
     c.add_argument("--quiet", action="store_true", help="print nothing but errors")
 
@@ -251,7 +251,7 @@ def parser() -> argparse.ArgumentParser:
                         "are summary.json's; changes: one polygon per changed cell with both classes and groups, "
                         "'conversion' or 'within group', confidences and hectares; aoi: the AOI's features and "
                         "attributes) or from a classify output folder (layer cells).",
-                        epilog="example:\n  python -m atlas_change export outputs/example/lake/2023-06-01_2024-06-01 "
+                        epilog="example:\n  python -m atlas_change export outputs/example/example/2023-06-01_2024-06-01 "
                         "--gpkg lake.gpkg", formatter_class=argparse.RawDescriptionHelpFormatter)
     ex.add_argument("folder", help="a compare output folder (summary.json) or a classify output folder")
     ex.add_argument("--gpkg", required=True, help="GeoPackage to write")
@@ -264,7 +264,7 @@ def parser() -> argparse.ArgumentParser:
                         "top-3 probabilities), the AOI, a header with every hectare figure, and a legend with an "
                         "opacity slider and a chart of class areas per date. A "
                         "scene that has moved since is named in a warning and on the page; the rest is still drawn.",
-                        epilog="example:\n  python -m atlas_change view outputs/example/lake/2023-06-01_2024-06-01 "
+                        epilog="example:\n  python -m atlas_change view outputs/example/example/2023-06-01_2024-06-01 "
                         "--side-by-side --open", formatter_class=argparse.RawDescriptionHelpFormatter)
     vw.add_argument("folder", help="a compare output folder (summary.json) or a classify output folder")
     vw.add_argument("--open", action="store_true", help="open it in the web browser")

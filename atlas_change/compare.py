@@ -99,7 +99,7 @@ def onthefly_folder(out_root: Path, src, window: list[int] | None, weights_sha25
     from .pipeline import scene_stem
     from .read import input_path
 
-    params = json.dumps({k: v for k, v in sorted(classify_kw.items()) if k not in ("bbox", "bbox_crs")},
+    params = json.dumps({k: v for k, v in sorted(classify_kw.items()) if k not in ("bbox", "bbox_crs", "quiet")},
                         sort_keys=True, default=str)
     key = digest(input_path(src), weights_sha256, window, params, n=8)
     aoi = "" if window is None else f"_aoi_{window[0]}_{window[1]}_{window[2]}x{window[3]}"

@@ -140,6 +140,11 @@ def layers(folder: str | os.PathLike) -> dict:
     import geopandas as gpd
 
     d = Path(folder)
+    if not d.is_dir():
+        raise AtlasError(f"{d}: no such folder (a compare or classify output; `python -m atlas_change demo` makes "
+                         "outputs/example/example/2023-06-01_2024-06-01)")
+    if (d / "summary.json").exists() and "steps" in read_json(d / "summary.json"):
+        raise AtlasError(f"{d}: a sequence of periods; export or view one of its step folders or its span_* folder")
     if (d / "summary.json").exists():
         s = read_json(d / "summary.json", SUMMARY_KEYS)
         return {"cells_before": compare_cells(d, "before", s), "cells_after": compare_cells(d, "after", s),

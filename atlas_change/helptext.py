@@ -111,7 +111,7 @@ reference labels: one of the legend's names (sample.html lists them), e.g. `stab
   but is no reference class.
 
 examples:
-  python -m atlas_change sample outputs/example/lake/2023-06-01_2024-06-01 --out outputs/lake-sample
+  python -m atlas_change sample outputs/example/example/2023-06-01_2024-06-01 --out outputs/lake-sample
   # ... fill in the reference column of outputs/lake-sample/sample.csv, then:
   python -m atlas_change assess outputs/lake-sample
 """

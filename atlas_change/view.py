@@ -78,7 +78,7 @@ def _banner(lines: list[str], left: str = "60px") -> str:
     """A box at the top of the page; `lines` are plain text (escaped here: paths and dates come from files)."""
     text = "<br>".join(f"<small>{escape(t)}</small>" if i else escape(t) for i, t in enumerate(lines))
     return (f'<div class="atlas-banner" style="position:fixed;top:8px;left:{left};z-index:9999;background:white;'
-            f'padding:4px;font:13px sans-serif">{text}</div>')
+            f'padding:4px;font:13px sans-serif;max-width:calc(100% - {left} - 70px)">{text}</div>')  # clear of the layer switcher
 
 
 def _opacity_script(names: list[str]) -> str:
@@ -293,6 +293,8 @@ def change_map(folder: str | os.PathLike, out_html: str | os.PathLike | None = N
                 for p, (src, tif, cells, date, sky) in parts.items()}
     m = folium.Map(tiles="OpenStreetMap", control_scale=True)
     notes = [f"no image for {p.date or 'the scene'}: {p.why}" for p in pictures.values() if p.why]
+    notes += [f"{p.date or 'the scene'}: no labelled cell in the AOI (all cloud, snow or nodata): its class layer "
+              "and chart bars are empty" for p in pictures.values() if not len(p.cells)]
     for n in notes:  # the terminal hears it too, not only the page
         warnings.warn(n, AtlasWarning, stacklevel=2)
     for i, p in enumerate(pictures.values()):  # both images first, under every class layer
