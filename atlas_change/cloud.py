@@ -18,12 +18,18 @@ too cloudy to label.
   by DILATION; shadows as above. It errs towards cloud over bright roofs (an unlabelled cell, never
   a false label).
 - Anything else (e.g. a 3- or 4-band GeoTIFF): no masking, and the caller says so.
-A chunk is read with a margin of 1 km so that clouds just outside it still cast their shadow
-and smoothing in; everything runs inside the chunk's Dask task, on the same window.
+s2cloudless and the spectral test decide at 160 m, so they run once per scene (or AOI window), before
+the patch work: one pass over the 160 m block means of the whole scene, read by GDAL in strips on
+every core (from overviews where the file has them), so that clouds anywhere cast their shadow and
+smoothing on the whole scene; each chunk's Dask task then takes its part of those flags. The SCL is
+read per chunk at 10 m.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +58,13 @@ class CloudMasker:
     method: str
     why: str
     scene: Scene | None = None  # the bands of the method (CLOUD_BANDS or SPECTRAL_BANDS) on the scene's grid
+    flags: np.ndarray | None = None  # the scene's cloud-or-shadow flags at 160 m, once `scene_flags` ran
+
+    def with_scene_flags(self, threads: int | None = None) -> "CloudMasker":
+        """This masker with the whole scene's 160 m flags computed (s2cloudless, spectral; others as they are)."""
+        if self.method not in ("s2cloudless", "spectral") or self.flags is not None:
+            return self
+        return dataclasses.replace(self, flags=scene_flags(self, threads))
 
     def record(self, max_cloud: float) -> dict:
         """For run.json."""
@@ -107,19 +120,19 @@ def _detector():
     return S2PixelCloudDetector(threshold=THRESHOLD, average_over=AVERAGE_OVER, dilation_size=DILATION)
 
 
-def s2cloudless_mask(dn: np.ndarray, offset: float, valid: np.ndarray) -> np.ndarray:
+def s2cloudless_mask(dn: np.ndarray, offset: float, valid: np.ndarray, threads: int = 1) -> np.ndarray:
     """(10, h, w) digital numbers of CLOUD_BANDS (at 10 m x FACTOR) -> bool (h, w): cloud or shadow."""
     refl = np.maximum(dn.astype(np.float32) + np.float32(offset), 0) / np.float32(10000)
     # the classifier sees only pixels with data (nodata borders can be half a tile), as a 1 x n image
     prob = np.zeros((1,) + valid.shape, np.float32)
     if valid.any():
         pixels = np.ascontiguousarray(refl[:, valid].T)[None, None]
-        prob[0][valid] = _detector().get_cloud_probability_maps(pixels, num_threads=1)[0, 0]
+        prob[0][valid] = _detector().get_cloud_probability_maps(pixels, num_threads=threads)[0, 0]
     cloud = _detector().get_mask_from_prob(prob)[0].astype(bool) & valid
     return cloud | _shadow(cloud, valid, refl[CLOUD_BANDS.index("B02")], refl[CLOUD_BANDS.index("B08")])
 
 
-def spectral_mask(dn: np.ndarray, offset: float, valid: np.ndarray) -> np.ndarray:
+def spectral_mask(dn: np.ndarray, offset: float, valid: np.ndarray, threads: int = 1) -> np.ndarray:
     """(6, h, w) digital numbers of SPECTRAL_BANDS -> bool (h, w): cloud (Fmask's potential cloud
     pixels without thermal, not snow, dilated) or shadow."""
     from scipy import ndimage
@@ -153,6 +166,42 @@ def _shadow(cloud: np.ndarray, valid: np.ndarray, b02: np.ndarray, b08: np.ndarr
     return near & valid & (b08 < SHADOW_NIR) & (b08 > b02)
 
 
+#: rows of 10 m pixels per strip of the scene-wide read (a multiple of FACTOR)
+STRIP_PX = 1024
+
+
+def scene_flags(masker: CloudMasker, threads: int | None = None) -> np.ndarray:
+    """Cloud-or-shadow flags of the masker's whole scene at 160 m (rows, cols = its size // FACTOR):
+    the block means of its bands read in strips on `threads` threads (default: every core), then the
+    method over the whole, so that flags near a chunk's edge see all their context."""
+    s = masker.scene
+    h, w = s.height // FACTOR * FACTOR, s.width // FACTOR * FACTOR
+    if h == 0 or w == 0:
+        return np.zeros((s.height // FACTOR, s.width // FACTOR), bool)
+    threads = threads or os.cpu_count() or 1
+    strips = [Window(0, r, w, min(STRIP_PX, h - r)) for r in range(0, h, STRIP_PX)]
+    with ThreadPoolExecutor(threads) as pool:
+        parts = list(pool.map(lambda win: s.read(win, raw=True, factor=FACTOR), strips))
+    dn = np.concatenate([p[0] for p in parts], axis=1)
+    has_data = np.concatenate([p[1] for p in parts], axis=0)
+    return (s2cloudless_mask if masker.method == "s2cloudless" else spectral_mask)(dn, s.offset, has_data, threads)
+
+
+def window_flags(flags: np.ndarray, window: Window) -> np.ndarray:
+    """The scene's 160 m flags on `window`'s own FACTOR grid (windows of the edge patches need not
+    start on a multiple of FACTOR): each of the window's flag pixels takes the scene flag under its
+    centre; False past the scene's last whole flag."""
+    def index(off, n, size):
+        i = (int(off) + FACTOR * np.arange(-(-int(n) // FACTOR)) + FACTOR // 2) // FACTOR
+        return np.minimum(i, max(size - 1, 0)), i < size
+
+    (rows, r_ok), (cols, c_ok) = index(window.row_off, window.height, flags.shape[0]), index(
+        window.col_off, window.width, flags.shape[1])
+    if not flags.size:
+        return np.zeros((len(rows), len(cols)), bool)
+    return flags[np.ix_(rows, cols)] & r_ok[:, None] & c_ok[None, :]
+
+
 def chunk_cloud(masker: CloudMasker, main: Scene, window: Window, valid: np.ndarray,
                 scl: np.ndarray | None = None) -> tuple[np.ndarray, int] | None:
     """Cloud-or-shadow flags for `window` of the scene: (bool array, 10 m pixels per flag side:
@@ -165,6 +214,8 @@ def chunk_cloud(masker: CloudMasker, main: Scene, window: Window, valid: np.ndar
         return np.isin(scl, SCL_CLOUD), 1
     if masker.method not in ("s2cloudless", "spectral"):
         return None
+    if masker.flags is not None:  # the scene's flags, computed once: this window's part of them
+        return window_flags(masker.flags, window), FACTOR
     s = masker.scene
     m = MARGIN_PX
     c0, r0 = max(0, int(window.col_off) - m), max(0, int(window.row_off) - m)

@@ -14,6 +14,7 @@ import rasterio
 from atlas_change.cloud import patch_cloud_fraction
 from atlas_change.compare import compare
 from atlas_change.errors import AtlasError, AtlasWarning
+from atlas_change.bands import EUROSAT_ORDER
 from atlas_change.synth import make_scene
 
 from conftest import run_classify
@@ -262,3 +263,63 @@ def test_s2cloudless_sees_only_pixels_with_data():
     part = s2cloudless_mask(border, 0.0, valid)
     assert not part[~valid].any()
     np.testing.assert_array_equal(part[:, :26], full[:, :26])  # beyond the smoothing's reach: as before
+
+
+def _per_chunk_and_scene_flags(path, chunk: int, bands=None):
+    """Every chunk's cloud flags both ways: read per chunk with a 1 km margin (the method before
+    2026-12-04) and cut from the scene's flags computed once."""
+    from rasterio.windows import Window
+
+    from atlas_change.cloud import chunk_cloud, plan
+    from atlas_change.read import open_scene
+
+    scene = open_scene(str(path), bands)
+    masker = plan(scene)
+    whole = masker.with_scene_flags()
+    assert whole.flags is not None
+    out = []
+    for r in range(0, scene.height, chunk):
+        for c in range(0, scene.width, chunk):
+            win = Window(c, r, min(chunk, scene.width - c), min(chunk, scene.height - r))
+            valid = np.ones((int(win.height), int(win.width)), bool)
+            out.append((win, chunk_cloud(masker, scene, win, valid.copy())[0],
+                        chunk_cloud(whole, scene, win, valid.copy())[0]))
+    return masker.method, out
+
+
+@pytest.mark.parametrize("bands", [None, ("B02", "B03", "B04", "B08", "B11", "B12")])
+def test_scene_wide_clouds_are_the_per_chunk_clouds(tmp_path, bands):
+    """Clouds across chunk borders (s2cloudless, and the spectral test of L2A-like bands): the flags cut
+    from the one scene-wide pass equal those each chunk found with its 1 km margin, flag for flag, away
+    from the scene's edge; and an edge window not on the 160 m grid takes the flags under its pixels."""
+    from rasterio.windows import Window
+
+    from atlas_change.cloud import FACTOR, window_flags
+
+    clouds = ((448, 448, 200, 200), (900, 100, 300, 120), (80, 960, 150, 300))  # each over a chunk border
+    scene = make_scene(tmp_path / "s.tif", 1280, 1280, origin=ORIGIN, seed=4, clouds=clouds,
+                       bands=bands or EUROSAT_ORDER)
+    method, chunks = _per_chunk_and_scene_flags(scene, 512)
+    assert method == ("spectral" if bands else "s2cloudless")
+    assert sum(int(new.sum()) for _, _, new in chunks) > 100
+    for win, old, new in chunks:
+        np.testing.assert_array_equal(old, new, err_msg=str(win))
+    flags = np.zeros((5, 5), bool)
+    flags[2, 3] = True
+    got = window_flags(flags, Window(40, 24, 32, 32))  # rows 24..55, cols 40..71 of 10 m pixels
+    assert got.shape == (2, 2) and got.tolist() == [[True, False], [False, False]]  # centres at rows 32, 48; cols 48, 64
+    assert not window_flags(flags, Window(5 * FACTOR - 8, 0, 32, 16)).any()  # past the last whole flag
+
+
+@pytest.mark.data
+def test_scene_wide_clouds_are_the_per_chunk_clouds_on_real_scenes():
+    """The real eo-learn cloudy L1C (s2cloudless) and the real Major TOM L2A band folder (spectral test,
+    10.68 km: 11 x 11 chunks of 96 px) give the same flags both ways, flag for flag."""
+    tom = sorted((EOLEARN.parents[0] / "major-tom-l2a" / "199U").glob("*/*"))
+    if not (EOLEARN / "cloudy.tif").exists() or not tom:
+        pytest.skip("../shared/scenes not here")
+    for path, chunk in ((EOLEARN / "cloudy.tif", 64), (tom[0], 96 * 10)):
+        method, chunks = _per_chunk_and_scene_flags(path, chunk)
+        assert method in ("s2cloudless", "spectral")
+        for win, old, new in chunks:
+            np.testing.assert_array_equal(old, new, err_msg=f"{path} {win}")
