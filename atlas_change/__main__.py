@@ -121,6 +121,23 @@ def _cmd_calibrate(a) -> None:
                   f"on test mosaics {v['ece_test_before']:.4f} -> {v['ece_test_after']:.4f}")
 
 
+def _cmd_quantize(a) -> None:
+    from .quantize import quantize
+
+    try:
+        import nncf  # noqa: F401
+    except ImportError:
+        raise AtlasError("quantize needs the nncf package: pip install nncf (the dev extra has it)") from None
+    r = quantize(a.data, a.model, a.splits, a.samples, quiet=a.quiet, make_default=a.make_default)
+    for views, v in r["test"]["by_views"].items():
+        print(f"{a.model} int8, --tta {views}: accuracy {v['accuracy_int8']:.4f} (float {v['accuracy_float']:.4f}), "
+              f"{100 * v['label_agreement']:.2f} % of the float labels")
+    why = ("it kept the EuroSAT labels, but --make-default was not given" if r["keeps_eurosat_labels"]
+           else "it did not keep the EuroSAT labels")
+    print(f"{a.model}: int8 network in {r['file']}; " + ("the default of --runtime openvino" if r["default"]
+          else f"not the default ({why}): --runtime openvino-int8 runs it"))
+
+
 def _cmd_compare(a) -> None:
     from .compare import compare
 
@@ -262,13 +279,13 @@ def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
     for name in ("rasterio", "pyogrio"):  # GDAL's own messages (e.g. libtiff's on a full disk): the error says it
         logging.getLogger(name).addHandler(logging.NullHandler())
-    if a.command in ("train", "evaluate", "calibrate") and not a.data:
+    if a.command in ("train", "evaluate", "calibrate", "quantize") and not a.data:
         print("atlas-change: error: --data EuroSAT RGB or MS folder is required (or set ATLAS_EUROSAT)", file=sys.stderr)
         return 2
     try:
         commands = {"classify": _cmd_classify, "train": _cmd_train, "evaluate": _cmd_evaluate, "demo": _cmd_demo,
                     "compare": _cmd_compare, "export": _cmd_export, "view": _cmd_view, "run": _cmd_run,
-                    "status": _cmd_status, "calibrate": _cmd_calibrate, "sample": _cmd_sample,
+                    "status": _cmd_status, "calibrate": _cmd_calibrate, "quantize": _cmd_quantize, "sample": _cmd_sample,
                     "assess": _cmd_assess}
         with warnings.catch_warnings():  # AtlasWarnings as one line each (none with --quiet)
             warnings.showwarning = _show_warning

@@ -164,6 +164,25 @@ def parser() -> argparse.ArgumentParser:
                     "cells as averaged)")
     ca.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    qz = sub.add_parser("quantize", help="the model's OpenVINO network in int8, scored against the float one",
+                        description="Post-training int8 quantisation (NNCF) of a model's OpenVINO network, "
+                        "calibrated on EuroSAT train JPEGs, scored against the float network on the test split at "
+                        "--tta 1 and the default, and written as models/NAME/openvino-int8/ with its record in "
+                        "card.json. classify's default runtime (openvino) runs it only with --make-default and where it "
+                        "kept the float labels (at least 99.5 %% of the test labels, accuracy within 0.2 points); "
+                        "--runtime openvino-int8 runs it anyway, openvino-float never. Needs the nncf package "
+                        "(pip install nncf; the dev extra has it).",
+                        epilog="example:\n  python -m atlas_change quantize --data ../shared/eurosat/EuroSAT_RGB "
+                        "--model spectrumnet-rgb", formatter_class=argparse.RawDescriptionHelpFormatter)
+    _eurosat_args(qz, "EuroSAT RGB folder")
+    qz.add_argument("--model", required=True, help="model name under models/ or a model folder")
+    qz.add_argument("--samples", type=int, default=1280, help="calibration patches from the train split (default 1280)")
+    qz.add_argument("--make-default", action="store_true",
+                    help="make it the default of --runtime openvino where it kept the EuroSAT test labels; only "
+                    "after benchmarks/real_scenes.py --setting default --setting float showed the real scenes' "
+                    "labels unchanged within a cell or two (EuroSAT alone does not show it)")
+    qz.add_argument("--quiet", action="store_true", help="no progress bar")
+
     cp = sub.add_parser("compare", help="two dates (or periods) of an AOI -> change raster, hectares, summary",
                         description="Compare two classified dates, or two periods of several dates, over an AOI on "
                         "one common grid. BEFORE/AFTER are classify output folders, or scenes (classified on the fly "

@@ -139,10 +139,10 @@ def run_tasks(tasks, client, quiet: bool, on_result: Callable[[tuple], None]) ->
     return results
 
 
-def workers_precision(client, runtime: str) -> str:
-    """The arithmetic `runtime` uses where the chunks ran: asked of every Dask worker (a cluster's
-    CPUs need not be this one's: bfloat16 on some, float32 on others reads 'bfloat16, float32'), or of
-    this process without a client."""
+def workers_precision(client, runtime: str, card=None) -> str:
+    """The arithmetic `runtime` uses for `card` where the chunks ran: asked of every Dask worker (a
+    cluster's CPUs need not be this one's: bfloat16 on some, float32 on others reads 'bfloat16,
+    float32'), or of this process without a client."""
     if client is None:
-        return runtime_precision(runtime)
-    return ", ".join(sorted(set(client.run(runtime_precision, runtime).values())))
+        return runtime_precision(runtime, card)
+    return ", ".join(sorted(set(client.run(runtime_precision, runtime, card).values())))

@@ -24,9 +24,12 @@ import numpy as np
 
 from . import __version__, quiet_tensorflow
 from .calibrate import apply_temperature
+from .errors import AtlasError
 from .registry import WEIGHTS_FILE, ModelCard, cache_dir
 
-RUNTIMES = ("openvino", "xla", "graph", "keras")
+#: 'openvino': OpenVINO, the model's int8 network where its card ships one that kept the float labels
+#: (quantize.py), else bfloat16 / float32; 'openvino-float' never int8; 'openvino-int8' always (it must exist)
+RUNTIMES = ("openvino", "openvino-float", "openvino-int8", "xla", "graph", "keras")
 DEFAULT_RUNTIME = "openvino"
 #: test-time augmentation: how many views of each patch the model sees, averaged (the first N of
 #: identity, rotations by 90, 180, 270 degrees, then the same transposed); 2 is the default
@@ -54,11 +57,19 @@ def configure_threads(threads: int | None) -> None:
         pass
 
 
-def runtime_precision(runtime: str) -> str:
-    """The arithmetic `runtime` runs the network in on this machine: OpenVINO computes in bfloat16
-    where the CPU has it (AVX512-BF16, AMX: its default there; its labels agree with Keras on 99.9 %
-    of the EuroSAT test patches, benchmarks/RESULTS.md), float32 elsewhere; TensorFlow in float32."""
-    if runtime != "openvino":
+def uses_int8(card: ModelCard | None, runtime: str) -> bool:
+    """Whether `runtime` runs `card`'s int8 network."""
+    return runtime == "openvino-int8" or (runtime == "openvino" and card is not None and card.int8_default)
+
+
+def runtime_precision(runtime: str, card: ModelCard | None = None) -> str:
+    """The arithmetic `runtime` runs the network in on this machine: int8 where it runs the card's
+    quantized network; else OpenVINO computes in bfloat16 where the CPU has it (AVX512-BF16, AMX: its
+    default there; its labels agree with Keras on 99.9 % of the EuroSAT test patches,
+    benchmarks/RESULTS.md), float32 elsewhere; TensorFlow in float32."""
+    if uses_int8(card, runtime):
+        return "int8"
+    if not runtime.startswith("openvino"):
         return "float32"
     import openvino as ov
 
@@ -201,7 +212,20 @@ def _convert_aside(card: ModelCard, folder: Path, core):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _openvino(card: ModelCard, threads: int | None, batch: int) -> _RequestPool:
+def int8_model(card: ModelCard, core):
+    """The card's int8 OpenVINO network (quantize.py), its weights checked against the card's SHA-256."""
+    from .registry import sha256_file
+
+    xml = Path(card.path) / str(card.int8.get("file", ""))
+    if not card.int8.get("file") or not xml.exists() or not xml.with_suffix(".bin").exists():
+        raise AtlasError(f"{card.path}: model {card.name} has no int8 network (make it with "
+                         "`python -m atlas_change quantize`), so --runtime openvino-int8 cannot run it")
+    if sha256_file(xml.with_suffix(".bin")) != card.int8.get("sha256"):
+        raise AtlasError(f"{xml.with_suffix('.bin')}: SHA-256 does not match the card's int8 record; quantize again")
+    return core.read_model(xml)
+
+
+def _openvino(card: ModelCard, threads: int | None, batch: int, int8: bool = False) -> _RequestPool:
     """The card's network function (patches, offset, scale) compiled by OpenVINO for the CPU for
     batches of exactly `batch` patches (one static shape: nothing is re-planned while requests run
     at once), one stream per core (or per `threads`). Converted from Keras once and kept
@@ -210,7 +234,9 @@ def _openvino(card: ModelCard, threads: int | None, batch: int) -> _RequestPool:
 
     core, folder = ov.Core(), openvino_model_dir(card)
     xml = folder / "model.xml"
-    if xml.exists():
+    if int8:
+        model = int8_model(card, core)
+    elif xml.exists():
         model = core.read_model(xml)
     else:
         model = _convert_aside(card, folder, core)
@@ -238,8 +264,8 @@ class Predictor:
         self._cap = np.float32(card.radiometry.get("max", np.inf))
         self._mean, self._inv_std = np.asarray(card.mean, np.float32), 1.0 / np.asarray(card.std, np.float32)
         self.model = self._fn = self._pool = None
-        if runtime == "openvino":
-            self._pool = _openvino(card, threads, batch)
+        if runtime.startswith("openvino"):
+            self._pool = _openvino(card, threads, batch, uses_int8(card, runtime))
             return
         configure_threads(threads)
         self.model = _load_keras(card)

@@ -30,7 +30,7 @@ from .classes import CLASSES
 from .cloud import MAX_CLOUD, CloudMasker, chunk_cloud, patch_cloud_fraction, plan
 from .cluster import dask_client, default_workers, local_scheduler, run_tasks, workers_precision
 from .errors import AtlasError, AtlasWarning
-from .infer import DEFAULT_RUNTIME, DEFAULT_VIEWS, VIEWS, get_predictor
+from .infer import DEFAULT_RUNTIME, DEFAULT_VIEWS, VIEWS, get_predictor, uses_int8
 from .names import safe_name
 from .read import Scene, aligned_chunk, crop_to, input_path, is_url, open_scene
 from .registry import ModelCard, choose_model, load_card
@@ -244,7 +244,8 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
     chunk_px = aligned_chunk(chunk, scene.block)
     params = {"stride": stride, "patch": grid.patch, "edge_patches": "shifted back to end at the scene's edges",
               "max_nodata": max_nodata, "chunk_px": chunk_px,
-              "runtime": runtime, "tta_views": tta, "max_cloud": max_cloud, "clouds": clouds.method,
+              "runtime": runtime, "int8_sha256": card.int8.get("sha256") if uses_int8(card, runtime) else None,
+              "tta_views": tta, "max_cloud": max_cloud, "clouds": clouds.method,
               "water": surf.water, "snow": surf.snow,
               "window": None if window is None else [int(v) for v in (window.col_off, window.row_off,
                                                                         window.width, window.height)]}
@@ -276,7 +277,7 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
             t1 = time.perf_counter()
             with dask_client(workers, scheduler) if client is None else nullcontext(client) as dask:
                 results = run_tasks(tasks, dask, quiet, store.save if store else lambda r: None)
-                precision = workers_precision(dask, runtime)
+                precision = workers_precision(dask, runtime, card)
             t2 = time.perf_counter()
             # per grid (regular, then edges: key y0, x0): its patch range's probs, usable, cloudy, snowy
             spans = {(0, 0): (0, grid.n_rows, 0, grid.n_cols), **{(g.y0, g.x0): r for g, r in grid.edges()}}

@@ -53,6 +53,9 @@ class ModelCard:
     metrics: dict = field(default_factory=dict)
     #: temperature scaling of the probabilities (calibrate.py): {"temperature": T, ...}; {} = none
     calibration: dict = field(default_factory=dict)
+    #: the OpenVINO int8 network made by `quantize` (quantize.py): its file, SHA-256, what it scored and
+    #: whether it is the default of runtime 'openvino' (it kept the float labels); {} = none
+    int8: dict = field(default_factory=dict)
     date: str = ""
     path: str = ""  # folder the card was read from (not stored)
 
@@ -71,6 +74,11 @@ class ModelCard:
     def temperature(self) -> float:
         """The calibration's temperature (1.0: the network's own probabilities)."""
         return float(self.calibration.get("temperature", 1.0))
+
+    @property
+    def int8_default(self) -> bool:
+        """Whether runtime 'openvino' runs this model's int8 network (quantize.py decided it keeps the labels)."""
+        return bool(self.int8.get("default")) and bool(self.int8.get("file"))
 
     def cell_temperature(self, stride: int) -> float:
         """The map cells' second temperature at `stride` (calibrate.fit_stride_temperatures; 1.0: none)."""

@@ -5,7 +5,8 @@ below); the two Major TOM L2A grid cells; the L1C and the L2A product of one SSL
 (agreement cell by cell). For each scene with B03 and B08: water-labelled cells whose own pixels hold
 no water (< 1 % by the water test of surface.py), and snow. Prints a Markdown report for
 models/README.md. Settings: 'default' (the RGB model plus the water and snow tests) and 'rgb-only'
-(--no-surface-tests: the labels before those tests existed).
+(--no-surface-tests: the labels before those tests existed) and 'float' (the default with --runtime
+openvino-float: the network in float where the card ships an int8 one).
 
     python benchmarks/real_scenes.py --shared ../shared --model spectrumnet-rgb --model resnet50-rgb
 
@@ -52,7 +53,7 @@ CORINE_TO_EUROSAT = {
     "Inland marshes": {"HerbaceousVegetation"}, "Water courses": {"River"}, "Water bodies": {"SeaLake", "River"},
     "Sea and ocean": {"SeaLake"}, "Coastal lagoons": {"SeaLake"}, "Estuaries": {"SeaLake", "River"},
 }
-SETTINGS = {"default": {}, "rgb-only": {"surface_tests": False}}
+SETTINGS = {"default": {}, "rgb-only": {"surface_tests": False}, "float": {"runtime": "openvino-float"}}
 
 
 def ms_patches(shared: Path, model: str, kw: dict) -> tuple[int, int, dict]:

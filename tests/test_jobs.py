@@ -288,7 +288,7 @@ def test_disk_full_while_writing_leaves_nothing(tmp_path, model13, monkeypatch, 
 def _pretend_bfloat16() -> None:
     import atlas_change.infer
 
-    atlas_change.infer.runtime_precision = lambda runtime: f"{runtime} bfloat16 (worker)"
+    atlas_change.infer.runtime_precision = lambda runtime, card=None: f"{runtime} bfloat16 (worker)"
 
 
 def test_run_json_records_the_arithmetic_of_the_workers_not_of_the_client(tmp_path, model13):

@@ -531,3 +531,39 @@ def test_cutmix_and_mixup_label_each_patch_by_what_it_shows():
         Recipe(mix_p=1.5).check()
     with pytest.raises(AtlasError, match="--label-smoothing"):
         Recipe(label_smoothing=float("nan")).check()
+
+
+def test_quantize_writes_an_int8_network_the_card_vouches_for(eurosat_rgb, tmp_path, monkeypatch):
+    """quantize: an int8 network beside the weights, its SHA-256 and test scores in the card, the default
+    of runtime 'openvino' exactly where its own rule says it kept the labels; 'openvino-int8' runs it,
+    'openvino-float' does not; a changed int8 file is refused; a model without one cannot run it."""
+    import json as _json
+
+    from atlas_change.infer import Predictor, runtime_precision
+    from atlas_change.quantize import MAX_ACCURACY_DROP, MIN_AGREEMENT, quantize
+    from atlas_change.registry import load_card
+    from atlas_change.train import train
+
+    monkeypatch.setenv("ATLAS_CACHE", str(tmp_path / "cache"))
+    card = train(eurosat_rgb, "spectrumnet-bn-w0.25", tmp_path / "rgb", epochs=1, batch=8, quiet=True)
+    x = np.random.default_rng(0).integers(0, 255, (5, 64, 64, 3)).astype(np.uint8)
+    with pytest.raises(AtlasError, match="has no int8 network"):
+        Predictor(card, "openvino-int8")
+    assert not quantize(eurosat_rgb, str(card.path), samples=20, quiet=True)["default"]  # never unasked
+    r = quantize(eurosat_rgb, str(card.path), samples=20, quiet=True, make_default=True)
+    d = r["test"]["by_views"]["2"]
+    assert r["default"] == r["keeps_eurosat_labels"] == (d["label_agreement"] >= MIN_AGREEMENT
+                                                         and d["accuracy_int8"] >= d["accuracy_float"] - MAX_ACCURACY_DROP)
+    card = load_card(card.path)
+    assert (Path(card.path) / r["file"]).exists() and card.int8["sha256"] == r["sha256"]
+    assert runtime_precision("openvino-int8", card) == "int8" and runtime_precision("openvino-float", card) != "int8"
+    assert (runtime_precision("openvino", card) == "int8") == r["default"]
+    p8 = Predictor(card, "openvino-int8")(x, prescaled=True)
+    pf = Predictor(card, "openvino-float")(x, prescaled=True)
+    assert p8.shape == pf.shape == (5, 10) and np.allclose(p8.sum(axis=1), 1, atol=1e-3)
+    assert np.abs(p8 - pf).max() > 0  # a different network: int8 arithmetic
+    doc = _json.loads((Path(card.path) / "card.json").read_text())
+    doc["int8"]["sha256"] = "0" * 64
+    (Path(card.path) / "card.json").write_text(_json.dumps(doc))
+    with pytest.raises(AtlasError, match="SHA-256 does not match"):
+        Predictor(load_card(card.path), "openvino-int8")
