@@ -78,7 +78,7 @@ def _banner(lines: list[str], left: str = "60px") -> str:
     """A box at the top of the page; `lines` are plain text (escaped here: paths and dates come from files)."""
     text = "<br>".join(f"<small>{escape(t)}</small>" if i else escape(t) for i, t in enumerate(lines))
     return (f'<div class="atlas-banner" style="position:fixed;top:8px;left:{left};z-index:9999;background:white;'
-            f'padding:4px;font:13px sans-serif;max-width:calc(100% - {left} - 70px)">{text}</div>')  # clear of the layer switcher
+            f'padding:4px;font:13px sans-serif;max-width:calc(100% - {left} - 200px)">{text}</div>')  # clear of the layer switcher
 
 
 def _opacity_script(names: list[str]) -> str:
