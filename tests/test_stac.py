@@ -189,3 +189,42 @@ def test_item_reads_over_http_are_bounded_in_bytes_and_time(hostile_http, monkey
     with pytest.raises(AtlasError, match="not a valid URL"):
         stac.fetch(f"{hostile_http}/an item")
     assert time.monotonic() - t0 < 15
+
+
+def test_band_assets_that_are_no_sentinel2_band_are_named(tmp_path):
+    """A band asset without a CRS or at 1 km is refused in one line naming it; one of 3 bands is read
+    with a warning saying which band it takes."""
+    import rasterio
+    from affine import Affine
+
+    from atlas_change.errors import AtlasWarning
+    from atlas_change.read import open_scene
+
+    scene = make_scene(tmp_path / "s.tif", 128, 128, bands=L2A_ORDER, seed=1)
+    hrefs = band_cogs(scene, tmp_path / "cogs")
+    f = tmp_path / "cogs" / "item.json"
+
+    def write(band, **kw):
+        with rasterio.open(scene) as src:
+            i = list(src.descriptions).index(band) + 1
+            data, profile = src.read(i), {**src.profile, "count": 1}
+        profile.update(kw)
+        arr = np.stack([data] * profile["count"]) if profile["count"] > 1 else data[None]
+        if "transform" in kw:
+            arr = arr[:, :2, :2]
+            profile.update(width=2, height=2)
+        with rasterio.open(tmp_path / "cogs" / f"{band}.tif", "w", **profile) as dst:
+            dst.write(arr)
+
+    f.write_text(json.dumps(item(hrefs, "earth-search")))
+    write("B05", crs=None)
+    with pytest.raises(AtlasError, match=r"B05.tif: the B05 asset of .* has no CRS"):
+        open_scene(str(f), None)
+    hrefs = band_cogs(scene, tmp_path / "cogs")
+    write("B05", transform=Affine(1000, 0, 600000, 0, -1000, 5000040))
+    with pytest.raises(AtlasError, match=r"the B05 asset of .* is at 1000 m, coarser than any Sentinel-2 band"):
+        open_scene(str(f), None)
+    hrefs = band_cogs(scene, tmp_path / "cogs")
+    write("B05", count=3)
+    with pytest.warns(AtlasWarning, match="holds 3 bands; its first is read as B05"):
+        open_scene(str(f), None)

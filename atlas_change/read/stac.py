@@ -16,13 +16,14 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 from pathlib import Path
 
 from rasterio.errors import RasterioIOError
 
 from ..bands import S2_BANDS, normalise_band
 from ..dates import metadata_date
-from ..errors import AtlasError
+from ..errors import AtlasError, AtlasWarning
 from .scene import OFFSET_BANDS, BandSource, Scene, check_grid, check_offset, open_dataset, is_url
 
 #: Earth Search v1 asset keys (and the common names of eo:bands) -> Sentinel-2 band
@@ -224,6 +225,15 @@ def open_item(p: str) -> Scene:
 
     def source(band: str, resampling: str) -> BandSource:
         ds = opened(band)
+        where = paths[band].removeprefix("/vsicurl/")
+        if ds.crs is None:
+            raise AtlasError(f"{where}: the {band} asset of {p} has no CRS, so it cannot be placed on the grid")
+        if ds.crs.is_projected and max(abs(ds.res[0]), abs(ds.res[1])) > 61:
+            raise AtlasError(f"{where}: the {band} asset of {p} is at {max(ds.res):g} m, coarser than any Sentinel-2 "
+                             "band (60 m): a preview or overview, not the band")
+        if ds.count != 1:
+            warnings.warn(f"{where}: the {band} asset of {p} holds {ds.count} bands; its first is read as {band}",
+                          AtlasWarning, stacklevel=3)
         return BandSource(paths[band], 1, warp=tuple(ds.transform)[:6] != transform or ds.shape != ref.shape,
                           resampling=resampling)
 
