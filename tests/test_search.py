@@ -413,3 +413,16 @@ def test_item_ids_never_leave_the_folder_and_two_items_never_share_a_file(tmp_pa
         assert p.parent == folder and p.is_file() and json.loads(p.read_text())["properties"] == f.item["properties"]
     assert sorted(q.name for q in tmp_path.rglob("*") if q.is_file()) == sorted(p.name for p in paths)
     assert not Path("/tmp/escaped_1.json").exists()
+
+
+def test_an_aoi_across_the_antimeridian_gets_its_own_utm_zone():
+    """An AOI written with longitudes 179.95 and -179.95 is 10 km wide at the antimeridian (UTM zone 1 or
+    60), not the whole world round through Greenwich (zone 31)."""
+    import shapely
+
+    from atlas_change.read.mosaic import aoi_grid
+
+    fiji = shapely.Polygon([(179.95, -17.0), (-179.95, -17.0), (-179.95, -16.9), (179.95, -16.9)])
+    crs, _, w, h = aoi_grid(fiji)
+    assert crs.to_epsg() in (32701, 32760) and w * 10 < 15_000 and h * 10 < 15_000
+    assert aoi_grid(shapely.box(9.0, 45.0, 9.1, 45.1))[0].to_epsg() == 32632  # elsewhere as before

@@ -44,14 +44,28 @@ def utm_of(lon: float, lat: float) -> CRS:
     return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
 
 
+def unwrapped(aoi):
+    """An AOI (EPSG:4326) that crosses the antimeridian, written with longitudes on both sides of +-180
+    (bounds wider than 180 degrees), with its western longitudes moved past 180 so that it is one
+    small shape again; any other AOI as it is."""
+    import shapely
+
+    minx, _, maxx, _ = aoi.bounds
+    if maxx - minx <= 180:
+        return aoi
+    return shapely.transform(aoi, lambda xy: np.column_stack([np.where(xy[:, 0] < 0, xy[:, 0] + 360, xy[:, 0]),
+                                                               xy[:, 1]]))
+
+
 def aoi_grid(aoi, res: float = 10.0) -> tuple[CRS, Affine, int, int]:
     """The grid of a mosaic over `aoi` (shapely geometry, EPSG:4326): its centre's UTM zone, `res`
     metres, bounds widened outwards to multiples of GRID_M."""
     from rasterio.warp import transform_geom
     from shapely.geometry import shape
 
+    aoi = unwrapped(aoi)
     c = aoi.centroid
-    crs = utm_of(c.x, c.y)
+    crs = utm_of((c.x + 180) % 360 - 180, c.y)
     minx, miny, maxx, maxy = shape(transform_geom("EPSG:4326", crs, aoi.__geo_interface__)).bounds
     x0, y1 = math.floor(minx / GRID_M) * GRID_M, math.ceil(maxy / GRID_M) * GRID_M
     x1, y0 = math.ceil(maxx / GRID_M) * GRID_M, math.floor(miny / GRID_M) * GRID_M
