@@ -1,6 +1,7 @@
 """Benchmark: the shipped trained models, end to end on full Sentinel-2 tiles, against the plain script.
 
     python benchmarks/bench_classify.py [--size 10980] [--runtimes openvino,xla,graph,keras] [--skip ...]
+    python benchmarks/bench_classify.py --quick     # a minute or two: catches a slower stage before you stop
 
 Generates 13-band uint16 tiled/deflate GeoTIFFs (full tile, half, quarter, and a 4096 x 4096 one;
 kept in benchmarks/data/, git-ignored) and measures in one run (the machine is shared and noisy:
@@ -145,7 +146,8 @@ def classify_run(scene: Path, card, runtime: str = DEFAULT_RUNTIME, workers: int
     n = run["counts"]["patches"]
     r = dict(scene=scene.name, model=card.name, runtime=runtime, workers=workers or 1, label=label, wall=wall,
              patches=n, classified=run["counts"]["classified"], speed=n / wall, rss=rss,
-             stages=run["timings_s"].get("worker_stage_seconds", {}), clouds=run["clouds"]["method"])
+             stages=run["timings_s"].get("worker_stage_seconds", {}), clouds=run["clouds"]["method"],
+             cloud_pass=run["timings_s"].get("scene_cloud_pass"))
     print(f"classify {scene.name} {card.name} {runtime} {label or ''}: {wall:.1f} s, {n / wall:.1f} patches/s, "
           f"peak RSS {rss:.2f} GiB, worker stages {r['stages']}", flush=True)
     return r
@@ -202,6 +204,52 @@ class LocalDaskCluster:
             p.wait(timeout=30)
 
 
+QUICK_TAG = "bench_classify --quick:"
+
+
+def quick(data: Path, size: int) -> None:
+    """--quick: the default classify and the plain script on one scene, each as a whole process; the
+    stage seconds beside the last --quick run's (its JSON line in RESULTS.md), appended as a new one."""
+    scene = scene_file(data, size, size)
+    default = shipped()[0]
+    ours = classify_run(scene, default, label="quick")
+    with tempfile.TemporaryDirectory() as out:
+        naive, naive_rss = run_timed([sys.executable, "benchmarks/naive_classify.py", str(scene),
+                                      os.path.join(out, "naive.tif")])
+    now = {"wall": round(ours["wall"], 1), "rss_gib": round(ours["rss"], 2), "naive_wall": round(naive, 1),
+           "ratio": round(naive / ours["wall"], 2), "stages": ours["stages"], "cloud_pass": ours["cloud_pass"],
+           "model": default.name,
+           "weights": default.weights_sha256[:12], "cpu": cpu_name(), "scene": scene.name,
+           "date": time.strftime("%Y-%m-%d %H:%M")}
+    results = ROOT / "benchmarks" / "RESULTS.md"
+    before = [json.loads(line.split(QUICK_TAG, 1)[1]) for line in results.read_text().splitlines()
+              if line.startswith(QUICK_TAG)]
+    last = before[-1] if before else None
+    rows = [f"| wall s | {now['wall']} | {last['wall'] if last else '-'} |"]
+    rows.append(f"| plain script wall s / ratio | {now['naive_wall']} / {now['ratio']}x | "
+                + (f"{last['naive_wall']} / {last['ratio']}x |" if last else "- |"))
+    rows += [f"| worker s: {k} | {v} | {last['stages'].get(k, '-') if last else '-'} |" for k, v in now["stages"].items()]
+    rows.append(f"| scene cloud pass, wall s | {now['cloud_pass']} | {last.get('cloud_pass', '-') if last else '-'} |")
+    rows.append(f"| peak RSS GiB | {now['rss_gib']} | {last['rss_gib'] if last else '-'} |")
+    md = [f"## {now['date']} - bench_classify --quick ({now['cpu']}, {os.cpu_count()} cores; {scene.name}, "
+          f"{default.name} {now['weights']})", "", f"| | now | last --quick run ({last['date'] if last else 'none'}) |",
+          "|---|---|---|", *rows, "", f"{QUICK_TAG}{json.dumps(now)}", ""]
+    print("\n".join(md))
+    with open(results, "a") as f:
+        f.write("\n" + "\n".join(md))
+
+
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), for the record."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=10980, help="tile side in pixels (default 10980)")
@@ -214,10 +262,16 @@ def main() -> None:
     ap.add_argument("--skip", default="", help="comma list of steps to skip: clouds,scaling,cluster,baseline")
     ap.add_argument("--models", default="", help="comma list of shipped models for the table (default: all; the "
                     "default model is always measured)")
+    ap.add_argument("--quick", action="store_true",
+                    help="a minute or two: the default classify of the 4096 x 4096 scene against the plain script "
+                    "and against the last --quick run in RESULTS.md, stage by stage (run it before you stop when "
+                    "read/, cloud, surface, tile, infer or pipeline changed)")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     data = ROOT / "benchmarks" / "data"
     data.mkdir(parents=True, exist_ok=True)
+    if args.quick:
+        return quick(data, args.baseline_size)
     full = scene_file(data, args.size, args.size)
     cards = shipped()
     default = cards[0]
