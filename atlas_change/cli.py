@@ -189,9 +189,9 @@ def parser() -> argparse.ArgumentParser:
                         "into the output's parent folder, reusing an earlier result of the same input and model). "
                         "A period (--before A B C --after D E F) combines its dates: per cell each clear date is "
                         "evidence for the period's class (--period-evidence); far less false change than one date a "
-                        "side (README: Periods). Change is decided from all sides together: "
+                        "side (docs/change.md: Periods). Change is decided from all sides together: "
                         "each cell's posterior over its class history, from every side's calibrated probabilities "
-                        "and a transition prior (--stay; README: Change).",
+                        "and a transition prior (--stay; docs/change.md).",
                         epilog="outputs: before.tif, after.tif (+ _confidence.tif, _probabilities.tif, "
                         "_observations.tif: clear dates per cell), change.tif (code = from_id*100 + to_id, 0 = "
                         "unchanged/nodata/cloud/uncertain), p_change.tif and p_conversion.tif (each cell's posterior "
@@ -228,10 +228,10 @@ def parser() -> argparse.ArgumentParser:
     cp.add_argument("--stay", type=float, default=DEFAULT_STAY,
                     help="the transition prior: probability that a cell keeps its class between the sides, each "
                     f"other class getting an equal share of the rest (default {DEFAULT_STAY:g}, fitted on EuroSAT "
-                    "val pairs with known change; higher: less change found, less false change; README: Change)")
+                    "val pairs with known change; higher: less change found, less false change; docs/change.md)")
     cp.add_argument("--period-evidence", choices=EVIDENCE, default=EVIDENCE[0],
                     help="how the dates of a period combine: product (each date evidence for the period's one "
-                    "class; the default) or mean (their probabilities averaged; README: Periods)")
+                    "class; the default) or mean (their probabilities averaged; docs/change.md: Periods)")
     cp.add_argument("--allow-model-mismatch", action="store_true",
                     help="compare maps made with different model weights (stamped in summary.json)")
     st = cp.add_argument_group("scenes from a STAC API (instead of BEFORE AFTER / --before --after)")

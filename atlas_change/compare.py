@@ -259,7 +259,7 @@ def decide_per_date(la, lb, ca, cb, min_confidence: float) -> tuple[np.ndarray, 
 def grid_tolerance(changed: np.ndarray, valid: np.ndarray, cell_ha: float,
                    uncertain: np.ndarray | None = None) -> dict:
     """How far the changed (and uncertain) hectares can move with the stride or where the grid
-    falls (README *Stride*): the band half a cell wide along the outline of those cells within the
+    falls (docs/change.md, *Stride*): the band half a cell wide along the outline of those cells within the
     valid ones (each side shared with another valid cell: half a cell's area)."""
     def band(mask: np.ndarray) -> float:
         n = int(((mask[1:] != mask[:-1]) & valid[1:] & valid[:-1]).sum())

@@ -6,8 +6,8 @@ calibrated class probabilities are its evidence (likelihoods up to a constant, t
 been trained on near-balanced classes). The forward-backward recursions give, per cell, the
 posterior of every date's class and of every step's (from, to) pair; two dates are the case of one
 step, where the pair's posterior is p_a(i) * T(i, j) * p_b(j), normalised. A cell is *changed* where
-P(change) >= `threshold`, *unchanged* where P(no change) >= it, otherwise *uncertain* (README
-*Change*). Pure numpy; arrays are (..., n) over any cell shape.
+P(change) >= `threshold`, *unchanged* where P(no change) >= it, otherwise *uncertain* (docs/change.md).
+Pure numpy; arrays are (..., n) over any cell shape.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import numpy as np
 from .classes import group_of
 
 #: the prior probability that a cell keeps its class from one date (or period) to the next; fitted on
-#: EuroSAT *val* pairs with known change (benchmarks/change_prior.py, README *Change*), not on the
+#: EuroSAT *val* pairs with known change (benchmarks/change_prior.py, docs/change.md), not on the
 #: scenes it is reported on
 DEFAULT_STAY = 0.6
 #: the posterior probability a decision (changed, or unchanged) needs; below it either way: uncertain
@@ -24,7 +24,7 @@ DEFAULT_THRESHOLD = 0.6
 PRIOR_SOURCE = ("transition prior: keep the class with probability `stay`, move to each other class with "
                 "(1 - stay) / 9; the default stay is the prior that finds the most known change on pairs of EuroSAT "
                 "val patches while at least 3 in 4 of the cells it calls changed would be real where 1 % of the "
-                "cells change (benchmarks/change_prior.py), reported on test patches and real scenes (README *Change*)")
+                "cells change (benchmarks/change_prior.py), reported on test patches and real scenes (docs/change.md)")
 
 
 def transition_prior(stay: float, n: int = 10) -> np.ndarray:

@@ -169,7 +169,7 @@ def _run_dir(out: Path, config: dict) -> Path:
 
 @dataclass(frozen=True)
 class Recipe:
-    """How the network is fitted besides its data and epochs (README *Models*): AdamW with
+    """How the network is fitted besides its data and epochs (docs/models.md): AdamW with
     `weight_decay`, a linear warm-up over `warmup_epochs` to the peak learning rate then a cosine to
     0 over the rest of the run, cross-entropy with `label_smoothing`, batches mixed by `mix` with
     probability `mix_p` (augment.mix_batch), and shifts of up to `translate` px (reflect padding)

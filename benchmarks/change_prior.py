@@ -9,7 +9,7 @@ Pairs (one cell each, stride 64: a cell is one patch; the card's patch and strid
 - **change**: a patch, then a patch of another class (L2A-moved likewise): found when decided changed
   (and right when its from / to classes are the true ones).
 
-Rule for the fit (written in README *Change*): change is rare, so what matters is how many of the
+Rule for the fit (written in docs/change.md): change is rare, so what matters is how many of the
 cells called changed really changed where few do. Among the priors under which at least `--precision`
 (3 in 4) of the cells called changed would be real change in a landscape where `--rate` (1 %) of the
 cells change between the two dates (an upper range of yearly land-cover change: CORINE's change layers

@@ -1,4 +1,4 @@
-"""The change decision against the prior's strength on scenes (README *Change*): false change, found
+"""The change decision against the prior's strength on scenes (docs/change.md): false change, found
 change and the undecided share, at stride 64 and 16, for each `--stay`, next to the per-date rule it
 replaced (both dates' top-1 probability >= 0.6). Each scene is classified once per stride; `compare`
 then decides again for every prior. Nothing here is fitted: the default prior comes from EuroSAT val

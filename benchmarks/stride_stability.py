@@ -17,7 +17,7 @@ at several positions on the land, and with one date against periods of three dat
    hectares (the cells below --min-confidence).
 
 Changed hectares are checked against the grid tolerance that `compare` reports (`grid_tolerance` in
-summary.json, README *Stride*): a cell places a boundary only to within half its width, so a figure
+summary.json, docs/change.md *Stride*): a cell places a boundary only to within half its width, so a figure
 counted in cells can move by the band half a cell wide along the change's outline. Two strides agree
 when they differ by no more than the sum of their two tolerances; the known change is found when
 within its tolerance of the truth. Uncertain hectares are given with their ratio to stride 16's.
