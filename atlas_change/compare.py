@@ -18,8 +18,9 @@ from rasterio.crs import CRS
 from rasterio.features import geometry_mask
 from rasterio.windows import from_bounds
 
-from .assemble import (CLOUD_DOC, RUN_KEYS, SKY_CATEGORIES, SKY_NODATA, SUMMARY_KEYS, change_categories, class_categories, hectares, read_json, read_raster,
-                       sky_codes, staged_output, strict_json, write_cog, write_file)
+from .assemble import (CLOUD_DOC, RUN_KEYS, SKY_CATEGORIES, SKY_NODATA, SUMMARY_KEYS, change_categories,
+                       class_categories, hectares, read_json, read_raster, sky_codes, staged_output, strict_json,
+                       write_cog, write_file)
 from .classes import CLASSES, GROUP_NAMES, group_of
 from .composite import EVIDENCE, Side, composite, make_side
 from .dates import metadata_date, user_date
@@ -149,7 +150,6 @@ def read_aoi(aoi: str | os.PathLike | None, bbox: str | None, bbox_crs: str, crs
 
 def aoi_union(gdf, name: str):
     """The AOI's features as one valid geometry; AtlasError when it has no area."""
-
     geom = gdf.geometry.union_all() if len(gdf) else None
     if geom is None or geom.is_empty or geom.area == 0:
         raise AtlasError(f"{name}: the AOI is empty (no polygon with area)")
@@ -259,8 +259,8 @@ def decide_per_date(la, lb, ca, cb, min_confidence: float) -> tuple[np.ndarray, 
 def grid_tolerance(changed: np.ndarray, valid: np.ndarray, cell_ha: float,
                    uncertain: np.ndarray | None = None) -> dict:
     """How far the changed (and uncertain) hectares can move with the stride or where the grid
-    falls (docs/change.md, *Stride*): the band half a cell wide along the outline of those cells within the
-    valid ones (each side shared with another valid cell: half a cell's area)."""
+    falls (docs/change.md, *Stride*): the band half a cell wide along the outline of those cells
+    within the valid ones (each side shared with another valid cell: half a cell's area)."""
     def band(mask: np.ndarray) -> float:
         n = int(((mask[1:] != mask[:-1]) & valid[1:] & valid[:-1]).sum())
         n += int(((mask[:, 1:] != mask[:, :-1]) & valid[:, 1:] & valid[:, :-1]).sum())
