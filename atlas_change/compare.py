@@ -54,6 +54,9 @@ class ClassMap:
     cell_temperature: float = 1.0  # and its cells' at the map's stride (calibrate.py; 1.0: none)
     #: the scene's own bounds (left, bottom, right, top): the map's last cells reach past them
     footprint: tuple[float, float, float, float] | None = None
+    #: the network's arithmetic when the map was made (run.json parameters.inference_precision: bfloat16,
+    #: float32, int8); '' for outputs that do not record it
+    precision: str = ""
 
 
 def footprint(run: dict, transform: Affine) -> tuple[float, float, float, float] | None:
@@ -85,7 +88,7 @@ def load_map(folder: str | os.PathLike, date: str | None = None) -> ClassMap:
     return ClassMap(str(d), crs, transform, lulc.shape, model, sha,
                     date or metadata_date(run["input"].get("date")), tta_views(run),
                     float(run["model"].get("temperature", 1.0)), float(run["model"].get("cell_temperature", 1.0)),
-                    footprint(run, transform))
+                    footprint(run, transform), str(run.get("parameters", {}).get("inference_precision") or ""))
 
 
 def is_output_folder(p: Path) -> bool:
@@ -454,6 +457,12 @@ def check_pair(a: Side, b: Side, allow_model_mismatch: bool) -> None:
     if a.tta_views != b.tta_views:
         warnings.warn(f"{b.folder}: classified with --tta {b.tta_views} but {a.folder} with --tta {a.tta_views}: "
                       "some label differences may come from that, not from the land", AtlasWarning, stacklevel=3)
+    int8 = {s.label: s.first.precision for s in (a, b) if "int8" in s.first.precision}
+    if int8 and len(int8) == 1:  # one side by the int8 network, the other by the float one: not one model
+        warnings.warn(f"{b.folder}: one side was classified by the model's int8 network and the other by its float "
+                      f"one ({a.first.precision or 'not recorded'} / {b.first.precision or 'not recorded'}): some label "
+                      "differences may come from that, not from the land; classify both with one --runtime",
+                      AtlasWarning, stacklevel=3)
     if (a.temperature, a.cell_temperature) != (b.temperature, b.cell_temperature):
         warnings.warn(f"{b.folder}: confidences calibrated with temperatures {b.temperature:g} (patches) and "
                       f"{b.cell_temperature:g} (cells) but {a.folder}'s with {a.temperature:g} and {a.cell_temperature:g} "
@@ -501,7 +510,7 @@ def step_result(a: Side, b: Side, ka: dict, kb: dict, joint: dict, grid: Grid, m
         obs = k["observations"][k["lulc"] > 0]
         return {"source": s.first.folder, "date": s.dates[0], "model": s.model, "weights_sha256": s.weights_sha256,
                 "tta_views": s.tta_views, "temperatures": {"patch": s.temperature, "cell": s.cell_temperature},
-                "sources": [m.folder for m in s.maps], "dates": s.dates, "period": s.label,
+                "inference_precision": s.first.precision or None, "sources": [m.folder for m in s.maps], "dates": s.dates, "period": s.label,
                 "observations": {"mean": round(float(obs.mean()), 2) if obs.size else 0,
                                  "min": int(obs.min(initial=len(s.maps)))}}
 

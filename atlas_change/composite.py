@@ -68,13 +68,15 @@ def make_side(maps: list, flag: str) -> Side:
     maps = sorted(maps, key=lambda m: m.date)
     first = maps[0]
     for m in maps[1:]:
-        if ((m.weights_sha256, m.tta_views, m.temperature, m.cell_temperature)
-                != (first.weights_sha256, first.tta_views, first.temperature, first.cell_temperature)):
-            raise AtlasError(f"{m.folder}: made by {m.model} ({m.weights_sha256[:12]}, --tta {m.tta_views}, "
-                             f"temperatures {m.temperature:g} / {m.cell_temperature:g}) but {first.folder}, of the same "
-                             f"period, by {first.model} ({first.weights_sha256[:12]}, --tta {first.tta_views}, temperatures "
-                             f"{first.temperature:g} / {first.cell_temperature:g}); a period is one model's composite: "
-                             "reclassify")
+        if ((m.weights_sha256, m.tta_views, m.temperature, m.cell_temperature, "int8" in m.precision)
+                != (first.weights_sha256, first.tta_views, first.temperature, first.cell_temperature,
+                    "int8" in first.precision)):
+            def how(x) -> str:
+                return (f"{x.model} ({x.weights_sha256[:12]}, --tta {x.tta_views}, temperatures {x.temperature:g} / "
+                        f"{x.cell_temperature:g}, {x.precision or 'arithmetic not recorded'})")
+
+            raise AtlasError(f"{m.folder}: made by {how(m)} but {first.folder}, of the same period, by {how(first)}; "
+                             "a period is one model's composite: reclassify")
     return Side(tuple(maps))
 
 

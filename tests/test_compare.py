@@ -568,3 +568,20 @@ def test_a_period_map_draws_the_periods_own_sky_not_its_first_scenes(tmp_path):
     with pytest.warns(AtlasWarning, match="no image"):
         page = change_map(tmp_path / "cmp").read_text()
     assert "cloud 2023" not in page and "classes 2023-06-01 to 2023-07-01 (2 dates)" in page
+
+
+def test_maps_of_the_int8_and_the_float_network_are_not_compared_silently(tmp_path, dates):
+    """One date made by the int8 network and the other by the float one: compare warns and records each
+    side's arithmetic; a period mixing them is refused."""
+    run_json = dates[1] / "run.json"
+    run = json.loads(run_json.read_text())
+    run_json.write_text(json.dumps({**run, "parameters": {**run.get("parameters", {}), "inference_precision": "int8"}}))
+    aoi = aoi_file(tmp_path / "aoi.geojson", 0, 5, 0, 5, crs="EPSG:32632")
+    with pytest.warns(AtlasWarning, match="int8 network and the other by its float one"):
+        s = compare(*dates, aoi=str(aoi))
+    assert s["after"]["inference_precision"] == "int8" and s["before"]["inference_precision"] is None
+    other = tmp_path / "d1b"
+    shutil.copytree(dates[0], other)
+    with pytest.raises(AtlasError, match="of the same period"):
+        compare([other, dates[1]], dates[0], aoi=str(aoi), before_date=["2023-05-01", "2024-06-01"],
+                after_date="2024-07-01")
