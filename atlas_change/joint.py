@@ -69,7 +69,7 @@ def p_same_throughout(probs: list[np.ndarray], stay: float) -> np.ndarray:
     histories, sum_c prod_d e_d(c) stay^(D-1), over the evidence of all histories (the forward pass)."""
     t = transition_prior(stay, probs[0].shape[-1])
     ev = [_evidence(p) for p in probs]
-    a, const, log_z = ev[0], ev[0].copy(), np.zeros(ev[0].shape[:-1])
+    a, const = ev[0], ev[0].copy()
     for e in ev[1:]:  # scaled forward pass and the constant paths, rescaled alike
         a, const = (a @ t) * e, const * stay * e
         s = a.sum(-1)
