@@ -23,7 +23,7 @@ import numpy as np
 
 from .errors import AtlasError
 from .infer import DEFAULT_VIEWS, Predictor, openvino_model_dir
-from .registry import load_card, sha256_file
+from .registry import _write_text, load_card, sha256_file
 
 INT8_DIR = "openvino-int8"
 MIN_AGREEMENT, MAX_ACCURACY_DROP = 0.995, 0.002
@@ -69,7 +69,7 @@ def quantize(data: str | os.PathLike, model: str, splits: str | None = None, sam
                              "correction; element-wise input operations left in float"}
     doc = json.loads((Path(card.path) / "card.json").read_text())
     doc["int8"] = {**record, "default": False}
-    _write_card(Path(card.path), doc)
+    _write_text(Path(card.path) / "card.json", json.dumps(doc, indent=2) + "\n")
     int8_pred = Predictor(load_card(card.path), "openvino-int8")
     scores = {}
     for views in sorted({1, DEFAULT_VIEWS}):
@@ -84,11 +84,6 @@ def quantize(data: str | os.PathLike, model: str, splits: str | None = None, sam
                    "rule": f"default only when asked (after benchmarks/real_scenes.py) and where, at --tta "
                            f"{DEFAULT_VIEWS}, at least {MIN_AGREEMENT:.1%} of the EuroSAT test labels equal the float "
                            f"network's and the accuracy is within {100 * MAX_ACCURACY_DROP:g} points of it"}
-    _write_card(Path(card.path), doc)
+    _write_text(Path(card.path) / "card.json", json.dumps(doc, indent=2) + "\n")
     return doc["int8"]
 
-
-def _write_card(folder: Path, doc: dict) -> None:
-    tmp = folder / f".card.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    os.replace(tmp, folder / "card.json")
