@@ -20,22 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from .errors import AtlasError
+from .infer import apply_temperature
 
 BINS = 15
 STRIDES = (64, 32, 16)
 #: the calibration mosaics: patches a side (cut to 16 after a random offset), largest field of each
 #: mosaic in turn (patches a side), mosaics per split, seed
 MOSAICS = {"patches": 18, "fields": (1, 2, 3, 4), "mosaics": 24, "seed": 7}
-
-
-def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """softmax(log p / T), row by row (T = 1: unchanged)."""
-    if temperature == 1.0:
-        return probs
-    z = np.log(np.maximum(probs, 1e-12)) / np.float32(temperature)
-    z -= z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
 def ece(probs: np.ndarray, y: np.ndarray, bins: int = BINS) -> float:

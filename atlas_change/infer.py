@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, quiet_tensorflow
-from .calibrate import apply_temperature
 from .errors import AtlasError
 from .registry import WEIGHTS_FILE, ModelCard, cache_dir
 
@@ -35,6 +34,16 @@ DEFAULT_RUNTIME = "openvino"
 #: identity, rotations by 90, 180, 270 degrees, then the same transposed); 2 is the default
 VIEWS = (1, 2, 4, 8)
 DEFAULT_VIEWS = 2
+
+
+def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(log p / T), row by row (T = 1: unchanged)."""
+    if temperature == 1.0:
+        return probs
+    z = np.log(np.maximum(probs, 1e-12)) / np.float32(temperature)
+    z -= z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
 def view(patches: np.ndarray, i: int) -> np.ndarray:

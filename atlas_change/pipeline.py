@@ -25,12 +25,11 @@ from tqdm import tqdm
 from . import __version__
 from . import surface
 from .assemble import atomic_write, build_dataset, cells_frame, hectares, write_outputs
-from .calibrate import apply_temperature
 from .classes import CLASSES
 from .cloud import MAX_CLOUD, CloudMasker, chunk_cloud, patch_cloud_fraction, plan
 from .cluster import dask_client, default_workers, local_scheduler, run_tasks, workers_precision
 from .errors import AtlasError, AtlasWarning
-from .infer import DEFAULT_RUNTIME, DEFAULT_VIEWS, VIEWS, get_predictor, uses_int8
+from .infer import DEFAULT_RUNTIME, DEFAULT_VIEWS, VIEWS, apply_temperature, get_predictor, uses_int8
 from .names import safe_name
 from .read import Scene, aligned_chunk, crop_to, input_path, is_url, open_scene
 from .registry import ModelCard, choose_model, load_card

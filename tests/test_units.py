@@ -184,7 +184,8 @@ def test_hectares_are_rounded_to_a_pixel():
 
 
 def test_temperature_scaling_fits_an_overconfident_model():
-    from atlas_change.calibrate import apply_temperature, ece, fit_temperature
+    from atlas_change.calibrate import ece, fit_temperature
+    from atlas_change.infer import apply_temperature
 
     rng = np.random.default_rng(0)
     logits = rng.normal(0, 2, (4000, 10))
