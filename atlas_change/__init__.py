@@ -1,7 +1,14 @@
 """atlas-change: Sentinel-2 scenes to EuroSAT land-use / land-cover maps on a plain CPU.
 
-API: `atlas_change.classify(path, ...)`, `atlas_change.compare.compare(before, after, ...)`,
-`atlas_change.export_gpkg(folder, gpkg)`, `atlas_change.change_map(folder)`."""
+API: `atlas_change.classify(path, ...)`, `atlas_change.compare(before, after, ...)`,
+`atlas_change.compare_periods([p1, p2, p3], ...)`, `atlas_change.export_gpkg(folder, gpkg)`,
+`atlas_change.change_map(folder)`.
+
+Packages by stage, each importing only from those before it: the shared basics here (classes,
+bands, dates, errors, names, tile, outputs), `read` (pixels from any source), `model` (networks,
+training, the predictor), `mapping` (a scene to a map), `change` (periods, the joint decision),
+`publish` (GeoPackage, HTML), `accuracy` (sample, assess), `batch` (job files, runs, searches),
+`cli` (the command line)."""
 import contextlib
 import os
 import sys
@@ -59,10 +66,10 @@ from .errors import AtlasError  # noqa: E402
 
 
 def classify(path, **kwargs):
-    """Classify a scene -> xarray.Dataset; see `atlas_change.pipeline.classify` for the options.
+    """Classify a scene -> xarray.Dataset; see `atlas_change.mapping.pipeline.classify` for the options.
     Runs Dask in this process (threads, one per core) unless `scheduler` or `workers` say otherwise,
     so it is safe in a plain script without an `if __name__ == "__main__":` guard."""
-    from .pipeline import classify as _classify
+    from .mapping.pipeline import classify as _classify
 
     kwargs.setdefault("quiet", True)
     if "workers" not in kwargs:
@@ -70,9 +77,24 @@ def classify(path, **kwargs):
     return _classify(path, **kwargs)
 
 
+def compare(before, after, **kwargs) -> dict:
+    """Compare two dates or periods over an AOI; see `atlas_change.change.compare.compare`."""
+    from .change.compare import compare as _compare
+
+    return _compare(before, after, **kwargs)
+
+
+def compare_periods(periods, dates=None, **kwargs) -> dict:
+    """Decide every cell's class history over three or more dates or periods; see
+    `atlas_change.change.compare.compare_periods`."""
+    from .change.compare import compare_periods as _periods
+
+    return _periods(periods, dates, **kwargs)
+
+
 def export_gpkg(folder, gpkg):
     """GeoPackage of tiles/changes from a compare or classify output folder."""
-    from .export import export_gpkg as _export
+    from .publish.export import export_gpkg as _export
 
     return _export(folder, gpkg)
 
@@ -80,9 +102,10 @@ def export_gpkg(folder, gpkg):
 def change_map(folder, out_html=None, side_by_side=False):
     """change_map.html (folium) from a compare or classify output folder; with `side_by_side` (a
     compare folder) also change_map_side_by_side.html."""
-    from .view import change_map as _view
+    from .publish.view import change_map as _view
 
     return _view(folder, out_html, side_by_side=side_by_side)
 
 
-__all__ = ["CLASSES", "AtlasError", "classify", "export_gpkg", "change_map", "__version__"]
+__all__ = ["CLASSES", "AtlasError", "classify", "compare", "compare_periods", "export_gpkg", "change_map",
+           "__version__"]

@@ -13,17 +13,17 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from .bands import parse_bands  # noqa: E402
-from .cli import parser  # noqa: E402
+from .cli.parser import parser  # noqa: E402
 from .errors import AtlasError, AtlasWarning  # noqa: E402
 
 
 def _cmd_classify(a) -> None:
-    from .pipeline import classify, scene_stem
+    from .mapping.pipeline import classify, scene_stem
 
     out = a.out or str(Path("outputs") / scene_stem(a.scene))
     bbox = None
     if a.aoi or a.aoi_bbox:
-        from .compare import read_aoi_frame, wgs84_bounds
+        from .change.compare import read_aoi_frame, wgs84_bounds
 
         bbox = wgs84_bounds(read_aoi_frame(a.aoi, a.aoi_bbox, a.aoi_crs, None))
     ds = classify(a.scene, model=a.model, bands=a.bands, stride=a.stride, max_nodata=a.max_nodata,
@@ -53,7 +53,7 @@ def _cmd_demo(a) -> int:
 
 
 def _run_job(path, **kw) -> int:
-    from .jobs import load_job, outcomes, run_job, table
+    from .batch.jobs import load_job, outcomes, run_job, table
 
     job = load_job(path)
     quiet = kw.get("quiet", False)
@@ -76,7 +76,7 @@ def _cmd_run(a) -> int:
 
 
 def _cmd_status(a) -> int:
-    from .jobs import job_status, load_job, table
+    from .batch.jobs import job_status, load_job, table
 
     results = job_status(load_job(a.job))
     print(table(results))
@@ -84,7 +84,7 @@ def _cmd_status(a) -> int:
 
 
 def _cmd_train(a) -> None:
-    from .train import Recipe, train
+    from .model.train import Recipe, train
 
     recipe = Recipe(label_smoothing=a.label_smoothing, mix=a.mix, mix_p=a.mix_p, translate=a.translate,
                     weight_decay=a.weight_decay, warmup_epochs=a.warmup_epochs)
@@ -97,7 +97,7 @@ def _cmd_train(a) -> None:
 
 
 def _cmd_evaluate(a) -> None:
-    from .train import evaluate
+    from .model.train import evaluate
 
     r = evaluate(a.data, a.model, a.split, a.splits, quiet=a.quiet or a.json, runtime=a.runtime, views=a.tta)
     if a.json:
@@ -109,7 +109,7 @@ def _cmd_evaluate(a) -> None:
 
 
 def _cmd_calibrate(a) -> None:
-    from .calibrate import calibrate
+    from .model.calibrate import calibrate
 
     r = calibrate(a.data, a.model, a.splits, a.tta, a.runtime, a.quiet, not a.no_strides)
     print(f"{a.model}: temperature {r['temperature']:.3f}; expected calibration error on test "
@@ -122,7 +122,7 @@ def _cmd_calibrate(a) -> None:
 
 
 def _cmd_quantize(a) -> None:
-    from .quantize import quantize
+    from .model.quantize import quantize
 
     try:
         import nncf  # noqa: F401
@@ -139,7 +139,7 @@ def _cmd_quantize(a) -> None:
 
 
 def _cmd_compare(a) -> None:
-    from .compare import compare
+    from .change.compare import compare
 
     kw = {"max_cloud": a.max_cloud, "stride": a.stride, "tta": a.tta, "runtime": a.runtime, "quiet": False,
           "period_evidence": a.period_evidence, **({"model": a.model} if a.model else {})}
@@ -185,7 +185,7 @@ def _dates(text: str | None, srcs):
 
 def _compare_sequence(a, kw: dict) -> None:
     """compare --period ... --period ...: a sequence of periods (compare.compare_periods)."""
-    from .compare import compare_periods
+    from .change.compare import compare_periods
 
     given = a.period_dates or []
     if given and len(given) != len(a.period):
@@ -207,8 +207,8 @@ def _search_sides(a):
     """--stac-api: each side's chosen items -> ((urls, 'date,date'), (urls, dates)); None after --dry-run."""
     from rasterio.crs import CRS
 
-    from .compare import read_aoi
-    from .search import choose_periods, scene_files
+    from .change.compare import read_aoi
+    from .batch.search import choose_periods, scene_files
 
     aoi = read_aoi(a.aoi, a.aoi_bbox, a.aoi_crs, CRS.from_epsg(4326))
     chosen, text = choose_periods(a.stac_api, a.collection, aoi,
@@ -225,7 +225,7 @@ def _search_sides(a):
 
 
 def _cmd_sample(a) -> None:
-    from .sample import sample
+    from .accuracy.sample import sample
 
     r = sample(a.folder, a.out, seed=a.seed, level=a.strata, n=a.size, target_se=a.target_se,
                minimum=a.min_per_stratum, images=not a.no_images)
@@ -235,7 +235,7 @@ def _cmd_sample(a) -> None:
 
 
 def _cmd_assess(a) -> None:
-    from .assess import assess
+    from .accuracy.assess import assess
 
     r = assess(a.folder, a.out)
     print(f"{a.out or a.folder}: overall accuracy {r['overall_accuracy']:.3f} +- {r['overall_accuracy_ci95']:.3f} "
@@ -245,13 +245,13 @@ def _cmd_assess(a) -> None:
 
 
 def _cmd_export(a) -> None:
-    from .export import export_gpkg
+    from .publish.export import export_gpkg
 
     print(export_gpkg(a.folder, a.gpkg))
 
 
 def _cmd_view(a) -> None:
-    from .view import change_map
+    from .publish.view import change_map
 
     path = change_map(a.folder, side_by_side=a.side_by_side)
     print(path)

@@ -46,8 +46,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from atlas_change.bands import EUROSAT_ORDER  # noqa: E402
-from atlas_change.infer import DEFAULT_RUNTIME, DEFAULT_VIEWS, Predictor, runtime_precision  # noqa: E402
-from atlas_change.registry import choose_model, load_card, models_dir  # noqa: E402
+from atlas_change.model.infer import DEFAULT_RUNTIME, DEFAULT_VIEWS, Predictor, runtime_precision  # noqa: E402
+from atlas_change.model.registry import choose_model, load_card, models_dir  # noqa: E402
 
 
 class PeakRSS:
@@ -96,7 +96,7 @@ def model_only(card, runtime: str, n: int = 1024, views: int = 1) -> float:
 def test_agreement(card, runtimes: list[str], eurosat: Path | None, views: int = 1) -> dict[str, tuple[float, float]]:
     """{runtime: (accuracy, share of labels equal to keras `model.predict`'s)} on the EuroSAT RGB test
     JPEGs (with `views` TTA views), for RGB models where `eurosat` holds them; {} otherwise."""
-    from atlas_change.train import load_split
+    from atlas_change.model.train import load_split
 
     if eurosat is None or card.radiometry.get("kind") != "eurosat-jpeg":
         return {}

@@ -36,7 +36,7 @@ from rasterio.windows import Window  # noqa: E402
 
 from atlas_change.classes import CLASSES  # noqa: E402
 from atlas_change.read import open_scene  # noqa: E402
-from atlas_change.registry import load_card  # noqa: E402
+from atlas_change.model.registry import load_card  # noqa: E402
 
 RGB = ("B04", "B03", "B02")
 

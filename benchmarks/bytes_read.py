@@ -148,7 +148,7 @@ def main() -> None:
                         f"{100 * sent / total:.2f} % | {secs:.1f} s |")
             aoi = shapely.geometry.shape(transform_geom("EPSG:32632", "EPSG:4326", shapely.box(*bbox).__geo_interface__))
             start = log.stat().st_size
-            subprocess.run([sys.executable, "-c", "import json, sys, shapely.geometry; from atlas_change.search import "
+            subprocess.run([sys.executable, "-c", "import json, sys, shapely.geometry; from atlas_change.batch.search import "
                             "aoi_clear; aoi_clear(json.loads(sys.argv[1]), sys.argv[2], shapely.geometry.shape("
                             "json.loads(sys.argv[3])))", json.dumps(item), f"{url}/tile/item.json",
                             json.dumps(aoi.__geo_interface__)], check=True, cwd=ROOT)

@@ -34,12 +34,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from atlas_change.augment import l2a_fit_rgb, to_l2a  # noqa: E402
-from atlas_change.calibrate import apply_temperature  # noqa: E402
-from atlas_change.infer import DEFAULT_VIEWS, get_predictor  # noqa: E402
-from atlas_change.joint import DEFAULT_THRESHOLD, decide_pair  # noqa: E402
-from atlas_change.registry import load_card  # noqa: E402
-from atlas_change.train import load_split  # noqa: E402
+from atlas_change.model.augment import l2a_fit_rgb, to_l2a  # noqa: E402
+from atlas_change.model.calibrate import apply_temperature  # noqa: E402
+from atlas_change.model.infer import DEFAULT_VIEWS, get_predictor  # noqa: E402
+from atlas_change.change.joint import DEFAULT_THRESHOLD, decide_pair  # noqa: E402
+from atlas_change.model.registry import load_card  # noqa: E402
+from atlas_change.model.train import load_split  # noqa: E402
 
 STAYS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99)
 

@@ -38,7 +38,7 @@ import rasterio  # noqa: E402
 from rasterio.windows import Window  # noqa: E402
 
 from atlas_change.classes import CLASSES  # noqa: E402
-from atlas_change.compare import compare  # noqa: E402
+from atlas_change.change.compare import compare  # noqa: E402
 from stride_stability import BLOCK, classified, cut, mosaic  # noqa: E402
 
 STAYS = (0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.97)

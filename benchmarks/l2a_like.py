@@ -30,10 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from atlas_change.bands import EUROSAT_ORDER  # noqa: E402
-from atlas_change.infer import DEFAULT_VIEWS, get_predictor  # noqa: E402
-from atlas_change.registry import load_card  # noqa: E402
-from atlas_change.augment import HAZE_RGB, JPEG_PER_DN, L2A_FIT, l2a_fit_rgb, to_l2a  # noqa: E402
-from atlas_change.train import RGB_BANDS, band_indices, load_split  # noqa: E402
+from atlas_change.model.infer import DEFAULT_VIEWS, get_predictor  # noqa: E402
+from atlas_change.model.registry import load_card  # noqa: E402
+from atlas_change.model.augment import HAZE_RGB, JPEG_PER_DN, L2A_FIT, l2a_fit_rgb, to_l2a  # noqa: E402
+from atlas_change.model.train import RGB_BANDS, band_indices, load_split  # noqa: E402
 
 
 def jpeg_versions(X: np.ndarray) -> dict[str, np.ndarray]:

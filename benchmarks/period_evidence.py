@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 import rasterio  # noqa: E402
 
-from atlas_change.compare import compare  # noqa: E402
+from atlas_change.change.compare import compare  # noqa: E402
 from stride_stability import BLOCK, DAY, classified, mosaic  # noqa: E402
 
 

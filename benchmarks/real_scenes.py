@@ -31,7 +31,7 @@ import rasterio  # noqa: E402
 from rasterio.windows import Window  # noqa: E402
 
 import atlas_change  # noqa: E402
-from atlas_change import surface  # noqa: E402
+from atlas_change.mapping import surface  # noqa: E402
 from atlas_change.classes import CLASSES  # noqa: E402
 from atlas_change.read import open_scene  # noqa: E402
 

@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from atlas_change.calibrate import STRIDES, apply_temperature, ece, fit_temperature, mosaic, mosaic_cells  # noqa: E402
-from atlas_change.infer import DEFAULT_VIEWS, get_predictor  # noqa: E402
-from atlas_change.registry import load_card  # noqa: E402
-from atlas_change.train import RGB_BANDS, band_indices, load_split  # noqa: E402
+from atlas_change.model.calibrate import STRIDES, apply_temperature, ece, fit_temperature, mosaic, mosaic_cells  # noqa: E402
+from atlas_change.model.infer import DEFAULT_VIEWS, get_predictor  # noqa: E402
+from atlas_change.model.registry import load_card  # noqa: E402
+from atlas_change.model.train import RGB_BANDS, band_indices, load_split  # noqa: E402
 
 FRAGMENTATIONS = ((1,), (1, 2), (1, 2, 3), (1, 2, 3, 4), (3, 4))
 

@@ -48,7 +48,7 @@ from rasterio.windows import Window  # noqa: E402
 
 import atlas_change  # noqa: E402
 from atlas_change.bands import EUROSAT_ORDER  # noqa: E402
-from atlas_change.compare import compare  # noqa: E402
+from atlas_change.change.compare import compare  # noqa: E402
 
 N, SIDE = 7, 384  # patches a side of the layout, pixels a side of the scene
 LAYOUT = np.array([["Forest"] * 3 + ["AnnualCrop"] * 4] * 3 + [["SeaLake"] * 3 + ["Pasture"] * 4] * 4)
@@ -127,9 +127,9 @@ def run(before: list[Path], after: list[Path], out: Path, model: str, stride: in
 def one_date(folder: Path, min_confidence: float = 0.6) -> dict:
     """Uncertain and valid hectares of one classify output, over the cells whose centre is in the
     scene (compare's area definition)."""
-    from atlas_change.assemble import read_json
-    from atlas_change.compare import footprint, grid_tolerance
-    from atlas_change.composite import centre_inside
+    from atlas_change.outputs import read_json
+    from atlas_change.change.compare import footprint, grid_tolerance
+    from atlas_change.change.composite import centre_inside
 
     with rasterio.open(folder / "lulc.tif") as src:
         lulc, t = src.read(1), src.transform

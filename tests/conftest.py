@@ -40,20 +40,20 @@ def _own_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def model13(tmp_path_factory):
-    from atlas_change.train import init_untrained
+    from atlas_change.model.train import init_untrained
 
     return init_untrained("spectrumnet", EUROSAT_ORDER, tmp_path_factory.mktemp("m") / "sn13", "sn13")
 
 
 @pytest.fixture(scope="session")
 def model12(tmp_path_factory):
-    from atlas_change.train import init_untrained
+    from atlas_change.model.train import init_untrained
 
     return init_untrained("spectrumnet", L2A_ORDER, tmp_path_factory.mktemp("m") / "sn12", "sn12")
 
 
 def run_classify(scene, card, **kw):
-    from atlas_change.pipeline import classify
+    from atlas_change.mapping.pipeline import classify
 
     kw.setdefault("scheduler", "sync")
     kw.setdefault("runtime", "graph")

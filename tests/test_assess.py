@@ -9,10 +9,10 @@ import geopandas as gpd
 import numpy as np
 import pytest
 
-from atlas_change.assess import allocate, assess, estimate, sample_size
-from atlas_change.compare import compare
+from atlas_change.accuracy.assess import allocate, assess, estimate, sample_size
+from atlas_change.change.compare import compare
 from atlas_change.errors import AtlasError
-from atlas_change.sample import sample
+from atlas_change.accuracy.sample import sample
 from test_compare import aoi_file, make_output
 
 PAPER = ["deforestation", "forest gain", "stable forest", "stable non-forest"]

@@ -204,7 +204,7 @@ def test_cli_errors_leave_nothing(tmp_path, model13):
 
 
 def test_untrained_model_refused_without_flag(scene, model13):
-    from atlas_change.pipeline import classify
+    from atlas_change.mapping.pipeline import classify
 
     with pytest.raises(AtlasError, match="untrained"):
         classify(scene, model=model13.path, scheduler="sync")
@@ -233,9 +233,9 @@ def test_lazy_xarray_view(scene):
 def shipped(tmp_path_factory):
     """A models folder holding two 'trained' models (tiny nets; the choice logic, not their labels,
     is under test): spectrumnet-rgb (B04, B03, B02) and spectrumnet-l1c13 (13 bands)."""
-    from atlas_change.nets import build
-    from atlas_change.registry import save
-    from atlas_change.train import JPEG_RADIOMETRY, RGB_BANDS
+    from atlas_change.model.nets import build
+    from atlas_change.model.registry import save
+    from atlas_change.model.train import JPEG_RADIOMETRY, RGB_BANDS
 
     root = tmp_path_factory.mktemp("models")
     for name, bands, radiometry in (("spectrumnet-rgb", RGB_BANDS, JPEG_RADIOMETRY),
@@ -250,7 +250,7 @@ def shipped(tmp_path_factory):
                                             (EUROSAT_ORDER, "spectrumnet-l1c13"),
                                             (tuple(b for b in EUROSAT_ORDER if b != "B10"), "spectrumnet-rgb")])
 def test_default_model_is_the_first_shipped_one_the_bands_fit(tmp_path, shipped, monkeypatch, bands, expected):
-    from atlas_change.pipeline import classify
+    from atlas_change.mapping.pipeline import classify
 
     monkeypatch.setenv("ATLAS_MODELS", str(shipped))
     path = make_scene(tmp_path / "s.tif", 128, 128, bands=bands)
@@ -312,8 +312,8 @@ def test_stride_temperature_softens_map_cells_and_keeps_their_labels(model13, tm
     """A card's per-stride cell temperature reaches the map at that stride only, and run.json says so."""
     import shutil
 
-    from atlas_change.calibrate import apply_temperature
-    from atlas_change.registry import load_card
+    from atlas_change.model.calibrate import apply_temperature
+    from atlas_change.model.registry import load_card
 
     scene = make_scene(tmp_path / "small.tif", 192, 192, origin=ORIGIN, seed=2)
 
@@ -341,7 +341,7 @@ def test_compare_keeps_apart_scenes_of_one_file_name_and_maps_of_two_strides(mod
     """Two inputs called scene.tif in two folders are classified into two folders (each run.json names
     its own input; before.tif is the first scene's map, after.tif the second's), and a later compare at
     another stride leaves the first compare's sources as they were."""
-    from atlas_change.compare import compare
+    from atlas_change.change.compare import compare
 
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
     a = make_scene(tmp_path / "a" / "scene.tif", 192, 192, origin=ORIGIN, seed=1)
@@ -370,7 +370,7 @@ def test_compare_keeps_apart_scenes_of_one_file_name_and_maps_of_two_strides(mod
 def test_scene_folder_names_are_file_names_whatever_the_input_is_called():
     """A URL ending in '..', an id with slashes or spaces: one safe name, inside its folder, distinct."""
     from atlas_change.names import safe_name
-    from atlas_change.pipeline import scene_stem
+    from atlas_change.mapping.pipeline import scene_stem
 
     assert scene_stem("S2A_MSIL2A_20230605.SAFE.zip") == "S2A_MSIL2A_20230605" and scene_stem("a/scene.tif") == "scene"
     for bad in ("http://h/collections/c/items/..", "http://h/items/../", "/", "..", ".hidden"):
@@ -385,7 +385,7 @@ def test_run_options_that_would_hang_or_poison_a_run_are_one_clear_error(scene, 
     at once (the scheduler after its connect timeout), never a hang or a traceback."""
     import time
 
-    import atlas_change.cluster as cluster
+    import atlas_change.mapping.cluster as cluster
 
     for kw, msg in (({"workers": -1}, "--workers -1"), ({"offset": float("nan")}, "--offset nan"),
                     ({"offset": float("inf")}, "--offset inf"), ({"chunk": 0}, "--chunk 0")):
@@ -433,8 +433,8 @@ def test_a_read_error_inside_a_chunk_is_one_line_under_every_scheduler(model13, 
 def test_a_classify_output_counts_the_same_hectares_as_compare(model13, tmp_path):
     """A 212 px scene at stride 64: the map has 4 x 4 cells, the last ones reaching past the scene; its
     GeoPackage counts the 3 x 3 whose centre lies in the scene, as compare does for the same scene."""
-    from atlas_change.compare import compare
-    from atlas_change.export import export_gpkg
+    from atlas_change.change.compare import compare
+    from atlas_change.publish.export import export_gpkg
 
     scene = make_scene(tmp_path / "s.tif", 212, 212, origin=ORIGIN, seed=5, tags={"DATE": "2023-06-01"})
     run_classify(scene, model13, out=tmp_path / "map", tta=1)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import rasterio
 
-from atlas_change.cloud import patch_cloud_fraction
-from atlas_change.compare import compare
+from atlas_change.mapping.cloud import patch_cloud_fraction
+from atlas_change.change.compare import compare
 from atlas_change.errors import AtlasError, AtlasWarning
 from atlas_change.bands import EUROSAT_ORDER
 from atlas_change.synth import make_scene
@@ -100,7 +100,7 @@ def test_change_map_shows_each_dates_image_and_clouds(scenes, model13, tmp_path)
 
     from PIL import Image
 
-    from atlas_change.view import change_map
+    from atlas_change.publish.view import change_map
 
     from test_compare import _need_chromium
 
@@ -142,7 +142,7 @@ def test_change_map_shows_each_dates_image_and_clouds(scenes, model13, tmp_path)
 def test_input_without_scl_nor_b10_gets_the_spectral_test(tmp_path):
     """L2A as Major TOM or a STAC Item without SCL ships it (B01..B12 and B8A, no B10): Fmask's spectral
     tests find the same thick cloud as s2cloudless, at 160 m, and leave the clear scene alone."""
-    from atlas_change.train import init_untrained
+    from atlas_change.model.train import init_untrained
 
     rgb = init_untrained("spectrumnet-bn-w0.5", ("B04", "B03", "B02"), tmp_path / "rgb", "rgb")
     l2a = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", "B11", "B12", "B8A")
@@ -159,7 +159,7 @@ def test_input_without_scl_nor_b10_gets_the_spectral_test(tmp_path):
 
 
 def test_input_without_the_detector_bands_warns(tmp_path):
-    from atlas_change.train import init_untrained
+    from atlas_change.model.train import init_untrained
 
     card = init_untrained("spectrumnet-bn-w0.5", ("B04", "B03", "B02"), tmp_path / "rgb", "rgb")
     scene = make_scene(tmp_path / "rgb.tif", 128, 128, bands=("B02", "B03", "B04", "B08"), origin=ORIGIN)
@@ -207,7 +207,7 @@ def test_real_cloudy_l1c_is_masked_and_shows_no_change(tmp_path):
     assert s["changed_ha"] == 0 and s["cloud_ha"] >= 0.95 * s["aoi_cells_ha"] and s["cloud_before_ha"] == 0
     import re
 
-    from atlas_change.view import change_map
+    from atlas_change.publish.view import change_map
 
     change_map(tmp_path / "cmp", side_by_side=True)
     for page in ("change_map.html", "change_map_side_by_side.html"):
@@ -223,7 +223,7 @@ def test_l1c_safe_feeds_s2cloudless_its_bands_and_offset(tmp_path, model13):
     from rasterio.windows import Window
 
     from atlas_change.bands import EUROSAT_ORDER
-    from atlas_change.cloud import CLOUD_BANDS, FACTOR, plan
+    from atlas_change.mapping.cloud import CLOUD_BANDS, FACTOR, plan
     from atlas_change.read import open_scene
 
     from test_safe import make_safe
@@ -246,7 +246,7 @@ def test_s2cloudless_sees_only_pixels_with_data():
     """The detector's probabilities are s2cloudless's own (its masks on a scene without nodata), and
     the classifier is given only the pixels with data: a nodata border holds no cloud and changes
     nothing elsewhere."""
-    from atlas_change.cloud import _detector, s2cloudless_mask
+    from atlas_change.mapping.cloud import _detector, s2cloudless_mask
 
     clear = np.array([1200, 900, 600, 1100, 3000, 3200, 1000, 20, 1800, 900], np.float32)  # vegetation
     dn = np.broadcast_to(clear[:, None, None], (10, 40, 40)).copy()
@@ -270,7 +270,7 @@ def _per_chunk_and_scene_flags(path, chunk: int, bands=None):
     2026-12-04) and cut from the scene's flags computed once."""
     from rasterio.windows import Window
 
-    from atlas_change.cloud import chunk_cloud, plan
+    from atlas_change.mapping.cloud import chunk_cloud, plan
     from atlas_change.read import open_scene
 
     scene = open_scene(str(path), bands)
@@ -294,7 +294,7 @@ def test_scene_wide_clouds_are_the_per_chunk_clouds(tmp_path, bands):
     from the scene's edge; and an edge window not on the 160 m grid takes the flags under its pixels."""
     from rasterio.windows import Window
 
-    from atlas_change.cloud import FACTOR, window_flags
+    from atlas_change.mapping.cloud import FACTOR, window_flags
 
     clouds = ((448, 448, 200, 200), (900, 100, 300, 120), (80, 960, 150, 300))  # each over a chunk border
     scene = make_scene(tmp_path / "s.tif", 1280, 1280, origin=ORIGIN, seed=4, clouds=clouds,

@@ -16,12 +16,12 @@ import shapely
 from affine import Affine
 from rasterio.crs import CRS
 
-from atlas_change.assemble import build_dataset, cells_frame, write_outputs
+from atlas_change.outputs import build_dataset, cells_frame, write_outputs
 from atlas_change.classes import CLASSES, COLOURS, GROUP_NAMES
-from atlas_change.compare import compare
+from atlas_change.change.compare import compare
 from atlas_change.errors import AtlasError, AtlasWarning
-from atlas_change.export import export_gpkg
-from atlas_change.view import change_map
+from atlas_change.publish.export import export_gpkg
+from atlas_change.publish.view import change_map
 
 X0, Y0, CELL = 600000.0, 5000000.0, 640.0
 UTM = CRS.from_epsg(32632)
@@ -342,7 +342,7 @@ def test_change_map_renders_in_chromium(tmp_path, dates):
 def test_categorical_rasters_carry_their_legend_and_mode_overviews(tmp_path):
     """change.tif (uint16 codes) and lulc.tif (uint8 ids): overviews hold only full-resolution values,
     a .qml with one labelled entry per value present, a RAT in the .aux.xml, nodata 0."""
-    from atlas_change.assemble import change_categories, class_categories, write_cog
+    from atlas_change.outputs import change_categories, class_categories, write_cog
 
     rng = np.random.default_rng(0)
     codes = np.array([0, 108, 207, 301, 1002])
@@ -434,7 +434,7 @@ def test_joint_decision_keeps_what_both_dates_say_and_finds_what_both_dates_show
     """The rule decides from both dates together: a cell Forest 0.55 / HerbaceousVegetation 0.45 on both
     dates is unchanged Forest (the per-date rule called it uncertain); Forest 0.9 -> AnnualCrop 0.9 is
     changed; a three-date history with one odd middle date is one class throughout, not two changes."""
-    from atlas_change.joint import decide_pair, forward_backward, p_same_throughout, viterbi
+    from atlas_change.change.joint import decide_pair, forward_backward, p_same_throughout, viterbi
 
     mixed = _probs(Forest=0.55, HerbaceousVegetation=0.45)
     d = decide_pair(mixed, mixed)
@@ -459,7 +459,7 @@ def test_compare_decides_jointly_and_writes_the_change_posterior(tmp_path):
     """Through compare: a cell Forest 0.55 on both dates is unchanged (not uncertain), a confident
     AnnualCrop -> Residential is changed, p_change.tif holds each cell's P(change) and the maps' labels
     follow the decision; view / sample read the same decision back."""
-    from atlas_change.compare import read_decided
+    from atlas_change.change.compare import read_decided
 
     before = np.full((4, 4), 2, np.int64)  # Forest
     after = before.copy()
@@ -492,7 +492,7 @@ def test_a_sequence_of_periods_is_decided_from_all_of_them(tmp_path):
     turns Residential in the second period and stays is one change (step 1 and the span); a cell under
     cloud in the middle period keeps its history (0 in sequence.tif there, no change); the step folders,
     the span, sequence.tif and the summary are written, and the CLI prints one line per step."""
-    from atlas_change.compare import compare_periods
+    from atlas_change.change.compare import compare_periods
 
     base = np.full((4, 4), 2, np.int64)  # Forest
     mid, late = base.copy(), base.copy()

@@ -20,7 +20,7 @@ from affine import Affine
 
 import atlas_change
 from atlas_change.__main__ import main
-from atlas_change.compare import compare
+from atlas_change.change.compare import compare
 from atlas_change.errors import AtlasError
 from atlas_change.read import open_scene
 from atlas_change.synth import make_scene
@@ -314,7 +314,7 @@ def test_an_aoi_of_millions_of_vertices_is_kept_readable_for_the_map(tmp_path):
     import geopandas as gpd
     import shapely
 
-    from atlas_change.compare import display_aoi
+    from atlas_change.change.compare import display_aoi
 
     a = np.linspace(0, 2 * np.pi, 250_000, endpoint=False)
     ring = shapely.Polygon(np.c_[600000 + 5000 * np.cos(a), 5000000 + 5000 * np.sin(a)])  # 250,000 vertices

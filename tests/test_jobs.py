@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from atlas_change.__main__ import main
 from atlas_change.errors import AtlasError
-from atlas_change.jobs import job_lock, job_status, load_job, parse_job, plan, run_job
+from atlas_change.batch.jobs import job_lock, job_status, load_job, parse_job, plan, run_job
 from atlas_change.synth import DEMO_DATES, demo_inputs, make_scene
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -233,7 +233,7 @@ def test_killed_run_resumes_to_a_byte_identical_map(tmp_path, model13):
 def test_dask_worker_killed_mid_classify_job_still_completes(tmp_path, model13):
     from distributed import Client, LocalCluster
 
-    from atlas_change.pipeline import classify
+    from atlas_change.mapping.pipeline import classify
 
     make_scene(tmp_path / "s.tif", 512, 512, block=128, seed=4)
     # faults, not clouds: 16 chunks of one model batch each (tta 1)
@@ -265,8 +265,8 @@ def test_dask_worker_killed_mid_classify_job_still_completes(tmp_path, model13):
 
 @pytest.mark.parametrize("where", ["chunk store", "raster write"])
 def test_disk_full_while_writing_leaves_nothing(tmp_path, model13, monkeypatch, capsys, where):
-    import atlas_change.assemble as assemble
-    import atlas_change.pipeline as pipeline
+    import atlas_change.outputs as assemble
+    import atlas_change.mapping.pipeline as pipeline
 
     make_scene(tmp_path / "a.tif", 256, 256)
 
@@ -286,9 +286,9 @@ def test_disk_full_while_writing_leaves_nothing(tmp_path, model13, monkeypatch, 
 
 
 def _pretend_bfloat16() -> None:
-    import atlas_change.infer
+    import atlas_change.model.infer
 
-    atlas_change.infer.runtime_precision = lambda runtime, card=None: f"{runtime} bfloat16 (worker)"
+    atlas_change.model.infer.runtime_precision = lambda runtime, card=None: f"{runtime} bfloat16 (worker)"
 
 
 def test_run_json_records_the_arithmetic_of_the_workers_not_of_the_client(tmp_path, model13):
@@ -296,8 +296,8 @@ def test_run_json_records_the_arithmetic_of_the_workers_not_of_the_client(tmp_pa
     workers report (here a worker patched to say so), not what this process would use."""
     from distributed import Client, LocalCluster
 
-    from atlas_change.infer import runtime_precision
-    from atlas_change.pipeline import classify
+    from atlas_change.model.infer import runtime_precision
+    from atlas_change.mapping.pipeline import classify
 
     make_scene(tmp_path / "s.tif", 256, 256, seed=4)
     with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster, Client(cluster) as client:

@@ -13,11 +13,11 @@ from affine import Affine
 from atlas_change.bands import EUROSAT_ORDER
 from atlas_change.classes import CLASSES
 from atlas_change.errors import AtlasError
-from atlas_change.registry import load_card
+from atlas_change.model.registry import load_card
 
 
 def test_spectrumnet_matches_publication():
-    from atlas_change.nets import build
+    from atlas_change.model.nets import build
 
     m = build("spectrumnet", 13)
     assert m.count_params() == 1_450_090  # ~1.45 M as published for 13 bands
@@ -30,7 +30,7 @@ def test_spectrumnet_matches_publication():
 def test_resnet50_without_the_stem_max_pool_keeps_the_weights_and_quadruples_the_last_feature_map(tmp_path):
     import keras
 
-    from atlas_change.nets import build, count_macs
+    from atlas_change.model.nets import build, count_macs
 
     std, nop = build("resnet50", 3), build("resnet50-nomaxpool", 3)
     assert nop.name == "resnet50-nomaxpool" and nop.output_shape == (None, 10)
@@ -67,7 +67,7 @@ def eurosat(tmp_path_factory):
 
 
 def test_load_split_band_order_b8a_last(eurosat, tmp_path, monkeypatch):
-    from atlas_change.train import band_indices, load_split
+    from atlas_change.model.train import band_indices, load_split
 
     monkeypatch.setenv("ATLAS_CACHE", str(tmp_path))
     X, y, listed = load_split(eurosat, "test", quiet=True)
@@ -194,7 +194,7 @@ def test_l2a_augmentation_reaches_the_contrast_of_real_l2a():
     most), and keeps values in 0..255."""
     import tensorflow as tf
 
-    from atlas_change.augment import augment
+    from atlas_change.model.augment import augment
 
     x = np.zeros((64, 64, 3), np.float32)
     x[:32], x[32:] = 40.0, 120.0  # a dark and a bright half in every channel
@@ -214,7 +214,7 @@ def test_l2a_fit_is_what_the_real_product_pair_gives():
     """augment.L2A_FIT is the least-squares L2A = a * L1C + b of the real SSL4EO-S12 L1C/L2A pair."""
     from pathlib import Path
 
-    from atlas_change.augment import L2A_FIT
+    from atlas_change.model.augment import L2A_FIT
 
     root = Path(__file__).resolve().parents[2] / "shared"
     pair = root / "scenes" / "ssl4eo-s12-l1c-l2a-pair"
@@ -229,8 +229,8 @@ def test_l2a_fit_is_what_the_real_product_pair_gives():
 
 
 def test_model_scale_is_the_jpeg_mapping():
-    from atlas_change.infer import model_scale
-    from atlas_change.train import JPEG_RADIOMETRY
+    from atlas_change.model.infer import model_scale
+    from atlas_change.model.train import JPEG_RADIOMETRY
 
     dn = np.array([0, 1375, 2750, 9000], np.uint16)
     assert model_scale(dn, 0, JPEG_RADIOMETRY).tolist() == pytest.approx([0, 127.5, 255, 255])
@@ -249,9 +249,9 @@ def test_ms_patches_reach_an_rgb_model_as_their_jpeg_twins():
 
     from rasterio.windows import Window
 
-    from atlas_change.infer import model_scale
+    from atlas_change.model.infer import model_scale
     from atlas_change.read import open_scene
-    from atlas_change.train import JPEG_RADIOMETRY, RGB_BANDS
+    from atlas_change.model.train import JPEG_RADIOMETRY, RGB_BANDS
 
     root = Path(__file__).resolve().parents[2] / "shared" / "eurosat"
     ms = sorted((root / "EuroSAT_MS_subset").glob("*/*/*.tif"))
@@ -273,7 +273,7 @@ def test_ms_patches_reach_an_rgb_model_as_their_jpeg_twins():
 
 def _shipped_rgb_cards() -> list:
     """The shipped trained models that take EuroSAT-JPEG-scale RGB; skips the test where there are none."""
-    from atlas_change.registry import shipped_defaults
+    from atlas_change.model.registry import shipped_defaults
 
     cards = [c for c in shipped_defaults() if c.radiometry.get("kind") == "eurosat-jpeg"]
     if not cards:
@@ -307,7 +307,7 @@ def test_shipped_models_score_what_their_cards_say_on_the_test_split():
     bfloat16 where the CPU has it) loses at most half a point against it."""
     from pathlib import Path
 
-    from atlas_change.train import evaluate
+    from atlas_change.model.train import evaluate
 
     rgb = Path(__file__).resolve().parents[2] / "shared" / "eurosat" / "EuroSAT_RGB"
     if not rgb.is_dir():
@@ -340,9 +340,9 @@ def test_real_l1c_forest_is_labelled_forest():
 def test_init_from_rgb_model_starts_as_that_model(eurosat_rgb, eurosat, tmp_path, monkeypatch):
     """--init: a 13-band model made from an RGB model (filters moved onto B04/B03/B02, zeros elsewhere,
     normalisation carried over) computes what the RGB model computes on the same MS patches."""
-    from atlas_change.infer import Predictor
-    from atlas_change.nets import build
-    from atlas_change.train import RGB_BANDS, _transplant, band_indices, load_split, train
+    from atlas_change.model.infer import Predictor
+    from atlas_change.model.nets import build
+    from atlas_change.model.train import RGB_BANDS, _transplant, band_indices, load_split, train
 
     monkeypatch.setenv("ATLAS_CACHE", str(tmp_path / "cache"))
     rgb = train(eurosat_rgb, "spectrumnet-bn-w0.25", tmp_path / "rgb", epochs=1, batch=8, quiet=True)
@@ -368,7 +368,7 @@ def test_train_in_mixed_bfloat16_saves_a_float32_model(eurosat, tmp_path, monkey
     saved model computes what `evaluate` scored, on any CPU."""
     import keras
 
-    from atlas_change.train import evaluate, train
+    from atlas_change.model.train import evaluate, train
 
     monkeypatch.setenv("ATLAS_CACHE", str(tmp_path / "cache"))
     card = train(eurosat, "spectrumnet-bn-w0.25", tmp_path / "bf16", epochs=1, batch=8, quiet=True,
@@ -389,7 +389,7 @@ def test_openvino_runtime_computes_what_tensorflow_computes(offset):
     """The default runtime (OpenVINO) gives the TensorFlow graph's probabilities for the shipped RGB
     model on DN patches, offset and JPEG mapping included: to float32 rounding, or within bfloat16's
     where this CPU makes OpenVINO compute in bfloat16; and (almost always) the same label."""
-    from atlas_change.infer import Predictor, runtime_precision
+    from atlas_change.model.infer import Predictor, runtime_precision
 
     card = load_card("spectrumnet-rgb")
     rng = np.random.default_rng(1)
@@ -409,7 +409,7 @@ def test_openvino_predictor_shared_by_threads_gives_each_caller_its_own_answers(
     probabilities of their own patches, in order, as one caller alone gets them."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from atlas_change.infer import Predictor
+    from atlas_change.model.infer import Predictor
 
     p = Predictor(model13, "openvino")
     rng = np.random.default_rng(4)
@@ -426,8 +426,8 @@ def test_openvino_model_is_converted_once_then_runs_without_tensorflow(model13, 
     """The first OpenVINO predictor of a model converts it from Keras, in a child process of its own, and
     keeps the result under the cache folder; a later process reads that; neither process imports
     TensorFlow itself (seconds of start-up), both compute the same probabilities, neither prints anything."""
-    code = ("import json, sys\nimport numpy as np\nfrom atlas_change.registry import load_card\n"
-            "from atlas_change.infer import get_predictor, openvino_model_dir\n"
+    code = ("import json, sys\nimport numpy as np\nfrom atlas_change.model.registry import load_card\n"
+            "from atlas_change.model.infer import get_predictor, openvino_model_dir\n"
             f"card = load_card({model13.path!r})\n"
             "x = np.random.default_rng(0).integers(0, 4000, (5, 64, 64, 13)).astype(np.uint16)\n"
             "p = get_predictor(card, 'openvino')(x, -1000.0)\n"
@@ -456,7 +456,7 @@ def test_openvino_conversion_sends_nothing_and_writes_nothing_in_home(model13, t
         "    with open(os.environ['ATLAS_TEST_NETLOG'], 'a') as f:\n        f.write(f'{host}\\n')\n"
         "    return _get(host, *a, **k)\n"
         "socket.getaddrinfo = _look\n")
-    code = ("import numpy as np\nfrom atlas_change.registry import load_card\nfrom atlas_change.infer import get_predictor\n"
+    code = ("import numpy as np\nfrom atlas_change.model.registry import load_card\nfrom atlas_change.model.infer import get_predictor\n"
             f"p = get_predictor(load_card({model13.path!r}), 'openvino')(np.full((2, 64, 64, 13), 1500, np.uint16))\n"
             "print(p.shape)\n")
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "TF_BUILD", "JENKINS_URL")}
@@ -473,7 +473,7 @@ def test_openvino_conversion_sends_nothing_and_writes_nothing_in_home(model13, t
 def test_test_time_augmentation_averages_the_rotated_views(model13):
     """--tta N: the probabilities are the mean over the first N views (identity, quarter turns, then
     transposed); a patch that looks the same in every view gets what it gets without TTA; a bad N is refused."""
-    from atlas_change.infer import Predictor, view
+    from atlas_change.model.infer import Predictor, view
 
     p = Predictor(model13, "graph")
     rng = np.random.default_rng(3)
@@ -490,7 +490,7 @@ def test_test_time_augmentation_averages_the_rotated_views(model13):
 
 def test_openvino_runs_where_its_cache_cannot_be_written(model13, tmp_path, monkeypatch):
     """A cache folder that cannot be made (here a file stands in its way) costs only the conversion."""
-    from atlas_change.infer import Predictor
+    from atlas_change.model.infer import Predictor
 
     (tmp_path / "cache").write_text("not a folder")
     monkeypatch.setenv("ATLAS_CACHE", str(tmp_path / "cache"))
@@ -504,8 +504,8 @@ def test_cutmix_and_mixup_label_each_patch_by_what_it_shows():
     """CutMix pastes one box of the partner patch and labels by area; MixUp blends and labels by weight;
     shifts keep the patch size and only move pixels; a bad recipe value is one clear error."""
     from atlas_change import quiet_tensorflow
-    from atlas_change.augment import augment, mix_batch
-    from atlas_change.train import Recipe
+    from atlas_change.model.augment import augment, mix_batch
+    from atlas_change.model.train import Recipe
 
     quiet_tensorflow()
     import tensorflow as tf
@@ -539,10 +539,10 @@ def test_quantize_writes_an_int8_network_the_card_vouches_for(eurosat_rgb, tmp_p
     'openvino-float' does not; a changed int8 file is refused; a model without one cannot run it."""
     import json as _json
 
-    from atlas_change.infer import Predictor, runtime_precision
-    from atlas_change.quantize import MAX_ACCURACY_DROP, MIN_AGREEMENT, quantize
-    from atlas_change.registry import load_card
-    from atlas_change.train import train
+    from atlas_change.model.infer import Predictor, runtime_precision
+    from atlas_change.model.quantize import MAX_ACCURACY_DROP, MIN_AGREEMENT, quantize
+    from atlas_change.model.registry import load_card
+    from atlas_change.model.train import train
 
     monkeypatch.setenv("ATLAS_CACHE", str(tmp_path / "cache"))
     card = train(eurosat_rgb, "spectrumnet-bn-w0.25", tmp_path / "rgb", epochs=1, batch=8, quiet=True)

@@ -16,9 +16,9 @@ import shapely
 from rasterio.warp import transform_geom
 
 from atlas_change.bands import L2A_ORDER
-from atlas_change.compare import compare, read_aoi
+from atlas_change.change.compare import compare, read_aoi
 from atlas_change.errors import AtlasError
-from atlas_change.search import choose, search
+from atlas_change.batch.search import choose, search
 from atlas_change.synth import make_scene
 from conftest import band_cogs, free_port, item, run_classify, stac_api
 from test_jobs import aoi_table, job_text
@@ -195,7 +195,7 @@ def test_real_l2a_found_in_the_api_equals_the_local_band_folder(server, tmp_path
     """The real Major TOM L2A cell (baseline N9999, no offset in its pixels; no SCL) as a Planetary
     Computer Item whose COGs nginx serves, found by a search and classified over a 2 km^2 AOI: the
     same labels as the local band folder over the same AOI, with the shipped model."""
-    from atlas_change.pipeline import classify
+    from atlas_change.mapping.pipeline import classify
 
     folders = sorted(MAJOR_TOM.glob("S2*")) if MAJOR_TOM.is_dir() else []
     if not folders:
@@ -236,7 +236,7 @@ def test_job_file_naming_a_search_runs_once_and_resumes(catalogue, model12, tmp_
     """A job's AOI names a search instead of scenes: `status` says it is still to be searched, `run`
     searches once (the Items kept as files under the job's state), classifies the AOI's part of
     each chosen date and compares the periods; a second run is up to date without a new choice."""
-    from atlas_change.jobs import job_status, load_job, run_job
+    from atlas_change.batch.jobs import job_status, load_job, run_job
 
     api, aoi, _ = catalogue
     job_file = tmp_path / "job.toml"
@@ -263,7 +263,7 @@ def test_job_file_naming_a_search_runs_once_and_resumes(catalogue, model12, tmp_
 
 def test_job_scene_may_be_an_item_url(catalogue, model12, tmp_path):
     """A job's scene given as a STAC Item's URL: kept as a local copy, classified over the AOI only."""
-    from atlas_change.jobs import job_status, load_job, run_job
+    from atlas_change.batch.jobs import job_status, load_job, run_job
 
     api, aoi, _ = catalogue
     items = f"{api}/collections/sentinel-2-l2a/items"
@@ -292,7 +292,7 @@ def test_real_l2a_split_across_two_utm_zones_mosaics_back(server, tmp_path):
     from rasterio.warp import Resampling, calculate_default_transform, reproject
     from rasterio.windows import Window
 
-    from atlas_change.pipeline import classify
+    from atlas_change.mapping.pipeline import classify
     from atlas_change.read.mosaic import write_mosaic
 
     folders = sorted(MAJOR_TOM.glob("S2*")) if MAJOR_TOM.is_dir() else []
@@ -358,7 +358,7 @@ def test_dates_share_one_grid_or_all_become_mosaics(tmp_path):
     """One tile on every date: the Items' own URLs (their tile grid). A mosaic on any date, or Items of
     two tiles: every date a mosaic on the AOI's grid, since compare refuses maps that do not align."""
     from atlas_change.read.mosaic import aoi_grid
-    from atlas_change.search import Found, Pick, scene_files
+    from atlas_change.batch.search import Found, Pick, scene_files
 
     def pick(day, *tiles):
         return Pick(day, tuple(Found(f"http://x/{t}_{day}", f"{t}_{day}", day, 1.0, 1.0, 1.0,
@@ -379,7 +379,7 @@ def test_dates_share_one_grid_or_all_become_mosaics(tmp_path):
 def test_job_search_across_two_zones_keeps_a_mosaic(two_zones, model12, tmp_path):
     """A job's search whose date needs two Items: the Items kept as files, the mosaic naming them by
     relative path beside them, and the date classified from that mosaic on the AOI's grid."""
-    from atlas_change.jobs import load_job, run_job
+    from atlas_change.batch.jobs import load_job, run_job
 
     api, aoi, _ = two_zones
     job_file = tmp_path / "job.toml"
@@ -400,7 +400,7 @@ def test_job_search_across_two_zones_keeps_a_mosaic(two_zones, model12, tmp_path
 def test_item_ids_never_leave_the_folder_and_two_items_never_share_a_file(tmp_path):
     """A catalogue's Item id is data: '../' ids, absolute ids and one id used by two Items of two
     dates each give their own file inside the folder."""
-    from atlas_change.search import Found, save_item
+    from atlas_change.batch.search import Found, save_item
 
     folder = tmp_path / "out" / "items"
     ids = ["../../../../escaped_0", "/tmp/escaped_1", "same", "same", "with space?"]

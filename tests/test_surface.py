@@ -1,4 +1,4 @@
-"""Water and snow from the bands the RGB model never sees (atlas_change.surface): per-pixel tests,
+"""Water and snow from the bands the RGB model never sees (atlas_change.mapping.surface): per-pixel tests,
 the water rule on class probabilities, and both through classify on a scene with a lake and snow."""
 import json
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from atlas_change import surface
+from atlas_change.mapping import surface
 from atlas_change.bands import EUROSAT_ORDER
 from atlas_change.classes import CLASSES
 from atlas_change.synth import make_scene
@@ -73,8 +73,8 @@ def test_snow_is_never_change_and_is_reported(tmp_path):
     from affine import Affine
     from rasterio.crs import CRS
 
-    from atlas_change.assemble import build_dataset, cells_frame, write_outputs
-    from atlas_change.compare import compare
+    from atlas_change.outputs import build_dataset, cells_frame, write_outputs
+    from atlas_change.change.compare import compare
     from test_compare import CELL, X0, Y0, aoi_file
 
     crs, t = CRS.from_epsg(32632), Affine(CELL, 0, X0, 0, -CELL, Y0)

@@ -134,7 +134,7 @@ def test_every_cli_option_has_help_and_version_prints(capsys):
 
     from atlas_change import __version__
     from atlas_change.__main__ import main
-    from atlas_change.cli import parser
+    from atlas_change.cli.parser import parser
 
     missing = []
 
@@ -157,7 +157,7 @@ def test_every_cli_option_has_help_and_version_prints(capsys):
 
 def test_job_file_keys_are_all_in_run_help(capsys):
     from atlas_change.__main__ import main
-    from atlas_change.jobs import AOI_KEYS, TOP_KEYS
+    from atlas_change.batch.jobs import AOI_KEYS, TOP_KEYS
 
     with pytest.raises(SystemExit):
         main(["run", "--help"])
@@ -178,14 +178,14 @@ def test_metadata_dates(text, expected):
 
 
 def test_hectares_are_rounded_to_a_pixel():
-    from atlas_change.assemble import hectares
+    from atlas_change.outputs import hectares
 
     assert hectares(22.3125 * 40.96) == 913.92 and hectares(0.1 + 0.2) == 0.3
 
 
 def test_temperature_scaling_fits_an_overconfident_model():
-    from atlas_change.calibrate import ece, fit_temperature
-    from atlas_change.infer import apply_temperature
+    from atlas_change.model.calibrate import ece, fit_temperature
+    from atlas_change.model.infer import apply_temperature
 
     rng = np.random.default_rng(0)
     logits = rng.normal(0, 2, (4000, 10))
@@ -201,7 +201,7 @@ def test_temperature_scaling_fits_an_overconfident_model():
 
 
 def test_calibration_mosaics_straddle_the_grid_and_cells_take_their_majority_class():
-    from atlas_change.calibrate import mosaic, mosaic_cells
+    from atlas_change.model.calibrate import mosaic, mosaic_cells
 
     X = np.repeat(np.arange(10, dtype=np.uint8)[:, None, None, None] * 20, 4, axis=0)  # patch value = 20 x class
     X = np.broadcast_to(X, (40, 64, 64, 3)).copy()
@@ -226,3 +226,45 @@ def test_calibration_mosaics_straddle_the_grid_and_cells_take_their_majority_cla
         assert (t == np.array(brute)).all()  # each cell's truth: the class of most of its pixels
     p, t = mosaic_cells(majority, img, truth, 64)
     assert (p.argmax(axis=1) == t).all()  # at 64 a cell is its patch: the majority model is right everywhere
+
+
+#: the stages in the order they may import each other (docs/api.md); the shared basics at the top come first
+STAGES = ("", "read", "model", "mapping", "change", "publish", "accuracy", "batch", "atlas", "cli")
+
+
+def _stage(module: str) -> int:
+    """Position in STAGES of a module named like atlas_change.model.infer (top-level modules: 0)."""
+    parts = module.split(".")[1:]
+    return STAGES.index(parts[0]) if parts and parts[0] in STAGES[1:] else 0
+
+
+def test_packages_import_only_from_earlier_stages():
+    """Data flows down: no module imports from a later stage (so no import circle between stages),
+    apart from the top-level API wrappers and `__main__`, which dispatch to every stage."""
+    import ast
+    from pathlib import Path
+
+    import atlas_change
+
+    root = Path(atlas_change.__file__).parent
+    upward = []
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root.parent).with_suffix("")
+        is_pkg = rel.name == "__init__"
+        module = ".".join(rel.parts[:-1] if is_pkg else rel.parts)
+        if module in ("atlas_change", "atlas_change.__main__"):
+            continue
+        package = module if is_pkg else module.rsplit(".", 1)[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                target = next((n for n in names if n and n.startswith("atlas_change")), "")
+            else:
+                continue
+            if target.startswith("atlas_change") and _stage(target) > _stage(module):
+                upward.append(f"{module} -> {target}")
+    assert upward == []
+    assert _stage("atlas_change.change.joint") > _stage("atlas_change.model.infer") > _stage("atlas_change.tile")

@@ -27,7 +27,7 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from ..errors import AtlasError
-from ..assemble import atomic_write
+from ..outputs import atomic_write
 from .scene import SCL_INVALID, Scene
 
 SUFFIX = ".mosaic.json"

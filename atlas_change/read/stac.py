@@ -263,7 +263,7 @@ def open_item(p: str) -> Scene:
 def save_item(item: dict, url: str, path: Path) -> Path:
     """`item` (fetched from `url`) as a local JSON file at `path`, its relative asset hrefs made
     absolute: a job then reads, hashes and resumes the same Item whatever the catalogue answers later."""
-    from ..assemble import atomic_write
+    from ..outputs import atomic_write
 
     item = json.loads(json.dumps(item))
     for a in item.get("assets", {}).values():

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .assemble import RUN_KEYS, SUMMARY_KEYS, cell_polygons, class_columns, read_json, read_raster
-from .classes import CLASSES, COLOURS, GROUP_NAMES, group_of
-from .dates import metadata_date
-from .errors import AtlasError
+from ..outputs import RUN_KEYS, SUMMARY_KEYS, cell_polygons, class_columns, read_json, read_raster
+from ..classes import CLASSES, COLOURS, GROUP_NAMES, group_of
+from ..dates import metadata_date
+from ..errors import AtlasError
 
 #: geometry column of every layer; `layer_styles` must name the same column or QGIS ignores the style
 GEOMETRY_COLUMN = "geom"
@@ -79,7 +79,7 @@ def classify_cells(folder: Path, date: str | None = None):
     hectares are those `compare` counts for the same scene: one area definition."""
     import geopandas as gpd
 
-    from .compare import footprint
+    from ..change.compare import footprint
 
     run = read_json(folder / "run.json", RUN_KEYS)
     try:

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .assemble import atomic_write, csv_text, hectares, strict_json
-from .classes import CLASSES, GROUP_NAMES
-from .errors import AtlasError
+from ..outputs import atomic_write, csv_text, hectares, strict_json
+from ..classes import CLASSES, GROUP_NAMES
+from ..errors import AtlasError
 
 Z95 = 1.96
 

@@ -13,8 +13,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from .errors import AtlasError
-from .infer import runtime_precision
+from ..errors import AtlasError
+from ..model.infer import runtime_precision
 
 #: held while a local Dask cluster starts: two threads of one process starting theirs at once raced in
 #: distributed's lazy imports ("module 'distributed.dashboard' has no attribute 'scheduler'")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import AtlasError
+from ..errors import AtlasError
 from .infer import apply_temperature
 
 BINS = 15
@@ -94,7 +94,7 @@ def mosaic_cells(predict, img: np.ndarray, truth: np.ndarray, stride: int,
     """Classify's cells of a mosaic at `stride`: (cell probabilities (m, classes) = the mean of the
     patches over each cell, as classify averages them; each cell's truth, the class of most of its
     pixels). `predict(patches)` gives patch probabilities."""
-    from .tile import PATCH, average_to_cells, cut_patches
+    from ..tile import PATCH, average_to_cells, cut_patches
 
     patches, usable = cut_patches(img.transpose(2, 0, 1), np.ones(truth.shape, bool), stride, PATCH)
     probs = np.zeros(usable.shape + (n_classes,), np.float32)

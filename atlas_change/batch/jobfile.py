@@ -35,10 +35,10 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from .cloud import MAX_CLOUD
-from .errors import AtlasError
-from .infer import DEFAULT_RUNTIME, DEFAULT_VIEWS, RUNTIMES, VIEWS
-from .joint import DEFAULT_STAY, DEFAULT_THRESHOLD
+from ..mapping.cloud import MAX_CLOUD
+from ..errors import AtlasError
+from ..model.infer import DEFAULT_RUNTIME, DEFAULT_VIEWS, RUNTIMES, VIEWS
+from ..change.joint import DEFAULT_STAY, DEFAULT_THRESHOLD
 
 PRODUCTS = ("classify", "compare", "gpkg", "html")
 TOP_KEYS = {"name": str, "model": str, "output": str, "stride": int, "chunk": int, "max_nodata": float,
@@ -267,7 +267,7 @@ def parse_job(data: dict, path: Path, text: str = "") -> Job:
             bad(f"{where}scenes", "compare needs at least two dates")
         if isinstance(aname, str) and isinstance(afile, Path):
             aois.append(AOI(aname, afile, scenes, tuple(pairs), periods))
-    from .registry import choose_model, load_card
+    from ..model.registry import choose_model, load_card
 
     if isinstance(model, str) and (base / model / "card.json").is_file():
         model = str(base / model)
@@ -325,15 +325,15 @@ def _check_aoi(path: Path) -> None:
     """Read the AOI as compare will (any CRS, non-empty, valid polygons), so that a bad AOI fails now."""
     from rasterio.crs import CRS
 
-    from .compare import read_aoi
+    from ..change.compare import read_aoi
 
     read_aoi(str(path), None, "EPSG:4326", CRS.from_epsg(4326))
 
 
 def _common_bands(aois: list[AOI]) -> tuple[str, ...]:
     """The Sentinel-2 bands every readable scene of the job holds (unreadable ones are reported per step)."""
-    from .bands import S2_BANDS
-    from .read import open_scene
+    from ..bands import S2_BANDS
+    from ..read import open_scene
 
     common = set(S2_BANDS)
     for a in aois:

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 from affine import Affine
 
-from .assemble import SKY_SNOW, cloud_code
-from .classes import CLASSES
-from .errors import AtlasError
+from ..outputs import SKY_SNOW, cloud_code
+from ..classes import CLASSES
+from ..errors import AtlasError
 
 
 @dataclass(frozen=True)

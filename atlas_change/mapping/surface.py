@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 from rasterio.windows import Window
 
-from .classes import CLASSES
-from .read import Scene
+from ..classes import CLASSES
+from ..read import Scene
 
 NDWI_MIN, MNDWI_MIN = 0.0, 0.0
 DARK_WATER = 0.04  # B08 and B11 reflectance below it: open water (see above)

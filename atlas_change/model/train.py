@@ -21,12 +21,12 @@ import numpy as np
 import rasterio
 from tqdm import tqdm
 
-from . import quiet_tensorflow
+from .. import quiet_tensorflow
 from .augment import AUGMENTATIONS, JPEG_PER_DN, MIXES, mix_batch
 from .augment import augment as _augment
-from .bands import EUROSAT_ORDER
-from .classes import CLASSES
-from .errors import AtlasError
+from ..bands import EUROSAT_ORDER
+from ..classes import CLASSES
+from ..errors import AtlasError
 from .infer import DEFAULT_RUNTIME
 from .registry import PRECISIONS, ModelCard, cache_dir, load_card, save
 

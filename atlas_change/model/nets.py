@@ -4,13 +4,13 @@ from __future__ import annotations
 import os
 import re
 
-from . import quiet_tensorflow
+from .. import quiet_tensorflow
 
 quiet_tensorflow()
 import keras  # noqa: E402
 from keras import layers  # noqa: E402
 
-from .classes import CLASSES
+from ..classes import CLASSES
 from .registry import ARCHITECTURES
 
 #: (in, squeeze, expand1x1, expand3x3) of SpectrumNet's eight spectral modules; "pool" = maxpool 2

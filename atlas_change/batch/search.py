@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import AtlasError, AtlasWarning
-from .read import SCL_INVALID
-from .read.stac import TIMEOUT_S
+from ..errors import AtlasError, AtlasWarning
+from ..read import SCL_INVALID
+from ..read.stac import TIMEOUT_S
 
 #: SCL classes that leave a pixel unusable for a label: no data, saturated, shadow, cloud, cirrus, snow
 SCL_UNUSABLE = (*SCL_INVALID, 11)
@@ -48,7 +48,7 @@ class Found:
 
 def parse_range(text: str, flag: str) -> str:
     """'YYYY-MM-DD/YYYY-MM-DD' checked (start before end), as STAC's datetime parameter."""
-    from .dates import user_date
+    from ..dates import user_date
 
     parts = str(text).split("/")
     if len(parts) != 2:
@@ -80,7 +80,7 @@ def search(api: str, collection: str, aoi, period: str, *, max_tile_cloud: float
     except Exception as e:  # pystac-client raises APIError, requests' errors, JSON errors, ...
         raise AtlasError(f"{api}: cannot search the STAC API ({type(e).__name__}: {str(e).splitlines()[0][:160]})"
                          ) from None
-    from .read.stac import item_problem
+    from ..read.stac import item_problem
 
     if len(items) >= limit:
         warnings.warn(f"{api}: the search stopped at its first {limit} items ({flag} {period}); the clearest may be "
@@ -124,8 +124,8 @@ def aoi_clear(item: dict, url: str, aoi) -> float | None:
     from rasterio.windows import Window, from_bounds
     from shapely.geometry import shape
 
-    from .read.scene import open_dataset
-    from .read.stac import band_assets, gdal_path
+    from ..read.scene import open_dataset
+    from ..read.stac import band_assets, gdal_path
 
     assets = band_assets(item)
     if "SCL" not in assets:
@@ -199,11 +199,11 @@ def listing(found: list[Found], chosen: list[Pick], title: str) -> str:
 
 def save_item(f: Found, folder: Path) -> Path:
     """The Item of `f` as a local JSON file in `folder` (stac.save_item)."""
-    from .read.stac import save_item as save
+    from ..read.stac import save_item as save
 
     import json
 
-    from .names import digest, safe_name
+    from ..names import digest, safe_name
 
     # the id is the catalogue's data, not a path: made safe, and told apart by the Item's own content
     key = digest(f.url, json.dumps(f.item, sort_keys=True, default=str), n=8)
@@ -231,7 +231,7 @@ def one_grid(picks: list[Pick]) -> bool:
 def scene_files(sides: list[list[Pick]], folder: Path, aoi) -> list[list[Path | str]]:
     """What each pick is read from: the Item's URL where `one_grid`, else a mosaic file in `folder`
     (one Item or several, on the AOI's grid)."""
-    from .read.mosaic import mosaic_path, write_mosaic
+    from ..read.mosaic import mosaic_path, write_mosaic
 
     if one_grid([p for side in sides for p in side]):
         return [[p.url for p in side] for side in sides]
@@ -263,7 +263,7 @@ def resolve_periods(api: str, collection: str, aoi, periods: dict[str, str], fol
     """Search each named period (START/END) and keep its `n` clearest dates as local files in
     `folder` (the Item, or a mosaic on the AOI's grid where `one_grid` says the dates need one):
     -> ({date: file}, {period: its dates})."""
-    from .read.mosaic import mosaic_path, write_mosaic
+    from ..read.mosaic import mosaic_path, write_mosaic
 
     chosen, text = choose_periods(api, collection, aoi, periods, n=n, max_tile_cloud=max_tile_cloud,
                                   min_clear=min_clear)
@@ -292,8 +292,8 @@ def kept_periods(search: dict, aoi_file: Path, folder: Path, *, stored_only: boo
 
     from rasterio.crs import CRS
 
-    from .assemble import atomic_write
-    from .compare import read_aoi
+    from ..outputs import atomic_write
+    from ..change.compare import read_aoi
 
     record = folder / "search.json"
     try:

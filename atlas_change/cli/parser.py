@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 import os
 
-from . import __version__
-from .augment import AUGMENTATIONS, MIXES
-from .cloud import MAX_CLOUD
-from .composite import EVIDENCE
+from .. import __version__
+from ..model.augment import AUGMENTATIONS, MIXES
+from ..mapping.cloud import MAX_CLOUD
+from ..change.composite import EVIDENCE
 from .helptext import EPILOG_ASSESS, EPILOG_CLASSIFY, JOB_EPILOG, WORKERS_HELP
-from .infer import DEFAULT_RUNTIME, DEFAULT_VIEWS, RUNTIMES, VIEWS
-from .joint import DEFAULT_STAY, DEFAULT_THRESHOLD
-from .registry import ARCHITECTURES, DEFAULT_MODELS, PRECISIONS
-from .search import MAX_TILE_CLOUD, MIN_AOI_CLEAR
+from ..model.infer import DEFAULT_RUNTIME, DEFAULT_VIEWS, RUNTIMES, VIEWS
+from ..change.joint import DEFAULT_STAY, DEFAULT_THRESHOLD
+from ..model.registry import ARCHITECTURES, DEFAULT_MODELS, PRECISIONS
+from ..batch.search import MAX_TILE_CLOUD, MIN_AOI_CLEAR
 
 
 def _eurosat_args(p: argparse.ArgumentParser, what: str) -> None:

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .assemble import (SKY_CATEGORIES, SKY_CLOUD, SKY_SNOW, SUMMARY_KEYS, atomic_write, cloud_code, read_json,
+from ..outputs import (SKY_CATEGORIES, SKY_CLOUD, SKY_SNOW, SUMMARY_KEYS, atomic_write, cloud_code, read_json,
                        read_raster)
-from .classes import CLASSES, COLOURS, hex_colour
-from .dates import metadata_date
-from .errors import AtlasWarning
+from ..classes import CLASSES, COLOURS, hex_colour
+from ..dates import metadata_date
+from ..errors import AtlasWarning
 from .export import layers
 
 MAX_IMAGE_PX = 2048  # long side of a date's true-colour image (a full 10980 px tile: ~54 m pixels)
@@ -153,7 +153,7 @@ def _read_rgb(scene_path: str, bounds, max_px: int):
     from affine import Affine
     from rasterio.windows import Window, from_bounds
 
-    from .read import open_scene
+    from ..read import open_scene
 
     scene = open_scene(scene_path, ("B04", "B03", "B02"))
     win = Window(0, 0, scene.width, scene.height)
@@ -187,7 +187,7 @@ def _raster_picture(tif: Path, colours: dict) -> tuple[str, list]:
 def _imagery_picture(scene: str | list[str], bounds=None) -> tuple[tuple[str, list] | None, str | None]:
     """A scene's (a period's: its scenes' median) true-colour image in Web Mercator, (data URL, bounds);
     or None and why it cannot be read."""
-    from .errors import AtlasError
+    from ..errors import AtlasError
 
     try:
         rgba, t, crs = true_colour(scene, bounds)
@@ -395,7 +395,7 @@ def _uncertain_picture(d: Path) -> tuple[str, list] | None:
     8 pixels wide, the picture at most MAX_IMAGE_PX), as (data URL, bounds); None where there are none."""
     from affine import Affine
 
-    from .compare import read_decided
+    from ..change.compare import read_decided
 
     cells = read_decided(d)
     t, crs = cells["transform"], cells["crs"]

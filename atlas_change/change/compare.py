@@ -18,16 +18,16 @@ from rasterio.crs import CRS
 from rasterio.features import geometry_mask
 from rasterio.windows import from_bounds
 
-from .assemble import (CLOUD_DOC, RUN_KEYS, SKY_CATEGORIES, SKY_NODATA, SUMMARY_KEYS, change_categories,
+from ..outputs import (CLOUD_DOC, RUN_KEYS, SKY_CATEGORIES, SKY_NODATA, SUMMARY_KEYS, change_categories,
                        class_categories, hectares, read_json, read_raster, sky_codes, staged_output, strict_json,
                        write_cog, write_file)
-from .classes import CLASSES, GROUP_NAMES, group_of
+from ..classes import CLASSES, GROUP_NAMES, group_of
 from .composite import EVIDENCE, Side, composite, make_side
-from .dates import metadata_date, user_date
-from .errors import AtlasError, AtlasWarning
-from .infer import DEFAULT_VIEWS
+from ..dates import metadata_date, user_date
+from ..errors import AtlasError, AtlasWarning
+from ..model.infer import DEFAULT_VIEWS
 from .joint import DEFAULT_STAY, DEFAULT_THRESHOLD, PRIOR_SOURCE, decide_step, forward_backward, span_pair, viterbi
-from .names import digest
+from ..names import digest
 
 CHANGE_CODE_DOC = ("from_id * 100 + to_id (class ids 1..10 in EuroSAT order) where P(change) >= the threshold; "
                    "0 = unchanged, uncertain (neither P(change) nor P(no change) reaches it), nodata, cloud, snow "
@@ -100,8 +100,8 @@ def onthefly_folder(out_root: Path, src, window: list[int] | None, weights_sha25
     """Where compare classifies a scene: out_root/<scene name>[_aoi_<col>_<row>_<w>x<h>]_<key>, the key
     a digest of the input's path, the model's weights and every classify parameter, so that two
     inputs of one file name, or one input at two strides, never share (and overwrite) a folder."""
-    from .pipeline import scene_stem
-    from .read import input_path
+    from ..mapping.pipeline import scene_stem
+    from ..read import input_path
 
     params = json.dumps({k: v for k, v in sorted(classify_kw.items()) if k not in ("bbox", "bbox_crs", "quiet")},
                         sort_keys=True, default=str)
@@ -114,15 +114,15 @@ def resolve_input(src: str | os.PathLike, date: str | None, out_root: Path, **cl
     """A classify output folder as is, or a scene classified into its `onthefly_folder` (reused
     when that folder, or out_root/<scene name>/ of a whole-scene classify, already holds a sound
     result of the same input, model and parameters)."""
-    from .read import input_path, is_url
+    from ..read import input_path, is_url
 
     url = is_url(str(src))
     p = str(src) if url else Path(src)  # a STAC Item's URL stays a URL
     if not url and is_output_folder(p):
         return load_map(p, date)
-    from .pipeline import classify, resolve_model, scene_stem
+    from ..mapping.pipeline import classify, resolve_model, scene_stem
 
-    from .read import crop_to, open_scene
+    from ..read import crop_to, open_scene
 
     scene = open_scene(str(p), None, classify_kw.get("bands"))
     card, _ = resolve_model(str(p), classify_kw.get("model"), scene)

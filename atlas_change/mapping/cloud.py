@@ -36,7 +36,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from rasterio.windows import Window
 
-from .read import SCL_CLOUD, SCL_NODATA, Scene
+from ..read import SCL_CLOUD, SCL_NODATA, Scene
 
 #: the bands s2cloudless needs, in its order
 CLOUD_BANDS = ("B01", "B02", "B04", "B05", "B08", "B8A", "B09", "B10", "B11", "B12")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .classes import group_of
+from ..classes import group_of
 
 #: the prior probability that a cell keeps its class from one date (or period) to the next; fitted on
 #: EuroSAT *val* pairs with known change (benchmarks/change_prior.py, docs/change.md), not on the

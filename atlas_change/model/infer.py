@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, quiet_tensorflow
-from .errors import AtlasError
+from .. import __version__, quiet_tensorflow
+from ..errors import AtlasError
 from .registry import WEIGHTS_FILE, ModelCard, cache_dir
 
 #: 'openvino': OpenVINO, the model's int8 network where its card ships one that kept the float labels
@@ -203,8 +203,8 @@ def _convert_aside(card: ModelCard, folder: Path, core):
     except OSError:
         tmp = Path(tempfile.mkdtemp(prefix="atlas-openvino-"))
     try:
-        r = subprocess.run([sys.executable, "-c", "import sys; from atlas_change.infer import convert_openvino; "
-                            "from atlas_change.registry import load_card; "
+        r = subprocess.run([sys.executable, "-c", "import sys; from atlas_change.model.infer import convert_openvino; "
+                            "from atlas_change.model.registry import load_card; "
                             "convert_openvino(load_card(sys.argv[1], verify=False), __import__('pathlib').Path(sys.argv[2]))",
                             card.path, str(tmp / "model.xml")], capture_output=True, text=True,
                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})

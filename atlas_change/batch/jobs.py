@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import AtlasError
-from .infer import DEFAULT_RUNTIME, DEFAULT_VIEWS
+from ..errors import AtlasError
+from ..model.infer import DEFAULT_RUNTIME, DEFAULT_VIEWS
 from .jobfile import AOI_KEYS, PRODUCTS, STATE_DIR, TOP_KEYS, Job, load_job, parse_job  # noqa: F401  (the API)
 
 #: what a compare step leaves in its folder (a sequence's: in its span folder)
@@ -39,7 +39,7 @@ def resolve_remote(job: Job, *, stored_only: bool = False, force: bool = False,
     import hashlib
     from dataclasses import replace
 
-    from .read.stac import load_item, save_item
+    from ..read.stac import load_item, save_item
     from .search import kept_periods
 
     aois, missing = [], []
@@ -84,12 +84,12 @@ def plan(job: Job) -> list[Step]:
     classify output when the job does not compare)."""
     steps: dict[str, Step] = {}
     scene_step: dict[Path, str] = {}
-    from .pipeline import scene_stem
+    from ..mapping.pipeline import scene_stem
 
     for aoi in job.aois:
         bbox = None
         if aoi.remote:  # from a catalogue: read and classify only the AOI's part of those
-            from .compare import read_aoi_frame, wgs84_bounds
+            from ..change.compare import read_aoi_frame, wgs84_bounds
 
             bbox = list(wgs84_bounds(read_aoi_frame(str(aoi.file), None, "EPSG:4326", None)))
         for scene in aoi.scenes.values():
@@ -151,7 +151,7 @@ class Hashes:
             self.known = {}
 
     def __call__(self, p: Path) -> str:
-        from .pipeline import input_checksum
+        from ..mapping.pipeline import input_checksum
 
         files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
         stats = [(st.st_size, st.st_mtime_ns) for st in map(os.stat, files)]
@@ -172,7 +172,7 @@ def fingerprint(job: Job, step: Step, sha: Callable[[Path], str]) -> dict | None
     a = step.args
     try:
         if step.kind == "classify":
-            from .registry import load_card
+            from ..model.registry import load_card
 
             return {"scene": str(a["scene"].resolve()), "scene_sha256": sha(a["scene"]),
                     "weights_sha256": load_card(job.model).weights_sha256, "stride": job.stride,
@@ -214,7 +214,7 @@ def _read_state(job: Job, step_id: str) -> dict:
 
 
 def _write_json(path: Path, obj) -> None:
-    from .assemble import atomic_write
+    from ..outputs import atomic_write
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -252,25 +252,25 @@ def job_lock(job: Job) -> Iterator[None]:
 def _execute(job: Job, step: Step, client, workers: int | None, scheduler: str | None, quiet: bool) -> None:
     a = step.args
     if step.kind == "classify":
-        from .pipeline import classify
+        from ..mapping.pipeline import classify
 
         classify(a["scene"], model=job.model, stride=job.stride, chunk=job.chunk, max_nodata=job.max_nodata,
                  max_cloud=job.max_cloud, cloud_mask=job.cloud_mask, tta=job.tta, runtime=job.runtime, out=a["folder"], client=client, workers=workers, scheduler=scheduler,
                  allow_untrained=job.allow_untrained, quiet=quiet, model_why=job.model_why,
                  bbox=tuple(a["bbox"]) if a.get("bbox") else None)
     elif step.kind == "compare":
-        from .compare import compare_periods
+        from ..change.compare import compare_periods
 
         bounds = np.cumsum([0, *(len(side) for side in a["sides"])])  # the maps of each side, in order
         compare_periods([a["maps"][i:j] for i, j in zip(bounds, bounds[1:])], [list(side) for side in a["sides"]],
                         aoi=str(a["aoi"]), out=a["folder"], min_confidence=job.min_confidence, stay=job.stay,
                         allow_model_mismatch=job.allow_model_mismatch)
     elif step.kind == "gpkg":
-        from .export import export_gpkg
+        from ..publish.export import export_gpkg
 
         export_gpkg(a["folder"], step.outputs[0])
     else:
-        from .view import change_map
+        from ..publish.view import change_map
 
         change_map(a["folder"], step.outputs[0], side_by_side=len(step.outputs) > 1)
 
@@ -279,7 +279,7 @@ def run_job(job: Job, *, scheduler: str | None = None, workers: int | None = Non
             quiet: bool = False, echo: Callable[[str], None] = print) -> list[Result]:
     """Run every step of `job` that is not up to date, on one Dask cluster (scheduler: None = a
     LocalCluster of `workers` processes, an address, or 'sync'); -> one Result per step."""
-    from .cluster import dask_client
+    from ..mapping.cluster import dask_client
 
     results: dict[str, Result] = {}
     with job_lock(job):
@@ -334,14 +334,14 @@ def damage(step: Step) -> str | None:
         return f"missing {', '.join(missing)}"
     try:
         if step.kind == "classify":
-            from .assemble import read_raster
-            from .compare import load_map
+            from ..outputs import read_raster
+            from ..change.compare import load_map
 
             load_map(step.args["folder"])
             for name in ("confidence.tif", "cloud.tif"):
                 read_raster(step.args["folder"] / name)
         elif step.kind == "compare":
-            from .assemble import SUMMARY_KEYS, read_json, read_raster
+            from ..outputs import SUMMARY_KEYS, read_json, read_raster
 
             result = step.args.get("result", step.args["folder"])
             read_json(result / "summary.json", (*SUMMARY_KEYS, "changed_ha"))
@@ -389,7 +389,7 @@ def outcomes(job: Job, results: list[Result]) -> list[str]:
     for step in steps.values():
         if step.kind != "compare" or step.id not in ok:
             continue
-        from .assemble import read_json
+        from ..outputs import read_json
 
         try:
             s = read_json(step.args.get("result", step.args["folder"]) / "summary.json",

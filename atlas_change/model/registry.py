@@ -10,14 +10,14 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .classes import CLASSES
-from .errors import AtlasError
+from ..classes import CLASSES
+from ..errors import AtlasError
 
 #: the models `classify` picks from when none is named, most preferred first: the first that is
 #: shipped, trained and whose bands the input holds (spectrumnet-l1c13 ships only where it beats the RGB models)
 DEFAULT_MODELS = ("spectrumnet-l1c13", "spectrumnet-rgb", "resnet50-rgb")
 WEIGHTS_FILE = "model.keras"
-#: networks `train` can build (atlas_change.nets); any width 'spectrumnet[-bn]-wW' (0 < W <= 1) works too
+#: networks `train` can build (atlas_change.model.nets); any width 'spectrumnet[-bn]-wW' (0 < W <= 1) works too
 ARCHITECTURES = ("spectrumnet", "spectrumnet-bn", "spectrumnet-bn-w0.5", "resnet50", "resnet50-nomaxpool")
 #: Keras dtype policies `train` can use; mixed_bfloat16 keeps float32 weights, and the model is saved float32
 PRECISIONS = ("float32", "mixed_bfloat16")
@@ -31,7 +31,7 @@ def cache_dir() -> Path:
 
 def models_dir() -> Path:
     """Where named models live: $ATLAS_MODELS, else the project's `models/` folder."""
-    return Path(os.environ.get("ATLAS_MODELS", Path(__file__).resolve().parents[1] / "models"))
+    return Path(os.environ.get("ATLAS_MODELS", Path(__file__).resolve().parents[2] / "models"))
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,7 @@ def load_card(model: str | os.PathLike, verify: bool = True) -> ModelCard:
 
 def save(model, out_dir: str | os.PathLike, **card_fields) -> ModelCard:
     """Save a Keras model with its card (JSON + Markdown) into `out_dir`, atomically per file."""
-    from . import quiet_tensorflow
+    from .. import quiet_tensorflow
 
     quiet_tensorflow()
     import keras

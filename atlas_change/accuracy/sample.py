@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .assemble import cell_boxes, csv_text, hectares, read_json, staged_output, strict_json, write_file
-from .export import write_gpkg
+from ..outputs import cell_boxes, csv_text, hectares, read_json, staged_output, strict_json, write_file
+from ..publish.export import write_gpkg
 from .assess import allocate, sample_size
-from .classes import CLASSES, GROUP_NAMES, group_of
-from .errors import AtlasError, AtlasWarning
+from ..classes import CLASSES, GROUP_NAMES, group_of
+from ..errors import AtlasError, AtlasWarning
 
 LEVELS = ("groups", "classes")
 #: user's accuracies assumed when sizing the sample (eq. 13): the paper's example used 0.6-0.7 for
@@ -30,7 +30,7 @@ EXPECTED_USERS = {"stable": 0.9, "change": 0.7, "uncertain": 0.5}
 def strata_raster(folder: Path, level: str) -> tuple[np.ndarray, list[str], list[str], dict]:
     """(stratum ids per cell (0 = not sampled), stratum names (id - 1), the reference legend, and
     compare.read_decided's dict: both dates' classes, grid, summary)."""
-    from .compare import read_decided
+    from ..change.compare import read_decided
 
     if level not in LEVELS:
         raise AtlasError(f"--strata {level}: must be one of {', '.join(LEVELS)}")
@@ -149,7 +149,7 @@ def _page(frame, summary, legend, record, info, folder: Path | None) -> str:
 def _chips(frame, summary, part, info) -> tuple[dict[int, str], str | None]:
     """sample_id -> data URL of a 3 x 3-cell true-colour chip of one date, the cell outlined in lime;
     or ({}, why) where the scene cannot be read."""
-    from .view import data_url, true_colour
+    from ..publish.view import data_url, true_colour
 
     t = info["transform"]
     try:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import AtlasError
+from ..errors import AtlasError
 from .infer import DEFAULT_VIEWS, Predictor, openvino_model_dir
 from .registry import _write_text, load_card, sha256_file
 

@@ -22,19 +22,19 @@ import xarray as xr
 from rasterio.errors import RasterioIOError
 from tqdm import tqdm
 
-from . import __version__
+from .. import __version__
 from . import surface
-from .assemble import atomic_write, build_dataset, cells_frame, hectares, write_outputs
-from .classes import CLASSES
+from ..outputs import atomic_write, build_dataset, cells_frame, hectares, write_outputs
+from ..classes import CLASSES
 from .cloud import MAX_CLOUD, CloudMasker, chunk_cloud, patch_cloud_fraction, plan
 from .cluster import dask_client, default_workers, local_scheduler, run_tasks, workers_precision
-from .errors import AtlasError, AtlasWarning
-from .infer import DEFAULT_RUNTIME, DEFAULT_VIEWS, VIEWS, apply_temperature, get_predictor, uses_int8
-from .names import safe_name
-from .read import Scene, aligned_chunk, crop_to, input_path, is_url, open_scene
-from .registry import ModelCard, choose_model, load_card
+from ..errors import AtlasError, AtlasWarning
+from ..model.infer import DEFAULT_RUNTIME, DEFAULT_VIEWS, VIEWS, apply_temperature, get_predictor, uses_int8
+from ..names import safe_name
+from ..read import Scene, aligned_chunk, crop_to, input_path, is_url, open_scene
+from ..model.registry import ModelCard, choose_model, load_card
 from .surface import SurfacePlan
-from .tile import PatchGrid, average_to_cells, cells_with_edges, covering_patches, cut_patches, usable_patches
+from ..tile import PatchGrid, average_to_cells, cells_with_edges, covering_patches, cut_patches, usable_patches
 
 
 STAGES = ("read", "cloud", "cut", "infer")
@@ -88,7 +88,7 @@ def input_checksum(path: str) -> str:
     """SHA-256 of the input file, of every file of a SAFE folder (sorted by name), or of a STAC Item."""
     h = hashlib.sha256()
     if is_url(path):  # a STAC Item's URL: its JSON (the assets it names are COGs that do not change)
-        from .read.stac import fetch
+        from ..read.stac import fetch
 
         return hashlib.sha256(fetch(path)).hexdigest()
     p = Path(path)
