@@ -265,6 +265,12 @@ def _cmd_view(a) -> None:
             print(f"atlas-change: no web browser found here to open it; open {path} in one", file=sys.stderr)
 
 
+def _cmd_atlas(a) -> int:
+    from .cli.atlas import run
+
+    return run(a)
+
+
 _showwarning = warnings.showwarning
 
 
@@ -286,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         commands = {"classify": _cmd_classify, "train": _cmd_train, "evaluate": _cmd_evaluate, "demo": _cmd_demo,
                     "compare": _cmd_compare, "export": _cmd_export, "view": _cmd_view, "run": _cmd_run,
                     "status": _cmd_status, "calibrate": _cmd_calibrate, "quantize": _cmd_quantize, "sample": _cmd_sample,
-                    "assess": _cmd_assess}
+                    "assess": _cmd_assess, "atlas": _cmd_atlas}
         with warnings.catch_warnings():  # AtlasWarnings as one line each (none with --quiet)
             warnings.showwarning = _show_warning
             if getattr(a, "quiet", False):

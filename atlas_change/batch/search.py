@@ -60,10 +60,12 @@ def parse_range(text: str, flag: str) -> str:
 
 
 def search(api: str, collection: str, aoi, period: str, *, max_tile_cloud: float = MAX_TILE_CLOUD,
-           flag: str = "--before-range", limit: int = 500) -> list[Found]:
+           flag: str = "--before-range", limit: int = 500, strict: bool = True) -> list[Found]:
     """The Items of `collection` at `api` that intersect `aoi` (a shapely geometry in EPSG:4326)
     within `period` (START/END), with at most `max_tile_cloud` % tile cloud, ranked best first.
-    AtlasError naming the API's URL when it cannot be searched."""
+    AtlasError naming the API's URL when it cannot be searched; an Item whose SCL cannot be read is
+    an AtlasError too, or with `strict=False` a warning, the Item ranked by its tile's cloud cover
+    (the atlas lists it as failed when it cannot be classified either)."""
     from pystac_client import Client
     from pystac_client.warnings import DoesNotConformTo
 
@@ -106,9 +108,15 @@ def search(api: str, collection: str, aoi, period: str, *, max_tile_cloud: float
         when_taken = it.datetime or it.common_metadata.start_datetime  # an Item with a range has datetime null
         if when_taken is None:
             continue
-        found.append(Found(url, it.id, when_taken.date().isoformat(),
-                           None if cloud is None else float(cloud), aoi_clear(it.to_dict(), url, aoi), covers,
-                           footprint, it.to_dict()))
+        try:
+            clear = aoi_clear(it.to_dict(), url, aoi)
+        except AtlasError as e:
+            if strict:
+                raise
+            warnings.warn(f"{e}; ranked by its tile's cloud cover", AtlasWarning, stacklevel=2)
+            clear = None
+        found.append(Found(url, it.id, when_taken.date().isoformat(), None if cloud is None else float(cloud), clear,
+                           covers, footprint, it.to_dict()))
     for why, n in skipped.items():
         warnings.warn(f"{api}: {n} item(s) skipped: {why}", AtlasWarning, stacklevel=2)
     return sorted(found, key=lambda f: (*f.rank, f.date))

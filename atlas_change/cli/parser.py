@@ -6,6 +6,7 @@ import argparse
 import os
 
 from .. import __version__
+from . import atlas
 from ..model.augment import AUGMENTATIONS, MIXES
 from ..mapping.cloud import MAX_CLOUD
 from ..change.composite import EVIDENCE
@@ -348,4 +349,5 @@ def parser() -> argparse.ArgumentParser:
                        "model. The scenes are made up, so the labels show the pipeline, not the model's accuracy.")
     d.add_argument("--size", type=int, default=1024, help="scene side in pixels (default 1024)")
     d.add_argument("--workers", type=int, help="Dask worker processes (default 1)")
+    atlas.add_parser(sub)
     return p

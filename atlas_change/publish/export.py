@@ -162,10 +162,10 @@ def export_gpkg(folder: str | os.PathLike, gpkg: str | os.PathLike) -> Path:
     return write_gpkg(layers(folder), Path(gpkg))
 
 
-def write_gpkg(frames: dict, out: Path) -> Path:
+def write_gpkg(frames: dict, out: Path, geometry_type: str = "Polygon") -> Path:
     """Polygon layers (name -> GeoDataFrame) as one GeoPackage 1.2 (via a temporary file, renamed
     when complete), with a `layer_styles` table so that QGIS shows cells in the EuroSAT colours and
-    other layers as outlines."""
+    other layers as outlines; `geometry_type` is what every layer declares."""
     import pyogrio
 
     tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}.gpkg")
@@ -173,7 +173,7 @@ def write_gpkg(frames: dict, out: Path) -> Path:
         out.parent.mkdir(parents=True, exist_ok=True)
         for i, (name, gdf) in enumerate(frames.items()):
             # every layer says it holds polygons, even when empty (QGIS and ogrinfo show its type)
-            pyogrio.write_dataframe(gdf, tmp, layer=name, driver="GPKG", geometry_type="Polygon", use_arrow=True,
+            pyogrio.write_dataframe(gdf, tmp, layer=name, driver="GPKG", geometry_type=geometry_type, use_arrow=True,
                                     dataset_options={"VERSION": GPKG_VERSION} if i == 0 else None,
                                     layer_options={"GEOMETRY_NAME": GEOMETRY_COLUMN})
         pyogrio.write_dataframe(_styles_frame(list(frames)), tmp, layer="layer_styles", driver="GPKG",

@@ -1,0 +1,195 @@
+"""The atlas run: for every period, the region's Items searched once (the choice kept in
+`<out>/<period>/items.json`, so a rerun reads the same scenes), the clearest Item of every tile
+classified over the region's part of it (`<out>/<period>/tiles/<tile>/`, a classify output each),
+the period's map merged onto the atlas grid (`<out>/<period>/`, a classify output on that grid plus
+probabilities.tif and observations.tif), the change through the periods (`<out>/change/`, compare's
+joint decision over every period), and hectares per unit (stats). Every step is skipped where its
+output is already there and made from the same inputs; a tile that fails is tried again, then
+listed in atlas.json, and the units' figures say how many of their hectares no tile saw."""
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+from ..errors import AtlasError
+from ..names import digest, safe_name
+from ..outputs import atomic_write, read_json, strict_json
+from .grid import EEA_CRS, grid_crs, region_grid
+
+ATLAS_FILE = "atlas.json"
+
+
+@dataclass(frozen=True)
+class AtlasSpec:
+    """What an atlas is made of; `periods` maps a period's name to its START/END range."""
+
+    region: Path
+    unit_field: str
+    stac_api: str
+    periods: dict[str, str]
+    out: Path
+    collection: str = "sentinel-2-l2a"
+    grid_crs: str = EEA_CRS
+    cell: float | None = None  # metres; None: the stride's cell (stride x 10 m)
+    origin: tuple[float, float] = (0.0, 0.0)
+    stride: int = 64
+    model: str | None = None
+    max_tile_cloud: float = 80.0
+    min_confidence: float = 0.6
+    stay: float = 0.6
+    retries: int = 1
+    classify_kw: dict = field(default_factory=dict)  # passed to classify as is (runtime, tta, allow_untrained)
+
+    @property
+    def cell_m(self) -> float:
+        return float(self.cell or self.stride * 10)
+
+
+def check_spec(spec: AtlasSpec) -> None:
+    """Refuse what would fail late: period names that are not folder names, bad ranges, no periods."""
+    from ..batch.search import parse_range
+
+    if not spec.periods:
+        raise AtlasError("atlas: no --period given; give one or more NAME=START/END")
+    for name, rng in spec.periods.items():
+        if safe_name(name) != name or name in ("change", "tiles"):
+            raise AtlasError(f"--period {name}={rng}: the name must be a plain folder name (letters, digits, - _ .)")
+        parse_range(rng, f"--period {name}")
+    if spec.cell_m < spec.stride * 10:
+        raise AtlasError(f"--cell {spec.cell_m:g}: smaller than the map's own cells ({spec.stride} px x 10 m)")
+    if spec.retries < 0:
+        raise AtlasError(f"--retries {spec.retries}: expected 0 or more")
+
+
+@dataclass(frozen=True)
+class Tile:
+    """The Item chosen for one tile of a period, stored locally."""
+
+    tile: str
+    id: str
+    date: str
+    item: str  # the local copy of the Item's JSON (relative to the period folder)
+    url: str
+    footprint: dict | None  # GeoJSON geometry, EPSG:4326
+    aoi_clear: float | None
+    tile_cloud: float | None
+
+    @property
+    def key(self) -> str:
+        return f"{safe_name(self.tile, max_len=40)}_{digest(self.url, self.item, n=6)}"
+
+
+def choose_tiles(spec: AtlasSpec, name: str, region, echo: Callable[[str], None]) -> list[Tile]:
+    """The period's Items, one per tile (the clearest over the region), searched once: kept in
+    `<out>/<name>/items.json` and reused as they are by every later run."""
+    from ..batch.search import save_item, search, tile_of
+
+    folder = spec.out / name
+    listing = folder / "items.json"
+    if listing.exists():
+        return [Tile(**t) for t in read_json(listing)["chosen"]]
+    found = search(spec.stac_api, spec.collection, region, spec.periods[name], max_tile_cloud=spec.max_tile_cloud,
+                   flag=f"--period {name}", strict=False)
+    best: dict[str, object] = {}
+    for f in found:  # best first
+        best.setdefault(tile_of(f), f)
+    chosen = []
+    for tile, f in sorted(best.items()):
+        local = save_item(f, folder / "items")
+        chosen.append(Tile(tile, f.id, f.date, str(local.relative_to(folder)), f.url,
+                           f.item.get("geometry"), f.aoi_clear, f.tile_cloud))
+    record = {"period": name, "range": spec.periods[name], "api": spec.stac_api, "collection": spec.collection,
+              "searched": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "found": [{"id": f.id, "tile": tile_of(f), "date": f.date, "url": f.url, "aoi_clear": f.aoi_clear,
+                         "tile_cloud": f.tile_cloud} for f in found],
+              "chosen": [t.__dict__ for t in chosen]}
+    atomic_write(listing, lambda f: f.write(strict_json(record).encode()))
+    echo(f"{name}: {len(found)} Items found, {len(chosen)} tiles chosen")
+    return chosen
+
+
+def tile_bbox(tile: Tile, region) -> tuple[float, float, float, float] | None:
+    """Lon/lat bounds of the region's part of the tile's footprint (None: they do not meet)."""
+    import shapely
+    from shapely.geometry import shape
+
+    part = region if tile.footprint is None else shapely.intersection(region, shapely.make_valid(shape(tile.footprint)))
+    return None if part.is_empty else tuple(float(v) for v in part.bounds)
+
+
+def classify_tile(spec: AtlasSpec, name: str, tile: Tile, region, client, quiet: bool) -> tuple[str, str]:
+    """Classify one tile of one period unless its output is already there: -> (status, detail),
+    status 'done', 'up to date', 'outside' or 'failed' (after `spec.retries` more tries)."""
+    from ..change.compare import load_map
+    from ..mapping.pipeline import classify
+
+    folder = spec.out / name / "tiles" / tile.key
+    if (folder / "run.json").exists():
+        try:
+            load_map(folder)
+            return "up to date", ""
+        except AtlasError:
+            pass  # damaged: made again
+    bbox = tile_bbox(tile, region)
+    if bbox is None:
+        return "outside", "the tile's footprint misses the region"
+    detail = ""
+    for _ in range(1 + spec.retries):
+        try:
+            classify(str(spec.out / name / tile.item), model=spec.model, stride=spec.stride, out=folder, client=client,
+                     quiet=quiet, bbox=bbox, **spec.classify_kw)
+            return "done", ""
+        except AtlasError as e:
+            detail = str(e)
+        except Exception as e:  # noqa: BLE001  (one tile's fault must not stop the atlas)
+            detail = f"{type(e).__name__}: {e}"
+            if not quiet:
+                traceback.print_exc()
+    return "failed", detail
+
+
+def atlas(spec: AtlasSpec, *, scheduler: str | None = None, workers: int | None = None, quiet: bool = False,
+          echo: Callable[[str], None] = print) -> dict:
+    """Make (or bring up to date) the atlas of `spec`; -> the record written to `<out>/atlas.json`."""
+    from ..mapping.cluster import dask_client
+    from .stats import read_units, write_stats
+    from .period import change_through, write_period
+
+    check_spec(spec)
+    units = read_units(spec.region, spec.unit_field)
+    crs = grid_crs(spec.grid_crs)
+    grid = region_grid(tuple(units.to_crs(crs).total_bounds), crs, spec.cell_m, spec.origin)
+    region = units.to_crs(4326).union_all()
+    record = {"region": str(spec.region), "unit_field": spec.unit_field, "units": len(units),
+              "grid": {"crs": crs.to_string(), "cell_m": grid.cell, "origin": list(spec.origin),
+                       "transform": list(grid.transform)[:6], "shape": [grid.height, grid.width]},
+              "periods": {}}
+    spec.out.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        client = None
+        for name in spec.periods:
+            tiles = choose_tiles(spec, name, region, echo)
+            results = {}
+            for n, tile in enumerate(tiles, 1):
+                if client is None and scheduler != "sync" and not (spec.out / name / "tiles" / tile.key / "run.json").exists():
+                    client = stack.enter_context(dask_client(workers, scheduler))  # once, when a tile needs it
+                t0 = time.perf_counter()
+                status, detail = classify_tile(spec, name, tile, region, client, quiet)
+                results[tile.key] = {"tile": tile.tile, "item": tile.id, "date": tile.date, "status": status,
+                                     "error": detail, "seconds": round(time.perf_counter() - t0, 1)}
+                echo(f"{name} [{n}/{len(tiles)}] {tile.tile} {tile.id}: {status}" + (f": {detail}" if detail else ""))
+            done = [spec.out / name / "tiles" / k for k, r in results.items() if r["status"] in ("done", "up to date")]
+            made = write_period(spec, name, grid, done, tiles)
+            echo(f"{name}: map {'written' if made else 'up to date'} ({len(done)} of {len(tiles)} tiles)")
+            record["periods"][name] = {"range": spec.periods[name], "tiles": results}
+    if len(spec.periods) >= 2:
+        echo(f"change: {change_through(spec)}")
+    write_stats(spec, units, grid)
+    record["failed_tiles"] = sum(r["status"] == "failed" for p in record["periods"].values() for r in p["tiles"].values())
+    atomic_write(spec.out / ATLAS_FILE, lambda f: f.write(strict_json(record).encode()))
+    return record

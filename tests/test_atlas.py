@@ -1,0 +1,165 @@
+"""The atlas of a region over two periods: tiles on two UTM zones found in a real STAC API (rustac
+serve) and read over HTTP from nginx, merged onto the EEA grid without a seam, hectares per unit
+that add up to the units' areas, a tile that cannot be read listed, a rerun that does nothing."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+import shapely
+from rasterio.warp import transform_geom
+
+from atlas_change.bands import L2A_ORDER
+from atlas_change.synth import make_scene
+from conftest import band_cogs, item, stac_api
+
+#: two tiles either side of the UTM zone boundary at 12 deg E that overlap there (as test_search's)
+TILES = {"32TXX": ("EPSG:32632", (730750.0, 4992130.0)), "33TXX": ("EPSG:32633", (260200.0, 4992460.0))}
+SIZE = (1024, 768)  # 10.24 x 7.68 km: 32TXX spans 11.93-12.06 E, 33TXX 11.96-12.09 E
+PERIODS = {"y2023": ("2023-06-01/2023-08-31", "2023-06-05"), "y2024": ("2024-06-01/2024-08-31", "2024-06-07")}
+#: three units: west of the boundary, across it, east of it (lon / lat)
+UNITS = {"W": (11.935, 44.985, 11.99, 45.035), "M": (11.99, 44.985, 12.02, 45.035),
+         "E": (12.02, 44.985, 12.08, 45.035)}
+
+
+def _item(hrefs: dict, tile: str, day: str, footprint: dict) -> dict:
+    it = item(hrefs, "earth-search", **{"s2:processing_baseline": "05.09", "eo:cloud_cover": 10.0,
+                                        "mgrs:utm_zone": int(tile[:2]), "mgrs:latitude_band": tile[2],
+                                        "mgrs:grid_square": tile[3:]})
+    it.update(id=f"S2B_{tile}_{day.replace('-', '')}_0_L2A", geometry=footprint,
+              bbox=list(shapely.geometry.shape(footprint).bounds))
+    it["properties"]["datetime"] = f"{day}T10:15:59Z"
+    return it
+
+
+@pytest.fixture(scope="module")
+def region(server, tmp_path_factory):
+    """(STAC API url, units file, folder, nginx root): two periods of the two tiles, and in 2024 a third
+    Item (another tile) whose band files are not on the server."""
+    url, root, _ = server
+    d = tmp_path_factory.mktemp("atlas")
+    items = []
+    for k, (name, (_, day)) in enumerate(PERIODS.items()):
+        for tile, (crs, origin) in TILES.items():
+            scene = make_scene(d / f"{tile}_{day}.tif", *SIZE, bands=L2A_ORDER, crs=crs, origin=origin,
+                               seed=31 + k * 2 + (tile == "33TXX"))
+            folder = root / "atlas" / day / tile
+            names = band_cogs(scene, folder)
+            with rasterio.open(scene) as src:
+                footprint = transform_geom(src.crs, "EPSG:4326", shapely.box(*src.bounds).__geo_interface__)
+            items.append(_item({b: f"{url}/atlas/{day}/{tile}/{n}" for b, n in names.items()}, tile, day, footprint))
+    lost = _item({b: f"{url}/atlas/missing/{b}.tif" for b in (*L2A_ORDER, "SCL")}, "32TYY", "2024-06-07",
+                 shapely.box(11.95, 44.99, 11.97, 45.0).__geo_interface__)
+    items.append(lost)
+    units = d / "units.gpkg"
+    gpd.GeoDataFrame({"NUTS_ID": list(UNITS), "name": ["west", "middle", "east"]},
+                     geometry=[shapely.box(*b) for b in UNITS.values()], crs="EPSG:4326").to_file(units)
+    with stac_api(items, d / "api") as api:
+        yield api, units, d
+
+
+def _atlas(api, units, out, *extra) -> subprocess.CompletedProcess:
+    args = [sys.executable, "-m", "atlas_change", "atlas", "--region", str(units), "--unit-field", "NUTS_ID",
+            "--stac-api", api, "--out", str(out), "--runtime", "graph", "--tta", "1", "--allow-untrained",
+            "--scheduler", "sync", *extra]
+    for name, (rng, _) in PERIODS.items():
+        args += ["--period", f"{name}={rng}"]
+    return subprocess.run(args, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def made(region, model12, tmp_path_factory):
+    api, units, _ = region
+    out = tmp_path_factory.mktemp("made") / "atlas"
+    r = _atlas(api, units, out, "--model", str(model12.path))
+    return r, out
+
+
+def _cell_centres_in(geom, transform, shape) -> np.ndarray:
+    rows, cols = np.mgrid[0:shape[0], 0:shape[1]]
+    x, y = transform * (cols + 0.5, rows + 0.5)
+    return shapely.contains_xy(geom, x, y)
+
+
+def test_atlas_maps_each_period_on_the_eea_grid_without_a_seam(made, region):
+    r, out = made
+    assert r.returncode == 1 and (out / "atlas.json").exists(), r.stdout + r.stderr  # the lost tile failed: said by the exit status, the rest is written
+    record = json.loads((out / "atlas.json").read_text())
+    failed = [t for p in record["periods"].values() for t in p["tiles"].values() if t["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["tile"] == "32TYY" and "missing" in failed[0]["error"]
+    for name in PERIODS:
+        with rasterio.open(out / name / "lulc.tif") as src:
+            assert src.crs.to_epsg() == 3035 and src.res == (640.0, 640.0)
+            assert src.transform.c % 640 == 0 and src.transform.f % 640 == 0  # EEA grid: multiples of the cell
+            assert src.tags()["MODEL"] == "sn12" and src.overviews(1) is not None
+            lulc, t = src.read(1), src.transform
+        with rasterio.open(out / name / "probabilities.tif") as src:
+            assert src.count == 10 and src.descriptions[0] == "p_AnnualCrop"
+            p = src.read()
+        assert np.allclose(p[:, lulc > 0].sum(axis=0), 1, atol=1e-4)
+        assert (p[:, lulc > 0].argmax(axis=0) + 1 == lulc[lulc > 0]).all()
+        # no seam: every cell centred in the region and well inside the tiles' union (1 cell in) is labelled
+        tiles = shapely.union_all([shapely.box(*src_bounds(out / name / "tiles" / k)) for k in
+                                   (p.name for p in (out / name / "tiles").iterdir())])
+        units = gpd.read_file(region[1]).to_crs(3035)
+        inner = shapely.intersection(units.union_all(), tiles.buffer(-640))
+        assert inner.area > 0.3 * units.union_all().area
+        want = _cell_centres_in(inner, t, lulc.shape)
+        assert want.sum() > 60 and (lulc[want] > 0).all()
+
+
+def src_bounds(tile_folder):
+    """A tile's classified area in EPSG:3035."""
+    with rasterio.open(tile_folder / "lulc.tif") as src:
+        return rasterio.warp.transform_bounds(src.crs, "EPSG:3035", *src.bounds)
+
+
+def test_hectares_per_unit_add_up_to_the_unit(made, region):
+    _, out = made
+    stats = pd.read_csv(out / "stats.csv")
+    assert list(stats.columns) == ["unit", "period", "class", "group", "cells", "hectares"]
+    assert pd.read_parquet(out / "stats.parquet").equals(stats) or np.allclose(
+        pd.read_parquet(out / "stats.parquet")["hectares"], stats["hectares"])
+    units = gpd.read_file(region[1]).to_crs(3035)
+    with rasterio.open(out / "y2023" / "lulc.tif") as src:
+        t, shape = src.transform, (src.height, src.width)
+    for _, u in units.iterrows():
+        cells = int(_cell_centres_in(u.geometry, t, shape).sum())
+        for period in PERIODS:
+            mine = stats[(stats.unit == u.NUTS_ID) & (stats.period == period)]
+            assert set(mine["class"]) >= {"uncertain", "cloud", "nodata", "Forest"}
+            assert mine["cells"].sum() == cells and mine["hectares"].sum() == pytest.approx(cells * 40.96, abs=0.05)
+    # the middle unit, across the zone boundary, is seen whole
+    middle = stats[(stats.unit == "M") & (stats["class"] == "nodata")]
+    assert (middle["cells"] == 0).all()
+    changes = pd.read_csv(out / "changes.csv")
+    assert set(changes["step"]) == {"y2023->y2024"}
+    per_unit = changes.groupby("unit")["cells"].sum()
+    for _, u in units.iterrows():
+        assert per_unit[u.NUTS_ID] == int(_cell_centres_in(u.geometry, t, shape).sum())
+    gpkg = gpd.read_file(out / "units.gpkg", layer="units")
+    assert list(gpkg["unit"]) == list(UNITS) and "y2024_Forest_ha" in gpkg.columns
+    assert (out / "change" / "summary.json").exists() and (out / "change" / "change.tif").exists()
+
+
+def test_a_rerun_does_nothing_and_keeps_every_file(made, region, model12):
+    r, out = made
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.tif")}
+    again = _atlas(region[0], region[1], out, "--model", str(model12.path))
+    assert again.returncode == 1  # the lost tile is tried again and still fails
+    lines = again.stdout.splitlines()
+    assert sum("up to date" in ln for ln in lines) == 4 + 2 + 1, again.stdout  # 4 tiles, 2 maps, the change
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.tif")} == before
+
+
+def test_bad_region_is_one_line(region, tmp_path):
+    api, units, _ = region
+    r = _atlas(api, units, tmp_path / "o", "--unit-field", "NOPE")
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
+    assert "no field 'NOPE'" in r.stderr and "NUTS_ID" in r.stderr and not (tmp_path / "o").exists()
