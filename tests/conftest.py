@@ -165,3 +165,49 @@ def stac_api(items: list[dict], folder: Path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+MAJOR_TOM = Path(__file__).resolve().parents[2] / "shared" / "scenes" / "major-tom-l2a" / "199U" / "199U_1099R"
+
+
+def major_tom_split(root: Path, url: str) -> tuple[list[dict], Path]:
+    """The real Major TOM L2A cell (UTM 48N, baseline N9999: no DN offset; no SCL) cut into two
+    overlapping Items served from `root` at `url`, the western one warped into UTM 47N as a
+    neighbouring tile of the other zone would be: (Items, the cell's local band folder). Skips
+    without ../shared."""
+    import shapely
+    from rasterio.warp import Resampling, calculate_default_transform, reproject, transform_geom
+    from rasterio.windows import Window
+
+    folders = sorted(MAJOR_TOM.glob("S2*")) if MAJOR_TOM.is_dir() else []
+    if not folders:
+        pytest.skip("../shared/scenes/major-tom-l2a not here")
+    local = folders[0]
+    items = []
+    for name, crs, c0, c1 in (("west", "EPSG:32647", 0, 640), ("east", None, 420, 1068)):
+        hrefs, out = {}, root / "split" / name
+        out.mkdir(parents=True, exist_ok=True)
+        for f in sorted(local.glob("B*.tif")):
+            with rasterio.open(f) as src:
+                k = 1068 // src.width
+                win = Window(c0 // k, 0, (c1 - c0) // k, src.height)
+                data, t, dst_crs = src.read(1, window=win), src.window_transform(win), src.crs
+                if crs:
+                    b = rasterio.windows.bounds(win, src.transform)
+                    t2, w2, h2 = calculate_default_transform(src.crs, crs, data.shape[1], data.shape[0], *b, resolution=src.res)
+                    warped = np.zeros((h2, w2), data.dtype)
+                    reproject(data, warped, src_transform=t, src_crs=src.crs, dst_transform=t2, dst_crs=crs,
+                              resampling=Resampling.bilinear, src_nodata=0, dst_nodata=0)
+                    data, t, dst_crs = warped, t2, rasterio.crs.CRS.from_string(crs)
+                profile = {"driver": "COG", "dtype": data.dtype, "count": 1, "width": data.shape[1],
+                           "height": data.shape[0], "crs": dst_crs, "transform": t, "nodata": 0, "compress": "deflate"}
+                with rasterio.open(out / f.name, "w", **profile) as dst:
+                    dst.write(data, 1)
+                hrefs[f.stem] = f"{url}/split/{name}/{f.name}"
+        with rasterio.open(out / "B02.tif") as src:
+            footprint = transform_geom(src.crs, "EPSG:4326", shapely.box(*src.bounds).__geo_interface__)
+        it = item(hrefs, "pc", **{"s2:processing_baseline": "99.99", "eo:cloud_cover": 1.0})
+        it.update(id=f"MT_{name}", geometry=footprint, bbox=list(shapely.geometry.shape(footprint).bounds))
+        it["properties"]["datetime"] = "2020-02-23T03:27:39Z"
+        items.append(it)
+    return items, local

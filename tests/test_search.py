@@ -20,7 +20,7 @@ from atlas_change.change.compare import compare, read_aoi
 from atlas_change.errors import AtlasError
 from atlas_change.batch.search import choose, search
 from atlas_change.synth import make_scene
-from conftest import band_cogs, free_port, item, run_classify, stac_api
+from conftest import MAJOR_TOM, band_cogs, free_port, item, major_tom_split, run_classify, stac_api
 from test_jobs import aoi_table, job_text
 
 ORIGIN = (600000.0, 5000040.0)
@@ -187,9 +187,6 @@ def test_aoi_across_two_utm_zones_is_mosaicked_clearest_pixel_first(two_zones, m
     assert r.returncode == 0 and r.stdout.count("(mosaic)") == 4, r.stdout + r.stderr
 
 
-MAJOR_TOM = Path(__file__).resolve().parents[2] / "shared" / "scenes" / "major-tom-l2a" / "199U" / "199U_1099R"
-
-
 @pytest.mark.data
 def test_real_l2a_found_in_the_api_equals_the_local_band_folder(server, tmp_path):
     """The real Major TOM L2A cell (baseline N9999, no offset in its pixels; no SCL) as a Planetary
@@ -289,44 +286,13 @@ def test_real_l2a_split_across_two_utm_zones_mosaics_back(server, tmp_path):
     UTM 47N as a neighbouring tile of the other zone would be: an AOI across both is found as a
     mosaic of the two, on the AOI's own grid, and its labels (default model) agree with those of the
     unsplit cell on that same grid: what the split, the second warp and the fusing change."""
-    from rasterio.warp import Resampling, calculate_default_transform, reproject
     from rasterio.windows import Window
 
     from atlas_change.mapping.pipeline import classify
     from atlas_change.read.mosaic import write_mosaic
 
-    folders = sorted(MAJOR_TOM.glob("S2*")) if MAJOR_TOM.is_dir() else []
-    if not folders:
-        pytest.skip("../shared/scenes/major-tom-l2a not here")
-    local = folders[0]
     url, root, _ = server
-    items = []
-    for name, crs, c0, c1 in (("west", "EPSG:32647", 0, 640), ("east", None, 420, 1068)):
-        hrefs, out = {}, root / "split" / name
-        out.mkdir(parents=True, exist_ok=True)
-        for f in sorted(local.glob("B*.tif")):
-            with rasterio.open(f) as src:
-                k = 1068 // src.width
-                win = Window(c0 // k, 0, (c1 - c0) // k, src.height)
-                data, t, dst_crs = src.read(1, window=win), src.window_transform(win), src.crs
-                if crs:
-                    b = rasterio.windows.bounds(win, src.transform)
-                    t2, w2, h2 = calculate_default_transform(src.crs, crs, data.shape[1], data.shape[0], *b, resolution=src.res)
-                    warped = np.zeros((h2, w2), data.dtype)
-                    reproject(data, warped, src_transform=t, src_crs=src.crs, dst_transform=t2, dst_crs=crs,
-                              resampling=Resampling.bilinear, src_nodata=0, dst_nodata=0)
-                    data, t, dst_crs = warped, t2, rasterio.crs.CRS.from_string(crs)
-                profile = {"driver": "COG", "dtype": data.dtype, "count": 1, "width": data.shape[1],
-                           "height": data.shape[0], "crs": dst_crs, "transform": t, "nodata": 0, "compress": "deflate"}
-                with rasterio.open(out / f.name, "w", **profile) as dst:
-                    dst.write(data, 1)
-                hrefs[f.stem] = f"{url}/split/{name}/{f.name}"
-        with rasterio.open(out / "B02.tif") as src:
-            footprint = transform_geom(src.crs, "EPSG:4326", shapely.box(*src.bounds).__geo_interface__)
-        it = item(hrefs, "pc", **{"s2:processing_baseline": "99.99", "eo:cloud_cover": 1.0})
-        it.update(id=f"MT_{name}", geometry=footprint, bbox=list(shapely.geometry.shape(footprint).bounds))
-        it["properties"]["datetime"] = "2020-02-23T03:27:39Z"
-        items.append(it)
+    items, local = major_tom_split(root, url)
     with rasterio.open(local / "B02.tif") as src:  # the AOI: rows 300..700, cols 300..800 of the cell
         box = shapely.box(*rasterio.windows.bounds(Window(300, 300, 500, 400), src.transform))
         crs = src.crs.to_string()
