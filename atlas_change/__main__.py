@@ -72,11 +72,23 @@ def _run_job(path, **kw) -> int:
 
 
 def _cmd_run(a) -> int:
+    from .atlas.job import load_atlas_job
+
+    if (spec := load_atlas_job(a.job)) is not None:  # a job file with an [atlas] table
+        from .cli.atlas import run_spec
+
+        return run_spec(spec, a.scheduler, a.workers, a.quiet)
     return _run_job(a.job, scheduler=a.scheduler, workers=a.workers, force=a.force, quiet=a.quiet)
 
 
 def _cmd_status(a) -> int:
+    from .atlas.job import load_atlas_job
     from .batch.jobs import job_status, load_job, table
+
+    if (spec := load_atlas_job(a.job)) is not None:
+        from .cli.atlas import status
+
+        return status(spec)
 
     results = job_status(load_job(a.job))
     print(table(results))

@@ -163,3 +163,97 @@ def test_bad_region_is_one_line(region, tmp_path):
     r = _atlas(api, units, tmp_path / "o", "--unit-field", "NOPE")
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
     assert "no field 'NOPE'" in r.stderr and "NUTS_ID" in r.stderr and not (tmp_path / "o").exists()
+
+
+def test_a_job_file_atlas_table_gives_the_same_atlas(made, region, model12, tmp_path):
+    api, units, _ = region
+    periods = ", ".join(f'{name} = "{rng}"' for name, (rng, _) in PERIODS.items())
+    job = tmp_path / "atlas.toml"
+    job.write_text(f'name = "region"\noutput = "out"\nmodel = "{model12.path}"\nruntime = "graph"\ntta = 1\n'
+                   f'allow_untrained = true\n[atlas]\nregion = "{units}"\nunit_field = "NUTS_ID"\nstac_api = "{api}"\n'
+                   f"periods = {{ {periods} }}\n")
+    r = subprocess.run([sys.executable, "-m", "atlas_change", "run", str(job), "--scheduler", "sync"],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "1 tile(s) failed" in r.stdout, r.stdout + r.stderr
+    assert (tmp_path / "out" / "stats.csv").read_text() == (made[1] / "stats.csv").read_text()
+    st = subprocess.run([sys.executable, "-m", "atlas_change", "status", str(job)], capture_output=True, text=True)
+    assert st.returncode == 1 and "y2024 (2024-06-01/2024-08-31): 3 tiles: 2 done, 1 failed" in st.stdout, st.stdout
+    job.write_text(job.read_text().replace("[atlas]", "cell = 100\n[atlas]"))
+    bad = subprocess.run([sys.executable, "-m", "atlas_change", "run", str(job)], capture_output=True, text=True)
+    assert bad.returncode == 2 and "cell: unknown key" in bad.stderr
+
+
+def test_a_killed_run_resumes_from_its_finished_tiles(region, model12, tmp_path):
+    import os
+    import signal
+    import time
+
+    api, units, _ = region
+    out = tmp_path / "atlas"
+    args = [sys.executable, "-m", "atlas_change", "atlas", "--region", str(units), "--unit-field", "NUTS_ID",
+            "--stac-api", api, "--out", str(out), "--runtime", "graph", "--tta", "1", "--allow-untrained",
+            "--scheduler", "sync", "--model", str(model12.path)]
+    for name, (rng, _) in PERIODS.items():
+        args += ["--period", f"{name}={rng}"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while not list(out.glob("y2023/tiles/*/run.json")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = {p.parent.name for p in out.glob("*/tiles/*/run.json")}
+    assert finished and not (out / "atlas.json").exists()
+    r = subprocess.run(args, capture_output=True, text=True)
+    assert r.returncode == 1, r.stdout + r.stderr  # only the lost tile fails
+    record = json.loads((out / "atlas.json").read_text())
+    status = {k: t["status"] for p in record["periods"].values() for k, t in p["tiles"].items()}
+    assert all(status[k] == "up to date" for k in finished) and (out / "stats.csv").exists()
+
+
+@pytest.mark.data
+def test_real_l2a_split_across_two_utm_zones_gives_the_atlas_of_the_whole_cell(server, tmp_path):
+    """The real Major TOM L2A cell cut into two Items on UTM 47N and 48N (conftest.major_tom_split) and,
+    in a second catalogue, the whole cell as one Item: the two atlases (default model, stride 16, an
+    equal-area grid of 640 m cells, EPSG:6933) label every cell of the region, and label it alike:
+    measured 89.5 % of 143 cells. At stride 64 they agree on 74 %: each tile has its own 640 m patch
+    grid (the split Items start 36 px off the cell's, the western one resampled into 47N), and on this
+    mixed land a 640 m patch's label depends on where its edges fall; not a seam (every cell labelled)."""
+    from conftest import major_tom_split
+
+    url, root, _ = server
+    items, local = major_tom_split(root, url)
+    whole = item({f.stem: f"{url}/split/whole/{f.name}" for f in local.glob("B*.tif")}, "pc",
+                 **{"s2:processing_baseline": "99.99", "eo:cloud_cover": 1.0})
+    (root / "split" / "whole").mkdir(exist_ok=True)
+    for f in local.glob("B*.tif"):
+        (root / "split" / "whole" / f.name).unlink(missing_ok=True)
+        (root / "split" / "whole" / f.name).symlink_to(f)
+    with rasterio.open(local / "B02.tif") as src:  # two units: the cell's rows 150..900, cols 150..560 / 560..900
+        t = src.transform * src.transform.scale(1068 / src.width)
+        boxes = [shapely.box(*(t * (c0, 900)), *(t * (c1, 150))) for c0, c1 in ((150, 560), (560, 900))]
+        crs = src.crs
+    units = tmp_path / "units.gpkg"
+    gpd.GeoDataFrame({"ID": ["west", "east"]}, geometry=boxes, crs=crs).to_file(units)
+    whole.update(id="MT_whole", geometry=items[0]["geometry"], bbox=None)
+    whole["geometry"] = shapely.geometry.mapping(shapely.union_all([shapely.geometry.shape(i["geometry"]) for i in items]))
+    whole["bbox"] = list(shapely.geometry.shape(whole["geometry"]).bounds)
+    whole["properties"]["datetime"] = "2020-02-23T03:27:39Z"
+    maps = {}
+    for name, catalogue in (("split", items), ("whole", [whole])):
+        with stac_api(catalogue, tmp_path / f"api_{name}") as api:
+            r = subprocess.run([sys.executable, "-m", "atlas_change", "atlas", "--region", str(units), "--unit-field", "ID",
+                                "--stac-api", api, "--period", "feb=2020-02-01/2020-02-29", "--grid-crs", "EPSG:6933", "--stride", "16", "--cell", "640",
+                                "--out", str(tmp_path / name), "--scheduler", "sync"], capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+        with rasterio.open(tmp_path / name / "feb" / "lulc.tif") as src:
+            maps[name], grid_t = src.read(1), src.transform
+    region = gpd.read_file(units).to_crs(6933).union_all()
+    inside = _cell_centres_in(region, grid_t, maps["split"].shape)
+    split_tiles = json.loads((tmp_path / "split" / "atlas.json").read_text())["periods"]["feb"]["tiles"]
+    assert sorted(t["item"] for t in split_tiles.values()) == ["MT_east", "MT_west"]
+    assert inside.sum() >= 100 and (maps["split"][inside] > 0).all() and (maps["whole"][inside] > 0).all()
+    agree = (maps["split"] == maps["whole"])[inside].mean()
+    print(f"atlas of the split cell vs the whole cell: {agree:.1%} of {inside.sum()} cells agree")
+    assert agree >= 0.85
+    stats = pd.read_csv(tmp_path / "split" / "stats.csv")
+    assert stats[stats["class"] == "nodata"]["cells"].sum() == 0

@@ -136,6 +136,9 @@ def write_stats(spec, units, grid: Grid) -> None:
     atomic_write(spec.out / "changes.csv", lambda f: f.write(csv_text(
         [["unit", "step", "from", "to", "cells", "hectares"], *changes]).encode()))
     write_units(spec, units, frame, changes)
+    from .page import write_page
+
+    write_page(spec.out, units, frame, list(spec.periods))
 
 
 def write_units(spec, units, frame, changes: list[list]) -> None:

@@ -94,15 +94,49 @@ def origin(text: str) -> tuple[float, float]:
 
 def run(a) -> int:
     """Run `atlas` as the arguments ask; 1 when a tile failed (the atlas is written without it)."""
-    from ..atlas.run import AtlasSpec, atlas
+    from ..atlas.run import AtlasSpec
 
     spec = AtlasSpec(Path(a.region), a.unit_field, a.stac_api, periods(a.period), Path(a.out), a.collection,
                      a.grid_crs, a.cell, origin(a.origin), a.stride, a.model, a.max_tile_cloud, a.min_confidence,
                      a.stay, a.retries,
                      {"runtime": a.runtime, "tta": a.tta, "allow_untrained": a.allow_untrained})
-    record = atlas(spec, scheduler=a.scheduler, workers=a.workers, quiet=a.quiet,
-                   echo=(lambda s: None) if a.quiet else print)
-    if not a.quiet:
-        print(f"{a.out}: {len(record['periods'])} period(s), {record['units']} unit(s); "
+    return run_spec(spec, a.scheduler, a.workers, a.quiet)
+
+
+def run_spec(spec, scheduler: str | None, workers: int | None, quiet: bool) -> int:
+    """Make the atlas of `spec` (the `atlas` command, or `run` of a job file with an [atlas] table)."""
+    from ..atlas.run import atlas
+
+    record = atlas(spec, scheduler=scheduler, workers=workers, quiet=quiet, echo=(lambda s: None) if quiet else print)
+    if not quiet:
+        print(f"{spec.out}: {len(record['periods'])} period(s), {record['units']} unit(s); "
               f"{record['failed_tiles']} tile(s) failed (atlas.json)")
     return 1 if record["failed_tiles"] else 0
+
+
+def status(spec) -> int:
+    """What an atlas job has done (its atlas.json): tiles per period and outcome; 1 unless complete."""
+    import json
+
+    from ..atlas.run import ATLAS_FILE
+
+    path = spec.out / ATLAS_FILE
+    if not path.exists():
+        print(f"{spec.out}: not made yet (no {ATLAS_FILE}); run the job")
+        return 1
+    try:
+        record = json.loads(path.read_text())
+        periods = record["periods"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise AtlasError(f"{path}: damaged ({e}); run the job again") from None
+    for name, p in periods.items():
+        tiles = p.get("tiles", {})
+        counts: dict[str, int] = {}
+        for t in tiles.values():
+            counts[t["status"]] = counts.get(t["status"], 0) + 1
+        print(f"{name} ({p.get('range')}): {len(tiles)} tiles: "
+              + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+        for key, t in tiles.items():
+            if t["status"] == "failed":
+                print(f"  {t['tile']} {t['item']}: failed: {t['error']}")
+    return 1 if record.get("failed_tiles") else 0
