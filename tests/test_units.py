@@ -134,7 +134,7 @@ def test_every_cli_option_has_help_and_version_prints(capsys):
 
     from atlas_change import __version__
     from atlas_change.__main__ import main
-    from atlas_change.cli.parser import parser
+    from atlas_change.cli import parser
 
     missing = []
 

@@ -33,8 +33,8 @@ example:
 """
 
 
-def add_parser(sub) -> None:
-    """The `atlas` subcommand's arguments."""
+def add_parsers(sub) -> None:
+    """The arguments of `atlas`."""
     p = sub.add_parser("atlas", help="a region's land-cover atlas per period, its change and hectares per unit",
                        description="Classify every Sentinel-2 tile of a region for each period, merge them onto one "
                        "equal-area grid, decide the change through the periods and sum hectares per unit.",
@@ -140,3 +140,6 @@ def status(spec) -> int:
             if t["status"] == "failed":
                 print(f"  {t['tile']} {t['item']}: failed: {t['error']}")
     return 1 if record.get("failed_tiles") else 0
+
+
+COMMANDS = {"atlas": run}
