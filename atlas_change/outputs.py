@@ -167,6 +167,8 @@ def _write_cog(path: Path, array, transform, crs, nodata, tags, description, cat
         present = {int(v): categories[int(v)] for v in np.unique(array) if int(v) in categories}
         Path(f"{path}.aux.xml").write_text(_pam_categories(present))
         path.with_suffix(".qml").write_text(qml_paletted(present))
+    elif array.ndim == 3:  # class probabilities: QGIS would paint bands 1-3 as a meaningless RGB
+        path.with_suffix(".qml").write_text(qml_gray(1, 0.0, 1.0))
 
 
 def palette(categories: Categories, vmax: int) -> dict[int, tuple[int, int, int, int]]:
@@ -212,6 +214,20 @@ def qml_paletted(present: Categories) -> str:
             '<qgis version="3.22.0" styleCategories="Symbology"><pipe>'
             '<rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1" nodataColor="">'
             f"<rasterTransparency/><colorPalette>{entries}</colorPalette></rasterrenderer>"
+            '<brightnesscontrast brightness="0" contrast="0" gamma="1"/>'
+            '<huesaturation saturation="0" colorizeOn="0" grayscaleMode="0"/>'
+            '<rasterresampler maxOversampling="2"/></pipe><blendMode>0</blendMode></qgis>\n')
+
+
+def qml_gray(band: int, vmin: float, vmax: float) -> str:
+    """QGIS raster style: one band in grey from `vmin` (black) to `vmax` (white), the same stretch
+    everywhere (a probability reads alike in every map); the other bands stay one click away."""
+    return ("<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
+            '<qgis version="3.22.0" styleCategories="Symbology"><pipe>'
+            f'<rasterrenderer type="singlebandgray" grayBand="{band}" gradient="BlackToWhite" opacity="1" '
+            'alphaBand="-1" nodataColor=""><rasterTransparency/><contrastEnhancement>'
+            f"<minValue>{vmin:g}</minValue><maxValue>{vmax:g}</maxValue><algorithm>StretchToMinimumMaximum</algorithm>"
+            "</contrastEnhancement></rasterrenderer>"
             '<brightnesscontrast brightness="0" contrast="0" gamma="1"/>'
             '<huesaturation saturation="0" colorizeOn="0" grayscaleMode="0"/>'
             '<rasterresampler maxOversampling="2"/></pipe><blendMode>0</blendMode></qgis>\n')

@@ -394,6 +394,8 @@ def test_periods_composite_mean_probabilities_and_observations(tmp_path):
     with rasterio.open(tmp_path / "prod" / "before_probabilities.tif") as src:
         both = 0.9 * 0.45 / 9, 0.1 / 9 * 0.55, 8 * 0.1 / 9 * 0.45 / 9  # AnnualCrop, Forest, the rest: multiplied
         assert src.read(1)[0, 0] == pytest.approx(both[0] / sum(both), abs=1e-5)
+    style = (tmp_path / "prod" / "before_probabilities.qml").read_text()  # QGIS: one class's probability, 0..1
+    assert 'type="singlebandgray" grayBand="1"' in style and "<maxValue>1</maxValue>" in style
     assert product["period_evidence"] == "product" and product["changed_ha"] == pytest.approx(40.96)
     s = compare(p1, p2, aoi=str(aoi), out=tmp_path / "cmp", period_evidence="mean")
     with rasterio.open(tmp_path / "cmp" / "before.tif") as src:
