@@ -18,8 +18,8 @@ def _eurosat_args(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--splits", help="folder of eurosat-*.txt (default: beside or above --data, or ../splits)")
 
 
-def add_parsers(sub) -> None:
-    """The arguments of `train`, `evaluate`, `calibrate`, `quantize`."""
+def _add_train(sub) -> None:
+    """The arguments of `train`."""
     t = sub.add_parser("train", help="train a model on EuroSAT (RGB JPEGs or MS GeoTIFFs) and write it with its card",
                        description="Train a network from scratch on EuroSAT RGB (DATA/<Class>/<Class>_<n>.jpg, "
                        "with or without an EuroSAT_RGB/ level) or EuroSAT MS (DATA/<Class>/<Class>_<n>.tif, 13 bands, "
@@ -70,6 +70,9 @@ def add_parsers(sub) -> None:
     t.add_argument("--out", required=True, help="model folder to write, e.g. models/spectrumnet-rgb")
     t.add_argument("--quiet", action="store_true", help="no progress output")
 
+
+def _add_evaluate(sub) -> None:
+    """The arguments of `evaluate`."""
     e = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix on a split",
                        description="Score a model on a split of EuroSAT RGB (JPEGs, RGB models only) or EuroSAT MS "
                        "(GeoTIFF DN, through the model's radiometry: the test that real L1C input reaches the model "
@@ -85,6 +88,9 @@ def add_parsers(sub) -> None:
     e.add_argument("--json", action="store_true", help="print one JSON object (accuracy, per_class, confusion)")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
 
+
+def _add_calibrate(sub) -> None:
+    """The arguments of `calibrate`."""
     ca = sub.add_parser("calibrate", help="fit a model's probability calibration (temperature) on EuroSAT val",
                         description="Temperature scaling (Guo et al. 2017): fit one temperature T on the EuroSAT "
                         "RGB validation split so that the class probabilities mean what they say (patches given 0.9 "
@@ -108,6 +114,9 @@ def add_parsers(sub) -> None:
                     "cells as averaged)")
     ca.add_argument("--quiet", action="store_true", help="no progress bar")
 
+
+def _add_quantize(sub) -> None:
+    """The arguments of `quantize`."""
     qz = sub.add_parser("quantize", help="the model's OpenVINO network in int8, scored against the float one",
                         description="Post-training int8 quantisation (NNCF) of a model's OpenVINO network, "
                         "calibrated on EuroSAT train JPEGs, scored against the float network on the test split at "
@@ -126,6 +135,15 @@ def add_parsers(sub) -> None:
                     "after benchmarks/real_scenes.py --setting default --setting float showed the real scenes' "
                     "labels unchanged within a cell or two (EuroSAT alone does not show it)")
     qz.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_parsers(sub) -> None:
+    """The arguments of `train`, `evaluate`, `calibrate`, `quantize`."""
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_calibrate(sub)
+    _add_quantize(sub)
+
 
 
 def _cmd_train(a) -> None:
