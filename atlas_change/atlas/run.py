@@ -126,7 +126,7 @@ def classify_tile(spec: AtlasSpec, name: str, tile: Tile, region, client, quiet:
     """Classify one tile of one period unless its output is already there: -> (status, detail),
     status 'done', 'up to date', 'outside' or 'failed' (after `spec.retries` more tries)."""
     from ..change.compare import load_map
-    from ..mapping.pipeline import classify
+    from ..mapping.pipeline import ClassifyOptions, classify
 
     folder = spec.out / name / "tiles" / tile.key
     if (folder / "run.json").exists():
@@ -138,11 +138,11 @@ def classify_tile(spec: AtlasSpec, name: str, tile: Tile, region, client, quiet:
     bbox = tile_bbox(tile, region)
     if bbox is None:
         return "outside", "the tile's footprint misses the region"
+    options = ClassifyOptions(model=spec.model, stride=spec.stride, bbox=bbox, **spec.classify_kw)
     detail = ""
     for _ in range(1 + spec.retries):
         try:
-            classify(str(spec.out / name / tile.item), model=spec.model, stride=spec.stride, out=folder, client=client,
-                     quiet=quiet, bbox=bbox, **spec.classify_kw)
+            classify(str(spec.out / name / tile.item), options, out=folder, client=client, quiet=quiet)
             return "done", ""
         except AtlasError as e:
             detail = str(e)

@@ -252,12 +252,13 @@ def job_lock(job: Job) -> Iterator[None]:
 def _execute(job: Job, step: Step, client, workers: int | None, scheduler: str | None, quiet: bool) -> None:
     a = step.args
     if step.kind == "classify":
-        from ..mapping.pipeline import classify
+        from ..mapping.pipeline import ClassifyOptions, classify
 
-        classify(a["scene"], model=job.model, stride=job.stride, chunk=job.chunk, max_nodata=job.max_nodata,
-                 max_cloud=job.max_cloud, cloud_mask=job.cloud_mask, tta=job.tta, runtime=job.runtime, out=a["folder"], client=client, workers=workers, scheduler=scheduler,
-                 allow_untrained=job.allow_untrained, quiet=quiet, model_why=job.model_why,
-                 bbox=tuple(a["bbox"]) if a.get("bbox") else None)
+        options = ClassifyOptions(model=job.model, stride=job.stride, chunk=job.chunk, max_nodata=job.max_nodata,
+                                  max_cloud=job.max_cloud, cloud_mask=job.cloud_mask, tta=job.tta, runtime=job.runtime,
+                                  allow_untrained=job.allow_untrained, bbox=tuple(a["bbox"]) if a.get("bbox") else None)
+        classify(a["scene"], options, out=a["folder"], client=client, workers=workers, scheduler=scheduler,
+                 quiet=quiet, model_why=job.model_why)
     elif step.kind == "compare":
         from ..change.compare import compare_periods
 

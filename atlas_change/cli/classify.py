@@ -60,6 +60,16 @@ def add_parsers(sub) -> None:
     c.add_argument("--quiet", action="store_true", help="print nothing but errors")
 
 
+def options(a, bbox=None):
+    """The ClassifyOptions the arguments ask for."""
+    from ..mapping.pipeline import ClassifyOptions
+
+    return ClassifyOptions(model=a.model, bands=a.bands, stride=a.stride, max_nodata=a.max_nodata,
+                           max_cloud=a.max_cloud, cloud_mask=not a.no_cloud_mask, surface_tests=not a.no_surface_tests,
+                           tta=a.tta, runtime=a.runtime, chunk=a.chunk, offset=a.offset,
+                           allow_untrained=a.allow_untrained, max_pixels=a.max_pixels, bbox=bbox)
+
+
 def _cmd_classify(a) -> None:
     from ..mapping.pipeline import classify, scene_stem
 
@@ -69,11 +79,7 @@ def _cmd_classify(a) -> None:
         from ..change.compare import read_aoi_frame, wgs84_bounds
 
         bbox = wgs84_bounds(read_aoi_frame(a.aoi, a.aoi_bbox, a.aoi_crs, None))
-    ds = classify(a.scene, model=a.model, bands=a.bands, stride=a.stride, max_nodata=a.max_nodata,
-                  max_cloud=a.max_cloud, cloud_mask=not a.no_cloud_mask, surface_tests=not a.no_surface_tests,
-                  runtime=a.runtime, tta=a.tta, out=out,
-                  workers=a.workers, scheduler=a.scheduler, chunk=a.chunk, offset=a.offset,
-                  allow_untrained=a.allow_untrained, quiet=a.quiet, bbox=bbox, max_pixels=a.max_pixels)
+    ds = classify(a.scene, options(a, bbox), out=out, workers=a.workers, scheduler=a.scheduler, quiet=a.quiet)
     if a.quiet:
         return
     n, nc, ns = int((ds["lulc"].values > 0).sum()), int(ds["cloud"].values.sum()), int(ds["snow"].values.sum())

@@ -14,6 +14,7 @@ import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -107,15 +108,51 @@ def input_checksum(path: str) -> str:
 MAX_PIXELS = 1_000_000_000
 
 
-def check_run_options(workers: int | None, offset: float | None, chunk: int) -> None:
-    """AtlasError for options that would hang or poison a run: --workers below 1, a --offset that is
-    not a finite number of DN, a --chunk below one 64 px patch."""
+@dataclass(frozen=True)
+class ClassifyOptions:
+    """What a classify run makes of a scene (not where it runs or writes): the model (None: the
+    default for the input's bands), the input's band names and DN offset where the file does not say,
+    the patch stride, the patches' allowed nodata and cloud, the cloud and surface tests, test-time
+    views, the runtime, Dask's chunk side, the pixel cap (None: MAX_PIXELS or $ATLAS_MAX_PIXELS), an
+    AOI's bounds. Checked once, when made: AtlasError naming the option."""
+
+    model: str | os.PathLike | None = None
+    bands: str | None = None
+    stride: int = 64
+    max_nodata: float = 0.0
+    max_cloud: float = MAX_CLOUD
+    cloud_mask: bool = True
+    surface_tests: bool = True
+    tta: int = DEFAULT_VIEWS
+    runtime: str = DEFAULT_RUNTIME
+    chunk: int = 1024
+    offset: float | None = None
+    allow_untrained: bool = False
+    max_pixels: int | None = None
+    bbox: tuple[float, float, float, float] | None = None
+    bbox_crs: str = "EPSG:4326"
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.max_nodata < 1.0:
+            raise AtlasError(f"--max-nodata {self.max_nodata}: must be in [0, 1)")
+        if not 0.0 <= self.max_cloud <= 1.0:
+            raise AtlasError(f"--max-cloud {self.max_cloud}: must be in [0, 1]")
+        if self.tta not in VIEWS:
+            raise AtlasError(f"--tta {self.tta}: must be one of {', '.join(map(str, VIEWS))}")
+        if self.offset is not None and not math.isfinite(self.offset):
+            raise AtlasError(f"--offset {self.offset}: must be a finite number of digital numbers (e.g. -1000)")
+        if self.chunk < 64:
+            raise AtlasError(f"--chunk {self.chunk}: must be at least 64 pixels (one patch)")
+
+    @property
+    def pixel_cap(self) -> int:
+        return int(os.environ.get("ATLAS_MAX_PIXELS", MAX_PIXELS)) if self.max_pixels is None else self.max_pixels
+
+
+def check_workers(workers: int | None) -> None:
+    """AtlasError for --workers below 1 (a run that would hang)."""
     if workers is not None and workers < 1:
         raise AtlasError(f"--workers {workers}: must be 1 or more (Dask worker processes)")
-    if offset is not None and not math.isfinite(offset):
-        raise AtlasError(f"--offset {offset}: must be a finite number of digital numbers (e.g. -1000)")
-    if chunk < 64:
-        raise AtlasError(f"--chunk {chunk}: must be at least 64 pixels (one patch)")
 
 
 def scene_stem(path: str | os.PathLike) -> str:
@@ -172,16 +209,161 @@ def resolve_model(path: str, model: str | os.PathLike | None, scene: Scene) -> t
     return load_card(model), "named by the user"
 
 
-def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None, bands: str | None = None,
-             stride: int = 64, max_nodata: float = 0.0, out: str | os.PathLike | None = None,
-             workers: int | None = None, scheduler: str | None = None, client=None, chunk: int = 1024,
-             runtime: str = DEFAULT_RUNTIME, offset: float | None = None, allow_untrained: bool = False,
-             quiet: bool = True, model_why: str | None = None, max_cloud: float = MAX_CLOUD,
-             cloud_mask: bool = True, tta: int = DEFAULT_VIEWS, surface_tests: bool = True,
-             bbox: tuple[float, float, float, float] | None = None, bbox_crs: str = "EPSG:4326",
-             max_pixels: int | None = None) -> xr.Dataset:
+@dataclass(frozen=True)
+class RunPlan:
+    """A classify run once its input and options are checked: the scene (its bands selected, cropped
+    to the AOI), the model and why it was chosen, the AOI's window, the cloud and surface tests,
+    the patch grid, Dask's chunk side and the parameters every output records."""
+
+    path: str
+    scene: Scene
+    card: ModelCard
+    why: str
+    window: object
+    clouds: CloudMasker
+    surf: SurfacePlan
+    grid: PatchGrid
+    chunk_px: int
+    params: dict
+
+
+def plan_run(path: str, o: ClassifyOptions, model_why: str | None) -> RunPlan:
+    """Open and check the input, choose the model, crop to the AOI, plan clouds, water and snow and
+    the patch grid; AtlasError (one line naming the input) for what would fail later."""
+    scene = open_scene(path, None, o.bands, o.offset)  # once: every stage selects its bands from it
+    card, why = resolve_model(path, o.model, scene)
+    if not card.trained and not o.allow_untrained:
+        raise AtlasError(f"{card.path}: model {card.name} is untrained (random weights, meaningless labels); "
+                         "train it first or pass --allow-untrained to test the pipeline")
+    scene = scene.select(card.bands)
+    window = None
+    if o.bbox is not None:
+        scene, window = crop_to(scene, o.bbox, o.bbox_crs, path)
+    clouds = plan(scene, o.cloud_mask)
+    if clouds.method == "none" and o.cloud_mask:
+        warnings.warn(f"{path}: clouds not masked: {clouds.why}", AtlasWarning, stacklevel=3)
+    surf = surface.plan(scene) if o.surface_tests else surface.OFF
+    if o.surface_tests and surface.missing(surf):
+        warnings.warn(f"{path}: {surface.missing(surf)}: the labels rest on the RGB bands alone", AtlasWarning,
+                      stacklevel=3)
+    if scene.width * scene.height > o.pixel_cap:
+        raise AtlasError(f"{path}: {scene.width} x {scene.height} pixels to classify, more than {o.pixel_cap:,} "
+                         "(about eight Sentinel-2 tiles); pass --max-pixels N (or set ATLAS_MAX_PIXELS) if that "
+                         "is meant, or --aoi for a part")
+    grid = PatchGrid(scene.width, scene.height, o.stride)
+    if not grid.n_rows or not grid.n_cols:
+        raise AtlasError(f"{path}: scene is {scene.width} x {scene.height} pixels, smaller than one 64 x 64 patch")
+    chunk_px = aligned_chunk(o.chunk, scene.block)
+    params = {"stride": o.stride, "patch": grid.patch, "edge_patches": "shifted back to end at the scene's edges",
+              "max_nodata": o.max_nodata, "chunk_px": chunk_px,
+              "runtime": o.runtime, "int8_sha256": card.int8.get("sha256") if uses_int8(card, o.runtime) else None,
+              "tta_views": o.tta, "max_cloud": o.max_cloud, "clouds": clouds.method,
+              "water": surf.water, "snow": surf.snow,
+              "window": None if window is None else [int(v) for v in (window.col_off, window.row_off,
+                                                                        window.width, window.height)]}
+    return RunPlan(path, scene, card, model_why or why, window, clouds, surf, grid, chunk_px, params)
+
+
+def chunk_store(p: RunPlan, out) -> ChunkStore | None:
+    """Where the run keeps its finished chunks (None without `out`), keyed by the input file, the
+    model's weights and every parameter."""
+    if out is None:
+        return None
+    st = None if is_url(p.path) else os.stat(p.path)  # a STAC Item's URL: its JSON is not a file here
+    return ChunkStore(out, {"input": input_path(p.path), "size": st.st_size if st else 0,
+                            "mtime_ns": st.st_mtime_ns if st else 0, "weights_sha256": p.card.weights_sha256,
+                            "bands": list(p.scene.bands), "offset": p.scene.offset, **p.params})
+
+
+def gather(p: RunPlan, chunks: list) -> tuple[dict, dict]:
+    """The chunks' results (resumed and new) placed per grid (regular, then the edges' shifted ones,
+    keyed by their origin): (origin -> (probs, usable, cloudy, snowy) arrays, seconds per stage)."""
+    grid = p.grid
+    spans = {(0, 0): (0, grid.n_rows, 0, grid.n_cols), **{(g.y0, g.x0): r for g, r in grid.edges()}}
+    parts = {o: (np.zeros((r1 - r0, c1 - c0, len(p.card.classes)), np.float32),
+                 *(np.zeros((r1 - r0, c1 - c0), bool) for _ in range(3)))
+             for o, (r0, r1, c0, c1) in spans.items()}
+    stages = dict.fromkeys(STAGES, 0.0)
+    for (y0, x0, r0, r1, c0, c1), *arrays, secs in chunks:
+        R0, _, C0, _ = spans[(y0, x0)]
+        for whole, a in zip(parts[(y0, x0)], arrays):
+            whole[r0 - R0:r1 - R0, c0 - C0:c1 - C0] = a
+        for k, v in secs.items():
+            stages[k] += v
+    return parts, stages
+
+
+def map_cells(p: RunPlan, parts: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+    """Patches to map cells: (probabilities calibrated at the stride, labelled, cloud, snow, the
+    cells' temperature)."""
+    grid = p.grid
+    cell_probs, has = cells_with_edges(grid, {o: q[:2] for o, q in parts.items()},
+                                       lambda q, u: average_to_cells(q, u, grid.k))
+    # the stride's own calibration of cells (a 640 m patch alone is surer than it should be on
+    # mixed land; calibrate.fit_stride_temperatures); labels unchanged
+    cell_t = p.card.cell_temperature(grid.stride)
+    cell_probs = apply_temperature(cell_probs, cell_t)
+    cloud_cells, snow_cells = cells_with_edges(
+        grid, {o: q[2:] for o, q in parts.items()},
+        lambda c, s: (covering_patches(c, grid.k) > 0, covering_patches(s, grid.k) > 0))
+    cloud_cells &= ~has  # a cell any clear patch labels is not cloud
+    snow_cells &= ~has & ~cloud_cells
+    return cell_probs, has, cloud_cells, snow_cells, cell_t
+
+
+def map_attrs(p: RunPlan, o: ClassifyOptions, transform, cell_t: float) -> dict:
+    """What the map's Dataset and every raster carry: the source, the model's stamp, the settings."""
+    scene = p.scene
+    return {"source": p.path, "date": scene.date or "", "product_level": scene.level or "unknown",
+            "stride": o.stride, "cell_size_m": abs(transform.a), **p.card.stamp(), "cell_temperature": cell_t,
+            "band_mapping": scene.band_mapping, "dn_offset_applied": scene.offset,
+            "atlas_change_version": __version__, "clouds": p.clouds.method, "tta_views": o.tta}
+
+
+def run_record(p: RunPlan, o: ClassifyOptions, ds: xr.Dataset, flags: tuple, counts: dict, timing: dict,
+               extra: dict) -> dict:
+    """run.json: the input, clouds, surface tests, model, parameters, output grid, counts, timings.
+    `flags`: every patch's (usable, cloudy, snowy); `counts`: chunk counts; `extra`: sha256,
+    inference_precision, workers, scheduler, patches_per_s."""
+    scene, lulc = p.scene, ds["lulc"].values
+    transform = ds.rio.transform()
+    cell_ha = abs(transform.a * transform.e) / 1e4
+    usable, cloudy, snowy = flags
+    cloud_cells, snow_cells = ds["cloud"].values.astype(bool), ds["snow"].values.astype(bool)
+    return {
+        "input": {"path": input_path(p.path), "sha256": extra["sha256"], "kind": scene.kind,
+                  "level": scene.level, "date": scene.date, "width": scene.width, "height": scene.height,
+                  "band_mapping": scene.band_mapping, "dn_offset_applied": scene.offset,
+                  "dn_offset_how": scene.offset_how, "scl_mask": scene.mask is not None},
+        "clouds": p.clouds.record(o.max_cloud),
+        "surface": p.surf.record(),
+        "model": {**p.card.stamp(), "cell_temperature": ds.attrs["cell_temperature"], "path": p.card.path,
+                  "test_accuracy": p.card.metrics.get("accuracy"), "why": p.why},
+        "parameters": {**p.params, "inference_precision": extra["precision"], "workers": extra["workers"],
+                       "scheduler": extra["scheduler"]},
+        "output": {"crs": scene.crs.to_string(), "transform": list(transform)[:6],
+                   "shape": list(lulc.shape), "cell_area_ha": cell_ha},
+        "counts": {"patches": int(usable.size), "classified": int(usable.sum()),
+                   "skipped_cloud": int(cloudy.sum()), "skipped_snow": int(snowy.sum()),
+                   "skipped_nodata": int(usable.size - usable.sum() - cloudy.sum() - snowy.sum()),
+                   **counts,
+                   "cells_per_class": {c: int((lulc == i + 1).sum()) for i, c in enumerate(CLASSES)},
+                   "cloud_cells": int(cloud_cells.sum()), "cloud_ha": hectares(cloud_cells.sum() * cell_ha),
+                   "snow_cells": int(snow_cells.sum()), "snow_ha": hectares(snow_cells.sum() * cell_ha),
+                   "nodata_cells": int(((lulc == 0) & ~cloud_cells & ~snow_cells).sum())},
+        "timings_s": timing,
+        "patches_per_s": extra["patches_per_s"],
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "atlas_change_version": __version__,
+    }
+
+
+def classify(path: str | os.PathLike, options: ClassifyOptions | None = None, *,
+             out: str | os.PathLike | None = None, workers: int | None = None, scheduler: str | None = None,
+             client=None, quiet: bool = True, model_why: str | None = None, **option_kw) -> xr.Dataset:
     """Classify a Sentinel-2 scene (GeoTIFF/COG, SAFE folder/zip, band folder or STAC Item) into EuroSAT classes.
 
+    `options` (ClassifyOptions), or its fields as keywords (they replace those of `options`):
     `model`: a model name or folder; None picks the default, the first shipped trained model of
     registry.DEFAULT_MODELS whose bands the input holds (run.json says which and why; `model_why`
     overrides that reason where the caller chose the model, e.g. a job's default).
@@ -205,156 +387,64 @@ def classify(path: str | os.PathLike, *, model: str | os.PathLike | None = None,
     the largest scene (or AOI window) taken (default MAX_PIXELS, or $ATLAS_MAX_PIXELS).
     """
     t0 = time.perf_counter()
-    path = str(path)
-    if not 0.0 <= max_nodata < 1.0:
-        raise AtlasError(f"--max-nodata {max_nodata}: must be in [0, 1)")
-    if not 0.0 <= max_cloud <= 1.0:
-        raise AtlasError(f"--max-cloud {max_cloud}: must be in [0, 1]")
-    if tta not in VIEWS:
-        raise AtlasError(f"--tta {tta}: must be one of {', '.join(map(str, VIEWS))}")
-    check_run_options(workers, offset, chunk)
-    scene = open_scene(path, None, bands, offset)  # once: every stage selects its bands from it
-    card, why = resolve_model(path, model, scene)
-    why = model_why or why
-    if not card.trained and not allow_untrained:
-        raise AtlasError(f"{card.path}: model {card.name} is untrained (random weights, meaningless labels); "
-                         "train it first or pass --allow-untrained to test the pipeline")
-    scene = scene.select(card.bands)
-    window = None
-    if bbox is not None:
-        scene, window = crop_to(scene, bbox, bbox_crs, path)
-    clouds = plan(scene, cloud_mask)
-    if clouds.method == "none" and cloud_mask:
-        warnings.warn(f"{path}: clouds not masked: {clouds.why}", AtlasWarning, stacklevel=2)
-    surf = surface.plan(scene) if surface_tests else surface.OFF
-    if surface_tests and surface.missing(surf):
-        warnings.warn(f"{path}: {surface.missing(surf)}: the labels rest on the RGB bands alone", AtlasWarning,
-                      stacklevel=2)
-    limit = int(os.environ.get("ATLAS_MAX_PIXELS", MAX_PIXELS)) if max_pixels is None else max_pixels
-    if scene.width * scene.height > limit:
-        raise AtlasError(f"{path}: {scene.width} x {scene.height} pixels to classify, more than {limit:,} "
-                         "(about eight Sentinel-2 tiles); pass --max-pixels N (or set ATLAS_MAX_PIXELS) if that "
-                         "is meant, or --aoi for a part")
-    grid = PatchGrid(scene.width, scene.height, stride)
-    if not grid.n_rows or not grid.n_cols:
-        raise AtlasError(f"{path}: scene is {scene.width} x {scene.height} pixels, smaller than one 64 x 64 patch")
-    workers = workers or default_workers()
-    threads = max(1, (os.cpu_count() or 1) // workers) if scheduler is None else None
-    chunk_px = aligned_chunk(chunk, scene.block)
-    params = {"stride": stride, "patch": grid.patch, "edge_patches": "shifted back to end at the scene's edges",
-              "max_nodata": max_nodata, "chunk_px": chunk_px,
-              "runtime": runtime, "int8_sha256": card.int8.get("sha256") if uses_int8(card, runtime) else None,
-              "tta_views": tta, "max_cloud": max_cloud, "clouds": clouds.method,
-              "water": surf.water, "snow": surf.snow,
-              "window": None if window is None else [int(v) for v in (window.col_off, window.row_off,
-                                                                        window.width, window.height)]}
-    store = None
-    if out is not None:
-        st = None if is_url(path) else os.stat(path)  # a STAC Item's URL: its JSON is not a file here
-        store = ChunkStore(out, {"input": input_path(path), "size": st.st_size if st else 0,
-                                 "mtime_ns": st.st_mtime_ns if st else 0,
-                                 "weights_sha256": card.weights_sha256, "bands": list(scene.bands),
-                                 "offset": scene.offset, **params})
+    o = ClassifyOptions(**option_kw) if options is None else replace(options, **option_kw)
+    check_workers(workers)
+    p = plan_run(str(path), o, model_why)
+    store = chunk_store(p, out)
     reused = store.load() if store else {}
+    grid = p.grid
     # the regular patches, then those shifted back to end at the bottom / right edge
-    todo = [(g, rng) for g, rng in [*((grid, r) for r in grid.chunks(chunk_px)), *grid.edge_chunks(chunk_px)]
+    todo = [(g, rng) for g, rng in [*((grid, r) for r in grid.chunks(p.chunk_px)), *grid.edge_chunks(p.chunk_px)]
             if (g.y0, g.x0, *rng) not in reused]
     # chunks whose file stores no block (a sparse GeoTIFF) are nodata: no task, no read
     stored = [(g, rng) for g, rng in tqdm(todo, disable=quiet or len(todo) < 1000, unit="chunk", desc="find data",
-                                          dynamic_ncols=True) if scene.holds_blocks(g.window(*rng))]
+                                          dynamic_ncols=True) if p.scene.holds_blocks(g.window(*rng))]
     if not stored and not reused:
-        raise AtlasError(f"{path}: all nodata: the file stores no pixel block anywhere in its "
-                         f"{scene.width} x {scene.height} pixels (an empty sparse GeoTIFF)")
+        raise AtlasError(f"{p.path}: all nodata: the file stores no pixel block anywhere in its "
+                         f"{p.scene.width} x {p.scene.height} pixels (an empty sparse GeoTIFF)")
     t_cloud = time.perf_counter()
-    clouds = clouds.with_scene_flags() if stored else clouds  # s2cloudless / spectral: once, for the whole scene
+    clouds = p.clouds.with_scene_flags() if stored else p.clouds  # s2cloudless / spectral: once, for the whole scene
     t_cloud = time.perf_counter() - t_cloud
-    tasks = [(classify_chunk, (scene, card, g, rng, max_nodata, runtime, threads, clouds, max_cloud, tta, surf))
-             for g, rng in stored]
+    workers = workers or default_workers()
+    threads = max(1, (os.cpu_count() or 1) // workers) if scheduler is None else None
+    tasks = [(classify_chunk, (p.scene, p.card, g, rng, o.max_nodata, o.runtime, threads, clouds, o.max_cloud, o.tta,
+                               p.surf)) for g, rng in stored]
     try:
         with ThreadPoolExecutor(1) as pool:
-            checksum = pool.submit(input_checksum, path) if out is not None else None
+            checksum = pool.submit(input_checksum, p.path) if out is not None else None
             t1 = time.perf_counter()
             with dask_client(workers, scheduler) if client is None else nullcontext(client) as dask:
                 results = run_tasks(tasks, dask, quiet, store.save if store else lambda r: None)
-                precision = workers_precision(dask, runtime, card)
+                precision = workers_precision(dask, o.runtime, p.card)
             t2 = time.perf_counter()
-            # per grid (regular, then edges: key y0, x0): its patch range's probs, usable, cloudy, snowy
-            spans = {(0, 0): (0, grid.n_rows, 0, grid.n_cols), **{(g.y0, g.x0): r for g, r in grid.edges()}}
-            parts = {o: (np.zeros((r1 - r0, c1 - c0, len(card.classes)), np.float32),
-                         *(np.zeros((r1 - r0, c1 - c0), bool) for _ in range(3)))
-                     for o, (r0, r1, c0, c1) in spans.items()}
-            stages = dict.fromkeys(STAGES, 0.0)
-            for (y0, x0, r0, r1, c0, c1), *arrays, secs in [*reused.values(), *results]:
-                R0, _, C0, _ = spans[(y0, x0)]
-                for whole, a in zip(parts[(y0, x0)], arrays):
-                    whole[r0 - R0:r1 - R0, c0 - C0:c1 - C0] = a
-                for k, v in secs.items():
-                    stages[k] += v
-            usable, cloudy, snowy = (np.concatenate([p[i].ravel() for p in parts.values()])
-                                     for i in (1, 2, 3))  # every patch, for the counts
-            if not usable.any() and not cloudy.any() and not snowy.any():
-                raise AtlasError(f"{path}: no 64 x 64 patch without nodata; the scene is empty (all nodata)"
+            parts, stages = gather(p, [*reused.values(), *results])
+            flags = tuple(np.concatenate([q[i].ravel() for q in parts.values()]) for i in (1, 2, 3))  # every patch
+            if not any(f.any() for f in flags):
+                raise AtlasError(f"{p.path}: no 64 x 64 patch without nodata; the scene is empty (all nodata)"
                                  " or --max-nodata is too strict")
-            cell_probs, has = cells_with_edges(grid, {o: p[:2] for o, p in parts.items()},
-                                               lambda p, u: average_to_cells(p, u, grid.k))
-            # the stride's own calibration of cells (a 640 m patch alone is surer than it should be on
-            # mixed land; calibrate.fit_stride_temperatures); labels unchanged
-            cell_t = card.cell_temperature(stride)
-            cell_probs = apply_temperature(cell_probs, cell_t)
-            cloud_cells, snow_cells = cells_with_edges(
-                grid, {o: p[2:] for o, p in parts.items()},
-                lambda c, s: (covering_patches(c, grid.k) > 0, covering_patches(s, grid.k) > 0))
-            cloud_cells &= ~has  # a cell any clear patch labels is not cloud
-            snow_cells &= ~has & ~cloud_cells
-            transform = grid.cell_transform(scene.affine)
-            stamp = card.stamp()
-            attrs = {"source": path, "date": scene.date or "", "product_level": scene.level or "unknown",
-                     "stride": stride, "cell_size_m": abs(transform.a), **stamp,
-                     "cell_temperature": cell_t,
-                     "band_mapping": scene.band_mapping, "dn_offset_applied": scene.offset,
-                     "atlas_change_version": __version__, "clouds": clouds.method, "tta_views": tta}
-            ds = build_dataset(cell_probs, has, transform, scene.crs, attrs, cloud_cells, snow_cells)
+            cell_probs, has, cloud_cells, snow_cells, cell_t = map_cells(p, parts)
+            transform = grid.cell_transform(p.scene.affine)
+            ds = build_dataset(cell_probs, has, transform, p.scene.crs, map_attrs(p, o, transform, cell_t),
+                               cloud_cells, snow_cells)
             t3 = time.perf_counter()
             if out is None:
                 return ds
-            lulc = ds["lulc"].values
-            cell_ha = abs(transform.a * transform.e) / 1e4
-            run = {
-                "input": {"path": input_path(path), "sha256": checksum.result(), "kind": scene.kind,
-                          "level": scene.level, "date": scene.date, "width": scene.width, "height": scene.height,
-                          "band_mapping": scene.band_mapping, "dn_offset_applied": scene.offset,
-                          "dn_offset_how": scene.offset_how, "scl_mask": scene.mask is not None},
-                "clouds": clouds.record(max_cloud),
-                "surface": surf.record(),
-                "model": {**stamp, "cell_temperature": cell_t, "path": card.path,
-                          "test_accuracy": card.metrics.get("accuracy"), "why": why},
-                "parameters": {**params, "inference_precision": precision,
-                               "workers": workers if scheduler is None else None,
-                               "scheduler": local_scheduler(workers, scheduler)},
-                "output": {"crs": scene.crs.to_string(), "transform": list(transform)[:6],
-                           "shape": list(lulc.shape), "cell_area_ha": cell_ha},
-                "counts": {"patches": int(usable.size), "classified": int(usable.sum()),
-                           "skipped_cloud": int(cloudy.sum()), "skipped_snow": int(snowy.sum()),
-                           "skipped_nodata": int(usable.size - usable.sum() - cloudy.sum() - snowy.sum()),
-                           "chunks": len(tasks) + len(reused), "chunks_without_data": len(todo) - len(stored),
-                           "chunks_resumed": len(reused),
-                           "cells_per_class": {c: int((lulc == i + 1).sum()) for i, c in enumerate(CLASSES)},
-                           "cloud_cells": int(cloud_cells.sum()), "cloud_ha": hectares(cloud_cells.sum() * cell_ha),
-                           "snow_cells": int(snow_cells.sum()), "snow_ha": hectares(snow_cells.sum() * cell_ha),
-                           "nodata_cells": int(((lulc == 0) & ~cloud_cells & ~snow_cells).sum())},
-                "timings_s": {"open": round(t1 - t0, 3), "scene_cloud_pass": round(t_cloud, 3),
-                              "read_and_infer": round(t2 - t1, 3),
-                              "assemble": round(t3 - t2, 3),
-                              "worker_stage_seconds": {k: round(v, 1) for k, v in stages.items()}},
-                "patches_per_s": round(sum(int(r[2].sum()) for r in results) / max(t2 - t1, 1e-9), 1),
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "atlas_change_version": __version__,
-            }
+            timing = {"open": round(t1 - t0, 3), "scene_cloud_pass": round(t_cloud, 3),
+                      "read_and_infer": round(t2 - t1, 3), "assemble": round(t3 - t2, 3),
+                      "worker_stage_seconds": {k: round(v, 1) for k, v in stages.items()}}
+            extra = {"sha256": checksum.result(), "precision": precision,
+                     "workers": workers if scheduler is None else None,
+                     "scheduler": local_scheduler(workers, scheduler),
+                     "patches_per_s": round(sum(int(r[2].sum()) for r in results) / max(t2 - t1, 1e-9), 1)}
+            counts = {"chunks": len(tasks) + len(reused), "chunks_without_data": len(todo) - len(stored),
+                      "chunks_resumed": len(reused)}
+            run = run_record(p, o, ds, flags, counts, timing, extra)
             run["timings_s"]["total_before_write"] = round(time.perf_counter() - t0, 3)
             write_outputs(ds, cells_frame(ds), run, out)
     except AtlasError:  # a fault of the input or the output place: resuming would not help
         if store:
             store.clear()
         raise
-    store.clear()
+    if store:
+        store.clear()
     return ds
