@@ -104,26 +104,34 @@ def load_job(path: str | os.PathLike) -> Job:
     return parse_job(data, p, text)
 
 
-def parse_job(data: dict, path: Path, text: str = "") -> Job:
-    """Validate parsed TOML `data` of the job file `path` (relative paths resolve from its folder)."""
-    problems: list[tuple[str, str]] = []
+class _Problems:
+    """Every problem of a job file, gathered (key, message), and the typed `get` that records them."""
 
-    def bad(key: str, msg: str) -> None:
-        problems.append((key, msg))
+    def __init__(self) -> None:
+        self.found: list[tuple[str, str]] = []
 
-    def get(d: dict, key: str, types: dict, where: str, default=None, required=False):
+    def bad(self, key: str, msg: str) -> None:
+        self.found.append((key, msg))
+
+    def get(self, d: dict, key: str, types: dict, where: str, default=None, required=False):
         if key not in d:
             if required:
-                bad(f"{where}{key}", "missing")
+                self.bad(f"{where}{key}", "missing")
             return default
         v, want = d[key], types[key]
         if want is float and isinstance(v, int) and not isinstance(v, bool):
             v = float(v)
         if not isinstance(v, want) or (want is int and isinstance(v, bool)):
-            bad(f"{where}{key}", f"must be {want.__name__}, not {type(v).__name__} {v!r}"[:200])
+            self.bad(f"{where}{key}", f"must be {want.__name__}, not {type(v).__name__} {v!r}"[:200])
             return default
         return v
 
+
+def parse_job(data: dict, path: Path, text: str = "") -> Job:
+    """Validate parsed TOML `data` of the job file `path` (relative paths resolve from its folder)."""
+    pr = _Problems()
+    bad, get = pr.bad, pr.get
+    problems = pr.found
     base = path.parent
     for k in data:
         if k not in TOP_KEYS:
@@ -173,100 +181,9 @@ def parse_job(data: dict, path: Path, text: str = "") -> Job:
         bad("aoi", "no [[aoi]] tables: name at least one AOI with its scenes")
     seen: set[str] = set()
     for i, a in enumerate(raw_aois):
-        where = f"aoi[{i}]."
-        if not isinstance(a, dict):
-            bad(f"aoi[{i}]", "must be a table ([[aoi]])")
-            continue
-        for k in a:
-            if k not in AOI_KEYS:
-                bad(f"{where}{k}", f"unknown key (allowed: {', '.join(AOI_KEYS)})")
-        aname = get(a, "name", AOI_KEYS, where, required=True)
-        if isinstance(aname, str):
-            if not NAME.match(aname):
-                bad(f"{where}name", f"{aname!r}: use letters, digits, '_', '-', '.'")
-            elif aname in RESERVED:
-                bad(f"{where}name", f"{aname!r} is reserved (<output>/{aname}/ holds the job's per-scene results)")
-            elif aname in seen:
-                bad(f"{where}name", f"{aname!r} is used by two AOIs")
-            seen.add(aname)
-        afile = get(a, "file", AOI_KEYS, where, required=True)
-        if isinstance(afile, str):
-            afile = base / afile
-            if not afile.is_file():
-                bad(f"{where}file", f"{afile}: no such file")
-            else:
-                try:
-                    _check_aoi(afile)
-                except AtlasError as e:
-                    bad(f"{where}file", str(e))
-        search = _check_search(get(a, "search", AOI_KEYS, where, default=None), f"{where}search.", bad, get)
-        if search is not None and ("scenes" in a or "periods" in a):
-            bad(f"{where}search", "an AOI names either scenes (and periods) or a search, not both")
-        scenes: dict[str, Path] = {}
-        given = get(a, "scenes", AOI_KEYS, where, default={}, required=search is None) or {}
-        for d, pattern in given.items():
-            key = f"{where}scenes.{d}"
-            if isinstance(d, date):
-                d = d.isoformat()
-            try:
-                d = date.fromisoformat(d).isoformat()
-            except ValueError:
-                bad(key, f"{d!r} is not a date (YYYY-MM-DD)")
-                continue
-            if not isinstance(pattern, str):
-                bad(key, f"must be a path or glob string, not {type(pattern).__name__}")
-                continue
-            if pattern.startswith(("http://", "https://")):  # a STAC Item's URL: jobs.resolve_remote keeps a copy
-                scenes[d] = pattern
-                continue
-            hits = sorted(glob.glob(str(base / pattern)))
-            if len(hits) != 1:
-                shown = ", ".join(hits[:5]) + (f" and {len(hits) - 5} more" if len(hits) > 5 else "")
-                bad(key, f"{pattern!r} matches {len(hits)} files{': ' + shown if hits else ''}; "
-                    "it must name exactly one scene")
-                continue
-            scenes[d] = Path(hits[0])
-        scenes = dict(sorted(scenes.items()))
-        dates = list(scenes)
-        periods: dict[str, tuple[str, ...]] = {}
-        for pname, pdates in (get(a, "periods", AOI_KEYS, where, default={}) or {}).items():
-            key = f"{where}periods.{pname}"
-            ds = [v.isoformat() if isinstance(v, date) else v for v in pdates] if isinstance(pdates, list) else []
-            if not NAME.match(pname) or pname in scenes:
-                bad(key, f"{pname!r}: a period's name uses letters, digits, '_', '-', '.' and is not a date")
-            elif not ds or not all(isinstance(v, str) and v in scenes for v in ds) or len(set(ds)) != len(ds):
-                bad(key, f"{pdates!r}: must list dates of this AOI's scenes, each once")
-            else:
-                periods[pname] = tuple(sorted(ds))
-        if search is not None:  # its periods' dates are known once searched: pairs name periods
-            names = list(search["periods"])
-            pairs = [tuple(p) for p in get(a, "pairs", AOI_KEYS, where, default=None) or zip(names, names[1:])]
-            for j, pair in enumerate(pairs):
-                if len(pair) < 2 or not all(v in names for v in pair) or len(set(pair)) != len(pair):
-                    bad(f"{where}pairs[{j}]", f"{list(pair)!r}: must be [earlier, later, ...], two or more of the "
-                        "search's periods")
-            if "compare" in produce and len(names) < 2:
-                bad(f"{where}search.periods", "compare needs at least two periods")
-            if isinstance(aname, str) and isinstance(afile, Path):
-                aois.append(AOI(aname, afile, {}, tuple(pairs), {}, search))
-            continue
-        pairs = []
-        for j, pair in enumerate(get(a, "pairs", AOI_KEYS, where, default=None) or []):
-            ds = [v.isoformat() if isinstance(v, date) else v for v in pair] if isinstance(pair, list) else []
-            sides = [periods.get(v, (v,)) if isinstance(v, str) else () for v in ds]
-            if (len(ds) < 2 or not all(s and all(d in scenes for d in s) for s in sides)
-                    or any(x[-1] >= y[0] for x, y in zip(sides, sides[1:]))):
-                bad(f"{where}pairs[{j}]", f"{pair!r}: must be [earlier, later, ...], each a date of this AOI's scenes "
-                    "or one of its periods, each ending before the next begins")
-            else:
-                pairs.append(tuple(ds))
-        if "pairs" not in a:
-            order = sorted(periods, key=lambda k: periods[k][0]) if periods else dates
-            pairs = list(zip(order, order[1:]))
-        if "compare" in produce and len(given) < 2 and "scenes" in a:
-            bad(f"{where}scenes", "compare needs at least two dates")
-        if isinstance(aname, str) and isinstance(afile, Path):
-            aois.append(AOI(aname, afile, scenes, tuple(pairs), periods))
+        aoi = _parse_aoi(a, i, base, produce, seen, pr)
+        if aoi is not None:
+            aois.append(aoi)
     from ..model.registry import choose_model, load_card
 
     if isinstance(model, str) and (base / model / "card.json").is_file():
@@ -288,6 +205,119 @@ def parse_job(data: dict, path: Path, text: str = "") -> Job:
     return Job(path, name, model, Path(os.path.normpath(base / output)), tuple(aois), tuple(produce), stride, chunk,
                max_nodata, min_conf, max_cloud, cloud_mask, tta, runtime, flags["allow_untrained"],
                flags["allow_model_mismatch"], why, stay)
+
+
+def _parse_aoi(a, i: int, base: Path, produce: list, seen: set[str], pr: _Problems) -> AOI | None:
+    """One [[aoi]] table checked: its AOI, or None where it cannot be made (the problems recorded in `pr`)."""
+    bad, get = pr.bad, pr.get
+    where = f"aoi[{i}]."
+    if not isinstance(a, dict):
+        bad(f"aoi[{i}]", "must be a table ([[aoi]])")
+        return None
+    for k in a:
+        if k not in AOI_KEYS:
+            bad(f"{where}{k}", f"unknown key (allowed: {', '.join(AOI_KEYS)})")
+    aname = get(a, "name", AOI_KEYS, where, required=True)
+    if isinstance(aname, str):
+        if not NAME.match(aname):
+            bad(f"{where}name", f"{aname!r}: use letters, digits, '_', '-', '.'")
+        elif aname in RESERVED:
+            bad(f"{where}name", f"{aname!r} is reserved (<output>/{aname}/ holds the job's per-scene results)")
+        elif aname in seen:
+            bad(f"{where}name", f"{aname!r} is used by two AOIs")
+        seen.add(aname)
+    afile = get(a, "file", AOI_KEYS, where, required=True)
+    if isinstance(afile, str):
+        afile = base / afile
+        if not afile.is_file():
+            bad(f"{where}file", f"{afile}: no such file")
+        else:
+            try:
+                _check_aoi(afile)
+            except AtlasError as e:
+                bad(f"{where}file", str(e))
+    search = _check_search(get(a, "search", AOI_KEYS, where, default=None), f"{where}search.", bad, get)
+    if search is not None and ("scenes" in a or "periods" in a):
+        bad(f"{where}search", "an AOI names either scenes (and periods) or a search, not both")
+    given = get(a, "scenes", AOI_KEYS, where, default={}, required=search is None) or {}
+    scenes = _aoi_scenes(given, where, base, pr)
+    dates = list(scenes)
+    periods = _aoi_periods(get(a, "periods", AOI_KEYS, where, default={}) or {}, where, scenes, pr)
+    if search is not None:  # its periods' dates are known once searched: pairs name periods
+        names = list(search["periods"])
+        pairs = [tuple(p) for p in get(a, "pairs", AOI_KEYS, where, default=None) or zip(names, names[1:])]
+        for j, pair in enumerate(pairs):
+            if len(pair) < 2 or not all(v in names for v in pair) or len(set(pair)) != len(pair):
+                bad(f"{where}pairs[{j}]", f"{list(pair)!r}: must be [earlier, later, ...], two or more of the "
+                    "search's periods")
+        if "compare" in produce and len(names) < 2:
+            bad(f"{where}search.periods", "compare needs at least two periods")
+        if isinstance(aname, str) and isinstance(afile, Path):
+            return AOI(aname, afile, {}, tuple(pairs), {}, search)
+        return None
+    pairs = []
+    for j, pair in enumerate(get(a, "pairs", AOI_KEYS, where, default=None) or []):
+        ds = [v.isoformat() if isinstance(v, date) else v for v in pair] if isinstance(pair, list) else []
+        sides = [periods.get(v, (v,)) if isinstance(v, str) else () for v in ds]
+        if (len(ds) < 2 or not all(s and all(d in scenes for d in s) for s in sides)
+                or any(x[-1] >= y[0] for x, y in zip(sides, sides[1:]))):
+            bad(f"{where}pairs[{j}]", f"{pair!r}: must be [earlier, later, ...], each a date of this AOI's scenes "
+                "or one of its periods, each ending before the next begins")
+        else:
+            pairs.append(tuple(ds))
+    if "pairs" not in a:
+        order = sorted(periods, key=lambda k: periods[k][0]) if periods else dates
+        pairs = list(zip(order, order[1:]))
+    if "compare" in produce and len(given) < 2 and "scenes" in a:
+        bad(f"{where}scenes", "compare needs at least two dates")
+    if isinstance(aname, str) and isinstance(afile, Path):
+        return AOI(aname, afile, scenes, tuple(pairs), periods)
+    return None
+
+
+def _aoi_scenes(given: dict, where: str, base: Path, pr: _Problems) -> dict[str, Path | str]:
+    """An AOI's `scenes` table checked: date -> its one scene file (or a STAC Item's URL), by date."""
+    bad = pr.bad
+    scenes: dict[str, Path | str] = {}
+    for d, pattern in given.items():
+        key = f"{where}scenes.{d}"
+        if isinstance(d, date):
+            d = d.isoformat()
+        try:
+            d = date.fromisoformat(d).isoformat()
+        except ValueError:
+            bad(key, f"{d!r} is not a date (YYYY-MM-DD)")
+            continue
+        if not isinstance(pattern, str):
+            bad(key, f"must be a path or glob string, not {type(pattern).__name__}")
+            continue
+        if pattern.startswith(("http://", "https://")):  # a STAC Item's URL: jobs.resolve_remote keeps a copy
+            scenes[d] = pattern
+            continue
+        hits = sorted(glob.glob(str(base / pattern)))
+        if len(hits) != 1:
+            shown = ", ".join(hits[:5]) + (f" and {len(hits) - 5} more" if len(hits) > 5 else "")
+            bad(key, f"{pattern!r} matches {len(hits)} files{': ' + shown if hits else ''}; "
+                "it must name exactly one scene")
+            continue
+        scenes[d] = Path(hits[0])
+    return dict(sorted(scenes.items()))
+
+
+def _aoi_periods(given: dict, where: str, scenes: dict, pr: _Problems) -> dict[str, tuple[str, ...]]:
+    """An AOI's `periods` table checked: name -> its dates (of the AOI's scenes, sorted)."""
+    bad = pr.bad
+    periods: dict[str, tuple[str, ...]] = {}
+    for pname, pdates in given.items():
+        key = f"{where}periods.{pname}"
+        ds = [v.isoformat() if isinstance(v, date) else v for v in pdates] if isinstance(pdates, list) else []
+        if not NAME.match(pname) or pname in scenes:
+            bad(key, f"{pname!r}: a period's name uses letters, digits, '_', '-', '.' and is not a date")
+        elif not ds or not all(isinstance(v, str) and v in scenes for v in ds) or len(set(ds)) != len(ds):
+            bad(key, f"{pdates!r}: must list dates of this AOI's scenes, each once")
+        else:
+            periods[pname] = tuple(sorted(ds))
+    return periods
 
 
 def _check_search(raw: dict | None, where: str, bad, get) -> dict | None:
