@@ -225,7 +225,7 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tup
     import keras
     import tensorflow as tf
 
-    from .nets import build, count_macs
+    from .nets import build
 
     data, out = Path(data), Path(out)
     kind = data_kind(data, "train", splits)
@@ -241,34 +241,10 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tup
         Xva, yva, _ = load_split(data, "val", splits, quiet, kind)
     except AtlasError:  # e.g. the EuroSAT MS subset: train and test only
         Xva, yva = None, None
-    flat = Xtr[..., idx].reshape(-1, len(idx))
-    mean, std = flat.mean(axis=0, dtype=np.float64), flat.std(axis=0, dtype=np.float64) + 1e-6
     jpeg = kind == "jpg"
     src = load_card(init) if init else None
-    if src:
-        if not set(src.bands) <= set(bands) or (jpeg and tuple(src.bands) != bands):
-            raise AtlasError(f"--init {init}: its bands {', '.join(src.bands)} must be a subset of the MS bands "
-                             f"trained, or the same bands for JPEG data")
-        scale = 1.0 if jpeg else src.radiometry.get("scale", 1.0)  # its (v - m) / s on v = DN * scale
-        for b, m, sd in zip(src.bands, src.mean, src.std):
-            mean[bands.index(b)], std[bands.index(b)] = m / scale, sd / scale
-
-    n_cls = len(CLASSES)
-
-    def norm_val(x, y):  # the model's bands, normalised; one-hot labels
-        x = (tf.cast(tf.gather(x, idx, axis=-1), tf.float32) - mean.astype(np.float32)) / std.astype(np.float32)
-        return x, tf.one_hot(y, n_cls)
-
-    def norm(x, y):  # the same after augmenting (on the data's own scale, before normalising)
-        x, y = _augment(tf, tf.cast(tf.gather(x, idx, axis=-1), tf.float32), y, jpeg, augment, recipe.translate)
-        return (x - mean.astype(np.float32)) / std.astype(np.float32), tf.one_hot(y, n_cls)
-
-    ds_tr = (tf.data.Dataset.from_tensor_slices((Xtr, ytr)).shuffle(len(ytr), seed=seed, reshuffle_each_iteration=True)
-             .map(norm, num_parallel_calls=tf.data.AUTOTUNE).batch(batch)
-             .map(lambda x, y: mix_batch(tf, x, y, recipe.mix, recipe.mix_p), num_parallel_calls=tf.data.AUTOTUNE)
-             .prefetch(tf.data.AUTOTUNE))
-    ds_va = None if yva is None else (tf.data.Dataset.from_tensor_slices((Xva, yva)).map(norm_val).batch(256)
-                                      .prefetch(tf.data.AUTOTUNE))
+    mean, std = _normalisation(Xtr, idx, bands, src, jpeg, init)
+    ds_tr, ds_va = _pipelines(tf, (Xtr, ytr), (Xva, yva), idx, mean, std, jpeg, augment, recipe, batch, seed)
     config = dict(data=str(data.resolve()), arch=arch, bands=bands, epochs=epochs, batch=batch, lr=lr, seed=seed,
                   n_train=len(ytr), augmentation=AUGMENTATIONS[augment] if jpeg else "flips + 90 degree rotations",
                   recipe=asdict(recipe))
@@ -287,14 +263,7 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tup
         keras.mixed_precision.set_global_policy("float32")
     if src:
         _transplant(src, model, bands)
-    per_epoch = -(-len(ytr) // batch)
-    steps = max(1, epochs * per_epoch)
-    warm = min(int(round(recipe.warmup_epochs * per_epoch)), steps - 1)
-    schedule = keras.optimizers.schedules.CosineDecay(0.0 if warm else lr, steps - warm, alpha=0.0,
-                                                      warmup_target=lr if warm else None, warmup_steps=warm)
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=recipe.weight_decay),
-                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
-                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+    _compile(keras, model, recipe, lr, epochs, -(-len(ytr) // batch))
     best = _best_keeper(run)
     callbacks = [keras.callbacks.BackupAndRestore(str(run / "backup"), delete_checkpoint=False), best]
     if patience:
@@ -307,31 +276,13 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tup
         model.fit(ds_tr, validation_data=ds_va, epochs=epochs, verbose=0 if quiet else 2, callbacks=callbacks,
                   shuffle=False)  # ds_tr shuffles itself
     n_val = 0 if yva is None else int(len(yva))
-    seconds = best.state["seconds"]
     model.load_weights(run / "best.weights.h5")
     if precision != "float32":  # the same (float32) weights in a float32 network: what is saved and run
         weights, model = model.get_weights(), build(arch, len(idx))
         model.set_weights(weights)
     precise_bn = _precise_bn(model, ds_tr, ds_va, run / "best.weights.h5") if ds_va is not None else None
-    fields = dict(
-        name=name or out.name, architecture=model.name, bands=bands, mean=tuple(mean.tolist()),
-        std=tuple(std.tolist()), date=date.today().isoformat(),
-        radiometry=JPEG_RADIOMETRY if jpeg else {},
-        normalisation=("v = min(max(DN + offset, 0) * 255 / 2750, 255) (the EuroSAT JPEG mapping), then "
-                       "(v - mean) / std per band" if jpeg else ModelCard.normalisation),
-        training={"data": f"EuroSAT {'RGB JPEG' if jpeg else 'MS GeoTIFF'} ({data.resolve()})",
-                  "split": "eurosat-train/val/test.txt (train to fit, val to pick the epoch)",
-                  "n_train": int(len(ytr)), "n_val": n_val, "epochs": epochs,
-                  "best_epoch": best.state["best_epoch"],
-                  "best_val_accuracy": round(best.state["best"], 4) if n_val else None,
-                  **({"precise_bn": precise_bn} if precise_bn else {}),
-                  "batch": batch, "optimizer": f"peak lr {lr:g}; {recipe.describe()}", "recipe": asdict(recipe),
-                  "precision": precision,
-                  "augmentation": config["augmentation"], "seed": seed, "from_scratch": src is None,
-                  **({"initialised_from": f"{src.name} (weights SHA-256 {src.weights_sha256})"} if src else {}),
-                  "parameters": int(model.count_params()), "macs_per_patch": count_macs(model),
-                  "seconds": round(seconds, 1), "machine": f"{os.cpu_count()} CPU cores, TensorFlow {tf.__version__}"},
-    )
+    fields = _card_fields(model, out, name, bands, mean, std, jpeg, data, config, recipe, best.state, precise_bn,
+                          (len(ytr), n_val), src, precision, tf.__version__)
     card = save(model, out, **fields)
     try:
         Xte, yte, listed = load_split(data, "test", splits, quiet, kind)
@@ -341,6 +292,85 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tup
     metrics = {**evaluate_arrays(card, Xte, yte, "graph"), "split": "test", "n_listed": listed}
     metrics.pop("model"), metrics.pop("weights_sha256")
     return save(model, out, **fields, metrics=metrics)
+
+
+def _normalisation(Xtr, idx, bands: tuple[str, ...], src, jpeg: bool, init) -> tuple[np.ndarray, np.ndarray]:
+    """Per band mean and std of the training patches (float64); where `src` (--init) is given, its own
+    for its bands, so that the new model starts out computing exactly the old one."""
+    flat = Xtr[..., idx].reshape(-1, len(idx))
+    mean, std = flat.mean(axis=0, dtype=np.float64), flat.std(axis=0, dtype=np.float64) + 1e-6
+    if src:
+        if not set(src.bands) <= set(bands) or (jpeg and tuple(src.bands) != bands):
+            raise AtlasError(f"--init {init}: its bands {', '.join(src.bands)} must be a subset of the MS bands "
+                             f"trained, or the same bands for JPEG data")
+        scale = 1.0 if jpeg else src.radiometry.get("scale", 1.0)  # its (v - m) / s on v = DN * scale
+        for b, m, sd in zip(src.bands, src.mean, src.std):
+            mean[bands.index(b)], std[bands.index(b)] = m / scale, sd / scale
+    return mean, std
+
+
+def _pipelines(tf, train_xy, val_xy, idx, mean, std, jpeg: bool, augment: str, recipe: Recipe, batch: int, seed: int):
+    """tf.data pipelines: train (shuffled, augmented, normalised, batched, mixed) and val (normalised;
+    None without a val split)."""
+    (Xtr, ytr), (Xva, yva) = train_xy, val_xy
+    n_cls = len(CLASSES)
+
+    def norm_val(x, y):  # the model's bands, normalised; one-hot labels
+        x = (tf.cast(tf.gather(x, idx, axis=-1), tf.float32) - mean.astype(np.float32)) / std.astype(np.float32)
+        return x, tf.one_hot(y, n_cls)
+
+    def norm(x, y):  # the same after augmenting (on the data's own scale, before normalising)
+        x, y = _augment(tf, tf.cast(tf.gather(x, idx, axis=-1), tf.float32), y, jpeg, augment, recipe.translate)
+        return (x - mean.astype(np.float32)) / std.astype(np.float32), tf.one_hot(y, n_cls)
+
+    ds_tr = (tf.data.Dataset.from_tensor_slices((Xtr, ytr)).shuffle(len(ytr), seed=seed, reshuffle_each_iteration=True)
+             .map(norm, num_parallel_calls=tf.data.AUTOTUNE).batch(batch)
+             .map(lambda x, y: mix_batch(tf, x, y, recipe.mix, recipe.mix_p), num_parallel_calls=tf.data.AUTOTUNE)
+             .prefetch(tf.data.AUTOTUNE))
+    ds_va = None if yva is None else (tf.data.Dataset.from_tensor_slices((Xva, yva)).map(norm_val).batch(256)
+                                      .prefetch(tf.data.AUTOTUNE))
+    return ds_tr, ds_va
+
+
+def _compile(keras, model, recipe: Recipe, lr: float, epochs: int, per_epoch: int) -> None:
+    """AdamW with decoupled weight decay, a linear warm-up to `lr` then a cosine to 0 over the whole
+    run, cross-entropy with the recipe's label smoothing."""
+    steps = max(1, epochs * per_epoch)
+    warm = min(int(round(recipe.warmup_epochs * per_epoch)), steps - 1)
+    schedule = keras.optimizers.schedules.CosineDecay(0.0 if warm else lr, steps - warm, alpha=0.0,
+                                                      warmup_target=lr if warm else None, warmup_steps=warm)
+    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=recipe.weight_decay),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
+                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+
+
+def _card_fields(model, out: Path, name, bands, mean, std, jpeg: bool, data: Path, config: dict, recipe: Recipe,
+                 state: dict, precise_bn, sizes: tuple[int, int], src, precision: str, tf_version: str) -> dict:
+    """The model card's fields for the trained weights: bands, normalisation, how it was trained."""
+    from .nets import count_macs
+
+    n_train, n_val = sizes
+    epochs, batch, lr, seed = config["epochs"], config["batch"], config["lr"], config["seed"]
+    return dict(
+        name=name or out.name, architecture=model.name, bands=bands, mean=tuple(mean.tolist()),
+        std=tuple(std.tolist()), date=date.today().isoformat(),
+        radiometry=JPEG_RADIOMETRY if jpeg else {},
+        normalisation=("v = min(max(DN + offset, 0) * 255 / 2750, 255) (the EuroSAT JPEG mapping), then "
+                       "(v - mean) / std per band" if jpeg else ModelCard.normalisation),
+        training={"data": f"EuroSAT {'RGB JPEG' if jpeg else 'MS GeoTIFF'} ({data.resolve()})",
+                  "split": "eurosat-train/val/test.txt (train to fit, val to pick the epoch)",
+                  "n_train": int(n_train), "n_val": n_val, "epochs": epochs,
+                  "best_epoch": state["best_epoch"],
+                  "best_val_accuracy": round(state["best"], 4) if n_val else None,
+                  **({"precise_bn": precise_bn} if precise_bn else {}),
+                  "batch": batch, "optimizer": f"peak lr {lr:g}; {recipe.describe()}", "recipe": asdict(recipe),
+                  "precision": precision,
+                  "augmentation": config["augmentation"], "seed": seed, "from_scratch": src is None,
+                  **({"initialised_from": f"{src.name} (weights SHA-256 {src.weights_sha256})"} if src else {}),
+                  "parameters": int(model.count_params()), "macs_per_patch": count_macs(model),
+                  "seconds": round(state["seconds"], 1),
+                  "machine": f"{os.cpu_count()} CPU cores, TensorFlow {tf_version}"},
+    )
 
 
 def _precise_bn(model, ds_tr, ds_va, weights: Path, batches: int = 200) -> dict | None:
