@@ -187,6 +187,18 @@ def test_aoi_across_two_utm_zones_is_mosaicked_clearest_pixel_first(two_zones, m
     assert r.returncode == 0 and r.stdout.count("(mosaic)") == 4, r.stdout + r.stderr
 
 
+def test_a_compare_that_fails_after_its_search_leaves_no_mosaics(two_zones, tmp_path):
+    """The search writes the dates' mosaics beside --out; when the compare then fails (here: no such
+    model), the mosaics it wrote go too, and the folder it made for them."""
+    api, aoi, _ = two_zones
+    r = subprocess.run([sys.executable, "-m", "atlas_change", "compare", "--stac-api", api, "--aoi", str(aoi),
+                        "--before-range", "2023-06-01/2023-06-30", "--after-range", "2023-06-01/2023-06-30",
+                        "--model", str(tmp_path / "no-model"), "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "no-model" in r.stderr.strip().splitlines()[-1], r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 @pytest.mark.data
 def test_real_l2a_found_in_the_api_equals_the_local_band_folder(server, tmp_path):
     """The real Major TOM L2A cell (baseline N9999, no offset in its pixels; no SCL) as a Planetary

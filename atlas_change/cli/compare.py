@@ -107,7 +107,7 @@ def _cmd_compare(a) -> None:
         if a.dates or a.before or a.after or not (a.before_range and a.after_range):
             raise AtlasError("compare --stac-api: give --before-range START/END and --after-range START/END "
                              "(and no BEFORE AFTER scenes)")
-        found = _search_sides(a)
+        found, written = _search_sides(a)
         if found is None:
             return
         (before, a.before_date), (after, a.after_date) = found
@@ -121,10 +121,17 @@ def _cmd_compare(a) -> None:
                          "or --stac-api URL --before-range START/END --after-range START/END")
     else:
         before, after = (a.dates[0], a.dates[1]) if a.dates else (a.before, a.after)
-
-    s = compare(before, after, aoi=a.aoi, aoi_bbox=a.aoi_bbox, aoi_crs=a.aoi_crs, out=a.out,
-                min_confidence=a.min_confidence, stay=a.stay, allow_model_mismatch=a.allow_model_mismatch,
-                before_date=_dates(a.before_date, before), after_date=_dates(a.after_date, after), **kw)
+    try:
+        s = compare(before, after, aoi=a.aoi, aoi_bbox=a.aoi_bbox, aoi_crs=a.aoi_crs, out=a.out,
+                    min_confidence=a.min_confidence, stay=a.stay, allow_model_mismatch=a.allow_model_mismatch,
+                    before_date=_dates(a.before_date, before), after_date=_dates(a.after_date, after), **kw)
+    except AtlasError:  # the mosaics this run's search wrote, for a compare that failed: nothing left half-done
+        for f in written if a.stac_api else []:
+            try:
+                f.rmdir() if f.is_dir() else f.unlink(missing_ok=True)
+            except OSError:  # a folder someone else wrote into meanwhile: kept
+                pass
+        raise
     tol = s["grid_tolerance"]
     print(f"{a.out}: {s['changed_ha']:.2f} ha changed (+- {tol['changed_ha']:.2f} ha where the grid falls; "
           f"{s['conversion_ha']:.2f} ha between land-cover groups), "
@@ -161,8 +168,9 @@ def _compare_sequence(a, kw: dict) -> None:
               f"of {step['valid_ha']:.2f} ha valid")
 
 
-def _search_sides(a):
-    """--stac-api: each side's chosen items -> ((urls, 'date,date'), (urls, dates)); None after --dry-run."""
+def _search_sides(a) -> tuple[list | None, list[Path]]:
+    """--stac-api: each side's chosen items -> ((urls, 'date,date'), (urls, dates)) (None after
+    --dry-run), and what it wrote: the new mosaic files, then their folder if it made it."""
     from rasterio.crs import CRS
 
     from ..change.compare import read_aoi
@@ -175,11 +183,15 @@ def _search_sides(a):
                                   required=not a.dry_run, hint="; --dry-run lists them")
     if a.dry_run:
         print("\n".join(text))
-        return None
+        return None, []
     print("\n".join(text), file=sys.stderr)
     sides = list(chosen.values())
-    files = scene_files(sides, Path(a.out).parent / "mosaics", aoi)
-    return [([str(f) for f in fs], ",".join(p.date for p in side)) for fs, side in zip(files, sides)]
+    folder = Path(a.out).parent / "mosaics"
+    had = set(folder.iterdir()) if folder.is_dir() else None
+    files = scene_files(sides, folder, aoi)
+    written = sorted(set(folder.iterdir()) - (had or set())) if folder.is_dir() else []
+    written += [folder] if had is None and folder.is_dir() else []
+    return [([str(f) for f in fs], ",".join(p.date for p in side)) for fs, side in zip(files, sides)], written
 
 
 COMMANDS = {"compare": _cmd_compare}
