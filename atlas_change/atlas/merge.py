@@ -62,8 +62,8 @@ def merge_period(folders: list[str | Path], grid: Grid) -> dict[str, np.ndarray]
     NaN where unlabelled), `has` (labelled), `observations` (clear cell areas summed over tiles),
     `cloud` / `snow` (seen but not labelled, mostly cloud / snow)."""
     shape = (grid.height, grid.width)
-    total = np.zeros((len(CLASSES), *shape), np.float64)
-    clear, seen, cloud, snow = (np.zeros(shape, np.float64) for _ in range(4))
+    total = np.zeros((len(CLASSES), *shape), np.float32)
+    clear, seen, cloud, snow = (np.zeros(shape, np.float32) for _ in range(4))
     for folder in folders:
         placed = tile_on_grid(folder, grid)
         if placed is None:
