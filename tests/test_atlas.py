@@ -64,13 +64,14 @@ def region(server, tmp_path_factory):
         yield api, units, d
 
 
-def _atlas(api, units, out, *extra) -> subprocess.CompletedProcess:
+def _atlas(api, units, out, *extra, args_only: bool = False):
+    """Run the atlas command (or with `args_only`, return its arguments)."""
     args = [sys.executable, "-m", "atlas_change", "atlas", "--region", str(units), "--unit-field", "NUTS_ID",
             "--stac-api", api, "--out", str(out), "--runtime", "graph", "--tta", "1", "--allow-untrained",
             "--scheduler", "sync", *extra]
     for name, (rng, _) in PERIODS.items():
         args += ["--period", f"{name}={rng}"]
-    return subprocess.run(args, capture_output=True, text=True)
+    return args if args_only else subprocess.run(args, capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")
@@ -163,6 +164,12 @@ def test_bad_region_is_one_line(region, tmp_path):
     r = _atlas(api, units, tmp_path / "o", "--unit-field", "NOPE")
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
     assert "no field 'NOPE'" in r.stderr and "NUTS_ID" in r.stderr and not (tmp_path / "o").exists()
+    import os
+
+    big = subprocess.run(_atlas(api, units, tmp_path / "o", args_only=True), capture_output=True, text=True,
+                         env={**os.environ, "ATLAS_MAX_CELLS": "100"})
+    assert big.returncode == 2 and big.stderr.strip().count("\n") == 0 and not (tmp_path / "o").exists()
+    assert big.stderr.startswith(f"atlas-change: error: {units}: needs ") and "more than 100" in big.stderr
 
 
 def test_a_job_file_atlas_table_gives_the_same_atlas(made, region, model12, tmp_path):

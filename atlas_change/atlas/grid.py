@@ -15,6 +15,9 @@ from rasterio.crs import CRS
 from ..errors import AtlasError
 
 EEA_CRS = "EPSG:3035"
+#: atlas grids beyond this many cells are refused: a period's map is written whole, up to about 1 KB a
+#: cell at the peak (docs/atlas.md), so 10 million cells need about 10 GB
+MAX_CELLS = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -64,19 +67,20 @@ def grid_crs(text: str) -> CRS:
 
 
 def region_grid(bounds: tuple[float, float, float, float], crs: CRS, cell: float,
-                origin: tuple[float, float] = (0.0, 0.0), max_cells: int | None = None) -> Grid:
+                origin: tuple[float, float] = (0.0, 0.0), max_cells: int | None = None, name: str = "the region") -> Grid:
     """The smallest grid of `cell`-metre cells at multiples of `cell` from `origin` that covers
-    `bounds` (in `crs`). More than `max_cells` cells (default ATLAS_MAX_CELLS or 1e8) is refused."""
+    `bounds` (in `crs`). More than `max_cells` cells (default $ATLAS_MAX_CELLS or MAX_CELLS) is refused."""
     left, bottom, right, top = bounds
     ox, oy = origin
     x0 = ox + math.floor((left - ox) / cell) * cell
     y1 = oy + math.ceil((top - oy) / cell) * cell
     width = max(1, math.ceil((right - x0) / cell))
     height = max(1, math.ceil((y1 - bottom) / cell))
-    cap = max_cells or int(float(os.environ.get("ATLAS_MAX_CELLS", 1e8)))
+    cap = max_cells or int(float(os.environ.get("ATLAS_MAX_CELLS", MAX_CELLS)))
     if width * height > cap:
-        raise AtlasError(f"the region needs {width} x {height} cells of {cell:g} m, more than {cap:,} "
-                         "(ATLAS_MAX_CELLS); use larger cells or a smaller region")
+        raise AtlasError(f"{name}: needs {width} x {height} cells of {cell:g} m, more than {cap:,} (a period's map "
+                         "is written whole: about 1 KB a cell); use larger cells (--cell), a smaller region, or set "
+                         "ATLAS_MAX_CELLS")
     return Grid(crs, x0, y1, float(cell), width, height)
 
 

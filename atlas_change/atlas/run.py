@@ -163,7 +163,7 @@ def atlas(spec: AtlasSpec, *, scheduler: str | None = None, workers: int | None 
     check_spec(spec)
     units = read_units(spec.region, spec.unit_field)
     crs = grid_crs(spec.grid_crs)
-    grid = region_grid(tuple(units.to_crs(crs).total_bounds), crs, spec.cell_m, spec.origin)
+    grid = region_grid(tuple(units.to_crs(crs).total_bounds), crs, spec.cell_m, spec.origin, name=str(spec.region))
     region = units.to_crs(4326).union_all()
     record = {"region": str(spec.region), "unit_field": spec.unit_field, "units": len(units),
               "grid": {"crs": crs.to_string(), "cell_m": grid.cell, "origin": list(spec.origin),
