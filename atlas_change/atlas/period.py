@@ -100,6 +100,16 @@ def write_period(spec, name: str, grid: Grid, folders: list[Path], tiles) -> boo
     return True
 
 
+def _file_key(path: Path) -> str:
+    """What tells a units file's versions apart: the SHA-256 of its bytes (a folder, e.g. a FileGDB: its
+    files' sizes and times)."""
+    import hashlib
+
+    if path.is_file():
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    return json.dumps(sorted((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in path.rglob("*") if f.is_file()))
+
+
 def change_through(spec) -> str:
     """Compare every mapped period with the joint decision into `<out>/change/` unless it is there,
     made from the same period maps and settings; -> what was done."""
@@ -109,7 +119,8 @@ def change_through(spec) -> str:
     if len(names) < 2:
         return f"not decided: {len(names)} of {len(spec.periods)} periods have a map"
     key = digest(*[read_json(spec.out / n / "run.json")["atlas"]["inputs"] for n in names],
-                 json.dumps([spec.stay, spec.min_confidence, str(spec.region)]), n=16)
+                 json.dumps([spec.stay, spec.min_confidence, str(spec.region)]),
+                 _file_key(spec.region), n=16)  # the units are the AOI: a changed file decides again
     out = spec.out / "change"
     try:
         if json.loads((out / FINGERPRINT).read_text())["inputs"] == key and (out / "summary.json").exists():
