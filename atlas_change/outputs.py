@@ -1,5 +1,6 @@
-"""Assemble stage: patch probabilities -> georeferenced class map, confidence and cell table;
-and writing them (Cloud-Optimized GeoTIFFs, GeoParquet, run.json) all-or-nothing."""
+"""Outputs, shared by every stage: the one place that writes rasters (Cloud-Optimized GeoTIFFs with
+their legends), JSON, CSV and GeoParquet, all-or-nothing, and reads them back; the class map's
+Dataset and cell table from cell probabilities; the lock of an output folder."""
 from __future__ import annotations
 
 import json
@@ -314,6 +315,33 @@ def atomic_write(path: Path, write: Callable) -> None:
         raise AtlasError(f"{path}: cannot write ({e.strerror or e})") from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def folder_lock(path: Path, busy: str, unwritable: str) -> Iterator[None]:
+    """Hold the lock file `path` (its pid inside) for the block; AtlasError `busy` (with the holder's
+    pid) when another process holds it, `unwritable` when it cannot be made. The operating system
+    drops the lock when the process dies, so a killed run never blocks the next."""
+    import fcntl
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(path, "a+")
+    except OSError as e:
+        raise AtlasError(f"{unwritable} ({e.strerror})") from None
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            raise AtlasError(f"{busy} ({path} is held by pid {f.read().strip() or '?'}); wait for it or stop it") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        yield
+    finally:
+        f.close()
 
 
 # --- reading outputs back: every damaged file is named, with what is wrong ------------------------

@@ -159,6 +159,17 @@ def test_a_rerun_does_nothing_and_keeps_every_file(made, region, model12):
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.tif")} == before
 
 
+def test_a_second_run_on_one_output_is_refused(made, region):
+    from atlas_change.atlas.run import LOCK_FILE
+    from atlas_change.outputs import folder_lock
+
+    r, out = made
+    with folder_lock(out / LOCK_FILE, "held by the test", "cannot"):
+        second = _atlas(region[0], region[1], out)
+    assert second.returncode == 2 and second.stderr.strip().count("\n") == 0
+    assert "another atlas run is writing here" in second.stderr and f"pid {__import__('os').getpid()}" in second.stderr
+
+
 def test_bad_region_is_one_line(region, tmp_path):
     api, units, _ = region
     r = _atlas(api, units, tmp_path / "o", "--unit-field", "NOPE")

@@ -18,10 +18,11 @@ from pathlib import Path
 
 from ..errors import AtlasError
 from ..names import digest, safe_name
-from ..outputs import atomic_write, read_json, strict_json
+from ..outputs import atomic_write, folder_lock, read_json, strict_json
 from .grid import EEA_CRS, grid_crs, region_grid
 
 ATLAS_FILE = "atlas.json"
+LOCK_FILE = ".atlas-lock"  # held by the run writing the folder: a second one is refused
 
 
 @dataclass(frozen=True)
@@ -169,8 +170,9 @@ def atlas(spec: AtlasSpec, *, scheduler: str | None = None, workers: int | None 
               "grid": {"crs": crs.to_string(), "cell_m": grid.cell, "origin": list(spec.origin),
                        "transform": list(grid.transform)[:6], "shape": [grid.height, grid.width]},
               "periods": {}}
-    spec.out.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
+        stack.enter_context(folder_lock(spec.out / LOCK_FILE, f"{spec.out}: another atlas run is writing here",
+                                        f"{spec.out}: cannot write the atlas's output folder"))
         client = None
         for name in spec.periods:
             tiles = choose_tiles(spec, name, region, echo)
@@ -187,9 +189,10 @@ def atlas(spec: AtlasSpec, *, scheduler: str | None = None, workers: int | None 
             made = write_period(spec, name, grid, done, tiles)
             echo(f"{name}: map {'written' if made else 'up to date'} ({len(done)} of {len(tiles)} tiles)")
             record["periods"][name] = {"range": spec.periods[name], "tiles": results}
-    if len(spec.periods) >= 2:
-        echo(f"change: {change_through(spec)}")
-    write_stats(spec, units, grid)
-    record["failed_tiles"] = sum(r["status"] == "failed" for p in record["periods"].values() for r in p["tiles"].values())
-    atomic_write(spec.out / ATLAS_FILE, lambda f: f.write(strict_json(record).encode()))
+        if len(spec.periods) >= 2:
+            echo(f"change: {change_through(spec)}")
+        write_stats(spec, units, grid)
+        record["failed_tiles"] = sum(r["status"] == "failed" for p in record["periods"].values()
+                                     for r in p["tiles"].values())
+        atomic_write(spec.out / ATLAS_FILE, lambda f: f.write(strict_json(record).encode()))
     return record

@@ -6,7 +6,6 @@ blocked. `status` reports what `run` would redo, without running.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AtlasError
+from ..outputs import folder_lock
 from ..model.infer import DEFAULT_RUNTIME, DEFAULT_VIEWS
 from .jobfile import AOI_KEYS, PRODUCTS, STATE_DIR, TOP_KEYS, Job, load_job, parse_job  # noqa: F401  (the API)
 
@@ -227,26 +227,9 @@ def _write_json(path: Path, obj) -> None:
 def job_lock(job: Job) -> Iterator[None]:
     """Hold <output>/.atlas-job/lock for the run; a second run of the same job is refused. The
     operating system drops the lock when the process dies, so a killed run never blocks the next."""
-    path = job.output / STATE_DIR / "lock"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        f = open(path, "a+")
-    except OSError as e:
-        raise AtlasError(f"{job.output}: cannot write the job's output folder ({e.strerror})") from None
-    try:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            raise AtlasError(f"{job.path}: another run of this job is in progress ({path} is held by "
-                             f"pid {f.read().strip() or '?'}); wait for it or stop it") from None
-        f.seek(0)
-        f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
+    with folder_lock(job.output / STATE_DIR / "lock", f"{job.path}: another run of this job is in progress",
+                     f"{job.output}: cannot write the job's output folder"):
         yield
-    finally:
-        f.close()
 
 
 def _execute(job: Job, step: Step, client, workers: int | None, scheduler: str | None, quiet: bool) -> None:
