@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import AtlasError
+from ..batch.jobfile import Problems, read_toml
 from .run import AtlasSpec
 
 TOP = {"name": str, "output": str, "model": str, "stride": int, "tta": int, "runtime": str, "min_confidence": float,
@@ -28,49 +28,30 @@ REQUIRED_TOP, REQUIRED_TABLE = ("name", "output", "atlas"), ("region", "unit_fie
 
 def load_atlas_job(path: str | os.PathLike) -> AtlasSpec | None:
     """The AtlasSpec of a job file with an `[atlas]` table; None for other job files."""
-    import tomllib
-
     p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text())
-    except (OSError, UnicodeDecodeError) as e:
-        raise AtlasError(f"{p}: cannot read the job file ({getattr(e, 'strerror', None) or e})") from None
-    except tomllib.TOMLDecodeError as e:
-        raise AtlasError(f"{p}: not valid TOML: {e}") from None
-    return atlas_spec(data, p) if "atlas" in data else None
+    data, text = read_toml(p)
+    return atlas_spec(data, p, text) if "atlas" in data else None
 
 
-def _checked(d: dict, allowed: dict, required: tuple, where: str, problems: list[str]) -> dict:
-    for k in required:
-        if k not in d:
-            problems.append(f"{where}{k}: missing")
-    for k, v in d.items():
-        want = allowed.get(k)
-        if want is None:
-            problems.append(f"{where}{k}: unknown key (allowed: {', '.join(allowed)})")
-        elif not (isinstance(v, want) or (want is float and isinstance(v, int) and not isinstance(v, bool))):
-            problems.append(f"{where}{k}: must be {want.__name__}, not {type(v).__name__}")
-    return d
-
-
-def atlas_spec(data: dict, path: Path) -> AtlasSpec:
+def atlas_spec(data: dict, path: Path, text: str = "") -> AtlasSpec:
     """The AtlasSpec of a job file's TOML (`data`) holding an `[atlas]` table; AtlasError listing
-    every problem at once."""
-    problems: list[str] = []
+    every problem at once (with its line, as for other job files)."""
+    pr = Problems()
     if "aoi" in data:
-        problems.append("aoi: a job file makes either AOIs ([[aoi]]) or an atlas ([atlas]), not both")
-    top = _checked({k: v for k, v in data.items() if k != "aoi"}, TOP, REQUIRED_TOP, "", problems)
-    table = _checked(top.get("atlas") if isinstance(top.get("atlas"), dict) else {}, TABLE, REQUIRED_TABLE,
-                     "atlas.", problems)
+        pr.bad("aoi", "a job file makes either AOIs ([[aoi]]) or an atlas ([atlas]), not both")
+    top = {k: v for k, v in data.items() if k != "aoi"}
+    pr.unknown(top, TOP, "")
+    top = {k: v for k in TOP if (v := pr.get(top, k, TOP, "", required=k in REQUIRED_TOP)) is not None}
+    table = top.get("atlas", {})
+    pr.unknown(table, TABLE, "atlas.")
+    table = {k: v for k in TABLE if (v := pr.get(table, k, TABLE, "atlas.", required=k in REQUIRED_TABLE)) is not None}
     periods = table.get("periods", {})
-    if isinstance(periods, dict) and not all(isinstance(v, str) for v in periods.values()):
-        problems.append("atlas.periods: each period is NAME = \"START/END\"")
+    if not all(isinstance(v, str) for v in periods.values()):
+        pr.bad("atlas.periods", "each period is NAME = \"START/END\"")
     origin = table.get("origin", [0.0, 0.0])
-    if not (isinstance(origin, list) and len(origin) == 2 and all(isinstance(v, (int, float)) for v in origin)):
-        problems.append("atlas.origin: expected [x, y] in metres")
-    if problems:
-        raise AtlasError(f"{path}: {len(problems)} problem{'s' if len(problems) > 1 else ''}:"
-                         + "".join(f"\n  {p}" for p in problems))
+    if not (len(origin) == 2 and all(isinstance(v, (int, float)) for v in origin)):
+        pr.bad("atlas.origin", "expected [x, y] in metres")
+    pr.check(path, text)
     base = path.parent
 
     def here(p: str) -> str:

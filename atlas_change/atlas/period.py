@@ -24,10 +24,6 @@ STAMP_KEYS = ("model", "architecture", "weights_sha256", "trained", "bands", "no
 FINGERPRINT = "atlas_inputs.json"
 
 
-def _tile_run(folder: Path) -> dict:
-    return read_json(folder / "run.json")
-
-
 def inputs_key(folders: list[Path], grid: Grid) -> str:
     """A digest of what a period's map is made of: its tiles' run.json (each tile's input and model)
     and the atlas grid."""
@@ -60,7 +56,7 @@ def write_period(spec, name: str, grid: Grid, folders: list[Path], tiles) -> boo
             return False
     except (AtlasError, KeyError, TypeError):
         pass
-    runs = [_tile_run(f) for f in folders]
+    runs = [read_json(f / "run.json") for f in folders]
     model = one_model(runs, folders)
     merged = merge_period(folders, grid)
     start = spec.periods[name].split("/")[0]
@@ -123,9 +119,9 @@ def change_through(spec) -> str:
                  _file_key(spec.region), n=16)  # the units are the AOI: a changed file decides again
     out = spec.out / "change"
     try:
-        if json.loads((out / FINGERPRINT).read_text())["inputs"] == key and (out / "summary.json").exists():
+        if read_json(out / FINGERPRINT)["inputs"] == key and (out / "summary.json").exists():
             return "up to date"
-    except (OSError, ValueError, KeyError, TypeError):
+    except (AtlasError, KeyError, TypeError):  # absent or damaged: decided again
         pass
     compare_periods([str(spec.out / n) for n in names], aoi=str(spec.region), out=out, min_confidence=spec.min_confidence,
                     stay=spec.stay)

@@ -90,22 +90,28 @@ class Job:
     stay: float = DEFAULT_STAY
 
 
+def read_toml(path: Path) -> tuple[dict, str]:
+    """A job file's TOML and its text; AtlasError naming the file when it cannot be read or parsed."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise AtlasError(f"{path}: cannot read the job file ({getattr(e, 'strerror', None) or e})") from None
+    try:
+        return tomllib.loads(text), text
+    except tomllib.TOMLDecodeError as e:
+        raise AtlasError(f"{path}: not valid TOML: {e}") from None
+
+
 def load_job(path: str | os.PathLike) -> Job:
     """Read and fully validate a job file; every problem is reported at once, with its line and key."""
     p = Path(path)
-    try:
-        text = p.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise AtlasError(f"{p}: cannot read the job file ({getattr(e, 'strerror', None) or e})") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise AtlasError(f"{p}: not valid TOML: {e}") from None
+    data, text = read_toml(p)
     return parse_job(data, p, text)
 
 
-class _Problems:
-    """Every problem of a job file, gathered (key, message), and the typed `get` that records them."""
+class Problems:
+    """Every problem of a job file, gathered (key, message), the typed `get` that records them, and
+    `check`, which reports them all at once."""
 
     def __init__(self) -> None:
         self.found: list[tuple[str, str]] = []
@@ -126,16 +132,26 @@ class _Problems:
             return default
         return v
 
+    def unknown(self, d: dict, allowed: dict, where: str) -> None:
+        """Record every key of `d` that `allowed` does not name."""
+        for k in d:
+            if k not in allowed:
+                self.bad(f"{where}{k}", f"unknown key (allowed: {', '.join(allowed)})")
+
+    def check(self, path: Path, text: str) -> None:
+        """AtlasError listing every problem, each with its line in `text` where it can be found."""
+        if self.found:
+            where = [f"line {ln}: {k}" if (ln := _line_of(text, k)) else k for k, _ in self.found]
+            raise AtlasError(f"{path}: {len(self.found)} problem{'s' if len(self.found) > 1 else ''}:"
+                             + "".join(f"\n  {w}: {m}" for w, (_, m) in zip(where, self.found)))
+
 
 def parse_job(data: dict, path: Path, text: str = "") -> Job:
     """Validate parsed TOML `data` of the job file `path` (relative paths resolve from its folder)."""
-    pr = _Problems()
+    pr = Problems()
     bad, get = pr.bad, pr.get
-    problems = pr.found
     base = path.parent
-    for k in data:
-        if k not in TOP_KEYS:
-            bad(k, f"unknown key (allowed: {', '.join(TOP_KEYS)})")
+    pr.unknown(data, TOP_KEYS, "")
     name = get(data, "name", TOP_KEYS, "", required=True)
     if isinstance(name, str) and not NAME.match(name):
         bad("name", f"{name!r}: use letters, digits, '_', '-', '.'")
@@ -198,25 +214,20 @@ def parse_job(data: dict, path: Path, text: str = "") -> Job:
             bad("model", f"{card.path} is untrained (random weights); set allow_untrained = true to run it anyway")
     except AtlasError as e:
         bad("model", str(e))
-    if problems:
-        where = [f"line {ln}: {k}" if (ln := _line_of(text, k)) else k for k, _ in problems]
-        raise AtlasError(f"{path}: {len(problems)} problem{'s' if len(problems) > 1 else ''}:"
-                         + "".join(f"\n  {w}: {m}" for w, (_, m) in zip(where, problems)))
+    pr.check(path, text)
     return Job(path, name, model, Path(os.path.normpath(base / output)), tuple(aois), tuple(produce), stride, chunk,
                max_nodata, min_conf, max_cloud, cloud_mask, tta, runtime, flags["allow_untrained"],
                flags["allow_model_mismatch"], why, stay)
 
 
-def _parse_aoi(a, i: int, base: Path, produce: list, seen: set[str], pr: _Problems) -> AOI | None:
+def _parse_aoi(a, i: int, base: Path, produce: list, seen: set[str], pr: Problems) -> AOI | None:
     """One [[aoi]] table checked: its AOI, or None where it cannot be made (the problems recorded in `pr`)."""
     bad, get = pr.bad, pr.get
     where = f"aoi[{i}]."
     if not isinstance(a, dict):
         bad(f"aoi[{i}]", "must be a table ([[aoi]])")
         return None
-    for k in a:
-        if k not in AOI_KEYS:
-            bad(f"{where}{k}", f"unknown key (allowed: {', '.join(AOI_KEYS)})")
+    pr.unknown(a, AOI_KEYS, where)
     aname = get(a, "name", AOI_KEYS, where, required=True)
     if isinstance(aname, str):
         if not NAME.match(aname):
@@ -236,7 +247,7 @@ def _parse_aoi(a, i: int, base: Path, produce: list, seen: set[str], pr: _Proble
                 _check_aoi(afile)
             except AtlasError as e:
                 bad(f"{where}file", str(e))
-    search = _check_search(get(a, "search", AOI_KEYS, where, default=None), f"{where}search.", bad, get)
+    search = _check_search(get(a, "search", AOI_KEYS, where, default=None), f"{where}search.", pr)
     if search is not None and ("scenes" in a or "periods" in a):
         bad(f"{where}search", "an AOI names either scenes (and periods) or a search, not both")
     given = get(a, "scenes", AOI_KEYS, where, default={}, required=search is None) or {}
@@ -275,7 +286,7 @@ def _parse_aoi(a, i: int, base: Path, produce: list, seen: set[str], pr: _Proble
     return None
 
 
-def _aoi_scenes(given: dict, where: str, base: Path, pr: _Problems) -> dict[str, Path | str]:
+def _aoi_scenes(given: dict, where: str, base: Path, pr: Problems) -> dict[str, Path | str]:
     """An AOI's `scenes` table checked: date -> its one scene file (or a STAC Item's URL), by date."""
     bad = pr.bad
     scenes: dict[str, Path | str] = {}
@@ -304,7 +315,7 @@ def _aoi_scenes(given: dict, where: str, base: Path, pr: _Problems) -> dict[str,
     return dict(sorted(scenes.items()))
 
 
-def _aoi_periods(given: dict, where: str, scenes: dict, pr: _Problems) -> dict[str, tuple[str, ...]]:
+def _aoi_periods(given: dict, where: str, scenes: dict, pr: Problems) -> dict[str, tuple[str, ...]]:
     """An AOI's `periods` table checked: name -> its dates (of the AOI's scenes, sorted)."""
     bad = pr.bad
     periods: dict[str, tuple[str, ...]] = {}
@@ -320,15 +331,14 @@ def _aoi_periods(given: dict, where: str, scenes: dict, pr: _Problems) -> dict[s
     return periods
 
 
-def _check_search(raw: dict | None, where: str, bad, get) -> dict | None:
+def _check_search(raw: dict | None, where: str, pr: Problems) -> dict | None:
     """A search table with its defaults, its periods checked (START/END); None when absent."""
     from .search import MAX_TILE_CLOUD, MIN_AOI_CLEAR, parse_range
 
     if raw is None:
         return None
-    for k in raw:
-        if k not in SEARCH_KEYS:
-            bad(f"{where}{k}", f"unknown key (allowed: {', '.join(SEARCH_KEYS)})")
+    bad, get = pr.bad, pr.get
+    pr.unknown(raw, SEARCH_KEYS, where)
     out = {"api": get(raw, "api", SEARCH_KEYS, where, required=True),
            "collection": get(raw, "collection", SEARCH_KEYS, where, default="sentinel-2-l2a"),
            "scenes_per_period": get(raw, "scenes_per_period", SEARCH_KEYS, where, default=3),

@@ -116,19 +116,15 @@ def run_spec(spec, scheduler: str | None, workers: int | None, quiet: bool) -> i
 
 def status(spec) -> int:
     """What an atlas job has done (its atlas.json): tiles per period and outcome; 1 unless complete."""
-    import json
-
     from ..atlas.run import ATLAS_FILE
+    from ..outputs import read_json
 
     path = spec.out / ATLAS_FILE
     if not path.exists():
         print(f"{spec.out}: not made yet (no {ATLAS_FILE}); run the job")
         return 1
-    try:
-        record = json.loads(path.read_text())
-        periods = record["periods"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise AtlasError(f"{path}: damaged ({e}); run the job again") from None
+    record = read_json(path, ("periods",))  # AtlasError naming the file when damaged
+    periods = record["periods"]
     for name, p in periods.items():
         tiles = p.get("tiles", {})
         counts: dict[str, int] = {}
