@@ -2,13 +2,7 @@
 the pipeline's behaviour: grids, bands, nodata, files, errors; never label quality)."""
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,9 +15,10 @@ import rasterio  # noqa: E402
 from atlas_change.bands import EUROSAT_ORDER, L2A_ORDER  # noqa: E402
 from atlas_change.read.stac import EARTH_SEARCH  # noqa: E402
 
-NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+import servers  # noqa: E402
+from servers import NGINX, RUSTAC, band_cogs, free_port  # noqa: E402,F401  (the tests import them from here)
+
 BY_BAND = {v: k for k, v in EARTH_SEARCH.items()}
-RUSTAC = shutil.which("rustac") or next((str(p) for p in [Path(sys.executable).parent / "rustac"] if p.exists()), None)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -60,66 +55,17 @@ def run_classify(scene, card, **kw):
     return classify(scene, model=card.path, allow_untrained=True, **kw)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     """nginx serving a folder on 127.0.0.1 (ranges, HEAD: what GDAL's /vsicurl/ needs): (url, folder, log)."""
     if NGINX is None:
         pytest.skip("nginx is not installed (Debian package nginx; .ci/run installs it)")
-    root = tmp_path_factory.mktemp("www")
-    prefix = tmp_path_factory.mktemp("nginx")
-    port = free_port()
-    conf = prefix / "nginx.conf"
-    conf.write_text(f"""user root; daemon off; worker_processes 1; pid {prefix}/nginx.pid; error_log {prefix}/error.log;
-events {{ worker_connections 64; }}
-http {{ access_log {prefix}/access.log; client_body_temp_path {prefix}/body; proxy_temp_path {prefix}/proxy;
-  fastcgi_temp_path {prefix}/fcgi; uwsgi_temp_path {prefix}/uwsgi; scgi_temp_path {prefix}/scgi;
-  default_type application/octet-stream;
-  server {{ listen 127.0.0.1:{port}; root {root}; location / {{ }} }} }}
-""")
-    proc = subprocess.Popen([NGINX, "-p", str(prefix), "-c", str(conf)], stderr=subprocess.PIPE)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail(f"nginx did not start: {proc.stderr.read().decode()[:300]}")
-    yield f"http://127.0.0.1:{port}", root, prefix / "access.log"
-    proc.terminate()
-    proc.wait(10)
-
-
-def band_cogs(scene: Path, folder: Path, add: int = 0, scl: int | None = 4, cloud=None) -> dict[str, str]:
-    """One COG per band of a multi-band GeoTIFF (DN + `add`, as baseline >= 04.00 products), and an
-    SCL of class `scl` everywhere but cloud (9) in `cloud` ((rows, cols) slices); -> band -> file name."""
-    folder.mkdir(parents=True, exist_ok=True)
-    names = {}
-    with rasterio.open(scene) as src:
-        profile = {**src.profile, "count": 1, "driver": "COG", "compress": "deflate"}
-        for k in ("tiled", "blockxsize", "blockysize", "interleave"):
-            profile.pop(k, None)
-        for i, band in enumerate(src.descriptions, 1):
-            data = src.read(i)
-            data = np.where(data > 0, data + add, 0).astype(np.uint16)
-            with rasterio.open(folder / f"{band}.tif", "w", **profile) as dst:
-                dst.write(data, 1)
-            names[band] = f"{band}.tif"
-        if scl is not None:
-            with rasterio.open(folder / "SCL.tif", "w", **{**profile, "dtype": "uint8"}) as dst:
-                classes = np.full((src.height, src.width), scl, np.uint8)
-                if cloud is not None:
-                    classes[cloud] = 9
-                dst.write(classes, 1)
-            names["SCL"] = "SCL.tif"
-    return names
+    root, prefix = tmp_path_factory.mktemp("www"), tmp_path_factory.mktemp("nginx")
+    try:
+        with servers.nginx(root, prefix) as url:
+            yield url, root, prefix / "access.log"
+    except RuntimeError as e:
+        pytest.fail(str(e))
 
 
 def item(hrefs: dict[str, str], keys: str, **props) -> dict:
@@ -134,37 +80,20 @@ def item(hrefs: dict[str, str], keys: str, **props) -> dict:
             "links": []}
 
 
-def _wait_for(port: int, proc: subprocess.Popen, what: str) -> None:
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-            return
-        except OSError:
-            if proc.poll() is not None:
-                break
-            time.sleep(0.05)
-    proc.kill()
-    pytest.fail(f"{what} did not start: {proc.stderr.read().decode()[:300]}")
-
-
 @contextmanager
 def stac_api(items: list[dict], folder: Path):
-    """A real STAC API on 127.0.0.1 (rustac serve, its in-memory backend: search by collection,
-    intersects, datetime, as the catalogues answer) holding `items`; yields its URL."""
+    """servers.stac_api, skipping the test where rustac is not installed."""
     if RUSTAC is None:
         pytest.skip("rustac is not installed (pip install rustac; the dev extra has it)")
-    folder.mkdir(parents=True, exist_ok=True)
-    f = folder / "items.json"
-    f.write_text(json.dumps({"type": "FeatureCollection", "features": items}))
-    port = free_port()
-    proc = subprocess.Popen([RUSTAC, "serve", "--addr", f"127.0.0.1:{port}", "--create-collections", str(f)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _wait_for(port, proc, "rustac serve")
     try:
-        yield f"http://127.0.0.1:{port}"
+        api = servers.stac_api(items, folder)
+        url = api.__enter__()
+    except RuntimeError as e:
+        pytest.fail(str(e))
+    try:
+        yield url
     finally:
-        proc.terminate()
-        proc.wait(10)
+        api.__exit__(None, None, None)
 
 
 MAJOR_TOM = Path(__file__).resolve().parents[2] / "shared" / "scenes" / "major-tom-l2a" / "199U" / "199U_1099R"
