@@ -17,18 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
-import time
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "tests"))
 
 import geopandas as gpd  # noqa: E402
 import numpy as np  # noqa: E402
@@ -39,6 +36,7 @@ from rasterio.warp import transform_geom  # noqa: E402
 from atlas_change.bands import L2A_ORDER  # noqa: E402
 from atlas_change.synth import make_scene  # noqa: E402
 from bench_classify import cpu_name, run_timed  # noqa: E402
+from servers import band_cogs, nginx, stac_api  # noqa: E402
 
 FULL_TILE_PX = 10980 * 10980
 EU27_KM2 = 4_233_000  # Eurostat, EU-27 land and inland water area (2020)
@@ -46,77 +44,6 @@ TILE_ADDS_KM2 = 100 * 100  # an MGRS tile is 109.8 km a side; neighbours overlap
 PERIODS = {"p2023": ("2023-06-01/2023-08-31", "2023-06-05"), "p2024": ("2024-06-01/2024-08-31", "2024-06-07")}
 #: the tiles: zone 32 to the west of 12 deg E, zone 33 to the east, 4 columns x 2 rows each
 ZONES = {32: (730750.0, 4992130.0, -1), 33: (260200.0, 4992460.0, +1)}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, proc: subprocess.Popen) -> None:
-    import socket
-
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-            return
-        except OSError:
-            if proc.poll() is not None:
-                break
-            time.sleep(0.05)
-    raise SystemExit(f"{proc.args[0]} did not start: {proc.stderr.read().decode()[:300] if proc.stderr else ''}")
-
-
-@contextmanager
-def served(root: Path, items: list[dict], work: Path):
-    """nginx serving `root` and rustac serving `items`: -> (file URL, API URL)."""
-    nginx, rustac = shutil.which("nginx") or "/usr/sbin/nginx", shutil.which("rustac") or str(Path(sys.executable).parent / "rustac")
-    prefix = work / "nginx"
-    prefix.mkdir(parents=True, exist_ok=True)
-    port, api_port = free_port(), free_port()
-    (prefix / "nginx.conf").write_text(
-        f"user root; daemon off; worker_processes 2; pid {prefix}/nginx.pid; error_log {prefix}/error.log;\n"
-        f"events {{ worker_connections 256; }}\nhttp {{ access_log off; client_body_temp_path {prefix}/body; "
-        f"proxy_temp_path {prefix}/proxy; fastcgi_temp_path {prefix}/fcgi; uwsgi_temp_path {prefix}/uwsgi; "
-        f"scgi_temp_path {prefix}/scgi; default_type application/octet-stream;\n"
-        f"  server {{ listen 127.0.0.1:{port}; root {root}; location / {{ }} }} }}\n")
-    web = subprocess.Popen([nginx, "-p", str(prefix), "-c", str(prefix / "nginx.conf")], stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    for it in items:
-        for a in it["assets"].values():
-            a["href"] = a["href"].replace("{URL}", url)
-    (work / "items.json").write_text(json.dumps({"type": "FeatureCollection", "features": items}))
-    api = subprocess.Popen([rustac, "serve", "--addr", f"127.0.0.1:{api_port}", "--create-collections",
-                            str(work / "items.json")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        wait_port(port, web)
-        wait_port(api_port, api)
-        yield url, f"http://127.0.0.1:{api_port}"
-    finally:
-        for p in (api, web):
-            p.terminate()
-            p.wait(10)
-
-
-def band_cogs(scene: Path, folder: Path) -> dict[str, str]:
-    """One COG per band (DN + 1000, as baseline >= 04.00) and a clear SCL (4 = vegetation)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    names = {}
-    with rasterio.open(scene) as src:
-        profile = {k: v for k, v in src.profile.items() if k not in ("tiled", "blockxsize", "blockysize", "interleave")}
-        profile.update(driver="COG", count=1, compress="deflate")
-        for i, band in enumerate(src.descriptions, 1):
-            data = src.read(i)
-            with rasterio.open(folder / f"{band}.tif", "w", **profile) as dst:
-                dst.write(np.where(data > 0, data + 1000, 0).astype(np.uint16), 1)
-            names[band] = f"{band}.tif"
-        with rasterio.open(folder / "SCL.tif", "w", **{**profile, "dtype": "uint8"}) as dst:
-            dst.write(np.full((src.height, src.width), 4, np.uint8), 1)
-        names["SCL"] = "SCL.tif"
-    return names
 
 
 def catalogue(root: Path, size: int) -> tuple[list[dict], dict[str, object]]:
@@ -134,7 +61,7 @@ def catalogue(root: Path, size: int) -> tuple[list[dict], dict[str, object]]:
                     if not scene.exists():
                         make_scene(scene, size, size, bands=L2A_ORDER, crs=f"EPSG:326{zone}", origin=origin,
                                    seed=zone * 100 + col * 10 + row + k)
-                    names = band_cogs(scene, root / "www" / day / tile)
+                    names = band_cogs(scene, root / "www" / day / tile, add=1000)
                     with rasterio.open(scene) as src:
                         fp = transform_geom(src.crs, "EPSG:4326", shapely.box(*src.bounds).__geo_interface__)
                     footprints[tile] = shapely.geometry.shape(fp)
@@ -173,45 +100,55 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=1024, help="tile side in pixels (default 1024)")
     ap.add_argument("--strides", default="64,16", help="strides to run the 16-tile region at (default 64,16)")
     ap.add_argument("--data", type=Path, default=ROOT / "benchmarks" / "data" / "atlas")
+    ap.add_argument("--at-once", default="1,2",
+                    help="--tiles-at-once values to run the 16-tile region at, stride 64 (default 1,2; others at 2)")
     a = ap.parse_args()
+    at_once_list = [int(v) for v in a.at_once.split(",")]
     data = a.data / f"{a.size}px"  # the tiles of one size, kept for the next run
     items, footprints = catalogue(data, a.size)
     cores = os.cpu_count() or 1
     rows = []
-    with tempfile.TemporaryDirectory() as tmp, served(data / "www", items, Path(tmp)) as (_, api):
-        for stride in (int(s) for s in a.strides.split(",")):
-            for n, region in regions(footprints).items():
-                if stride != 64 and n != 16:
-                    continue
-                units = units_file(Path(tmp) / f"units{n}.gpkg", region)
-                out = Path(tmp) / f"atlas_{n}_{stride}"
-                cmd = [sys.executable, "-m", "atlas_change", "atlas", "--region", str(units), "--unit-field", "UNIT",
-                       "--stac-api", api, "--out", str(out), "--stride", str(stride), "--quiet"]
-                for name, (rng, _) in PERIODS.items():
-                    cmd += ["--period", f"{name}={rng}"]
-                wall, peak = run_timed(cmd)
-                record = json.loads((out / "atlas.json").read_text())
-                done = sum(t["status"] == "done" for p in record["periods"].values() for t in p["tiles"].values())
-                again, _ = run_timed(cmd)
-                rows.append({"tiles": n, "stride": stride, "tile_periods": done, "wall_s": wall, "rerun_s": again,
-                             "peak_gib": peak, "per_hour_core": done / (wall / 3600) / cores})
-                print(rows[-1], flush=True)
+    with tempfile.TemporaryDirectory() as tmp, nginx(data / "www", Path(tmp) / "nginx", workers=2, log=False) as url:
+        for it in items:
+            for asset in it["assets"].values():
+                asset["href"] = asset["href"].replace("{URL}", url)
+        with stac_api(items, Path(tmp) / "api") as api:
+            for stride in (int(s) for s in a.strides.split(",")):
+                for n, region in regions(footprints).items():
+                    if stride != 64 and n != 16:
+                        continue
+                    for at_once in (at_once_list if n == 16 and stride == 64 else [2]):
+                        units = units_file(Path(tmp) / f"units{n}.gpkg", region)
+                        out = Path(tmp) / f"atlas_{n}_{stride}_{at_once}"
+                        cmd = [sys.executable, "-m", "atlas_change", "atlas", "--region", str(units), "--unit-field",
+                               "UNIT", "--stac-api", api, "--out", str(out), "--stride", str(stride), "--quiet",
+                               "--tiles-at-once", str(at_once)]
+                        for name, (rng, _) in PERIODS.items():
+                            cmd += ["--period", f"{name}={rng}"]
+                        wall, peak = run_timed(cmd)
+                        record = json.loads((out / "atlas.json").read_text())
+                        done = sum(t["status"] == "done" for p in record["periods"].values() for t in p["tiles"].values())
+                        again, _ = run_timed(cmd)
+                        rows.append({"tiles": n, "stride": stride, "at_once": at_once, "tile_periods": done,
+                                     "wall_s": wall, "rerun_s": again, "peak_gib": peak,
+                                     "per_hour_core": done / (wall / 3600) / cores})
+                        print(rows[-1], flush=True)
     write(rows, a.size, cores)
 
 
 def write(rows: list[dict], size: int, cores: int) -> None:
     """The Markdown section, appended to RESULTS.md."""
-    base = {r["tiles"]: r for r in rows if r["stride"] == 64}
+    base = {r["tiles"]: r for r in rows if r["stride"] == 64 and r["at_once"] == 2}
     lines = [f"\n## Atlas of a region: tiles per hour and the EU-27 ({datetime.now():%Y-%m-%d %H:%M})\n",
              f"`python benchmarks/bench_atlas.py --size {size}`. Machine: {cores} cores ({cpu_name()}). A simulated "
              f"catalogue (rustac serve + nginx on 127.0.0.1) of 16 synthetic L2A tiles of {size} x {size} px, 8 on UTM "
-             "zone 32 and 8 on zone 33, two periods; `atlas` with the default model, runtime and Dask cluster, "
+             "zone 32 and 8 on zone 33, two periods; `atlas` with the default model, runtime and Dask cluster (`--tiles-at-once` as in the table, default 2), "
              "from scratch, then again (the rerun: nothing to do). Time includes the search, the SCL ranking over "
              "HTTP, classify, the merge onto the EEA grid, the change and the statistics.\n",
-             "| tiles | stride | tile-periods | wall s | per tile-period s | tile-periods / h / core | peak RSS GiB | rerun s |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| tiles | stride | tiles at once | tile-periods | wall s | per tile-period s | tile-periods / h / core | peak RSS GiB | rerun s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['tiles']} | {r['stride']} | {r['tile_periods']} | {r['wall_s']:.1f} | "
+        lines.append(f"| {r['tiles']} | {r['stride']} | {r['at_once']} | {r['tile_periods']} | {r['wall_s']:.1f} | "
                      f"{r['wall_s'] / max(r['tile_periods'], 1):.1f} | {r['per_hour_core']:.0f} | {r['peak_gib']:.2f} | "
                      f"{r['rerun_s']:.1f} |")
     if 1 in base and 16 in base:
@@ -230,7 +167,7 @@ def write(rows: list[dict], size: int, cores: int) -> None:
         fixed = base[1]["wall_s"] - (base[16]["wall_s"] - base[1]["wall_s"]) / max(
             base[16]["tile_periods"] - base[1]["tile_periods"], 1) * base[1]["tile_periods"]
     for r in rows:
-        if r["tiles"] != 16:
+        if r["tiles"] != 16 or r["at_once"] != 2:
             continue
         per = max(r["wall_s"] - fixed, 1e-9) / max(r["tile_periods"], 1)
         full_core_h = per * cores * FULL_TILE_PX / size ** 2 / 3600

@@ -228,6 +228,54 @@ def test_a_killed_run_resumes_from_its_finished_tiles(region, model12, tmp_path)
     assert all(status[k] == "up to date" for k in finished) and (out / "stats.csv").exists()
 
 
+class KillOnce:
+    """A Dask worker plugin that kills its worker (SIGKILL, as the kernel's OOM killer would) when
+    the first task starts executing anywhere on the cluster (a marker file says it was done)."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def setup(self, worker):
+        pass
+
+    def teardown(self, worker):
+        pass
+
+    def transition(self, key, start, finish, **kwargs):
+        import os
+        import signal
+
+        if finish == "executing" and not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_killed_worker_changes_nothing(made, region, model12, tmp_path):
+    """The atlas on a running Dask cluster of two worker processes, one of which is killed as it
+    starts the first task: the nanny starts it again, the scheduler gives its tasks to a worker,
+    and the atlas is the one made in a single process, to the byte in its figures."""
+    import cloudpickle
+    from distributed import Client, LocalCluster
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the plugin class travels by value
+    marker = tmp_path / "killed"
+    plugin = type("KillOncePlugin", (KillOnce, WorkerPlugin), {})(str(marker))
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        client.register_plugin(plugin)
+        r = _atlas(region[0], region[1], tmp_path / "atlas", "--model", str(model12.path),
+                   "--scheduler", cluster.scheduler_address)
+        workers = len(client.scheduler_info()["workers"])
+    assert marker.exists() and workers == 2  # a worker died, and was started again
+    assert r.returncode == 1, r.stdout + r.stderr  # only the lost tile fails, as in `made`
+    for f in ("stats.csv", "changes.csv"):
+        assert (tmp_path / "atlas" / f).read_text() == (made[1] / f).read_text()
+    for name in PERIODS:
+        with rasterio.open(tmp_path / "atlas" / name / "lulc.tif") as a, rasterio.open(made[1] / name / "lulc.tif") as b:
+            assert (a.read(1) == b.read(1)).all()
+
+
 @pytest.mark.data
 def test_real_l2a_split_across_two_utm_zones_gives_the_atlas_of_the_whole_cell(server, tmp_path):
     """The real Major TOM L2A cell cut into two Items on UTM 47N and 48N (conftest.major_tom_split) and,

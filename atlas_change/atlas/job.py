@@ -9,7 +9,7 @@
     unit_field = "NUTS_ID"
     stac_api = "https://earth-search.aws.element84.com/v1"
     periods = { 2023 = "2023-06-01/2023-08-31", 2024 = "2024-06-01/2024-08-31" }
-    # optional: collection, grid_crs, cell, origin = [x, y], max_tile_cloud, retries
+    # optional: collection, grid_crs, cell, origin = [x, y], max_tile_cloud, retries, tiles_at_once
 """
 from __future__ import annotations
 
@@ -17,12 +17,14 @@ import os
 from pathlib import Path
 
 from ..batch.jobfile import Problems, read_toml
+from ..mapping.pipeline import ClassifyOptions
 from .run import AtlasSpec
 
 TOP = {"name": str, "output": str, "model": str, "stride": int, "tta": int, "runtime": str, "min_confidence": float,
        "stay": float, "allow_untrained": bool, "atlas": dict}
 TABLE = {"region": str, "unit_field": str, "stac_api": str, "periods": dict, "collection": str, "grid_crs": str,
-         "cell": float, "origin": list, "max_tile_cloud": float, "retries": int}
+         "cell": float, "origin": list, "max_tile_cloud": float, "retries": int,
+         "tiles_at_once": int}
 REQUIRED_TOP, REQUIRED_TABLE = ("name", "output", "atlas"), ("region", "unit_field", "stac_api", "periods")
 
 
@@ -60,9 +62,11 @@ def atlas_spec(data: dict, path: Path, text: str = "") -> AtlasSpec:
     model = top.get("model")
     if model and (base / model / "card.json").is_file():
         model = str(base / model)
-    spec = {k: table[k] for k in ("collection", "grid_crs", "cell", "max_tile_cloud", "retries") if k in table}
-    spec.update({k: top[k] for k in ("stride", "min_confidence", "stay") if k in top})
+    spec = {k: table[k] for k in ("collection", "grid_crs", "cell", "max_tile_cloud", "retries", "tiles_at_once")
+            if k in table}
+    spec.update({k: top[k] for k in ("min_confidence", "stay") if k in top})
+    options = ClassifyOptions(model=model, **{k: top[k] for k in ("stride", "tta", "runtime", "allow_untrained")
+                                              if k in top})
     return AtlasSpec(Path(here(table["region"])), table["unit_field"], table["stac_api"],
-                     {str(k): v for k, v in periods.items()}, Path(here(top["output"])), model=model,
-                     origin=(float(origin[0]), float(origin[1])),
-                     classify_kw={k: top[k] for k in ("tta", "runtime", "allow_untrained") if k in top}, **spec)
+                     {str(k): v for k, v in periods.items()}, Path(here(top["output"])), options,
+                     origin=(float(origin[0]), float(origin[1])), **spec)

@@ -11,12 +11,14 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
 from ..errors import AtlasError
+from ..mapping.pipeline import ClassifyOptions
 from ..names import digest, safe_name
 from ..outputs import atomic_write, folder_lock, read_json, strict_json
 from .grid import EEA_CRS, grid_crs, region_grid
@@ -27,24 +29,28 @@ LOCK_FILE = ".atlas-lock"  # held by the run writing the folder: a second one is
 
 @dataclass(frozen=True)
 class AtlasSpec:
-    """What an atlas is made of; `periods` maps a period's name to its START/END range."""
+    """What an atlas is made of; `periods` maps a period's name to its START/END range; `classify`:
+    how every tile is classified (its `bbox` is set per tile, to the region's part of it)."""
 
     region: Path
     unit_field: str
     stac_api: str
     periods: dict[str, str]
     out: Path
+    classify: ClassifyOptions = field(default_factory=ClassifyOptions)
     collection: str = "sentinel-2-l2a"
     grid_crs: str = EEA_CRS
     cell: float | None = None  # metres; None: the stride's cell (stride x 10 m)
     origin: tuple[float, float] = (0.0, 0.0)
-    stride: int = 64
-    model: str | None = None
     max_tile_cloud: float = 80.0
     min_confidence: float = 0.6
     stay: float = 0.6
     retries: int = 1
-    classify_kw: dict = field(default_factory=dict)  # passed to classify as is (runtime, tta, allow_untrained)
+    tiles_at_once: int = 2  # tiles classified at the same time, their chunks on one Dask client
+
+    @property
+    def stride(self) -> int:
+        return self.classify.stride
 
     @property
     def cell_m(self) -> float:
@@ -65,6 +71,8 @@ def check_spec(spec: AtlasSpec) -> None:
         raise AtlasError(f"--cell {spec.cell_m:g}: smaller than the map's own cells ({spec.stride} px x 10 m)")
     if spec.retries < 0:
         raise AtlasError(f"--retries {spec.retries}: expected 0 or more")
+    if spec.tiles_at_once < 1:
+        raise AtlasError(f"--tiles-at-once {spec.tiles_at_once}: expected 1 or more")
 
 
 @dataclass(frozen=True)
@@ -127,7 +135,7 @@ def classify_tile(spec: AtlasSpec, name: str, tile: Tile, region, client, quiet:
     """Classify one tile of one period unless its output is already there: -> (status, detail),
     status 'done', 'up to date', 'outside' or 'failed' (after `spec.retries` more tries)."""
     from ..change.compare import load_map
-    from ..mapping.pipeline import ClassifyOptions, classify
+    from ..mapping.pipeline import classify
 
     folder = spec.out / name / "tiles" / tile.key
     if (folder / "run.json").exists():
@@ -139,7 +147,7 @@ def classify_tile(spec: AtlasSpec, name: str, tile: Tile, region, client, quiet:
     bbox = tile_bbox(tile, region)
     if bbox is None:
         return "outside", "the tile's footprint misses the region"
-    options = ClassifyOptions(model=spec.model, stride=spec.stride, bbox=bbox, **spec.classify_kw)
+    options = replace(spec.classify, bbox=bbox, bbox_crs="EPSG:4326")
     detail = ""
     for _ in range(1 + spec.retries):
         try:
@@ -152,6 +160,29 @@ def classify_tile(spec: AtlasSpec, name: str, tile: Tile, region, client, quiet:
             if not quiet:
                 traceback.print_exc()
     return "failed", detail
+
+
+def classify_tiles(spec: AtlasSpec, work: list[tuple[str, Tile]], region, client, quiet: bool,
+                   echo: Callable[[str], None]) -> dict[tuple[str, str], dict]:
+    """Classify every (period, tile) of `work`, `spec.tiles_at_once` of them at a time, all sending
+    their chunks to the one Dask `client` (so the cluster's workers stay busy while a tile is opened,
+    its clouds decided or its map assembled here): -> {(period, tile key): status record}."""
+    results: dict[tuple[str, str], dict] = {}
+
+    def one(name: str, tile: Tile) -> dict:
+        t0 = time.perf_counter()
+        status, detail = classify_tile(spec, name, tile, region, client, quiet)
+        return {"tile": tile.tile, "item": tile.id, "date": tile.date, "status": status, "error": detail,
+                "seconds": round(time.perf_counter() - t0, 1)}
+
+    with ThreadPoolExecutor(max(1, spec.tiles_at_once)) as pool:
+        futures = {pool.submit(one, name, tile): (name, tile) for name, tile in work}
+        for n, f in enumerate(as_completed(futures), 1):
+            name, tile = futures[f]
+            r = results[name, tile.key] = f.result()
+            echo(f"{name} [{n}/{len(work)}] {tile.tile} {tile.id}: {r['status']}"
+                 + (f": {r['error']}" if r["error"] else ""))
+    return results
 
 
 def atlas(spec: AtlasSpec, *, scheduler: str | None = None, workers: int | None = None, quiet: bool = False,
@@ -173,22 +204,18 @@ def atlas(spec: AtlasSpec, *, scheduler: str | None = None, workers: int | None 
     with ExitStack() as stack:
         stack.enter_context(folder_lock(spec.out / LOCK_FILE, f"{spec.out}: another atlas run is writing here",
                                         f"{spec.out}: cannot write the atlas's output folder"))
-        client = None
-        for name in spec.periods:
-            tiles = choose_tiles(spec, name, region, echo)
-            results = {}
-            for n, tile in enumerate(tiles, 1):
-                if client is None and scheduler != "sync" and not (spec.out / name / "tiles" / tile.key / "run.json").exists():
-                    client = stack.enter_context(dask_client(workers, scheduler))  # once, when a tile needs it
-                t0 = time.perf_counter()
-                status, detail = classify_tile(spec, name, tile, region, client, quiet)
-                results[tile.key] = {"tile": tile.tile, "item": tile.id, "date": tile.date, "status": status,
-                                     "error": detail, "seconds": round(time.perf_counter() - t0, 1)}
-                echo(f"{name} [{n}/{len(tiles)}] {tile.tile} {tile.id}: {status}" + (f": {detail}" if detail else ""))
-            done = [spec.out / name / "tiles" / k for k, r in results.items() if r["status"] in ("done", "up to date")]
+        chosen = {name: choose_tiles(spec, name, region, echo) for name in spec.periods}
+        work = [(name, tile) for name, tiles in chosen.items() for tile in tiles]
+        needed = any(not (spec.out / name / "tiles" / t.key / "run.json").exists() for name, t in work)
+        client = stack.enter_context(dask_client(workers, scheduler)) if needed and scheduler != "sync" else None
+        results = classify_tiles(spec, work, region, client, quiet, echo)
+        for name, tiles in chosen.items():
+            done = [spec.out / name / "tiles" / t.key for t in tiles
+                    if results[name, t.key]["status"] in ("done", "up to date")]
             made = write_period(spec, name, grid, done, tiles)
             echo(f"{name}: map {'written' if made else 'up to date'} ({len(done)} of {len(tiles)} tiles)")
-            record["periods"][name] = {"range": spec.periods[name], "tiles": results}
+            record["periods"][name] = {"range": spec.periods[name],
+                                       "tiles": {t.key: results[name, t.key] for t in tiles}}
         if len(spec.periods) >= 2:
             echo(f"change: {change_through(spec)}")
         write_stats(spec, units, grid)

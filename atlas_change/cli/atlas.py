@@ -63,6 +63,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--stay", type=float, default=DEFAULT_STAY,
                    help=f"transition prior of the change decision: probability of keeping a class (default {DEFAULT_STAY})")
     p.add_argument("--retries", type=int, default=1, help="tries more for a tile that fails (default 1)")
+    p.add_argument("--tiles-at-once", type=int, default=2, metavar="N",
+                   help="tiles classified at the same time, all sending their chunks to the one Dask cluster, which "
+                   "stays busy while a tile is opened or assembled (default 2; more for a large cluster)")
     p.add_argument("--runtime", default=DEFAULT_RUNTIME, choices=RUNTIMES, help=f"inference runtime (default {DEFAULT_RUNTIME})")
     p.add_argument("--tta", type=int, default=DEFAULT_VIEWS, choices=VIEWS, help=f"test-time views (default {DEFAULT_VIEWS})")
     p.add_argument("--workers", type=int, help=WORKERS_HELP)
@@ -95,11 +98,13 @@ def origin(text: str) -> tuple[float, float]:
 def run(a) -> int:
     """Run `atlas` as the arguments ask; 1 when a tile failed (the atlas is written without it)."""
     from ..atlas.run import AtlasSpec
+    from ..mapping.pipeline import ClassifyOptions
 
-    spec = AtlasSpec(Path(a.region), a.unit_field, a.stac_api, periods(a.period), Path(a.out), a.collection,
-                     a.grid_crs, a.cell, origin(a.origin), a.stride, a.model, a.max_tile_cloud, a.min_confidence,
-                     a.stay, a.retries,
-                     {"runtime": a.runtime, "tta": a.tta, "allow_untrained": a.allow_untrained})
+    options = ClassifyOptions(model=a.model, stride=a.stride, runtime=a.runtime, tta=a.tta,
+                              allow_untrained=a.allow_untrained)
+    spec = AtlasSpec(Path(a.region), a.unit_field, a.stac_api, periods(a.period), Path(a.out), options,
+                     a.collection, a.grid_crs, a.cell, origin(a.origin), a.max_tile_cloud, a.min_confidence, a.stay,
+                     a.retries, a.tiles_at_once)
     return run_spec(spec, a.scheduler, a.workers, a.quiet)
 
 
