@@ -74,16 +74,55 @@ def class_columns(cls: np.ndarray) -> dict:
             "group": np.asarray(GROUP_NAMES, dtype=object)[group_of(cls) - 1]}
 
 
-def cells_frame(ds: xr.Dataset):
+def cells_frame(ds: xr.Dataset, rows: slice = slice(None)):
     """One row per labelled map cell (no overlap; the cells every hectare figure counts): row, col,
-    polygon, class, group, confidence, the class probabilities, hectares."""
-    lulc = ds["lulc"].values
+    polygon, class, group, confidence, the class probabilities, hectares; of the map `rows` only."""
+    r0 = rows.start or 0
+    lulc = ds["lulc"].values[rows]
     r, c = np.nonzero(lulc)
-    p = ds["probabilities"].values[:, r, c].T
+    p = ds["probabilities"].values[:, rows][:, r, c].T
     columns = {**class_columns(lulc[r, c].astype(np.uint8)),
-               "confidence": ds["confidence"].values[r, c].astype(np.float32),
+               "confidence": ds["confidence"].values[rows][r, c].astype(np.float32),
                **{f"p_{name}": p[:, i].astype(np.float32) for i, name in enumerate(CLASSES)}}
-    return cell_polygons(ds.rio.transform(), ds.rio.crs, r, c, columns)
+    return cell_polygons(ds.rio.transform(), ds.rio.crs, r + r0, c, columns)
+
+
+#: cells.parquet is written this many cells (whole map rows) at a time, one row group each
+CELLS_PER_PART = 200_000
+
+
+def write_cells(path: Path, ds: xr.Dataset, per_part: int = CELLS_PER_PART) -> None:
+    """cells.parquet (GeoParquet, cells_frame's rows), built and written a band of map rows at a time
+    (one row group each), so that its polygons never take more memory than one band's."""
+    import pyarrow.parquet as pq
+    from geopandas.io.arrow import _geopandas_to_arrow
+
+    lulc = ds["lulc"].values
+    filled = np.flatnonzero(lulc.any(axis=1))
+    step = max(1, per_part // max(1, lulc.shape[1]))
+    if len(filled) == 0 or filled[-1] - filled[0] < step:
+        cells_frame(ds).to_parquet(path, index=False)
+        return
+    t = ds.rio.transform()
+    cols = np.flatnonzero(lulc.any(axis=0))
+    xs = sorted([t.c + cols[0] * t.a, t.c + (cols[-1] + 1) * t.a])
+    ys = sorted([t.f + filled[0] * t.e, t.f + (filled[-1] + 1) * t.e])
+    writer = None
+    try:
+        for r0 in range(filled[0], filled[-1] + 1, step):
+            part = cells_frame(ds, slice(r0, r0 + step))
+            if part.empty:
+                continue
+            table = _geopandas_to_arrow(part, index=False)
+            if writer is None:  # the first band's schema, its "geo" bbox widened to every band's
+                geo = json.loads(table.schema.metadata[b"geo"])
+                geo["columns"]["geometry"]["bbox"] = [xs[0], ys[0], xs[1], ys[1]]
+                schema = table.schema.with_metadata({**table.schema.metadata, b"geo": json.dumps(geo).encode()})
+                writer = pq.ParquetWriter(path, schema)
+            writer.write_table(table.replace_schema_metadata(schema.metadata))
+    finally:
+        if writer is not None:
+            writer.close()
 
 
 #: cloud.tif values: 0 = no data (outside the scene, or too much nodata to label), 1 = clear (labelled),
@@ -409,7 +448,7 @@ def staged_output(out_dir: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(stage, ignore_errors=True)
 
 
-def write_outputs(ds: xr.Dataset, cells, run: dict, out_dir: str | os.PathLike) -> Path:
+def write_outputs(ds: xr.Dataset, run: dict, out_dir: str | os.PathLike) -> Path:
     """Write lulc.tif, confidence.tif, cloud.tif, cells.parquet and run.json into `out_dir`, all or nothing."""
     with staged_output(out_dir) as stage:
         transform, crs = ds.rio.transform(), ds.rio.crs
@@ -421,6 +460,6 @@ def write_outputs(ds: xr.Dataset, cells, run: dict, out_dir: str | os.PathLike) 
         write_cog(stage / "cloud.tif", sky_codes(ds["lulc"].values, ds["cloud"].values, ds["snow"].values), transform,
                   crs, SKY_NODATA,
                   {**tags, "CLOUD": CLOUD_DOC, "CLOUD_CODES": CLOUD_DOC}, "cloud_masked", SKY_CATEGORIES)
-        write_file(stage / "cells.parquet", lambda p: cells.to_parquet(p, index=False))
+        write_file(stage / "cells.parquet", lambda p: write_cells(p, ds))
         write_file(stage / "run.json", lambda p: p.write_text(strict_json(run)))
     return Path(out_dir)

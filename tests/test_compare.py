@@ -16,7 +16,7 @@ import shapely
 from affine import Affine
 from rasterio.crs import CRS
 
-from atlas_change.outputs import build_dataset, cells_frame, write_outputs
+from atlas_change.outputs import build_dataset, write_outputs
 from atlas_change.classes import CLASSES, COLOURS, GROUP_NAMES
 from atlas_change.change.compare import compare
 from atlas_change.errors import AtlasError, AtlasWarning
@@ -43,7 +43,7 @@ def make_output(folder, classes, conf, sha="a" * 64, date="2023-06-01", crs=UTM,
     if scene_px:
         run["input"].update(width=scene_px, height=scene_px)
         run["parameters"] = {"stride": 64}
-    write_outputs(ds, cells_frame(ds), run, folder)
+    write_outputs(ds, run, folder)
     return folder
 
 
@@ -455,6 +455,25 @@ def test_joint_decision_keeps_what_both_dates_say_and_finds_what_both_dates_show
     marg = forward_backward([forest, unseen, crop], 0.6)[0]
     assert [m.argmax() for m in (marg[0], marg[2])] == [CLASSES.index("Forest"), CLASSES.index("AnnualCrop")]
     assert np.isfinite(marg[1]).all() and marg[1].sum() == pytest.approx(1)
+
+
+@pytest.mark.parametrize("dates", [2, 4])
+def test_the_chain_decided_in_bands_of_rows_is_the_whole_maps_decision(dates):
+    """decide_chain (bounded memory: the n x n pair posteriors a band of rows at a time) gives, to
+    the bit, what the whole map's forward-backward and decide_step give, for every step and the span."""
+    from atlas_change.change.joint import decide_chain, decide_step, forward_backward, span_pair
+
+    rng = np.random.default_rng(dates)
+    probs = [rng.dirichlet(np.full(10, 0.4), size=(37, 23)) for _ in range(dates)]
+    for p in probs:
+        p[rng.random((37, 23)) < 0.1] = np.nan  # unseen cells
+    marg, pairs = forward_backward(probs, 0.6)
+    want = [decide_step(pairs[k], marg[k], marg[k + 1], 0.6) for k in range(dates - 1)]
+    want_span = decide_step(span_pair(probs, 0.6), marg[0], marg[-1], 0.6)
+    steps, span = decide_chain(probs, 0.6, 0.6, span=dates > 2, per_block=50)  # 2 rows a band
+    assert (span is None) == (dates == 2) and len(steps) == dates - 1
+    for a, b in zip([*want, want_span], [*steps, span] if span else steps):
+        assert a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]) for k in a)
 
 
 def test_compare_decides_jointly_and_writes_the_change_posterior(tmp_path):

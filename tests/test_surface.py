@@ -73,7 +73,7 @@ def test_snow_is_never_change_and_is_reported(tmp_path):
     from affine import Affine
     from rasterio.crs import CRS
 
-    from atlas_change.outputs import build_dataset, cells_frame, write_outputs
+    from atlas_change.outputs import build_dataset, write_outputs
     from atlas_change.change.compare import compare
     from test_compare import CELL, X0, Y0, aoi_file
 
@@ -89,7 +89,7 @@ def test_snow_is_never_change_and_is_reported(tmp_path):
         ds = build_dataset(probs, has, t, crs, {"model": "m", "weights_sha256": "a" * 64}, None, snow)
         run = {"input": {"path": f"/data/{name}.tif", "date": "2023-06-01" if name == "d1" else "2024-01-15"},
                "model": {"model": "m", "weights_sha256": "a" * 64}}
-        write_outputs(ds, cells_frame(ds), run, tmp_path / name)
+        write_outputs(ds, run, tmp_path / name)
     s = compare(tmp_path / "d1", tmp_path / "d2", aoi=str(aoi_file(tmp_path / "aoi.geojson", 0, 10, 0, 10)),
                 out=tmp_path / "cmp")
     assert s["changed_ha"] == 0 and s["snow_ha"] == s["snow_after_ha"] == pytest.approx(50 * 40.96)

@@ -268,3 +268,56 @@ def test_packages_import_only_from_earlier_stages():
                 upward.append(f"{module} -> {target}")
     assert upward == []
     assert _stage("atlas_change.change.joint") > _stage("atlas_change.model.infer") > _stage("atlas_change.tile")
+
+
+def test_cells_parquet_written_in_parts_is_the_whole_table(tmp_path):
+    """cells.parquet written a band of rows at a time (bounded memory) reads back as the table of the
+    whole map: the same rows, polygons and figures, a GeoParquet bbox over every part, one row group each."""
+    import geopandas as gpd
+    import pyarrow.parquet as pq
+    from rasterio.crs import CRS
+
+    from atlas_change.outputs import build_dataset, cells_frame, write_cells
+
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet(np.ones(10), size=(40, 30)).astype(np.float32)
+    has = rng.random((40, 30)) > 0.3
+    has[:5] = False  # unlabelled rows above and a gap: parts without cells are skipped
+    has[20:24] = False
+    ds = build_dataset(probs, has, Affine(640, 0, 4_000_000, 0, -640, 3_000_000), CRS.from_epsg(3035),
+                       {"model": "m"}, np.zeros((40, 30), bool), np.zeros((40, 30), bool))
+    write_cells(tmp_path / "parts.parquet", ds, per_part=90)  # 3 rows a part
+    whole = cells_frame(ds)
+    parts = gpd.read_parquet(tmp_path / "parts.parquet")
+    assert len(parts) == int(has.sum()) and parts.crs.to_epsg() == 3035
+    assert parts.drop(columns="geometry").equals(whole.drop(columns="geometry"))
+    assert parts.geometry.geom_equals(whole.geometry).all()
+    meta = pq.ParquetFile(tmp_path / "parts.parquet")
+    assert meta.num_row_groups > 5
+    import json
+
+    bbox = json.loads(meta.schema_arrow.metadata[b"geo"])["columns"]["geometry"]["bbox"]
+    assert np.allclose(bbox, whole.total_bounds)
+
+
+def test_a_large_class_map_is_drawn_from_its_overviews_at_a_bounded_size(tmp_path):
+    """The atlas page draws a period map of any size at most MAX_PICTURE_CELLS a side, over the
+    same ground as the full map (what a browser can open)."""
+    import base64
+    import io
+
+    from PIL import Image
+    from rasterio.crs import CRS
+
+    from atlas_change.outputs import class_categories, write_cog
+    from atlas_change.publish.view import CLASS_RGBA, _raster_picture
+
+    ids = (np.indices((300, 500)).sum(axis=0) // 50 % 10 + 1).astype(np.uint8)
+    write_cog(tmp_path / "lulc.tif", ids, Affine(640, 0, 4_000_000, 0, -640, 3_000_000), CRS.from_epsg(3035), 0,
+              {}, "class_id", class_categories())
+    full_url, full_bounds = _raster_picture(tmp_path / "lulc.tif", CLASS_RGBA)
+    url, bounds = _raster_picture(tmp_path / "lulc.tif", CLASS_RGBA, max_side=100)
+    small = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+    big = Image.open(io.BytesIO(base64.b64decode(full_url.split(",", 1)[1])))
+    assert max(big.size) >= 500 and max(small.size) <= 130  # Web Mercator stretches it a little
+    assert np.allclose(bounds, full_bounds, atol=0.05)  # degrees: the same ground, to a drawn cell (3.2 km)

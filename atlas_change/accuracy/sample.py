@@ -8,7 +8,6 @@ and nodata cells are not mapped and not sampled. Writes strata.csv, sample.csv (
 column for the interpreter), sample.gpkg and sample.html (each sampled cell on both dates' imagery)."""
 from __future__ import annotations
 
-import json
 import os
 from html import escape
 from pathlib import Path

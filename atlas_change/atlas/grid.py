@@ -15,9 +15,10 @@ from rasterio.crs import CRS
 from ..errors import AtlasError
 
 EEA_CRS = "EPSG:3035"
-#: atlas grids beyond this many cells are refused: a period's map is written whole, up to about 1 KB a
-#: cell at the peak (docs/atlas.md), so 10 million cells need about 10 GB
-MAX_CELLS = 10_000_000
+#: atlas grids beyond this many cells are refused: a period's map, its change and its statistics are
+#: made whole at the cell level, about 0.4 KB a cell at the peak (benchmarks/atlas_memory.py) above
+#: 0.3 GB, so 20 million cells need about 8 GB
+MAX_CELLS = 20_000_000
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def region_grid(bounds: tuple[float, float, float, float], crs: CRS, cell: float
     cap = max_cells or int(float(os.environ.get("ATLAS_MAX_CELLS", MAX_CELLS)))
     if width * height > cap:
         raise AtlasError(f"{name}: needs {width} x {height} cells of {cell:g} m, more than {cap:,} (a period's map "
-                         "is written whole: about 1 KB a cell); use larger cells (--cell), a smaller region, or set "
+                         "and its change are made whole: about 0.4 KB a cell); use larger cells (--cell), a smaller region, or set "
                          "ATLAS_MAX_CELLS")
     return Grid(crs, x0, y1, float(cell), width, height)
 

@@ -37,6 +37,11 @@ def unit_table(frame, unit: str, periods: list[str]) -> str:
             + "".join(rows) + "</table>")
 
 
+#: the period maps are drawn on the page at most this many cells a side (read from the COG's overviews):
+#: a country's grid of thousands of cells a side would make a page no browser opens
+MAX_PICTURE_CELLS = 2048
+
+
 def write_page(out: Path, units, frame, periods: list[str]) -> Path:
     """atlas.html in `out` from the units (GeoDataFrame with `unit`) and stats.csv's rows (`frame`)."""
     import offlinefolium as folium
@@ -58,7 +63,7 @@ def write_page(out: Path, units, frame, periods: list[str]) -> Path:
     m = folium.Map(tiles="OpenStreetMap", control_scale=True)
     class_layers = []
     for i, p in enumerate(mapped):
-        url, bounds = _raster_picture(out / p / "lulc.tif", CLASS_RGBA)
+        url, bounds = _raster_picture(out / p / "lulc.tif", CLASS_RGBA, MAX_PICTURE_CELLS)
         layer = folium.raster_layers.ImageOverlay(url, bounds, name=f"classes {escape(p)}", show=i == len(mapped) - 1,
                                                   opacity=0.6).add_to(m)
         class_layers.append(layer.get_name())

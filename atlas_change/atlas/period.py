@@ -13,7 +13,7 @@ from .. import __version__
 from ..classes import CLASSES
 from ..errors import AtlasError
 from ..names import digest
-from ..outputs import (atomic_write, build_dataset, cells_frame, hectares, read_json, staged_output, strict_json, write_cog,
+from ..outputs import (atomic_write, build_dataset, hectares, read_json, staged_output, strict_json, write_cog,
                        write_outputs)
 from .grid import Grid
 from .merge import MIN_SEEN, merge_period
@@ -92,7 +92,7 @@ def write_period(spec, name: str, grid: Grid, folders: list[Path], tiles) -> boo
         write_cog(stage / "observations.tif", merged["observations"], grid.transform, grid.crs, None,
                   {**tags, "OBSERVATIONS": "clear cell areas summed over the period's tiles (tiles overlap)"},
                   "clear_observations")
-    write_outputs(ds, cells_frame(ds), run, out)  # run.json last: the period is done when it is there
+    write_outputs(ds, run, out)  # run.json last: the period is done when it is there
     return True
 
 

@@ -26,7 +26,7 @@ from .composite import EVIDENCE, Side, composite, make_side
 from ..dates import metadata_date, user_date
 from ..errors import AtlasError, AtlasWarning
 from ..model.infer import DEFAULT_VIEWS
-from .joint import DEFAULT_STAY, DEFAULT_THRESHOLD, PRIOR_SOURCE, decide_step, forward_backward, span_pair, viterbi
+from .joint import DEFAULT_STAY, DEFAULT_THRESHOLD, PRIOR_SOURCE, decide_chain, viterbi
 from ..names import digest
 
 CHANGE_CODE_DOC = ("from_id * 100 + to_id (class ids 1..10 in EuroSAT order) where P(change) >= the threshold; "
@@ -395,9 +395,8 @@ def compare_periods(periods: list, dates: list | None = None, *, aoi: str | None
                                                                         invert=True))
     comps = [composite(s, transform, shape, grid.in_aoi, _read_on, period_evidence) for s in sides]
     probs = [k["probabilities"] for k in comps]
-    marg, pairs = forward_backward(probs, stay)
-    steps = [step_result(sides[k], sides[k + 1], comps[k], comps[k + 1],
-                         decide_step(pairs[k], marg[k], marg[k + 1], min_confidence), grid, min_confidence, stay,
+    decisions, span_decision = decide_chain(probs, stay, min_confidence, span=len(sides) > 2)
+    steps = [step_result(sides[k], sides[k + 1], comps[k], comps[k + 1], decisions[k], grid, min_confidence, stay,
                          period_evidence)
              for k in range(len(sides) - 1)]
     if len(sides) == 2:
@@ -405,9 +404,8 @@ def compare_periods(periods: list, dates: list | None = None, *, aoi: str | None
             with staged_output(out) as stage:
                 _write_compare(stage, *steps[0], grid, features)
         return steps[0][-1]
-    span = step_result(sides[0], sides[-1], comps[0], comps[-1],
-                       decide_step(span_pair(probs, stay), marg[0], marg[-1], min_confidence), grid, min_confidence,
-                       stay, period_evidence)
+    span = step_result(sides[0], sides[-1], comps[0], comps[-1], span_decision, grid, min_confidence, stay,
+                       period_evidence)
     names = [f"{a.dates[0]}_{b.dates[0]}" for a, b in zip(sides, sides[1:])] + [f"span_{sides[0].dates[0]}_{sides[-1].dates[0]}"]
     history = np.where(np.stack([k["lulc"] > 0 for k in comps]), viterbi(probs, stay), 0).astype(np.uint8)
     summary = sequence_summary(sides, names, [*steps, span], stay, min_confidence)

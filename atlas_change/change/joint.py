@@ -108,6 +108,35 @@ def decide_step(pair: np.ndarray, ma: np.ndarray, mb: np.ndarray, threshold: flo
             "before": before, "after": after, "before_p": take(ma, before), "after_p": take(mb, after)}
 
 
+#: cells decided at a time by decide_chain: the pair posteriors take n x n float64 (800 bytes) a cell
+CELLS_PER_BLOCK = 65_536
+
+
+def decide_chain(probs: list[np.ndarray], stay: float, threshold: float, span: bool = False,
+                 per_block: int = CELLS_PER_BLOCK) -> tuple[list[dict[str, np.ndarray]], dict[str, np.ndarray] | None]:
+    """`decide_step` for every step of a chain of (rows, cols, n) maps, and for the span (first
+    against last, `span_pair`) when `span`: -> (steps, span or None). Decided a band of rows at a time
+    (each cell's history is its own), so that the pair posteriors are never held for the whole map."""
+    rows = max(1, per_block // max(1, probs[0].shape[1]))
+    steps: list[dict[str, np.ndarray]] = []
+    whole: dict[str, np.ndarray] | None = None
+    for r0 in range(0, probs[0].shape[0], rows):
+        band = [p[r0:r0 + rows] for p in probs]
+        marg, pairs = forward_backward(band, stay)
+        parts = [decide_step(pairs[k], marg[k], marg[k + 1], threshold) for k in range(len(band) - 1)]
+        del pairs
+        if span:
+            parts.append(decide_step(span_pair(band, stay), marg[0], marg[-1], threshold))
+        if not steps:
+            steps = [{k: np.empty(probs[0].shape[:-1], v.dtype) for k, v in part.items()} for part in parts]
+        for out, part in zip(steps, parts):
+            for k, v in part.items():
+                out[k][r0:r0 + rows] = v
+    if span:
+        whole = steps.pop()
+    return steps, whole
+
+
 def viterbi(probs: list[np.ndarray], stay: float) -> np.ndarray:
     """The most probable class history of each cell: (D, ...) class ids 1..n."""
     t = np.log(transition_prior(stay, probs[0].shape[-1]))

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from .. import __version__
 from . import surface
-from ..outputs import atomic_write, build_dataset, cells_frame, hectares, write_outputs
+from ..outputs import atomic_write, build_dataset, hectares, write_outputs
 from ..classes import CLASSES
 from .cloud import MAX_CLOUD, CloudMasker, chunk_cloud, patch_cloud_fraction, plan
 from .cluster import dask_client, default_workers, local_scheduler, run_tasks, workers_precision
@@ -440,7 +440,7 @@ def classify(path: str | os.PathLike, options: ClassifyOptions | None = None, *,
                       "chunks_resumed": len(reused)}
             run = run_record(p, o, ds, flags, counts, timing, extra)
             run["timings_s"]["total_before_write"] = round(time.perf_counter() - t0, 3)
-            write_outputs(ds, cells_frame(ds), run, out)
+            write_outputs(ds, run, out)
     except AtlasError:  # a fault of the input or the output place: resuming would not help
         if store:
             store.clear()

@@ -174,12 +174,21 @@ def _palette_rgba(ids: np.ndarray, colours: dict[int, tuple[int, int, int, int]]
     return lut[ids].transpose(2, 0, 1)
 
 
-def _raster_picture(tif: Path, colours: dict) -> tuple[str, list]:
-    """A categorical raster (class ids, cloud flags) as a paletted PNG in Web Mercator: (data URL, bounds)."""
+def _raster_picture(tif: Path, colours: dict, max_side: int | None = None) -> tuple[str, list]:
+    """A categorical raster (class ids, cloud flags) as a paletted PNG in Web Mercator: (data URL, bounds);
+    with `max_side`, read at most that many cells a side (nearest, from the COG's overviews)."""
     import rasterio
+    from rasterio.enums import Resampling
 
     with rasterio.open(tif) as src:
-        ids, t, crs = src.read(1), src.transform, src.crs
+        t, crs, (h, w) = src.transform, src.crs, src.shape
+        if max_side and max(h, w) > max_side:
+            f = max(h, w) / max_side
+            shape = (max(1, round(h / f)), max(1, round(w / f)))
+            ids = src.read(1, out_shape=shape, resampling=Resampling.nearest)
+            t = t * t.scale(w / shape[1], h / shape[0])
+        else:
+            ids = src.read(1)
     rgba, bounds = to_web(_palette_rgba(ids, colours), t, crs, nearest=True)
     return data_url(rgba), bounds
 
