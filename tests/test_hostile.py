@@ -241,6 +241,20 @@ def test_sparse_geotiff_blocks_are_checked_before_work(tmp_path, model13, capsys
     assert run["counts"]["classified"] == 16 and (ds["lulc"].values > 0).sum() == 16
     assert (ds["lulc"].values[32:36, 16:20] > 0).all()
 
+    # a striped sparse file (one strip a pixel row, as GDAL writes untiled files): each strip is asked
+    # once (it spans every chunk of its row), and only the chunks across the stored strips are read
+    profile.update(tiled=False, interleave="band", width=8192)  # wider than 4096: chunks of 1024 x 1024
+    profile.pop("blockxsize"), profile.pop("blockysize")
+    with rasterio.open(tmp_path / "strips.tif", "w", **profile) as d:
+        d.descriptions = descriptions
+        d.write(np.tile(block, (1, 1, 32)), window=Window(0, 2048, 8192, 256))
+    with rasterio.open(tmp_path / "strips.tif") as src:
+        assert src.block_shapes[0] == (1, 8192)
+    ds = run_classify(tmp_path / "strips.tif", model13, out=tmp_path / "strips", tta=1)
+    run = json.loads((tmp_path / "strips" / "run.json").read_text())
+    assert run["counts"]["chunks"] == 8 and run["counts"]["chunks_without_data"] == 24, run["counts"]
+    assert (ds["lulc"].values[32:36] > 0).all() and (ds["lulc"].values[:32] == 0).all()
+
 
 # --- 10, 11. what a GIS client reads in the rasters alone ------------------------------------------------
 

@@ -131,17 +131,17 @@ class Scene:
     def holds_blocks(self, window: Window) -> bool:
         """False when some band's file stores no block at all inside `window` (a sparse GeoTIFF:
         GDAL reads absent blocks as nodata), so the window is nodata without reading a pixel. Asks
-        GDAL's TIFF directory (BLOCK_OFFSET_x_y), not the pixels; True for other formats."""
+        GDAL's TIFF directory (BLOCK_OFFSET_x_y, once per block: stored_blocks), not the pixels; True
+        for other formats."""
         for src, _ in self._runs():
             ds = self._dataset(src)
             if src.warp or ds.driver != "GTiff":
                 continue
-            bh, bw = ds.block_shapes[0]
+            bh, bw = ds.block_shapes[src.index - 1]
             w = self._file_window(src, window)
             r0, c0 = int(w.row_off) // bh, int(w.col_off) // bw
             r1, c1 = (int(w.row_off + w.height) - 1) // bh, (int(w.col_off + w.width) - 1) // bw
-            if not any(ds.get_tag_item(f"BLOCK_OFFSET_{c}_{r}", "TIFF", bidx=src.index) is not None
-                       for r in range(r0, r1 + 1) for c in range(c0, c1 + 1)):
+            if not stored_blocks(src.path, _stamp(src.path), src.index)[r0:r1 + 1, c0:c1 + 1].any():
                 return False
         return True
 
@@ -259,6 +259,18 @@ def _open_stamped(path: str, stamp: tuple[int, int], thread: int):
         with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"):  # nine 404s per COG otherwise
             return rasterio.open(path)
     return rasterio.open(path)
+
+
+@functools.lru_cache(maxsize=64)
+def stored_blocks(path: str, stamp: tuple[int, int], bidx: int) -> np.ndarray:
+    """Per block (or strip) of band `bidx` of a GeoTIFF, whether the file stores it (rows, cols of
+    blocks): asked once per file version, each block once, however many chunks share it (a striped
+    file's strips span every chunk of their row)."""
+    ds = open_dataset(path, stamp)
+    (bh, bw), (h, w) = ds.block_shapes[bidx - 1], ds.shape
+    rows, cols = -(-h // bh), -(-w // bw)
+    return np.array([[ds.get_tag_item(f"BLOCK_OFFSET_{c}_{r}", "TIFF", bidx=bidx) is not None for c in range(cols)]
+                     for r in range(rows)], dtype=bool).reshape(rows, cols)
 
 
 @functools.lru_cache(maxsize=256)
