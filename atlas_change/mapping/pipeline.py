@@ -239,6 +239,14 @@ def plan_run(path: str, o: ClassifyOptions, model_why: str | None) -> RunPlan:
     window = None
     if o.bbox is not None:
         scene, window = crop_to(scene, o.bbox, o.bbox_crs, path)
+    stored = scene.stored_window()  # a sparse GeoTIFF: only where it stores blocks (memory, chunks, the cap)
+    if stored is None:
+        raise AtlasError(f"{path}: all nodata: the file stores no pixel block anywhere in its "
+                         f"{scene.width} x {scene.height} pixels (an empty sparse GeoTIFF)")
+    if (stored.width, stored.height) == (scene.width, scene.height):
+        stored = None
+    else:
+        scene = scene.cropped(stored)
     clouds = plan(scene, o.cloud_mask)
     if clouds.method == "none" and o.cloud_mask:
         warnings.warn(f"{path}: clouds not masked: {clouds.why}", AtlasWarning, stacklevel=3)
@@ -260,7 +268,9 @@ def plan_run(path: str, o: ClassifyOptions, model_why: str | None) -> RunPlan:
               "tta_views": o.tta, "max_cloud": o.max_cloud, "clouds": clouds.method,
               "water": surf.water, "snow": surf.snow,
               "window": None if window is None else [int(v) for v in (window.col_off, window.row_off,
-                                                                        window.width, window.height)]}
+                                                                        window.width, window.height)],
+              "stored_window": None if stored is None else [int(v) for v in (stored.col_off, stored.row_off,
+                                                                             stored.width, stored.height)]}
     return RunPlan(path, scene, card, model_why or why, window, clouds, surf, grid, chunk_px, params)
 
 

@@ -145,6 +145,28 @@ class Scene:
                 return False
         return True
 
+    def stored_window(self) -> Window | None:
+        """The part of this grid where the first band's GeoTIFF stores blocks (a sparse file: GDAL
+        reads absent blocks as nodata), widened outwards to multiples of 64 px from the grid's origin
+        and to one patch at least; the whole grid for files that store every block and for other
+        formats; None when the file stores no block at all."""
+        whole = Window(0, 0, self.width, self.height)
+        src = self.sources[0]
+        ds = self._dataset(src)
+        if src.warp or ds.driver != "GTiff":
+            return whole
+        stored = stored_blocks(src.path, _stamp(src.path), src.index)
+        if stored.all():
+            return whole
+        rows, cols = np.flatnonzero(stored.any(axis=1)), np.flatnonzero(stored.any(axis=0))
+        bh, bw = ds.block_shapes[src.index - 1]
+        (r0, r1), (c0, c1) = ((_widen(a[0] * b - off, (a[-1] + 1) * b - off, n) if a.size else (0, 0))
+                              for a, b, off, n in ((rows, bh, self.row_off, self.height),
+                                                   (cols, bw, self.col_off, self.width)))
+        if r1 <= r0 or c1 <= c0:
+            return None
+        return Window(c0, r0, c1 - c0, r1 - r0)
+
     def read_scl(self, window: Window) -> np.ndarray:
         """The L2A scene classification (SCL) of `window` on the 10 m grid (nearest neighbour)."""
         return self._dataset(self.mask).read(self.mask.index, window=self._file_window(self.mask, window))
@@ -212,6 +234,16 @@ class Scene:
         da_ = xr.DataArray(arr, dims=("band", "y", "x"), coords={"band": list(self.bands), "y": y, "x": x},
                            name="reflectance_dn")
         return da_.rio.write_crs(self.crs).rio.write_transform(t)
+
+
+def _widen(start: int, stop: int, n: int, unit: int = 64) -> tuple[int, int]:
+    """[start, stop) clipped to [0, n), widened to multiples of `unit` and to `unit` at least (an
+    empty range stays empty)."""
+    start, stop = max(0, start), min(n, stop)
+    if stop <= start:
+        return 0, 0
+    start, stop = start // unit * unit, min(n, -(-stop // unit) * unit)
+    return (max(0, stop - unit), stop) if stop - start < unit else (start, stop)
 
 
 def aligned_chunk(chunk: int, block: int) -> int:
