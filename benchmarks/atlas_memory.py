@@ -29,6 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from bench_classify import append_results  # noqa: E402
+
 PERIODS = {"p2023": "2023-06-01/2023-08-31", "p2024": "2024-06-01/2024-08-31"}
 CELL = 640.0
 CENTRE = (500_000.0, 5_000_000.0)  # UTM 32N, about 9 E 45 N
@@ -150,9 +152,7 @@ def write(rows: dict, sizes: list[int]) -> None:
         lines.append(f"| {step} | " + " | ".join(f"{rows[v, step]['extra_mib']:.0f}" for v in sizes)
                      + f" | {slope:.0f} | {b['seconds']:.1f} |")
     text = "\n".join(lines) + "\n"
-    print(text)
-    with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
-        f.write(text)
+    append_results(text)
 
 
 if __name__ == "__main__":

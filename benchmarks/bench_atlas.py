@@ -35,7 +35,7 @@ from rasterio.warp import transform_geom  # noqa: E402
 
 from atlas_change.bands import L2A_ORDER  # noqa: E402
 from atlas_change.synth import make_scene  # noqa: E402
-from bench_classify import cpu_name, run_timed  # noqa: E402
+from bench_classify import append_results, cpu_name, run_timed  # noqa: E402
 from servers import band_cogs, nginx, stac_api  # noqa: E402
 
 FULL_TILE_PX = 10980 * 10980
@@ -177,9 +177,7 @@ def write(rows: list[dict], size: int, cores: int) -> None:
                  "benchmarks/bench_classify.py measures a real-size tile end to end, which checks the scale. "
                  "Synthetic land: speed, not labels.")
     text = "\n".join(lines) + "\n"
-    print(text)
-    with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
-        f.write(text)
+    append_results(text)
 
 
 if __name__ == "__main__":

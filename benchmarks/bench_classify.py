@@ -239,6 +239,13 @@ def quick(data: Path, size: int) -> None:
         f.write("\n" + "\n".join(md))
 
 
+def append_results(text: str) -> None:
+    """Print a benchmark's Markdown section and append it to benchmarks/RESULTS.md."""
+    print(text)
+    with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
+        f.write(text)
+
+
 def cpu_name() -> str:
     """The CPU's model name (/proc/cpuinfo), for the record."""
     try:

@@ -32,6 +32,7 @@ import shapely  # noqa: E402
 from rasterio.warp import transform_geom  # noqa: E402
 
 from bytes_read import bytes_since, start_nginx  # noqa: E402
+from bench_classify import append_results  # noqa: E402
 from atlas_change.synth import make_scene  # noqa: E402
 
 BANDS = {"blue": "B02", "green": "B03", "red": "B04", "nir": "B08"}
@@ -154,9 +155,7 @@ def main() -> None:
         f"Pixels where both have data: {both.mean():.1%} of the grid; equal in all three bands: "
         f"{equal.sum() / max(both.sum(), 1):.1%}; mean |difference| {diff.mean():.2f} DN, max {diff.max():.0f} DN "
         "(both warp with GDAL, bilinear; where the tiles overlap each takes its own Item order).", ""])
-    print(text)
-    with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
-        f.write(text)
+    append_results(text)
 
 
 if __name__ == "__main__":
