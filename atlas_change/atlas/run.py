@@ -151,7 +151,9 @@ def classify_tile(spec: AtlasSpec, name: str, tile: Tile, region, client, quiet:
     detail = ""
     for _ in range(1 + spec.retries):
         try:
-            classify(str(spec.out / name / tile.item), options, out=folder, client=client, quiet=quiet)
+            # tiles at once would draw their progress bars over each other: their finishing lines say it
+            classify(str(spec.out / name / tile.item), options, out=folder, client=client,
+                     quiet=quiet or spec.tiles_at_once > 1)
             return "done", ""
         except AtlasError as e:
             detail = str(e)

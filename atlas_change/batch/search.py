@@ -226,7 +226,9 @@ def tile_of(f: Found) -> str:
         return str(p["s2:mgrs_tile"])
     if p.get("mgrs:grid_square"):
         return f"{p.get('mgrs:utm_zone')}{p.get('mgrs:latitude_band')}{p['mgrs:grid_square']}"
-    return f"{p.get('proj:code') or p.get('proj:epsg')} {[round(v, 3) for v in f.item.get('bbox') or []]}"
+    crs = p.get("proj:code") or p.get("proj:epsg")
+    crs = f"EPSG:{crs}" if isinstance(crs, int) else crs or "footprint"  # an Item without proj: its bbox alone
+    return f"{crs} {[round(v, 3) for v in f.item.get('bbox') or []]}"
 
 
 def one_grid(picks: list[Pick]) -> bool:
