@@ -124,7 +124,9 @@ def src_bounds(tile_folder):
 def test_hectares_per_unit_add_up_to_the_unit(made, region):
     _, out = made
     stats = pd.read_csv(out / "stats.csv")
-    assert list(stats.columns) == ["unit", "period", "class", "group", "cells", "hectares"]
+    assert list(stats.columns) == ["unit", "period", "class", "group", "cells", "hectares", "model", "weights_sha256"]
+    run = json.loads((out / "y2023" / "run.json").read_text())["model"]  # every figure names its model
+    assert set(stats["model"]) == {"sn12"} and set(stats["weights_sha256"]) == {run["weights_sha256"]}
     assert pd.read_parquet(out / "stats.parquet").equals(stats) or np.allclose(
         pd.read_parquet(out / "stats.parquet")["hectares"], stats["hectares"])
     units = gpd.read_file(region[1]).to_crs(3035)
@@ -140,12 +142,16 @@ def test_hectares_per_unit_add_up_to_the_unit(made, region):
     middle = stats[(stats.unit == "M") & (stats["class"] == "nodata")]
     assert (middle["cells"] == 0).all()
     changes = pd.read_csv(out / "changes.csv")
-    assert set(changes["step"]) == {"y2023->y2024"}
+    assert set(changes["step"]) == {"y2023->y2024"} and set(changes["weights_sha256"]) == {run["weights_sha256"]}
     per_unit = changes.groupby("unit")["cells"].sum()
     for _, u in units.iterrows():
         assert per_unit[u.NUTS_ID] == int(_cell_centres_in(u.geometry, t, shape).sum())
     gpkg = gpd.read_file(out / "units.gpkg", layer="units")
     assert list(gpkg["unit"]) == list(UNITS) and "y2024_Forest_ha" in gpkg.columns
+    assert set(gpkg["model"]) == {"sn12"} and set(gpkg["weights_sha256"]) == {run["weights_sha256"]}
+    record = json.loads((out / "atlas.json").read_text())
+    assert all(p["weights_sha256"] == run["weights_sha256"] for p in record["periods"].values())
+    assert f"model: sn12 ({run['weights_sha256'][:12]})" in (out / "atlas.html").read_text()
     assert (out / "change" / "summary.json").exists() and (out / "change" / "change.tif").exists()
 
 

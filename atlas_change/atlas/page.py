@@ -37,6 +37,13 @@ def unit_table(frame, unit: str, periods: list[str]) -> str:
             + "".join(rows) + "</table>")
 
 
+def model_line(frame) -> str:
+    """The model(s) and weights that made the figures, as a line of the legend (escaped)."""
+    models = frame[frame["model"] != ""].drop_duplicates(["model", "weights_sha256"])
+    names = ", ".join(f"{escape(m)} ({escape(w[:12])})" for m, w in zip(models["model"], models["weights_sha256"]))
+    return f'<div style="margin-top:4px">model: {names or "none"}</div>'
+
+
 #: the period maps are drawn on the page at most this many cells a side (read from the COG's overviews):
 #: a country's grid of thousands of cells a side would make a page no browser opens
 MAX_PICTURE_CELLS = 2048
@@ -84,7 +91,7 @@ def write_page(out: Path, units, frame, periods: list[str]) -> Path:
     m.get_root().html.add_child(folium.Element(
         '<div style="position:fixed;bottom:56px;right:10px;z-index:9999;background:white;padding:8px;'
         f'font:12px sans-serif;border:1px solid #999"><b>artificial land, share of the unit ({escape(last)})</b>'
-        f'{ramp}<div style="margin-top:4px">change layer: red gain, blue loss</div></div>'))
+        f'{ramp}<div style="margin-top:4px">change layer: red gain, blue loss</div>{model_line(frame)}</div>'))
     m.get_root().script.add_child(folium.Element(_opacity_script(class_layers)))
     folium.LayerControl(collapsed=False).add_to(m)
     m.fit_bounds([[miny, minx], [maxy, maxx]])

@@ -191,7 +191,7 @@ def atlas(spec: AtlasSpec, *, scheduler: str | None = None, workers: int | None 
           echo: Callable[[str], None] = print) -> dict:
     """Make (or bring up to date) the atlas of `spec`; -> the record written to `<out>/atlas.json`."""
     from ..mapping.cluster import dask_client
-    from .stats import read_units, write_stats
+    from .stats import period_model, read_units, write_stats
     from .period import change_through, write_period
 
     check_spec(spec)
@@ -216,7 +216,8 @@ def atlas(spec: AtlasSpec, *, scheduler: str | None = None, workers: int | None 
                     if results[name, t.key]["status"] in ("done", "up to date")]
             made = write_period(spec, name, grid, done, tiles)
             echo(f"{name}: map {'written' if made else 'up to date'} ({len(done)} of {len(tiles)} tiles)")
-            record["periods"][name] = {"range": spec.periods[name],
+            model, weights = period_model(spec.out / name)
+            record["periods"][name] = {"range": spec.periods[name], "model": model, "weights_sha256": weights,
                                        "tiles": {t.key: results[name, t.key] for t in tiles}}
         if len(spec.periods) >= 2:
             echo(f"change: {change_through(spec)}")

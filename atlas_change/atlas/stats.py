@@ -13,7 +13,7 @@ import numpy as np
 
 from ..classes import CLASSES, GROUP_NAMES, group_of
 from ..errors import AtlasError
-from ..outputs import SKY_SNOW, atomic_write, cloud_code, csv_text, hectares, read_raster
+from ..outputs import SKY_SNOW, atomic_write, cloud_code, csv_text, hectares, read_json, read_raster
 from .grid import Grid, unit_index
 
 #: the categories of a period's cells after the ten classes (ids 11..14)
@@ -77,25 +77,37 @@ def count(index: np.ndarray, values: np.ndarray, n_units: int, n_values: int) ->
     return np.bincount(flat, minlength=n_units * n_values).reshape(n_units, n_values)
 
 
-def period_rows(units, index: np.ndarray, cell_ha: float, period: str, cat: np.ndarray) -> list[list]:
-    """stats.csv rows of one period: unit, period, class, group, cells, hectares (every category,
-    zeros too, so that every unit has the same rows)."""
+def period_model(folder: Path) -> tuple[str, str]:
+    """(model name, weights SHA-256) of a period's map; empty where the period has no map."""
+    if not (folder / "run.json").exists():
+        return "", ""
+    model = read_json(folder / "run.json", ("model",))["model"]
+    return str(model.get("model", "")), str(model.get("weights_sha256", ""))
+
+
+def period_rows(units, index: np.ndarray, cell_ha: float, period: str, cat: np.ndarray,
+                model: tuple[str, str] = ("", "")) -> list[list]:
+    """stats.csv rows of one period: unit, period, class, group, cells, hectares, and the model and
+    weights that made the period's map (every category, zeros too, so that every unit has the same rows)."""
     counts = count(index, cat, len(units), len(CATEGORIES))
     rows = []
     for u, unit in enumerate(units["unit"]):
         for k, name in enumerate(CATEGORIES):
             group = GROUP_NAMES[group_of(np.array([k + 1]))[0] - 1] if k < len(CLASSES) else name
-            rows.append([unit, period, name, group, int(counts[u, k]), hectares(counts[u, k] * cell_ha)])
+            rows.append([unit, period, name, group, int(counts[u, k]), hectares(counts[u, k] * cell_ha), *model])
     return rows
 
 
 def change_rows(units, step: str, folder: Path) -> list[list]:
     """changes.csv rows of one step: unit, step, from, to, cells, hectares over the units' cells on
     the compare grid: decided pairs (from == to: decided unchanged), `uncertain` -> `uncertain`
-    where undecided, `nodata` -> `nodata` where a side has no label."""
+    where undecided, `nodata` -> `nodata` where a side has no label; and the model and weights of
+    both sides (compare refuses sides of two models)."""
     from ..change.compare import read_decided
 
     d = read_decided(folder)
+    after = read_json(folder / "summary.json", ("after",))["after"]
+    model = (str(after.get("model", "")), str(after.get("weights_sha256", "")))
     index = unit_index(units.to_crs(d["crs"]).geometry.values, d["transform"], d["before"].shape)
     n = len(CLASSES)
     pair = np.where(d["confident"], (d["before"].astype(np.int64) - 1) * n + d["after"] - 1 + 1, 0)
@@ -108,7 +120,7 @@ def change_rows(units, step: str, folder: Path) -> list[list]:
     for u, unit in enumerate(units["unit"]):
         for k, (a, b) in enumerate(names):
             if counts[u, k]:
-                rows.append([unit, step, a, b, int(counts[u, k]), hectares(counts[u, k] * cell_ha)])
+                rows.append([unit, step, a, b, int(counts[u, k]), hectares(counts[u, k] * cell_ha), *model])
     return rows
 
 
@@ -123,8 +135,9 @@ def write_stats(spec, units, grid: Grid) -> None:
     rows = []
     for name in spec.periods:
         rows += period_rows(units, index, grid.cell_ha, name, period_categories(spec.out / name, spec.min_confidence,
-                                                                                 (grid.height, grid.width)))
-    header = ["unit", "period", "class", "group", "cells", "hectares"]
+                                                                                 (grid.height, grid.width)),
+                            period_model(spec.out / name))
+    header = ["unit", "period", "class", "group", "cells", "hectares", "model", "weights_sha256"]
     atomic_write(spec.out / "stats.csv", lambda f: f.write(csv_text([header, *rows]).encode()))
     frame = pd.DataFrame(rows, columns=header)
     atomic_write(spec.out / "stats.parquet", lambda f: frame.to_parquet(f, index=False))
@@ -134,7 +147,7 @@ def write_stats(spec, units, grid: Grid) -> None:
         for step, folder in change_folders(spec, mapped).items():
             changes += change_rows(units, step, folder)
     atomic_write(spec.out / "changes.csv", lambda f: f.write(csv_text(
-        [["unit", "step", "from", "to", "cells", "hectares"], *changes]).encode()))
+        [["unit", "step", "from", "to", "cells", "hectares", "model", "weights_sha256"], *changes]).encode()))
     write_units(spec, units, frame, changes)
     from .page import write_page
 
@@ -153,10 +166,13 @@ def write_units(spec, units, frame, changes: list[list]) -> None:
     gdf = units.join(wide, on="unit")
     for step in dict.fromkeys(r[1] for r in changes):
         changed = {}
-        for unit, s, a, b, _, ha in changes:
+        for unit, s, a, b, _, ha, *_model in changes:
             if s == step and a != b:
                 changed[unit] = changed.get(unit, 0.0) + ha
         gdf[f"{step}_changed_ha"] = [hectares(changed.get(u, 0.0)) for u in gdf["unit"]]
+    models = frame[frame["model"] != ""].drop_duplicates(["model", "weights_sha256"])
+    gdf["model"] = ", ".join(models["model"])  # one, unless periods were mapped by different models
+    gdf["weights_sha256"] = ", ".join(models["weights_sha256"])
     gdf = gpd.GeoDataFrame(gdf.drop(columns="geometry"), geometry=[as_multipolygon(g) for g in gdf.geometry],
                            crs=units.crs)
     write_gpkg({"units": gdf}, spec.out / "units.gpkg", geometry_type="MultiPolygon")

@@ -23,6 +23,7 @@ what it writes (OUT/):
   changes.csv                from-to hectares per unit and step
   units.gpkg                 the units with those figures as attributes
   atlas.json                 every tile's outcome; failed tiles are listed there and counted as nodata
+  every table, the GeoPackage, atlas.json and the page name the model and its weights' SHA-256
 
 A rerun does only what is missing or out of date, and retries failed tiles.
 
