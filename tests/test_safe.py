@@ -146,13 +146,15 @@ def test_a_metadata_file_that_inflates_without_end_is_refused(tmp_path):
 
 
 def test_a_declared_size_beyond_the_pixel_cap_is_refused_before_any_work(tmp_path, model13, monkeypatch):
-    """A GeoTIFF that declares 40,000 x 40,000 pixels (one block written): refused in one line naming
-    --max-pixels; a smaller cap refuses a small scene too, and lifting it lets it through."""
+    """A GeoTIFF that declares 40,000 x 40,000 pixels with data at opposite corners (so the part it
+    stores spans them all): refused in one line naming --max-pixels; a smaller cap refuses a small
+    scene too, and lifting it lets it through. (One block alone would be mapped alone: test_hostile.)"""
     huge = tmp_path / "huge.tif"
     with rasterio.open(huge, "w", driver="GTiff", width=40_000, height=40_000, count=13, dtype="uint16",
                        crs="EPSG:32632", transform=Affine(10, 0, 600000, 0, -10, 5000000), tiled=True,
                        blockxsize=512, blockysize=512, sparse_ok=True) as dst:
-        dst.write(np.full((13, 512, 512), 1000, np.uint16), window=Window(0, 0, 512, 512))
+        for corner in (0, 40_000 - 512):
+            dst.write(np.full((13, 512, 512), 1000, np.uint16), window=Window(corner, corner, 512, 512))
         dst.descriptions = EUROSAT_ORDER
     with pytest.raises(AtlasError, match="40000 x 40000 pixels to classify, more than 1,000,000,000.*--max-pixels"):
         run_classify(huge, model13)
