@@ -1,13 +1,15 @@
 """Benchmark: `atlas` over a simulated catalogue, and what an atlas of the EU-27 would cost.
 
-    python benchmarks/bench_atlas.py [--size 1024] [--strides 64,16]
+    python benchmarks/bench_atlas.py [--size 1024] [--strides 64,16] [--at-once 1,2] [--workers 2]
 
 Serves a real STAC API (`rustac serve`, in memory) and the Items' band COGs (nginx, byte ranges) on
 127.0.0.1: 16 synthetic L2A tiles (reduced to --size px a side, overlapping by a tenth as MGRS tiles
 do), 8 on UTM zone 32 and 8 on zone 33 either side of 12 deg E, for two periods. Runs the `atlas`
 command (default model, runtime and Dask cluster: one in-process worker, a thread per core) over
-regions of 1, 4 and 16 tiles, each from scratch, and reports wall time, tile-periods per hour per
-core, the peak RSS of the process tree, and how time grows with the tiles; then, from the 16-tile
+regions of 1, 4 and 16 tiles, each from scratch (the 16 also with --tiles-at-once 1 and on a
+LocalCluster of two worker processes), and reports wall time, tile-periods per hour per core, the
+peak RSS of the process tree and of its largest process (per worker where they are processes), and
+how time grows with the tiles; then, from the 16-tile
 run, what a full-size tile costs (scaled by pixels: the reduced tiles are classified over the same
 kind of land) and an atlas of the EU-27 (its area over the area a tile adds, 100 km x 100 km, as
 MGRS tiles overlap by 10 km) per period, at each stride. Appends a section to benchmarks/RESULTS.md.
@@ -102,8 +104,12 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=ROOT / "benchmarks" / "data" / "atlas")
     ap.add_argument("--at-once", default="1,2",
                     help="--tiles-at-once values to run the 16-tile region at, stride 64 (default 1,2; others at 2)")
+    ap.add_argument("--workers", default="2",
+                    help="also run the 16-tile region at stride 64 on a LocalCluster of this many worker processes "
+                    "(--workers; default 2; '' for none), for the memory of each process")
     a = ap.parse_args()
     at_once_list = [int(v) for v in a.at_once.split(",")]
+    workers_list = [int(v) for v in a.workers.split(",") if v]
     data = a.data / f"{a.size}px"  # the tiles of one size, kept for the next run
     items, footprints = catalogue(data, a.size)
     cores = os.cpu_count() or 1
@@ -117,20 +123,24 @@ def main() -> None:
                 for n, region in regions(footprints).items():
                     if stride != 64 and n != 16:
                         continue
-                    for at_once in (at_once_list if n == 16 and stride == 64 else [2]):
+                    runs = [(a, 1) for a in (at_once_list if n == 16 and stride == 64 else [2])]
+                    runs += [(2, w) for w in (workers_list if n == 16 and stride == 64 else [])]
+                    for at_once, workers in runs:
                         units = units_file(Path(tmp) / f"units{n}.gpkg", region)
-                        out = Path(tmp) / f"atlas_{n}_{stride}_{at_once}"
+                        out = Path(tmp) / f"atlas_{n}_{stride}_{at_once}_{workers}"
                         cmd = [sys.executable, "-m", "atlas_change", "atlas", "--region", str(units), "--unit-field",
                                "UNIT", "--stac-api", api, "--out", str(out), "--stride", str(stride), "--quiet",
-                               "--tiles-at-once", str(at_once)]
+                               "--tiles-at-once", str(at_once), *(["--workers", str(workers)] if workers > 1 else [])]
                         for name, (rng, _) in PERIODS.items():
                             cmd += ["--period", f"{name}={rng}"]
-                        wall, peak = run_timed(cmd)
+                        each: dict = {}
+                        wall, peak = run_timed(cmd, per_process=each)
                         record = json.loads((out / "atlas.json").read_text())
                         done = sum(t["status"] == "done" for p in record["periods"].values() for t in p["tiles"].values())
                         again, _ = run_timed(cmd)
-                        rows.append({"tiles": n, "stride": stride, "at_once": at_once, "tile_periods": done,
-                                     "wall_s": wall, "rerun_s": again, "peak_gib": peak,
+                        rows.append({"tiles": n, "stride": stride, "at_once": at_once, "workers": workers,
+                                     "tile_periods": done, "wall_s": wall, "rerun_s": again, "peak_gib": peak,
+                                     "largest_gib": max(each.values(), default=0.0),
                                      "per_hour_core": done / (wall / 3600) / cores})
                         print(rows[-1], flush=True)
     write(rows, a.size, cores)
@@ -138,18 +148,20 @@ def main() -> None:
 
 def write(rows: list[dict], size: int, cores: int) -> None:
     """The Markdown section, appended to RESULTS.md."""
-    base = {r["tiles"]: r for r in rows if r["stride"] == 64 and r["at_once"] == 2}
+    base = {r["tiles"]: r for r in rows if r["stride"] == 64 and r["at_once"] == 2 and r["workers"] == 1}
     lines = [f"\n## Atlas of a region: tiles per hour and the EU-27 ({datetime.now():%Y-%m-%d %H:%M})\n",
              f"`python benchmarks/bench_atlas.py --size {size}`. Machine: {cores} cores ({cpu_name()}). A simulated "
              f"catalogue (rustac serve + nginx on 127.0.0.1) of 16 synthetic L2A tiles of {size} x {size} px, 8 on UTM "
-             "zone 32 and 8 on zone 33, two periods; `atlas` with the default model, runtime and Dask cluster (`--tiles-at-once` as in the table, default 2), "
+             "zone 32 and 8 on zone 33, two periods; `atlas` with the default model and runtime, `--tiles-at-once` and Dask cluster as in the table (default: 2 tiles at once, one in-process worker with a thread per core), "
              "from scratch, then again (the rerun: nothing to do). Time includes the search, the SCL ranking over "
              "HTTP, classify, the merge onto the EEA grid, the change and the statistics.\n",
-             "| tiles | stride | tiles at once | tile-periods | wall s | per tile-period s | tile-periods / h / core | peak RSS GiB | rerun s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| tiles | stride | tiles at once | Dask workers | tile-periods | wall s | per tile-period s | tile-periods / h / core | "
+             "peak RSS GiB, all processes | largest process GiB | rerun s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['tiles']} | {r['stride']} | {r['at_once']} | {r['tile_periods']} | {r['wall_s']:.1f} | "
-                     f"{r['wall_s'] / max(r['tile_periods'], 1):.1f} | {r['per_hour_core']:.0f} | {r['peak_gib']:.2f} | "
+        lines.append(f"| {r['tiles']} | {r['stride']} | {r['at_once']} | "
+                     f"{'1 in-process' if r['workers'] == 1 else str(r['workers']) + ' processes'} | {r['tile_periods']} | {r['wall_s']:.1f} | "
+                     f"{r['wall_s'] / max(r['tile_periods'], 1):.1f} | {r['per_hour_core']:.0f} | {r['peak_gib']:.2f} | {r['largest_gib']:.2f} | "
                      f"{r['rerun_s']:.1f} |")
     if 1 in base and 16 in base:
         growth = (base[16]["wall_s"] - base[1]["wall_s"]) / max(base[16]["tile_periods"] - base[1]["tile_periods"], 1)
@@ -167,7 +179,7 @@ def write(rows: list[dict], size: int, cores: int) -> None:
         fixed = base[1]["wall_s"] - (base[16]["wall_s"] - base[1]["wall_s"]) / max(
             base[16]["tile_periods"] - base[1]["tile_periods"], 1) * base[1]["tile_periods"]
     for r in rows:
-        if r["tiles"] != 16 or r["at_once"] != 2:
+        if r["tiles"] != 16 or r["at_once"] != 2 or r["workers"] != 1:
             continue
         per = max(r["wall_s"] - fixed, 1e-9) / max(r["tile_periods"], 1)
         full_core_h = per * cores * FULL_TILE_PX / size ** 2 / 3600

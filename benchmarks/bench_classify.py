@@ -51,10 +51,12 @@ from atlas_change.model.registry import choose_model, load_card, models_dir  # n
 
 
 class PeakRSS:
-    """Samples the summed RSS of processes and all their children every 0.2 s."""
+    """Samples the summed RSS of processes and all their children every 0.2 s (`peak`), and each
+    process's own (`per_process`: pid -> its peak)."""
 
     def __init__(self, *pids: int):
         self.pids, self.peak, self._stop = pids, 0, threading.Event()
+        self.per_process: dict[int, int] = {}
 
     def _run(self):
         while not self._stop.is_set():
@@ -67,9 +69,11 @@ class PeakRSS:
                     continue
                 for p in tree:
                     try:
-                        total += p.memory_info().rss
+                        rss = p.memory_info().rss
                     except psutil.Error:
-                        pass
+                        continue
+                    total += rss
+                    self.per_process[p.pid] = max(self.per_process.get(p.pid, 0), rss)
             self.peak = max(self.peak, total)
             time.sleep(0.2)
 
@@ -120,8 +124,10 @@ def cpu_peak_gflops() -> tuple[float, str]:
     return os.cpu_count() * 2 * 8 * 2 * mhz / 1e3, f"{name} at {mhz:.0f} MHz"
 
 
-def run_timed(cmd: list[str], also: tuple[int, ...] = (), env: dict | None = None) -> tuple[float, float]:
-    """Run a command; -> (wall s, peak RSS GiB of its process tree plus the `also` pids' trees)."""
+def run_timed(cmd: list[str], also: tuple[int, ...] = (), env: dict | None = None,
+              per_process: dict | None = None) -> tuple[float, float]:
+    """Run a command; -> (wall s, peak RSS GiB of its process tree plus the `also` pids' trees); with
+    `per_process`, fills it with each process's own peak RSS in GiB (pid -> GiB)."""
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, **(env or {})})
@@ -130,6 +136,8 @@ def run_timed(cmd: list[str], also: tuple[int, ...] = (), env: dict | None = Non
     wall = time.perf_counter() - t
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{log[-3000:]}")
+    if per_process is not None:
+        per_process.update({pid: v / 2**30 for pid, v in mem.per_process.items()})
     return wall, mem.peak / 2**30
 
 
