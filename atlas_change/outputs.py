@@ -20,7 +20,7 @@ import xarray as xr
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.errors import RasterioError
-from rasterio.io import MemoryFile
+import rasterio.windows
 
 from .classes import CLASSES, COLOURS, GROUP_NAMES, NODATA_ID, group_of
 from .errors import AtlasError
@@ -91,38 +91,66 @@ def cells_frame(ds: xr.Dataset, rows: slice = slice(None)):
 CELLS_PER_PART = 200_000
 
 
-def write_cells(path: Path, ds: xr.Dataset, per_part: int = CELLS_PER_PART) -> None:
-    """cells.parquet (GeoParquet, cells_frame's rows), built and written a band of map rows at a time
-    (one row group each), so that its polygons never take more memory than one band's."""
-    import pyarrow.parquet as pq
-    from geopandas.io.arrow import _geopandas_to_arrow
+class CellsWriter:
+    """cells.parquet (GeoParquet) written a part at a time (`add(frame)`: cells_frame rows), one row
+    group each, so that its polygons are never held for the whole map; `bbox` (minx, miny, maxx,
+    maxy), what the "geo" metadata says the cells lie in (written first, so known before them)."""
 
-    lulc = ds["lulc"].values
-    filled = np.flatnonzero(lulc.any(axis=1))
-    step = max(1, per_part // max(1, lulc.shape[1]))
-    if len(filled) == 0 or filled[-1] - filled[0] < step:
-        cells_frame(ds).to_parquet(path, index=False)
-        return
-    t = ds.rio.transform()
-    cols = np.flatnonzero(lulc.any(axis=0))
-    xs = sorted([t.c + cols[0] * t.a, t.c + (cols[-1] + 1) * t.a])
-    ys = sorted([t.f + filled[0] * t.e, t.f + (filled[-1] + 1) * t.e])
-    writer = None
-    try:
-        for r0 in range(filled[0], filled[-1] + 1, step):
-            part = cells_frame(ds, slice(r0, r0 + step))
-            if part.empty:
-                continue
-            table = _geopandas_to_arrow(part, index=False)
-            if writer is None:  # the first band's schema, its "geo" bbox widened to every band's
+    def __init__(self, path: Path, bbox: tuple[float, float, float, float]):
+        self.path, self.bbox, self.writer, self.first = Path(path), [float(v) for v in bbox], None, None
+
+    def add(self, frame) -> None:
+        from geopandas.io.arrow import _geopandas_to_arrow
+        import pyarrow.parquet as pq
+
+        if self.first is None:
+            self.first = frame
+        if frame.empty:
+            return
+        table = _geopandas_to_arrow(frame, index=False)
+        try:
+            if self.writer is None:
                 geo = json.loads(table.schema.metadata[b"geo"])
-                geo["columns"]["geometry"]["bbox"] = [xs[0], ys[0], xs[1], ys[1]]
-                schema = table.schema.with_metadata({**table.schema.metadata, b"geo": json.dumps(geo).encode()})
-                writer = pq.ParquetWriter(path, schema)
-            writer.write_table(table.replace_schema_metadata(schema.metadata))
-    finally:
-        if writer is not None:
-            writer.close()
+                geo["columns"]["geometry"]["bbox"] = self.bbox
+                self.writer = pq.ParquetWriter(self.path, table.schema.with_metadata(
+                    {**table.schema.metadata, b"geo": json.dumps(geo).encode()}))
+            self.writer.write_table(table.cast(self.writer.schema))
+        except OSError as e:  # a full disk, a lost mount
+            raise AtlasError(f"{self.path}: cannot write ({e.strerror or str(e).splitlines()[0][:160]})") from None
+
+    def close(self) -> None:
+        try:
+            if self.writer is None:  # no labelled cell: the (empty) table as geopandas writes it
+                self.first.to_parquet(self.path, index=False)
+            else:
+                self.writer.close()
+        except OSError as e:
+            raise AtlasError(f"{self.path}: cannot write ({e.strerror or str(e).splitlines()[0][:160]})") from None
+
+
+def map_bounds(transform: Affine, rows: slice, cols: slice) -> tuple[float, float, float, float]:
+    """(minx, miny, maxx, maxy) of the cells rows x cols of the grid `transform`."""
+    xs = (transform.c + cols.start * transform.a, transform.c + cols.stop * transform.a)
+    ys = (transform.f + rows.start * transform.e, transform.f + rows.stop * transform.e)
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def labelled_bounds(ds: xr.Dataset) -> tuple[float, float, float, float]:
+    """The bounds of a map's labelled cells (its whole extent when none is)."""
+    lulc = ds["lulc"].values
+    rows, cols = np.flatnonzero(lulc.any(axis=1)), np.flatnonzero(lulc.any(axis=0))
+    if not rows.size:
+        return map_bounds(ds.rio.transform(), slice(0, lulc.shape[0]), slice(0, lulc.shape[1]))
+    return map_bounds(ds.rio.transform(), slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+
+
+def write_cells(path: Path, ds: xr.Dataset, per_part: int = CELLS_PER_PART) -> None:
+    """cells.parquet of a whole map, built and written a band of map rows at a time."""
+    step = max(1, per_part // max(1, ds.sizes["x"]))
+    w = CellsWriter(path, labelled_bounds(ds))
+    for r0 in range(0, max(1, ds.sizes["y"]), step):
+        w.add(cells_frame(ds, slice(r0, r0 + step)))
+    w.close()
 
 
 #: cloud.tif values: 0 = no data (outside the scene, or too much nodata to label), 1 = clear (labelled),
@@ -162,53 +190,112 @@ Categories = dict[int, tuple[str, tuple[int, int, int]]]
 def write_cog(path: Path, array: np.ndarray, transform: Affine, crs: CRS, nodata, tags: dict,
               description: str | list[str] = "", categories: Categories | None = None) -> None:
     """Write one band (or (bands, rows, cols) with a description per band) as a Cloud-Optimized
-    GeoTIFF (DEFLATE). Continuous data get `average` overviews.
-    With `categories` (a categorical raster: class ids, change codes) the overviews use `mode`, so they
-    hold only values of the full-resolution raster, and the legend travels with the file (value 0 =
-    nodata, transparent): `<file>.aux.xml` (GDAL's sidecar, read by GDAL, QGIS and ArcGIS) holds a
-    palette up to the largest value present (values absent: transparent), the category names and a
-    raster attribute table of the values present; `<name>.qml` is a paletted QGIS style that QGIS
-    loads by itself, listing only the values present."""
-    from rasterio._err import CPLE_BaseError
+    GeoTIFF (DEFLATE): a CogWriter given the whole array at once."""
+    shape = array.shape[-2:]
+    with CogWriter(path, shape, 1 if array.ndim == 2 else len(array), array.dtype, transform, crs, nodata, tags,
+                   description, categories) as w:
+        w.write(0, array)
 
-    from . import captured_stderr
 
-    problem = None
-    with captured_stderr() as said:  # libtiff prints its write errors itself ("_tiffWriteProc: ...")
+class CogWriter:
+    """A Cloud-Optimized GeoTIFF (DEFLATE) written a band of rows at a time (`write(row0, array)`, 2-D or
+    (bands, rows, cols) with a description per band): the rows go into a tiled GeoTIFF beside `path`,
+    from which GDAL makes the COG and its overviews when the block ends, so the raster is never held
+    whole. Continuous data get `average` overviews. With `categories` (a categorical raster: class
+    ids, change codes) the overviews use `mode`, so they hold only values of the full-resolution
+    raster, and the legend travels with the file (value 0 = nodata, transparent): a palette inside
+    the file (every category: a COG copied or served alone keeps its colours); `<file>.aux.xml` (GDAL's sidecar, read by GDAL, QGIS
+    and ArcGIS) with that palette, the category names and a raster attribute table of the values
+    present; `<name>.qml`, a paletted QGIS style listing only the values present. A write that fails
+    (a full disk, a lost mount) is one AtlasError naming `path`."""
+
+    def __init__(self, path: Path, shape: tuple[int, int], count: int, dtype, transform: Affine, crs: CRS, nodata,
+                 tags: dict, description: str | list[str] = "", categories: Categories | None = None):
+        self.path, self.count, self.categories = Path(path), count, categories
+        self.part = self.path.with_name(f".{self.path.name}.part.tif")
+        self.present: set[int] = set()
+        self.said: list[str] = []
+        names = description if isinstance(description, (list, tuple)) else [description]
+        profile = dict(driver="GTiff", width=shape[1], height=shape[0], count=count, dtype=dtype, crs=crs,
+                       transform=transform, nodata=nodata, tiled=True, blockxsize=512, blockysize=512,
+                       compress="DEFLATE", BIGTIFF="IF_SAFER")
+        self.dst = self._guard(lambda: rasterio.open(self.part, "w", **profile))
+        self.dst.update_tags(**tags)
+        for i, name in enumerate(names, 1):
+            self.dst.set_band_description(i, name)
+        if categories is not None:  # the palette inside the file (before any pixel: TIFF allows no later change)
+            self.dst.write_colormap(1, palette(categories, max(categories)))
+
+    def _guard(self, fn):
+        """fn(), a GDAL or OS failure as one AtlasError naming the file (libtiff's own words where it
+        printed them), nothing of it printed raw."""
+        from rasterio._err import CPLE_BaseError
+
+        from . import captured_stderr
+
+        problem = None
+        with captured_stderr() as said:  # libtiff prints its write errors itself ("_tiffWriteProc: ...")
+            try:
+                result = fn()
+            except (OSError, RasterioError, CPLE_BaseError) as e:
+                problem = getattr(e, "strerror", None) or str(e).splitlines()[0][:160]
+        self.said += said  # a write may fail in GDAL's cache and raise only when flushed: held till then
+        if problem is not None:
+            lines = [ln.strip() for ln in self.said if ln.strip()]
+            # the system's own words where libtiff's write said them (a full disk), else its last line
+            cause = next((ln for ln in lines if ln.startswith("_tiffWriteProc")), lines[-1] if lines else problem)
+            self.discard()
+            raise AtlasError(f"{self.path}: cannot write ({cause.rstrip('.').split(': ', 1)[-1]})")
+        return result
+
+    def write(self, row0: int, array: np.ndarray, col0: int = 0) -> None:
+        """`array` (rows, cols) or (bands, rows, cols) at row `row0`, column `col0` of the raster."""
+        bands = array if array.ndim == 3 else array[None]
+        if self.categories is not None:
+            self.present.update(int(v) for v in np.unique(bands[0]))
+        window = rasterio.windows.Window(col0, row0, bands.shape[2], bands.shape[1])
+        self._guard(lambda: self.dst.write(bands, window=window))
+
+    def close(self) -> None:
+        """Make the COG (and the legend's sidecars) from the rows written; the part file is removed."""
+        def finish():
+            self.dst.close()
+            rasterio.shutil.copy(str(self.part), str(self.path), driver="COG", compress="DEFLATE", BIGTIFF="IF_SAFER",
+                                 overview_resampling="mode" if self.categories is not None else "average")
+            with rasterio.open(self.path) as check:  # GDAL may finish "successfully" on a truncated file
+                check.read(1, window=rasterio.windows.Window(0, 0, 1, 1))
+
         try:
-            _write_cog(path, array, transform, crs, nodata, tags, description, categories)
-            with rasterio.open(path) as check:  # GDAL may finish "successfully" on a truncated file
-                check.read(1)
-        except (OSError, RasterioError, CPLE_BaseError) as e:
-            problem = getattr(e, "strerror", None) or str(e).splitlines()[0][:160]
-    if problem is not None:  # a full disk, a lost mount: say it once, with the file
-        libtiff = [ln.strip().rstrip(".").split(": ", 1)[-1] for ln in said if ln.strip()]
-        raise AtlasError(f"{path}: cannot write ({libtiff[-1] if libtiff else problem})")
-    sys.stderr.writelines(said)
+            self._guard(finish)
+        finally:
+            self.part.unlink(missing_ok=True)
+        sys.stderr.writelines(self.said)  # what GDAL said of a file that was written after all
+        if self.categories is not None:
+            present = {v: self.categories[v] for v in sorted(self.present) if v in self.categories}
+            Path(f"{self.path}.aux.xml").write_text(_pam_categories(present))
+            self.path.with_suffix(".qml").write_text(qml_paletted(present))
+        elif self.count > 1:  # class probabilities: QGIS would paint bands 1-3 as a meaningless RGB
+            self.path.with_suffix(".qml").write_text(qml_gray(1, 0.0, 1.0))
 
+    def __enter__(self) -> "CogWriter":
+        return self
 
-def _write_cog(path: Path, array, transform, crs, nodata, tags, description, categories) -> None:
-    bands = array if array.ndim == 3 else array[None]  # (bands, rows, cols): a band per description
-    names = description if isinstance(description, (list, tuple)) else [description]
-    profile = dict(driver="GTiff", width=bands.shape[2], height=bands.shape[1], count=len(bands), dtype=array.dtype,
-                   crs=crs, transform=transform, nodata=nodata)
-    with MemoryFile() as mem:
-        with mem.open(**profile) as dst:
-            dst.write(bands)
-            dst.update_tags(**tags)
-            for i, name in enumerate(names, 1):
-                dst.set_band_description(i, name)
-            if categories is not None:  # the palette inside the file: a COG copied or served alone keeps its colours
-                dst.write_colormap(1, palette(categories, int(array.max(initial=0))))
-        with mem.open() as src:
-            rasterio.shutil.copy(src, str(path), driver="COG", compress="DEFLATE",
-                                 overview_resampling="mode" if categories is not None else "average")
-    if categories is not None:
-        present = {int(v): categories[int(v)] for v in np.unique(array) if int(v) in categories}
-        Path(f"{path}.aux.xml").write_text(_pam_categories(present))
-        path.with_suffix(".qml").write_text(qml_paletted(present))
-    elif array.ndim == 3:  # class probabilities: QGIS would paint bands 1-3 as a meaningless RGB
-        path.with_suffix(".qml").write_text(qml_gray(1, 0.0, 1.0))
+    def discard(self) -> None:
+        """Close and remove the part file without making the COG (its errors are not the cause: unsaid)."""
+        from . import captured_stderr
+
+        with captured_stderr():
+            try:
+                self.dst.close()
+            except (OSError, RasterioError):
+                pass
+        self.part.unlink(missing_ok=True)
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.discard()
 
 
 def palette(categories: Categories, vmax: int) -> dict[int, tuple[int, int, int, int]]:
@@ -407,9 +494,10 @@ def read_json(path: Path, need: tuple[str, ...] = ()) -> dict:
     return obj
 
 
-def read_raster(path: Path, every_band: bool = False) -> tuple[np.ndarray, Affine, CRS, dict]:
-    """Band 1 (or every band, (bands, rows, cols)) of a raster written by atlas-change, whole:
-    (array, transform, crs, tags); a missing, truncated or CRS-less file is an AtlasError naming it."""
+def read_raster(path: Path, every_band: bool = False, window=None) -> tuple[np.ndarray, Affine, CRS, dict]:
+    """Band 1 (or every band, (bands, rows, cols)) of a raster written by atlas-change, whole or its
+    `window` (rasterio Window): (array, transform, crs, tags); a missing, truncated or CRS-less file
+    is an AtlasError naming it."""
     from rasterio.errors import CRSError, RasterioError
 
     if not Path(path).is_file():
@@ -418,7 +506,8 @@ def read_raster(path: Path, every_band: bool = False) -> tuple[np.ndarray, Affin
         with rasterio.open(path) as src:
             if src.crs is None:
                 raise AtlasError(f"{path}: damaged (no CRS); the step that wrote it must be run again")
-            return src.read() if every_band else src.read(1), src.transform, src.crs, src.tags()
+            return (src.read(window=window) if every_band else src.read(1, window=window)), src.transform, src.crs, \
+                src.tags()
     except (RasterioError, CRSError) as e:
         raise AtlasError(f"{path}: damaged ({str(e).splitlines()[0][:160]}); the step that wrote it must be run again") from None
 
@@ -451,15 +540,47 @@ def staged_output(out_dir: str | os.PathLike) -> Iterator[Path]:
 def write_outputs(ds: xr.Dataset, run: dict, out_dir: str | os.PathLike) -> Path:
     """Write lulc.tif, confidence.tif, cloud.tif, cells.parquet and run.json into `out_dir`, all or nothing."""
     with staged_output(out_dir) as stage:
-        transform, crs = ds.rio.transform(), ds.rio.crs
-        tags = raster_tags(ds.attrs)
-        write_cog(stage / "lulc.tif", ds["lulc"].values, transform, crs, NODATA_ID, tags, "class_id",
-                  class_categories())
-        write_cog(stage / "confidence.tif", ds["confidence"].values, transform, crs, float("nan"), tags,
-                  "top1_probability")
-        write_cog(stage / "cloud.tif", sky_codes(ds["lulc"].values, ds["cloud"].values, ds["snow"].values), transform,
-                  crs, SKY_NODATA,
-                  {**tags, "CLOUD": CLOUD_DOC, "CLOUD_CODES": CLOUD_DOC}, "cloud_masked", SKY_CATEGORIES)
-        write_file(stage / "cells.parquet", lambda p: write_cells(p, ds))
+        with MapWriter(stage, (ds.sizes["y"], ds.sizes["x"]), ds.rio.transform(), ds.rio.crs, ds.attrs,
+                       labelled_bounds(ds)) as w:
+            w.add(0, ds)
         write_file(stage / "run.json", lambda p: p.write_text(strict_json(run)))
     return Path(out_dir)
+
+
+class MapWriter:
+    """The rasters and cell table of a classify output (lulc.tif, confidence.tif, cloud.tif,
+    cells.parquet) written into `folder` a band of map rows at a time: `add(row0, ds)` with `ds` a
+    build_dataset of those rows (its own transform); `cells_bbox`: what cells.parquet says its cells
+    lie in (default: the whole map)."""
+
+    def __init__(self, folder: Path, shape: tuple[int, int], transform: Affine, crs: CRS, attrs: dict,
+                 cells_bbox: tuple[float, float, float, float] | None = None):
+        tags = raster_tags(attrs)
+        self.lulc = CogWriter(folder / "lulc.tif", shape, 1, np.uint8, transform, crs, NODATA_ID, tags, "class_id",
+                              class_categories())
+        self.confidence = CogWriter(folder / "confidence.tif", shape, 1, np.float32, transform, crs, float("nan"),
+                                    tags, "top1_probability")
+        self.cloud = CogWriter(folder / "cloud.tif", shape, 1, np.uint8, transform, crs, SKY_NODATA,
+                               {**tags, "CLOUD": CLOUD_DOC, "CLOUD_CODES": CLOUD_DOC}, "cloud_masked", SKY_CATEGORIES)
+        self.cells = CellsWriter(folder / "cells.parquet",
+                                 cells_bbox or map_bounds(transform, slice(0, shape[0]), slice(0, shape[1])))
+
+    def add(self, row0: int, ds: xr.Dataset) -> None:
+        lulc = ds["lulc"].values
+        self.lulc.write(row0, lulc.astype(np.uint8))
+        self.confidence.write(row0, ds["confidence"].values.astype(np.float32))
+        self.cloud.write(row0, sky_codes(lulc, ds["cloud"].values, ds["snow"].values))
+        step = max(1, CELLS_PER_PART // max(1, lulc.shape[1]))
+        for r in range(0, lulc.shape[0], step):
+            frame = cells_frame(ds, slice(r, r + step))
+            frame["row"] += np.int32(row0)
+            self.cells.add(frame)
+
+    def __enter__(self) -> "MapWriter":
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        for w in (self.lulc, self.confidence, self.cloud):
+            w.__exit__(exc_type, *exc)
+        if exc_type is None:
+            self.cells.close()
