@@ -234,6 +234,32 @@ def test_a_killed_run_resumes_from_its_finished_tiles(region, model12, tmp_path)
     assert all(status[k] == "up to date" for k in finished) and (out / "stats.csv").exists()
 
 
+def test_an_atlas_made_band_by_band_is_the_atlas_made_whole(made, region, model12, tmp_path):
+    """ATLAS_BAND_CELLS=40 (a few grid rows a band): the period maps merged and written band by band,
+    the change decided per band (one compare output each), the statistics counted per band: the same
+    maps, the same hectares per unit and the same from-to hectares as the atlas made in one band."""
+    import os
+
+    out = tmp_path / "atlas"
+    r = subprocess.run(_atlas(region[0], region[1], out, "--model", str(model12.path), args_only=True),
+                       capture_output=True, text=True, env={**os.environ, "ATLAS_BAND_CELLS": "40"})
+    assert r.returncode == 1, r.stdout + r.stderr  # the lost tile, as in `made`
+    bands = json.loads((out / "change" / "summary.json").read_text())["bands"]
+    assert len(bands) >= 3 and all((out / "change" / b["folder"] / "change.tif").exists() for b in bands)
+    for name in PERIODS:
+        for f in ("lulc.tif", "probabilities.tif", "cloud.tif", "observations.tif"):
+            with rasterio.open(out / name / f) as a, rasterio.open(made[1] / name / f) as b:
+                assert a.transform == b.transform and a.shape == b.shape
+                np.testing.assert_allclose(a.read(), b.read(), rtol=0, atol=1e-6, err_msg=f)
+        cells = gpd.read_parquet(out / name / "cells.parquet")
+        assert len(cells) == len(gpd.read_parquet(made[1] / name / "cells.parquet"))
+    for f in ("stats.csv", "changes.csv"):
+        mine, theirs = pd.read_csv(out / f), pd.read_csv(made[1] / f)
+        keys = [c for c in mine.columns if c not in ("cells", "hectares")]
+        joined = mine.merge(theirs, on=keys, how="outer", suffixes=("", "_whole")).fillna(0)
+        assert (joined["cells"] == joined["cells_whole"]).all(), f
+
+
 class KillOnce:
     """A Dask worker plugin that kills its worker (SIGKILL, as the kernel's OOM killer would) when
     the first task starts executing anywhere on the cluster (a marker file says it was done)."""

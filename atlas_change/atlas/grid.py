@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 
 import numpy as np
 from affine import Affine
@@ -15,10 +16,9 @@ from rasterio.crs import CRS
 from ..errors import AtlasError
 
 EEA_CRS = "EPSG:3035"
-#: atlas grids beyond this many cells are refused: a period's map, its change and its statistics are
-#: made whole at the cell level, about 0.4 KB a cell at the peak (benchmarks/atlas_memory.py) above
-#: 0.3 GB, so 20 million cells need about 8 GB
-MAX_CELLS = 20_000_000
+#: atlas grids beyond this many cells are refused: a guard against a mistaken cell size or region (memory
+#: does not grow with the grid, period.BAND_CELLS; its files and time do: Europe at 160 m is ~6 x 10^8 cells)
+MAX_CELLS = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,12 @@ class Grid:
     @property
     def bounds(self) -> tuple[float, float, float, float]:
         return self.x0, self.y0 - self.height * self.cell, self.x0 + self.width * self.cell, self.y0
+
+    def bands(self, cells: int) -> Iterator[tuple[int, "Grid"]]:
+        """(first row, sub-grid) of the grid cut into bands of whole rows, about `cells` cells each."""
+        rows = max(1, cells // self.width)
+        for r0 in range(0, self.height, rows):
+            yield r0, replace(self, y0=self.y0 - r0 * self.cell, height=min(rows, self.height - r0))
 
     def window(self, bounds: tuple[float, float, float, float]) -> tuple[int, int, int, int] | None:
         """(row, col, rows, cols) of the cells that `bounds` (in the grid's CRS) touches, clipped to
@@ -79,9 +85,8 @@ def region_grid(bounds: tuple[float, float, float, float], crs: CRS, cell: float
     height = max(1, math.ceil((y1 - bottom) / cell))
     cap = max_cells or int(float(os.environ.get("ATLAS_MAX_CELLS", MAX_CELLS)))
     if width * height > cap:
-        raise AtlasError(f"{name}: needs {width} x {height} cells of {cell:g} m, more than {cap:,} (a period's map "
-                         "and its change are made whole: about 0.4 KB a cell); use larger cells (--cell), a smaller region, or set "
-                         "ATLAS_MAX_CELLS")
+        raise AtlasError(f"{name}: needs {width} x {height} cells of {cell:g} m, more than {cap:,}; use larger cells "
+                         "(--cell), a smaller region, or set ATLAS_MAX_CELLS")
     return Grid(crs, x0, y1, float(cell), width, height)
 
 

@@ -51,6 +51,12 @@ def tile_on_grid(folder: str | Path, grid: Grid) -> tuple[tuple[int, int, int, i
     return window, {"probs": p, "clear": f[0], "seen": f[1], "cloud": f[2], "snow": f[3]}
 
 
+def tile_bounds(folder: str | Path, crs) -> tuple[float, float, float, float]:
+    """A tile's classify output's bounds in `crs` (the atlas grid's)."""
+    m = load_map(folder)
+    return rasterio.warp.transform_bounds(m.crs, crs, *_map_bounds(m), densify_pts=21)
+
+
 def _map_bounds(m) -> tuple[float, float, float, float]:
     t, (rows, cols) = m.transform, m.shape
     xs, ys = (t.c, t.c + cols * t.a), (t.f, t.f + rows * t.e)

@@ -4,6 +4,8 @@ probabilities.tif and observations.tif; and the change through the periods by `c
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -13,10 +15,10 @@ from .. import __version__
 from ..classes import CLASSES
 from ..errors import AtlasError
 from ..names import digest
-from ..outputs import (atomic_write, build_dataset, hectares, read_json, staged_output, strict_json, write_cog,
-                       write_outputs)
+from ..outputs import (CogWriter, MapWriter, atomic_write, build_dataset, hectares, read_json, staged_output,
+                       strict_json)
 from .grid import Grid
-from .merge import MIN_SEEN, merge_period
+from .merge import MIN_SEEN, merge_period, tile_bounds
 
 #: the model stamp's keys (registry.ModelCard.stamp) that a period's map carries from its tiles
 STAMP_KEYS = ("model", "architecture", "weights_sha256", "trained", "bands", "normalisation", "radiometry", "mean",
@@ -58,7 +60,6 @@ def write_period(spec, name: str, grid: Grid, folders: list[Path], tiles) -> boo
         pass
     runs = [read_json(f / "run.json") for f in folders]
     model = one_model(runs, folders)
-    merged = merge_period(folders, grid)
     start = spec.periods[name].split("/")[0]
     stamp = {k: model[k] for k in STAMP_KEYS if k in model}
     tta = runs[0]["parameters"].get("tta_views", 1)
@@ -66,34 +67,64 @@ def write_period(spec, name: str, grid: Grid, folders: list[Path], tiles) -> boo
              "product_level": "atlas", "stride": spec.stride, "cell_size_m": grid.cell, **stamp,
              "cell_temperature": model.get("cell_temperature", 1.0), "atlas_change_version": __version__,
              "tta_views": tta}
-    ds = build_dataset(np.nan_to_num(merged["probabilities"]), merged["has"], grid.transform, grid.crs, attrs,
-                       merged["cloud"], merged["snow"])
-    lulc = ds["lulc"].values
+    with staged_output(out) as stage:
+        counts = write_bands(stage, folders, grid, attrs)
     run = {"input": {"path": str(out), "kind": "atlas period", "date": start, "period": name,
                      "range": spec.periods[name], "tiles": [f.name for f in folders],
                      "items": [{"tile": t.tile, "id": t.id, "date": t.date, "url": t.url} for t in tiles]},
            "model": {**stamp, "cell_temperature": model.get("cell_temperature", 1.0), "path": model.get("path")},
            "parameters": {"stride": spec.stride, "tta_views": tta,
                           "inference_precision": runs[0]["parameters"].get("inference_precision")},
-           "output": {"crs": grid.crs.to_string(), "transform": list(grid.transform)[:6], "shape": list(lulc.shape),
-                      "cell_area_ha": grid.cell_ha},
-           "counts": {"cells_per_class": {c: int((lulc == i + 1).sum()) for i, c in enumerate(CLASSES)},
-                      "cloud_cells": int(merged["cloud"].sum()), "cloud_ha": hectares(merged["cloud"].sum() * grid.cell_ha),
-                      "snow_cells": int(merged["snow"].sum()), "snow_ha": hectares(merged["snow"].sum() * grid.cell_ha),
-                      "nodata_cells": int(((lulc == 0) & ~merged["cloud"] & ~merged["snow"]).sum())},
+           "output": {"crs": grid.crs.to_string(), "transform": list(grid.transform)[:6],
+                      "shape": [grid.height, grid.width], "cell_area_ha": grid.cell_ha},
+           "counts": {"cells_per_class": {c: int(counts[i]) for i, c in enumerate(CLASSES)},
+                      "cloud_cells": int(counts["cloud"]), "cloud_ha": hectares(counts["cloud"] * grid.cell_ha),
+                      "snow_cells": int(counts["snow"]), "snow_ha": hectares(counts["snow"] * grid.cell_ha),
+                      "nodata_cells": int(counts["nodata"])},
            "atlas": {"inputs": key, "merge": "cell probabilities warped to the atlas grid by area-weighted average "
                                              "(GDAL 'average'), averaged over tiles weighted by the share of the cell "
-                                             f"each saw clear; labelled where that share sums to >= {MIN_SEEN}"},
+                                             f"each saw clear; labelled where that share sums to >= {MIN_SEEN}; "
+                                             f"merged and written {BAND_CELLS:,} cells (whole rows) at a time"},
            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "atlas_change_version": __version__}
-    with staged_output(out) as stage:
-        tags = {"MODEL": stamp.get("model", ""), "WEIGHTS_SHA256": stamp.get("weights_sha256", "")}
-        write_cog(stage / "probabilities.tif", ds["probabilities"].values.astype(np.float32), grid.transform, grid.crs,
-                  float("nan"), tags, [f"p_{c}" for c in CLASSES])
-        write_cog(stage / "observations.tif", merged["observations"], grid.transform, grid.crs, None,
-                  {**tags, "OBSERVATIONS": "clear cell areas summed over the period's tiles (tiles overlap)"},
-                  "clear_observations")
-    write_outputs(ds, run, out)  # run.json last: the period is done when it is there
+    atomic_write(out / "run.json", lambda f: f.write(strict_json(run).encode()))  # last: the period is done
     return True
+
+
+#: atlas cells merged, written and decided at a time (whole rows of the grid): a band's arrays, not the
+#: map's, are in memory (about 0.7 GB at the default); $ATLAS_BAND_CELLS sets it
+BAND_CELLS = int(float(os.environ.get("ATLAS_BAND_CELLS", 1_000_000)))
+
+
+def write_bands(folder: Path, tiles: list[Path], grid: Grid, attrs: dict) -> dict:
+    """The period's map merged from its `tiles` and written into `folder` a band of grid rows at a
+    time: a classify output's files (outputs.MapWriter) plus probabilities.tif and observations.tif;
+    -> cell counts (class index 0..9, 'cloud', 'snow', 'nodata')."""
+    shape = (grid.height, grid.width)
+    tags = {"MODEL": attrs.get("model", ""), "WEIGHTS_SHA256": attrs.get("weights_sha256", "")}
+    counts: dict = dict.fromkeys([*range(len(CLASSES)), "cloud", "snow", "nodata"], 0)
+    with MapWriter(folder, shape, grid.transform, grid.crs, attrs) as maps, \
+            CogWriter(folder / "probabilities.tif", shape, len(CLASSES), np.float32, grid.transform, grid.crs,
+                      float("nan"), tags, [f"p_{c}" for c in CLASSES]) as probs, \
+            CogWriter(folder / "observations.tif", shape, 1, np.float32, grid.transform, grid.crs, None,
+                      {**tags, "OBSERVATIONS": "clear cell areas summed over the period's tiles (tiles overlap)"},
+                      "clear_observations") as obs:
+        where = {t: tile_bounds(t, grid.crs) for t in tiles}
+        for r0, band in grid.bands(BAND_CELLS):
+            (left, bottom, right, top) = band.bounds
+            merged = merge_period([t for t, (x0, y0, x1, y1) in where.items()  # the tiles that reach the band
+                                   if x0 < right and x1 > left and y0 < top and y1 > bottom], band)
+            ds = build_dataset(np.nan_to_num(merged["probabilities"]), merged["has"], band.transform, grid.crs, attrs,
+                               merged["cloud"], merged["snow"])
+            maps.add(r0, ds)
+            probs.write(r0, ds["probabilities"].values.astype(np.float32))
+            obs.write(r0, merged["observations"])
+            lulc = ds["lulc"].values
+            for i in range(len(CLASSES)):
+                counts[i] += int((lulc == i + 1).sum())
+            counts["cloud"] += int(merged["cloud"].sum())
+            counts["snow"] += int(merged["snow"].sum())
+            counts["nodata"] += int(((lulc == 0) & ~merged["cloud"] & ~merged["snow"]).sum())
+    return counts
 
 
 def _file_key(path: Path) -> str:
@@ -106,16 +137,17 @@ def _file_key(path: Path) -> str:
     return json.dumps(sorted((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in path.rglob("*") if f.is_file()))
 
 
-def change_through(spec) -> str:
+def change_through(spec, grid: Grid) -> str:
     """Compare every mapped period with the joint decision into `<out>/change/` unless it is there,
-    made from the same period maps and settings; -> what was done."""
+    made from the same period maps and settings; -> what was done. A grid of more than BAND_CELLS
+    cells is decided band by band (decide_bands)."""
     from ..change.compare import compare_periods
 
     names = [n for n in spec.periods if (spec.out / n / "run.json").exists()]
     if len(names) < 2:
         return f"not decided: {len(names)} of {len(spec.periods)} periods have a map"
     key = digest(*[read_json(spec.out / n / "run.json")["atlas"]["inputs"] for n in names],
-                 json.dumps([spec.stay, spec.min_confidence, str(spec.region)]),
+                 json.dumps([spec.stay, spec.min_confidence, str(spec.region), BAND_CELLS]),
                  _file_key(spec.region), n=16)  # the units are the AOI: a changed file decides again
     out = spec.out / "change"
     try:
@@ -123,18 +155,61 @@ def change_through(spec) -> str:
             return "up to date"
     except (AtlasError, KeyError, TypeError):  # absent or damaged: decided again
         pass
-    compare_periods([str(spec.out / n) for n in names], aoi=str(spec.region), out=out, min_confidence=spec.min_confidence,
-                    stay=spec.stay)
+    folders = [str(spec.out / n) for n in names]
+    shutil.rmtree(out, ignore_errors=True)  # decided again: nothing of the old decision (one folder or bands) stays
+    if grid.width * grid.height <= BAND_CELLS:
+        compare_periods(folders, aoi=str(spec.region), out=out, min_confidence=spec.min_confidence, stay=spec.stay)
+        how = ""
+    else:
+        how = f" in {decide_bands(spec, grid, folders, out)} bands"
     atomic_write(out / FINGERPRINT, lambda f: f.write(strict_json({"inputs": key, "periods": names}).encode()))
-    return f"decided over {', '.join(names)}"
+    return f"decided over {', '.join(names)}{how}"
 
 
-def change_folders(spec, names: list[str]) -> dict[str, Path]:
-    """step name ('2023->2024') -> compare folder: `<out>/change` itself for two periods, else its
-    step folders (`<start>_<start>`, compare names them by the periods' dates) and the span."""
+def decide_bands(spec, grid: Grid, folders: list[str], out: Path) -> int:
+    """The change decided a band of grid rows at a time (each cell's history is its own, so the
+    decisions are those of the whole): each band a compare output of its own, `<out>/bands/rows_<r0>/`
+    (its AOI the region's part of the band); `<out>/summary.json` lists them. -> the bands decided."""
+    import tempfile
+
+    import geopandas as gpd
+    import shapely
+
+    from ..change.compare import compare_periods
+    from .stats import as_multipolygon, read_units
+
+    region = read_units(spec.region, spec.unit_field).to_crs(grid.crs).union_all()
+    bands = []
+    with staged_output(out) as stage, tempfile.TemporaryDirectory() as tmp:
+        for r0, band in grid.bands(BAND_CELLS):
+            part = shapely.intersection(region, shapely.box(*band.bounds))
+            if part.is_empty or part.area == 0:
+                continue
+            aoi = Path(tmp) / f"rows_{r0}.gpkg"
+            gpd.GeoDataFrame(geometry=[as_multipolygon(part)], crs=grid.crs).to_file(aoi)
+            compare_periods(folders, aoi=str(aoi), out=stage / "bands" / f"rows_{r0}",
+                            min_confidence=spec.min_confidence, stay=spec.stay)
+            bands.append({"folder": f"bands/rows_{r0}", "rows": [r0, r0 + band.height]})
+        summary = {"bands": bands, "periods": folders, "band_cells": BAND_CELLS,
+                   "decided": "band by band of atlas rows, each band a compare output with its own summary.json; "
+                              "every cell's decision is the one the whole grid would give (each cell's class history "
+                              "is its own), the region's figures are the bands' sums (stats.csv, changes.csv)"}
+        atomic_write(stage / "summary.json", lambda f: f.write(strict_json(summary).encode()))
+    return len(bands)
+
+
+def change_folders(spec, names: list[str]) -> dict[str, list[Path]]:
+    """step name ('2023->2024') -> its compare folders: `<out>/change` itself for two periods, else its
+    step folders (`<start>_<start>`, compare names them by the periods' dates) and the span; one per
+    band where the change was decided band by band."""
     root = spec.out / "change"
+    try:
+        roots = [root / b["folder"] for b in read_json(root / "summary.json")["bands"]]
+    except (AtlasError, KeyError, TypeError):
+        roots = [root]
     if len(names) == 2:
-        return {f"{names[0]}->{names[1]}": root}
+        return {f"{names[0]}->{names[1]}": roots}
     starts = [spec.periods[n].split("/")[0] for n in names]
-    steps = {f"{a}->{b}": root / f"{sa}_{sb}" for a, b, sa, sb in zip(names, names[1:], starts, starts[1:])}
-    return {**steps, f"{names[0]}->{names[-1]}": root / f"span_{starts[0]}_{starts[-1]}"}
+    steps = {f"{a}->{b}": [r / f"{sa}_{sb}" for r in roots]
+             for a, b, sa, sb in zip(names, names[1:], starts, starts[1:])}
+    return {**steps, f"{names[0]}->{names[-1]}": [r / f"span_{starts[0]}_{starts[-1]}" for r in roots]}

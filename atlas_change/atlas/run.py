@@ -220,7 +220,7 @@ def atlas(spec: AtlasSpec, *, scheduler: str | None = None, workers: int | None 
             record["periods"][name] = {"range": spec.periods[name], "model": model, "weights_sha256": weights,
                                        "tiles": {t.key: results[name, t.key] for t in tiles}}
         if len(spec.periods) >= 2:
-            echo(f"change: {change_through(spec)}")
+            echo(f"change: {change_through(spec, grid)}")
         write_stats(spec, units, grid)
         record["failed_tiles"] = sum(r["status"] == "failed" for p in record["periods"].values()
                                      for r in p["tiles"].values())

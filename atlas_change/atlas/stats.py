@@ -53,21 +53,38 @@ def read_units(path: str | Path, field: str):
     return gpd.GeoDataFrame({"unit": ids.values}, geometry=shapely.make_valid(geom.values), crs=gdf.crs)
 
 
-def period_categories(folder: Path, min_confidence: float, shape: tuple[int, int]) -> np.ndarray:
-    """Per atlas cell its category id (1..10 classes, 11 uncertain, 12 cloud, 13 snow, 14 nodata)
-    from a period's lulc.tif, confidence.tif and cloud.tif; all nodata where the period has no map."""
-    cat = np.full(shape, CATEGORIES.index("nodata") + 1, np.uint8)
+def period_categories(folder: Path, min_confidence: float, rows: tuple[int, int], width: int) -> np.ndarray:
+    """Per atlas cell of grid rows [r0, r1) its category id (1..10 classes, 11 uncertain, 12 cloud,
+    13 snow, 14 nodata) from a period's lulc.tif, confidence.tif and cloud.tif; all nodata where the
+    period has no map."""
+    from rasterio.windows import Window
+
+    cat = np.full((rows[1] - rows[0], width), CATEGORIES.index("nodata") + 1, np.uint8)
     if not (folder / "run.json").exists():
         return cat
-    lulc = read_raster(folder / "lulc.tif")[0]
-    conf = read_raster(folder / "confidence.tif")[0]
-    sky = read_raster(folder / "cloud.tif")[0]
+    window = Window(0, rows[0], width, rows[1] - rows[0])
+    lulc = read_raster(folder / "lulc.tif", window=window)[0]
+    conf = read_raster(folder / "confidence.tif", window=window)[0]
+    sky = read_raster(folder / "cloud.tif", window=window)[0]
     cat[sky == cloud_code(folder / "cloud.tif")] = CATEGORIES.index("cloud") + 1
     cat[sky == SKY_SNOW] = CATEGORIES.index("snow") + 1
     sure = (lulc > 0) & (np.nan_to_num(conf) >= min_confidence)
     cat[sure] = lulc[sure]
     cat[(lulc > 0) & ~sure] = CATEGORIES.index("uncertain") + 1
     return cat
+
+
+def period_counts(units, grid: Grid, folder: Path, min_confidence: float) -> np.ndarray:
+    """(units, categories) cell counts of one period, a band of grid rows at a time."""
+    from .period import BAND_CELLS
+
+    geoms = units.to_crs(grid.crs).geometry.values
+    total = np.zeros((len(units), len(CATEGORIES)), np.int64)
+    for r0, band in grid.bands(BAND_CELLS):
+        index = unit_index(geoms, band.transform, (band.height, band.width))
+        total += count(index, period_categories(folder, min_confidence, (r0, r0 + band.height), grid.width),
+                       len(units), len(CATEGORIES))
+    return total
 
 
 def count(index: np.ndarray, values: np.ndarray, n_units: int, n_values: int) -> np.ndarray:
@@ -85,11 +102,10 @@ def period_model(folder: Path) -> tuple[str, str]:
     return str(model.get("model", "")), str(model.get("weights_sha256", ""))
 
 
-def period_rows(units, index: np.ndarray, cell_ha: float, period: str, cat: np.ndarray,
-                model: tuple[str, str] = ("", "")) -> list[list]:
-    """stats.csv rows of one period: unit, period, class, group, cells, hectares, and the model and
-    weights that made the period's map (every category, zeros too, so that every unit has the same rows)."""
-    counts = count(index, cat, len(units), len(CATEGORIES))
+def period_rows(units, counts: np.ndarray, cell_ha: float, period: str, model: tuple[str, str] = ("", "")) -> list[list]:
+    """stats.csv rows of one period from its (units, categories) `counts`: unit, period, class, group,
+    cells, hectares, and the model and weights that made the period's map (every category, zeros
+    too, so that every unit has the same rows)."""
     rows = []
     for u, unit in enumerate(units["unit"]):
         for k, name in enumerate(CATEGORIES):
@@ -124,6 +140,14 @@ def change_rows(units, step: str, folder: Path) -> list[list]:
     return rows
 
 
+def summed(rows: list[list], cell_ha: float) -> list[list]:
+    """changes.csv rows of the bands of one step added up per unit and pair (hectares from the cells)."""
+    cells: dict[tuple, int] = {}
+    for unit, step, a, b, n, _, *model in rows:
+        cells[(unit, step, a, b, *model)] = cells.get((unit, step, a, b, *model), 0) + n
+    return [[unit, step, a, b, n, hectares(n * cell_ha), *model] for (unit, step, a, b, *model), n in cells.items()]
+
+
 def write_stats(spec, units, grid: Grid) -> None:
     """stats.csv / stats.parquet (hectares per unit, period and category), changes.csv (from-to
     hectares per unit and step) and units.gpkg (the units with those figures as attributes)."""
@@ -131,12 +155,10 @@ def write_stats(spec, units, grid: Grid) -> None:
 
     from .period import change_folders
 
-    index = unit_index(units.to_crs(grid.crs).geometry.values, grid.transform, (grid.height, grid.width))
     rows = []
     for name in spec.periods:
-        rows += period_rows(units, index, grid.cell_ha, name, period_categories(spec.out / name, spec.min_confidence,
-                                                                                 (grid.height, grid.width)),
-                            period_model(spec.out / name))
+        rows += period_rows(units, period_counts(units, grid, spec.out / name, spec.min_confidence), grid.cell_ha,
+                            name, period_model(spec.out / name))
     header = ["unit", "period", "class", "group", "cells", "hectares", "model", "weights_sha256"]
     atomic_write(spec.out / "stats.csv", lambda f: f.write(csv_text([header, *rows]).encode()))
     frame = pd.DataFrame(rows, columns=header)
@@ -144,8 +166,8 @@ def write_stats(spec, units, grid: Grid) -> None:
     mapped = [n for n in spec.periods if (spec.out / n / "run.json").exists()]
     changes = []
     if len(mapped) >= 2 and (spec.out / "change" / "summary.json").exists():
-        for step, folder in change_folders(spec, mapped).items():
-            changes += change_rows(units, step, folder)
+        for step, folders in change_folders(spec, mapped).items():
+            changes += summed([row for f in folders for row in change_rows(units, step, f)], grid.cell_ha)
     atomic_write(spec.out / "changes.csv", lambda f: f.write(csv_text(
         [["unit", "step", "from", "to", "cells", "hectares", "model", "weights_sha256"], *changes]).encode()))
     write_units(spec, units, frame, changes)

@@ -87,12 +87,12 @@ def read_probabilities(m, transform: Affine, shape: tuple[int, int]) -> np.ndarr
 
     path = Path(m.folder) / "cells.parquet"
     cols = ["row", "col", *(f"p_{c}" for c in CLASSES)]
-    try:
-        table = pq.read_table(path, columns=cols)
-    except (OSError, ValueError) as e:  # pyarrow's errors for absent, damaged or older files
-        raise AtlasError(f"{path}: unreadable ({str(e).splitlines()[0][:120]}); classify the scene again") from None
     dr = int(round((m.transform.f - transform.f) / transform.e))
     dc = int(round((m.transform.c - transform.c) / transform.a))
+    try:  # only the map's rows on the grid: its row groups elsewhere are skipped unread (an atlas's large maps)
+        table = pq.read_table(path, columns=cols, filters=[("row", ">=", -dr), ("row", "<", shape[0] - dr)])
+    except (OSError, ValueError) as e:  # pyarrow's errors for absent, damaged or older files
+        raise AtlasError(f"{path}: unreadable ({str(e).splitlines()[0][:120]}); classify the scene again") from None
     r = table.column("row").to_numpy() + dr
     c = table.column("col").to_numpy() + dc
     inside = (r >= 0) & (r < shape[0]) & (c >= 0) & (c < shape[1])

@@ -17,7 +17,8 @@ what it writes (OUT/):
   <period>/tiles/<tile>/     each tile classified on its own UTM grid, over the region only
   <period>/lulc.tif ...      the period's map on the atlas grid: lulc, confidence, probabilities,
                              observations, cloud (COGs with overviews and legends), cells.parquet
-  change/                    the change through the periods, decided from all of them together
+  change/                    the change through the periods, decided from all of them together (a
+                             region beyond ATLAS_BAND_CELLS cells: one compare output per band of rows)
   stats.csv, stats.parquet   hectares per unit, period and class (+ uncertain, cloud, snow, nodata):
                              a unit's rows of a period sum to the area of the cells centred in it
   changes.csv                from-to hectares per unit and step
