@@ -2,8 +2,9 @@
 
     python benchmarks/atlas_memory.py [--cells 2e5,1e6]
 
-Writes the classify outputs of four synthetic tiles (2 x 2 on UTM 32N, 640 m cells, random class
-probabilities, each tile a quarter of the region plus 5 km of overlap) for two periods, eight units
+Writes the classify outputs of synthetic tiles of a real tile's size at stride 64 (172 x 172 cells
+of 640 m on UTM 32N, overlapping by 16 cells, random class probabilities, as many as cover the
+region) for two periods, eight units
 over the region, and then runs each step of the atlas after classify in a fresh process: each
 period's map on the EEA grid (`atlas.period.write_period`), the change through the periods
 (`change_through`), the statistics per unit (`write_stats`). Reports each step's peak RSS above the
@@ -35,6 +36,7 @@ PERIODS = {"p2023": "2023-06-01/2023-08-31", "p2024": "2024-06-01/2024-08-31"}
 CELL = 640.0
 CENTRE = (500_000.0, 5_000_000.0)  # UTM 32N, about 9 E 45 N
 SHA = "b" * 64
+TILE_CELLS, OVERLAP_CELLS = 172, 16  # a Sentinel-2 tile at stride 64 (10,980 px / 64), tiles overlap ~10 km
 
 
 def rss_mib() -> float:
@@ -55,19 +57,19 @@ def make_inputs(work: Path, cells: int) -> None:
     from atlas_change.outputs import build_dataset, write_outputs
 
     side = math.sqrt(cells) * CELL
-    half = side / 2
-    n = math.ceil((half + 5000) / CELL)
-    x0, y0 = CENTRE[0] - half, CENTRE[1] + half
+    x0, y0 = CENTRE[0] - side / 2, CENTRE[1] + side / 2
+    step = (TILE_CELLS - OVERLAP_CELLS) * CELL  # tiles of a real tile's size at stride 64, overlapping
+    count = max(1, math.ceil((side - OVERLAP_CELLS * CELL) / step))
     for k, (name, rng) in enumerate(PERIODS.items()):
         gen = np.random.default_rng(k)
-        for i in range(2):
-            for j in range(2):
-                folder = work / name / "tiles" / f"T{i}{j}"
+        for i in range(count):
+            for j in range(count):
+                folder = work / name / "tiles" / f"T{i:02d}{j:02d}"
                 if (folder / "run.json").exists():
                     continue
-                ox, oy = x0 + j * (half - 5000), y0 - i * (half - 5000)
+                n = TILE_CELLS
                 probs = gen.dirichlet(np.full(10, 0.3), size=(n, n)).astype(np.float32)
-                ds = build_dataset(probs, np.ones((n, n), bool), Affine(CELL, 0, ox, 0, -CELL, oy),
+                ds = build_dataset(probs, np.ones((n, n), bool), Affine(CELL, 0, x0 + j * step, 0, -CELL, y0 - i * step),
                                    CRS.from_epsg(32632), {"model": "m", "weights_sha256": SHA},
                                    np.zeros((n, n), bool), np.zeros((n, n), bool))
                 run = {"input": {"path": f"/data/T{i}{j}_{name}.tif", "date": rng[:10]},
@@ -99,7 +101,7 @@ def run_step(work: Path, step: str) -> dict:
     if step in PERIODS:
         write_period(spec, step, grid, sorted((work / step / "tiles").iterdir()), [])
     elif step == "change":
-        change_through(spec)
+        change_through(spec, grid)
     else:
         write_stats(spec, units, grid)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -140,8 +142,8 @@ def write(rows: dict, sizes: list[int]) -> None:
     lo, hi = sizes[0], sizes[-1]
     lines = [f"\n## Atlas memory after classify ({datetime.now():%Y-%m-%d %H:%M}, "
              f"`python benchmarks/atlas_memory.py --cells {','.join(f'{v:.0e}' for v in sizes)}`)\n",
-             "Four synthetic tiles' classify outputs (UTM 32N, 640 m cells, random probabilities) merged onto the "
-             "EEA grid; each step in a fresh process, its peak RSS above the RSS after its imports; the growth per "
+             "Synthetic tiles' classify outputs (a real tile's size at stride 64: 172 x 172 cells of 640 m, UTM 32N, "
+             "overlapping, random probabilities) merged onto the EEA grid; each step in a fresh process, its peak RSS above the RSS after its imports; the growth per "
              "cell is the slope between the smallest and the largest region.\n",
              "| step | " + " | ".join(f"MiB at {rows[v, 'stats']['cells']:,} cells" for v in sizes)
              + " | bytes per further cell | s at the largest |",
