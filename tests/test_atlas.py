@@ -246,6 +246,12 @@ def test_an_atlas_made_band_by_band_is_the_atlas_made_whole(made, region, model1
     assert r.returncode == 1, r.stdout + r.stderr  # the lost tile, as in `made`
     bands = json.loads((out / "change" / "summary.json").read_text())["bands"]
     assert len(bands) >= 3 and all((out / "change" / b["folder"] / "change.tif").exists() for b in bands)
+    with rasterio.open(out / "change" / "change.tif") as whole, rasterio.open(out / "y2023" / "lulc.tif") as grid:
+        assert whole.transform == grid.transform and whole.shape == grid.shape  # the bands mosaicked on the grid
+        with rasterio.open(made[1] / "change" / "change.tif") as one:  # compare's grid: the region's cells
+            r0, c0 = (round((grid.transform.f - one.transform.f) / 640), round((one.transform.c - grid.transform.c) / 640))
+            mine = whole.read(1)[r0:r0 + one.height, c0:c0 + one.width]
+            assert (mine == one.read(1)).all()
     for name in PERIODS:
         for f in ("lulc.tif", "probabilities.tif", "cloud.tif", "observations.tif"):
             with rasterio.open(out / name / f) as a, rasterio.open(made[1] / name / f) as b:

@@ -10,13 +10,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import rasterio
 
 from .. import __version__
 from ..classes import CLASSES
 from ..errors import AtlasError
 from ..names import digest
-from ..outputs import (CogWriter, MapWriter, atomic_write, build_dataset, hectares, read_json, staged_output,
-                       strict_json)
+from ..outputs import (CogWriter, MapWriter, atomic_write, build_dataset, change_categories, class_categories,
+                       hectares, read_json, read_raster, staged_output, strict_json)
 from .grid import Grid
 from .merge import MIN_SEEN, merge_period, tile_bounds
 
@@ -190,12 +191,37 @@ def decide_bands(spec, grid: Grid, folders: list[str], out: Path) -> int:
             compare_periods(folders, aoi=str(aoi), out=stage / "bands" / f"rows_{r0}",
                             min_confidence=spec.min_confidence, stay=spec.stay)
             bands.append({"folder": f"bands/rows_{r0}", "rows": [r0, r0 + band.height]})
+        if bands:
+            mosaic_bands(stage, [stage / b["folder"] for b in bands], grid)
         summary = {"bands": bands, "periods": folders, "band_cells": BAND_CELLS,
                    "decided": "band by band of atlas rows, each band a compare output with its own summary.json; "
                               "every cell's decision is the one the whole grid would give (each cell's class history "
-                              "is its own), the region's figures are the bands' sums (stats.csv, changes.csv)"}
+                              "is its own), the region's figures are the bands' sums (stats.csv, changes.csv); "
+                              f"{', '.join(MOSAIC)} of every step mosaicked onto the atlas grid beside this file"}
         atomic_write(stage / "summary.json", lambda f: f.write(strict_json(summary).encode()))
     return len(bands)
+
+
+#: the change rasters of a band-by-band decision that are mosaicked onto the atlas grid, and their legends
+MOSAIC = {"change.tif": change_categories, "before.tif": class_categories, "after.tif": class_categories,
+          "p_change.tif": None, "p_conversion.tif": None}
+
+
+def mosaic_bands(out: Path, bands: list[Path], grid: Grid) -> None:
+    """The bands' change rasters (MOSAIC) as one COG each on the atlas grid, in `out` (two periods) or
+    in `out/<step>/` as the bands hold them, written a band at a time."""
+    first = bands[0]
+    steps = [d.relative_to(first) for d in (first, *sorted(first.iterdir())) if (d / "change.tif").exists()]
+    for step in steps:
+        (out / step).mkdir(parents=True, exist_ok=True)
+        for name, legend in MOSAIC.items():
+            with rasterio.open(first / step / name) as src:
+                dtype, nodata, tags, desc = src.dtypes[0], src.nodata, src.tags(), src.descriptions[0] or ""
+            with CogWriter(out / step / name, (grid.height, grid.width), 1, dtype, grid.transform, grid.crs, nodata,
+                           tags, desc, legend() if legend else None) as w:
+                for band in bands:
+                    array, t, _, _ = read_raster(band / step / name)
+                    w.write(round((grid.y0 - t.f) / grid.cell), array, col0=round((t.c - grid.x0) / grid.cell))
 
 
 def change_folders(spec, names: list[str]) -> dict[str, list[Path]]:
