@@ -204,10 +204,10 @@ class CogWriter:
     whole. Continuous data get `average` overviews. With `categories` (a categorical raster: class
     ids, change codes) the overviews use `mode`, so they hold only values of the full-resolution
     raster, and the legend travels with the file (value 0 = nodata, transparent): a palette inside
-    the file (every category: a COG copied or served alone keeps its colours); `<file>.aux.xml` (GDAL's sidecar, read by GDAL, QGIS
-    and ArcGIS) with that palette, the category names and a raster attribute table of the values
-    present; `<name>.qml`, a paletted QGIS style listing only the values present. A write that fails
-    (a full disk, a lost mount) is one AtlasError naming `path`."""
+    the file (every category: a COG copied or served alone keeps its colours); `<file>.aux.xml`
+    (GDAL's sidecar, read by GDAL, QGIS and ArcGIS) with the palette, the category names and a raster
+    attribute table of the values present; `<name>.qml`, a paletted QGIS style listing only the values
+    present. A write that fails (a full disk, a lost mount) is one AtlasError naming `path`."""
 
     def __init__(self, path: Path, shape: tuple[int, int], count: int, dtype, transform: Affine, crs: CRS, nodata,
                  tags: dict, description: str | list[str] = "", categories: Categories | None = None):
