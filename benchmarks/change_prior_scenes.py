@@ -35,7 +35,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import rasterio  # noqa: E402
-from rasterio.windows import Window  # noqa: E402
 
 from atlas_change.classes import CLASSES  # noqa: E402
 from atlas_change.change.compare import compare  # noqa: E402
