@@ -144,12 +144,20 @@ def labelled_bounds(ds: xr.Dataset) -> tuple[float, float, float, float]:
     return map_bounds(ds.rio.transform(), slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
 
 
+def add_cells(cells: CellsWriter, ds: xr.Dataset, row0: int = 0, per_part: int = CELLS_PER_PART) -> None:
+    """The labelled cells of `ds` into `cells`, a part of whole rows at a time, their rows counted
+    from `row0` (where `ds` starts in the whole map)."""
+    step = max(1, per_part // max(1, ds.sizes["x"]))
+    for r in range(0, max(1, ds.sizes["y"]), step):
+        frame = cells_frame(ds, slice(r, r + step))
+        frame["row"] += np.int32(row0)
+        cells.add(frame)
+
+
 def write_cells(path: Path, ds: xr.Dataset, per_part: int = CELLS_PER_PART) -> None:
     """cells.parquet of a whole map, built and written a band of map rows at a time."""
-    step = max(1, per_part // max(1, ds.sizes["x"]))
     w = CellsWriter(path, labelled_bounds(ds))
-    for r0 in range(0, max(1, ds.sizes["y"]), step):
-        w.add(cells_frame(ds, slice(r0, r0 + step)))
+    add_cells(w, ds, 0, per_part)
     w.close()
 
 
@@ -570,11 +578,7 @@ class MapWriter:
         self.lulc.write(row0, lulc.astype(np.uint8))
         self.confidence.write(row0, ds["confidence"].values.astype(np.float32))
         self.cloud.write(row0, sky_codes(lulc, ds["cloud"].values, ds["snow"].values))
-        step = max(1, CELLS_PER_PART // max(1, lulc.shape[1]))
-        for r in range(0, lulc.shape[0], step):
-            frame = cells_frame(ds, slice(r, r + step))
-            frame["row"] += np.int32(row0)
-            self.cells.add(frame)
+        add_cells(self.cells, ds, row0)
 
     def __enter__(self) -> "MapWriter":
         return self

@@ -38,8 +38,7 @@ def tile_on_grid(folder: str | Path, grid: Grid) -> tuple[tuple[int, int, int, i
     NaN where it labels nothing), the shares of each atlas cell it saw `clear`, `seen` at all
     (clear, cloud or snow), as `cloud` and as `snow`. None when the tile misses the grid."""
     m = load_map(folder)
-    bounds = rasterio.warp.transform_bounds(m.crs, grid.crs, *_map_bounds(m), densify_pts=21)
-    window = grid.window(bounds)
+    window = grid.window(_bounds_in(m, grid.crs))
     if window is None:
         return None
     probs = read_probabilities(m, m.transform, m.shape).transpose(2, 0, 1)
@@ -53,7 +52,11 @@ def tile_on_grid(folder: str | Path, grid: Grid) -> tuple[tuple[int, int, int, i
 
 def tile_bounds(folder: str | Path, crs) -> tuple[float, float, float, float]:
     """A tile's classify output's bounds in `crs` (the atlas grid's)."""
-    m = load_map(folder)
+    return _bounds_in(load_map(folder), crs)
+
+
+def _bounds_in(m, crs) -> tuple[float, float, float, float]:
+    """A classify output's (ClassMap's) bounds in `crs`."""
     return rasterio.warp.transform_bounds(m.crs, crs, *_map_bounds(m), densify_pts=21)
 
 
