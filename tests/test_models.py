@@ -209,6 +209,27 @@ def test_l2a_augmentation_reaches_the_contrast_of_real_l2a():
     assert blue_contrast(True).max() > 80 * 1.7
 
 
+def test_int8_calibration_patches_are_half_l2a_like():
+    """quantize calibrates on L1C JPEGs and, every second patch, the same moved along the fitted
+    L1C -> L2A change (so int8 activation ranges cover L2A contrast): the others untouched, the moved
+    ones darker in blue and within 0..255, the same for the same seed."""
+    from atlas_change.model.augment import l2a_fit_rgb, to_l2a
+    from atlas_change.model.quantize import l2a_like
+
+    x = np.random.default_rng(0).uniform(0, 255, (2, 6, 64, 64, 3)).astype(np.float32)
+    out = l2a_like(list(x), np.random.default_rng(1))
+    again = l2a_like(list(x), np.random.default_rng(1))
+    a, b = l2a_fit_rgb()
+    for got, same, src in zip(out, again, x):
+        np.testing.assert_array_equal(got, same)
+        np.testing.assert_array_equal(got[0::2], src[0::2])
+        moved = got[1::2]
+        assert moved.min() >= 0 and moved.max() <= 255 and not np.array_equal(moved, src[1::2])
+        assert moved[..., 2].mean() < src[1::2, ..., 2].mean()  # blue: darker (L2A)
+        full = np.clip(to_l2a(src[1::2], 1.2, a, b), 0, 255)  # no patch moved beyond 1.2 times the change
+        assert (np.abs(moved - src[1::2]) <= np.abs(full - src[1::2]) + 1e-3).all()
+
+
 @pytest.mark.data
 def test_l2a_fit_is_what_the_real_product_pair_gives():
     """augment.L2A_FIT is the least-squares L2A = a * L1C + b of the real SSL4EO-S12 L1C/L2A pair."""
