@@ -407,9 +407,11 @@ def test_train_in_mixed_bfloat16_saves_a_float32_model(eurosat, tmp_path, monkey
 
 @pytest.mark.parametrize("offset", [0.0, -1000.0])
 def test_openvino_runtime_computes_what_tensorflow_computes(offset):
-    """The default runtime (OpenVINO) gives the TensorFlow graph's probabilities for the shipped RGB
-    model on DN patches, offset and JPEG mapping included: to float32 rounding, or within bfloat16's
-    where this CPU makes OpenVINO compute in bfloat16; and (almost always) the same label."""
+    """OpenVINO's float network gives the TensorFlow graph's probabilities for the shipped RGB model on
+    DN patches, offset and JPEG mapping included: to float32 rounding, or within bfloat16's where this
+    CPU makes OpenVINO compute in bfloat16; and (almost always) the same label. The default runtime
+    (the card's int8 network, where it ships one as the default) keeps the labels, its probabilities
+    within int8's error (0.16 at most measured here)."""
     from atlas_change.model.infer import Predictor, runtime_precision
 
     card = load_card("spectrumnet-rgb")
@@ -417,11 +419,14 @@ def test_openvino_runtime_computes_what_tensorflow_computes(offset):
     base = rng.integers(200, 2600, (1, 1, 1, 3)) + rng.normal(0, 150, (96, 64, 64, 3))  # smooth-ish patches
     dn = np.clip(base * rng.uniform(0.3, 1.5, (96, 1, 1, 3)) - offset, 0, 12000).astype(np.uint16)
     ref = Predictor(card, "graph")(dn, offset)
-    got = Predictor(card, "openvino")(dn, offset)
-    tol = 1e-4 if runtime_precision("openvino") == "float32" else 0.08
+    got = Predictor(card, "openvino-float")(dn, offset)
+    tol = 1e-4 if runtime_precision("openvino-float") == "float32" else 0.08
     np.testing.assert_allclose(got, ref, atol=tol)
-    assert (got.argmax(axis=1) == ref.argmax(axis=1)).mean() >= 0.95
-    assert got.shape == (96, 10) and np.allclose(got.sum(axis=1), 1, atol=1e-3)
+    default = Predictor(card, "openvino")(dn, offset)
+    np.testing.assert_allclose(default, ref, atol=tol if runtime_precision("openvino", card) != "int8" else 0.25)
+    for p in (got, default):
+        assert (p.argmax(axis=1) == ref.argmax(axis=1)).mean() >= 0.95
+        assert p.shape == (96, 10) and np.allclose(p.sum(axis=1), 1, atol=1e-3)
 
 
 def test_openvino_predictor_shared_by_threads_gives_each_caller_its_own_answers(model13):
