@@ -10,7 +10,7 @@ pairs (`change_prior.py`).
 2. **No change**: the SSL4EO-S12 L1C and L2A products of one acquisition (real_scenes.to_utm).
 3. **Real L2A with pasted change**: the Major TOM 199U_1099R cell (10.68 km) after, and before it the
    same cell with 8 blocks of 640 m of its own land pasted over others (for each: a block the shipped
-   model calls Forest, SeaLake, River or Residential put where it calls AnnualCrop, PermanentCrop,
+   model's float network calls Forest, SeaLake, River or Residential put where it calls AnnualCrop, PermanentCrop,
    Pasture or HerbaceousVegetation, all bands at their own resolution). A pasted block is found where
    any of its cells is decided changed (at stride 16 a cell averages the 16 patches over it, most of
    which see the block only in part); false change = changed cells more than 640 m from any block.
@@ -107,11 +107,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shared", default=os.environ.get("ATLAS_SHARED", "../shared"))
     ap.add_argument("--model", default="spectrumnet-rgb")
+    ap.add_argument("--runtime", help="classify's --runtime for the maps decided (default: classify's); the "
+                    "pasted blocks are always chosen from the float network's labels (openvino-float)")
     a = ap.parse_args()
     shared, root = Path(a.shared), Path(tempfile.mkdtemp(prefix="atlas-prior-"))
     warnings.simplefilter("ignore")
     print(f"## Change decision against the prior ({time.strftime('%Y-%m-%d %H:%M')}, model {a.model}, "
-          f"{os.cpu_count()} CPU cores)\n")
+          f"runtime {a.runtime or 'default'}, {os.cpu_count()} CPU cores)\n")
     print("| case | stride | rule | false change | found change | undecided share of valid |")
     print("|---|---|---|---|---|---|")
     rows = []
@@ -119,22 +121,22 @@ def main() -> None:
     pair = sorted((shared / "scenes" / "ssl4eo-s12-l1c-l2a-pair").glob("*/*/*"))
     l1c, l2a = (to_utm(p, root / p.parts[-3]) for p in sorted(pair, key=lambda p: p.parts[-3] != "s2c"))
     tom = cut(next((shared / "scenes" / "major-tom-l2a" / "199U").glob("*/*")), root / "tom", 0)
-    ref = classified(tom, root, a.model, 64)
+    ref = classified(tom, root, a.model, 64, "openvino-float")
     with rasterio.open(ref / "lulc.tif") as x, rasterio.open(ref / "confidence.tif") as y:
         pasted, blocks = paste(tom, x.read(1), y.read(1), root / "tom_pasted")
     for stride in STRIDES:
-        maps = [classified(p, root, a.model, stride) for p in known]
+        maps = [classified(p, root, a.model, stride, a.runtime) for p in known]
         for rule, (changed, unsure, valid) in decisions(*maps, root / "known", stride).items():
             y, x = (np.indices(changed.shape) + 0.5) * stride + OFFSET
             inside = (y < BLOCK) & (x < BLOCK)
             rows.append(("EuroSAT known change (1 date a side)", stride, rule,
                          f"{(changed & ~inside).sum()} of {(valid & ~inside).sum()} cells",
                          f"{(changed & inside).sum()} of {(valid & inside).sum()} cells", unsure.sum() / valid.sum()))
-        maps = [classified(p, root, a.model, stride) for p in (l1c, l2a)]
+        maps = [classified(p, root, a.model, stride, a.runtime) for p in (l1c, l2a)]
         for rule, (changed, unsure, valid) in decisions(*maps, root / "ssl4eo", stride).items():
             rows.append(("SSL4EO-S12 L1C vs L2A (no change)", stride, rule, f"{changed.sum()} of {valid.sum()} cells",
                          "", unsure.sum() / valid.sum()))
-        maps = [classified(pasted, root, a.model, stride), classified(tom, root, a.model, stride)]
+        maps = [classified(pasted, root, a.model, stride, a.runtime), classified(tom, root, a.model, stride, a.runtime)]
         k = 64 // stride
         for rule, (changed, unsure, valid) in decisions(*maps, root / "tom", stride).items():
             found, near = 0, np.zeros(changed.shape, bool)

@@ -95,10 +95,13 @@ def cut(folder: Path, out: Path, offset: int) -> Path:
     return out
 
 
-def classified(p: Path, out: Path, model: str, stride: int) -> Path:
-    folder = out / f"{p.parent.name if p.is_dir() else ''}{p.stem}_s{stride}"
+def classified(p: Path, out: Path, model: str, stride: int, runtime: str | None = None) -> Path:
+    """`classify` of `p` at `stride` into a folder of `out` (kept: made once); `runtime`: classify's
+    default where None."""
+    folder = out / f"{p.parent.name if p.is_dir() else ''}{p.stem}_s{stride}{'_' + runtime if runtime else ''}"
     if not (folder / "run.json").exists():
-        atlas_change.classify(p, out=folder, stride=stride, scheduler="threads", model=model)
+        atlas_change.classify(p, out=folder, stride=stride, scheduler="threads", model=model,
+                              **({"runtime": runtime} if runtime else {}))
     return folder
 
 

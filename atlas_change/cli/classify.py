@@ -49,8 +49,8 @@ def add_parsers(sub) -> None:
                    "Sentinel-2 tiles; a larger declared size is refused as most likely a broken header)")
     c.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME,
                    help="inference runtime: openvino (the network compiled by OpenVINO for this CPU, fastest "
-                   "here: the model's int8 network where its card makes that the default, as spectrumnet-rgb's "
-                   "does, else bfloat16 or float32), openvino-float (never int8), openvino-int8, xla (TensorFlow "
+                   "here: the model's int8 network where its card makes that the default, else bfloat16 or "
+                   "float32), openvino-float (never int8), openvino-int8, xla (TensorFlow "
                    "XLA), graph (tf.function) or keras (model.predict); labels agree to the tolerance in "
                    f"benchmarks/RESULTS.md, which compares their speed (default {DEFAULT_RUNTIME})")
     c.add_argument("--tta", type=int, choices=VIEWS, default=DEFAULT_VIEWS,

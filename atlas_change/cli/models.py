@@ -119,10 +119,11 @@ def _add_quantize(sub) -> None:
     """The arguments of `quantize`."""
     qz = sub.add_parser("quantize", help="the model's OpenVINO network in int8, scored against the float one",
                         description="Post-training int8 quantisation (NNCF) of a model's OpenVINO network, "
-                        "calibrated on EuroSAT train JPEGs (every second one made L2A-like), scored against the float network on the test split at "
-                        "--tta 1 and the default, and written as models/NAME/openvino-int8/ with its record in "
+                        "calibrated on EuroSAT train JPEGs (every second one made L2A-like), scored against the "
+                        "float network on the test split at --tta 1 and the default, and written as "
+                        "models/NAME/openvino-int8/ with its record in "
                         "card.json. classify's default runtime (openvino) runs it only with --make-default and where it "
-                        "kept the float labels (at least 99.5 %% of the test labels, accuracy within 0.2 points); "
+                        "kept the float labels (at least 99.5 % of the test labels, accuracy within 0.2 points); "
                         "--runtime openvino-int8 runs it anyway, openvino-float never. Needs the nncf package "
                         "(pip install nncf; the dev extra has it).",
                         epilog="example:\n  python -m atlas_change quantize --data ../shared/eurosat/EuroSAT_RGB "
