@@ -10,8 +10,8 @@ pairs (`change_prior.py`).
 2. **No change**: the SSL4EO-S12 L1C and L2A products of one acquisition (real_scenes.to_utm).
 3. **Real L2A with pasted change**: the Major TOM 199U_1099R cell (10.68 km) after, and before it the
    same cell with 8 blocks of 640 m of its own land pasted over others (for each: a block the shipped
-   model's float network calls Forest, SeaLake, River or Residential put where it calls AnnualCrop, PermanentCrop,
-   Pasture or HerbaceousVegetation, all bands at their own resolution). A pasted block is found where
+   model's float network calls Forest, SeaLake, River or Residential put where it calls AnnualCrop,
+   PermanentCrop, Pasture or HerbaceousVegetation, all bands at their own resolution). A pasted block is found where
    any of its cells is decided changed (at stride 16 a cell averages the 16 patches over it, most of
    which see the block only in part); false change = changed cells more than 640 m from any block.
    The land outside the blocks is the same pixels on both dates, so this measures finding, not noise;
