@@ -81,18 +81,6 @@ def calibrations(model: str, data: str) -> str:
             "|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
 
 
-def real_scene_list(shared: Path, tmp: Path) -> list[tuple[str, Path, int]]:
-    """(name, path, stride) of the real scenes of real_scenes.py (the SSL4EO pair warped to UTM)."""
-    scenes = shared / "scenes"
-    pair = sorted((scenes / "ssl4eo-s12-l1c-l2a-pair").glob("*/*/*"))
-    l1c, l2a = (rs.to_utm(p, tmp / p.parts[-3]) for p in sorted(pair, key=lambda p: p.parts[-3] != "s2c"))
-    out = [(f"eo-learn L1C {n}", scenes / "eolearn-l1c13" / f"{n}.tif", 16) for n in ("clear", "cloudy")]
-    out += [(f"BigEarthNet L2A {d.name.rsplit('_', 2)[-2]}_{d.name.rsplit('_', 1)[-1]}", d, 32)
-            for d in sorted((scenes / "bigearthnet-s2-example").iterdir())]
-    out += [(f"Major TOM L2A {d.parts[-2]}", d, 64) for d in sorted(scenes.glob("major-tom-l2a/*/*/*"))]
-    return out + [("SSL4EO-S12 L1C", l1c, 32), ("SSL4EO-S12 L2A", l2a, 32)]
-
-
 def agreement(model: str, scenes: list, first: str, second: str) -> str:
     """Section 2: cell-by-cell labels of two runtimes (one Markdown row per scene, and the total)."""
     from atlas_change.classes import CLASSES
@@ -129,7 +117,7 @@ def main() -> None:
             f"--model {a.model}{' --calibrations' if a.calibrations else ''}` ({cpu_name()}, {os.cpu_count()} cores)\n\n")
     if a.calibrations:
         text += calibrations(a.model, str(shared / "eurosat" / "EuroSAT_RGB")) + "\n"
-    scenes = real_scene_list(shared, Path(tempfile.mkdtemp(prefix="atlas-int8-scenes-")))
+    scenes = [(n, p, s) for n, _, p, s in rs.scenes(shared, Path(tempfile.mkdtemp(prefix="atlas-int8-scenes-")))]
     pairs = [p.split(",") for p in (a.pair or ["openvino-float,openvino-int8", "graph,openvino-float"])]
     text += ("| runtimes | real scene | same label, cells | moves |\n|---|---|---|---|\n"
              + "\n".join(agreement(a.model, scenes, x, y) for x, y in pairs) + "\n")

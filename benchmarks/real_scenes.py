@@ -128,6 +128,25 @@ def to_utm(folder: Path, out: Path) -> Path:
     return out
 
 
+def scenes(shared: Path, tmp: Path) -> list[tuple[str, str, Path, int]]:
+    """(name, reference, path, stride) of every real scene this report classifies: eo-learn L1C, the
+    BigEarthNet L2A folders (reference: their labels), Major TOM L2A, and the SSL4EO-S12 pair warped
+    to UTM under `tmp` (L1C first, then L2A)."""
+    root = shared / "scenes"
+    out = [(f"eo-learn L1C {n}.tif", "mostly forest", root / "eolearn-l1c13" / f"{n}.tif", 16)
+           for n in ("clear", "cloudy")]
+    for d in sorted((root / "bigearthnet-s2-example").iterdir()):
+        ref = json.loads(next(d.glob("*_labels_metadata.json")).read_text())["labels"]
+        out.append((f"BigEarthNet L2A {d.name.rsplit('_', 2)[-2]}_{d.name.rsplit('_', 1)[-1]} "
+                    f"{d.name.split('_')[2][:6]}", "; ".join(ref), d, 32))
+    out += [(f"Major TOM L2A {d.parts[-2]} {d.name.split('_')[2][:8]}", "(no labels)", d, 64)
+            for d in sorted(root.glob("major-tom-l2a/*/*/*"))]
+    pair = sorted((root / "ssl4eo-s12-l1c-l2a-pair").glob("*/*/*"))
+    l1c, l2a = (to_utm(p, tmp / p.parts[-3]) for p in sorted(pair, key=lambda p: p.parts[-3] != "s2c"))
+    return out + [("SSL4EO-S12 43RCP 2020-06-04 L1C", "(the same acquisition)", l1c, 32),
+                  ("SSL4EO-S12 43RCP 2020-06-04 L2A", "", l2a, 32)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shared", default=os.environ.get("ATLAS_SHARED", "../shared"), help="the shared data folder")
@@ -135,10 +154,7 @@ def main() -> None:
     ap.add_argument("--setting", action="append", choices=SETTINGS, help="settings (default: all)")
     a = ap.parse_args()
     shared = Path(a.shared)
-    scenes = shared / "scenes"
-    tmp = Path(tempfile.mkdtemp(prefix="atlas-real-"))
-    pair = sorted((scenes / "ssl4eo-s12-l1c-l2a-pair").glob("*/*/*"))
-    l1c, l2a = (to_utm(p, tmp / p.parts[-3]) for p in sorted(pair, key=lambda p: p.parts[-3] != "s2c"))
+    real = scenes(shared, Path(tempfile.mkdtemp(prefix="atlas-real-")))
     print(f"## Real data through `classify` ({time.strftime('%Y-%m-%d %H:%M')})\n")
     import warnings
 
@@ -149,30 +165,23 @@ def main() -> None:
             right, n, wrong = ms_patches(shared, model, kw)
             print(f"### {model}, {setting}\n")
             print(f"- EuroSAT MS test patches (13-band L1C) one by one: **{right}/{n}**; errors: {json.dumps(wrong)}")
-            rows = []
-            for name in ("clear", "cloudy"):
-                r = labels(scenes / "eolearn-l1c13" / f"{name}.tif", model, 16, kw)
-                rows.append(f"| eo-learn L1C {name}.tif | mostly forest | 16 | {cell_text(r)} |")
-            agree_all = []
-            for d in sorted((scenes / "bigearthnet-s2-example").iterdir()):
-                ref = json.loads(next(d.glob("*_labels_metadata.json")).read_text())["labels"]
-                allowed = set().union(*(CORINE_TO_EUROSAT.get(c, set()) for c in ref))
-                r = labels(d, model, 32, kw)
-                ids = r["ids"][r["ids"] > 0]
-                ok = sum(CLASSES[i - 1] in allowed for i in ids)
-                agree_all.append((ok, len(ids)))
-                rows.append(f"| BigEarthNet L2A {d.name.rsplit('_', 2)[-2]}_{d.name.rsplit('_', 1)[-1]} "
-                            f"{d.name.split('_')[2][:6]} | {'; '.join(ref)} | 32 | {cell_text(r)}; "
-                            f"CORINE-consistent {ok}/{len(ids)} |")
-            for d in sorted(scenes.glob("major-tom-l2a/*/*/*")):
-                r = labels(d, model, 64, kw)
-                rows.append(f"| Major TOM L2A {d.parts[-2]} {d.name.split('_')[2][:8]} | (no labels) | 64 | {cell_text(r)} |")
-            ra, rb = labels(l1c, model, 32, kw), labels(l2a, model, 32, kw)
-            both = (ra["ids"] > 0) & (rb["ids"] > 0)
-            same = int((ra["ids"][both] == rb["ids"][both]).sum())
-            rows.append(f"| SSL4EO-S12 43RCP 2020-06-04 L1C | (the same acquisition) | 32 | {cell_text(ra)} |")
-            rows.append(f"| SSL4EO-S12 43RCP 2020-06-04 L2A | | 32 | {cell_text(rb)}; "
-                        f"**same label as the L1C product: {same}/{int(both.sum())} cells** |")
+            rows, agree_all, l1c = [], [], None
+            for name, ref, path, stride in real:
+                r = labels(path, model, stride, kw)
+                check = ""
+                if name.startswith("BigEarthNet"):
+                    allowed = set().union(*(CORINE_TO_EUROSAT.get(c, set()) for c in ref.split("; ")))
+                    ids = r["ids"][r["ids"] > 0]
+                    ok = sum(CLASSES[i - 1] in allowed for i in ids)
+                    agree_all.append((ok, len(ids)))
+                    check = f"; CORINE-consistent {ok}/{len(ids)}"
+                elif name.startswith("SSL4EO") and name.endswith("L1C"):
+                    l1c = r
+                elif name.startswith("SSL4EO") and l1c is not None:
+                    both = (l1c["ids"] > 0) & (r["ids"] > 0)
+                    same = int((l1c["ids"][both] == r["ids"][both]).sum())
+                    check = f"; **same label as the L1C product: {same}/{int(both.sum())} cells**"
+                rows.append(f"| {name} | {ref} | {stride} | {cell_text(r)}{check} |")
             ok, tot = map(sum, zip(*agree_all))
             print(f"- BigEarthNet cells consistent with their CORINE labels (mapping in this script): **{ok}/{tot}**")
             print("\n| scene | reference | stride | labels (cells); mean confidence; checks |\n|---|---|---|---|")
