@@ -593,3 +593,43 @@ def test_quantize_writes_an_int8_network_the_card_vouches_for(eurosat_rgb, tmp_p
     (Path(card.path) / "card.json").write_text(_json.dumps(doc))
     with pytest.raises(AtlasError, match="SHA-256 does not match"):
         Predictor(load_card(card.path), "openvino-int8")
+
+
+def test_weight_averager_keeps_the_mean_of_the_last_epochs_across_a_resume(tmp_path):
+    """--average-last K: the running mean of the last K epochs' weights, an epoch re-run after a resume
+    not counted twice."""
+    import keras
+
+    from atlas_change.model.train import _averager
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    cb = _averager(tmp_path, epochs=4, k=2)
+    cb.set_model(model)
+    seen = {}
+    for epoch, v in ((0, 1.0), (1, 2.0), (2, 4.0), (2, 100.0), (3, 8.0)):  # epoch 3 (index 2) again after a resume
+        model.set_weights([np.full((2, 1), v, np.float32), np.full((1,), v, np.float32)])
+        cb.on_epoch_end(epoch)
+        seen.setdefault(epoch, v)
+    z = np.load(tmp_path / "average.npz")
+    assert (int(z["n"]), int(z["first"]), int(z["last"])) == (2, 3, 4)
+    assert np.allclose(z["w0"], (seen[2] + seen[3]) / 2) and np.allclose(z["w1"], 6.0)
+
+
+def test_train_with_average_last_writes_what_its_card_says(eurosat, tmp_path, monkeypatch):
+    import keras
+
+    from atlas_change.model.train import train
+
+    monkeypatch.setenv("ATLAS_CACHE", str(tmp_path / "cache"))
+    card = train(eurosat, "spectrumnet-bn-w0.25", tmp_path / "swa", epochs=3, batch=8, quiet=True, average_last=2)
+    rec = card.training["weight_average"]
+    assert rec["epochs"] == [2, 3] and rec["n"] == 2 and rec["kept"] == (rec["val_accuracy"] >= rec["val_accuracy_best_epoch"])
+    run = next((tmp_path / "cache" / "runs").glob("swa-*"))
+    z = np.load(run / "average.npz")
+    model = keras.models.load_model(tmp_path / "swa" / "model.keras", compile=False)
+    kernel = next(i for i, w in enumerate(model.get_weights()) if w.ndim == 4)  # the first convolution
+    assert np.allclose(model.get_weights()[kernel], z[f"w{kernel}"]) == rec["kept"]
+    r = subprocess.run([sys.executable, "-m", "atlas_change", "train", "--data", str(eurosat), "--epochs", "2",
+                        "--average-last", "3", "--out", str(tmp_path / "bad"), "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 2 and not (tmp_path / "bad").exists()
+    assert r.stderr.strip().splitlines() == ["atlas-change: error: --average-last 3: expected 0 to --epochs (2)"]

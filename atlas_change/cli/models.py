@@ -56,6 +56,10 @@ def _add_train(sub) -> None:
     r.add_argument("--mix-p", type=float, default=0.5, help="share of batches mixed (default 0.5)")
     r.add_argument("--translate", type=int, default=4,
                    help="random shifts of up to this many pixels, the edge reflected into the gap (default 4)")
+    r.add_argument("--average-last", type=int, default=0, metavar="K",
+                   help="also average the weights of the last K epochs (stochastic weight averaging, batch norm "
+                   "recomputed) and write the average where it scores at least the best epoch on val (default 0: "
+                   "off; give it when the run starts: the mean is kept as the epochs go)")
     t.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     t.add_argument("--init", help="start from this trained model (same --arch, or resnet50 for "
                    "resnet50-nomaxpool: the same weights; bands a subset of --bands): e.g. spectrumnet-rgb for a "
@@ -154,7 +158,7 @@ def _cmd_train(a) -> None:
                     weight_decay=a.weight_decay, warmup_epochs=a.warmup_epochs)
     card = train(a.data, a.arch, a.out, parse_bands(a.bands) if a.bands else None, epochs=a.epochs, batch=a.batch, lr=a.lr,
                  seed=a.seed, splits=a.splits, quiet=a.quiet, init=a.init, precision=a.precision,
-                 augment=a.augment, recipe=recipe)
+                 augment=a.augment, recipe=recipe, average_last=a.average_last)
     acc = card.metrics.get("accuracy")
     print(f"{a.out}: {card.architecture} on {', '.join(card.bands)}; test accuracy "
           f"{acc:.4f}" if acc is not None else f"{a.out}: trained (no test split found)")

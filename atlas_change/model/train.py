@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -206,7 +207,7 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tup
           epochs: int = 200, batch: int = 256, lr: float = 3e-3, seed: int = 42, splits: str | None = None,
           name: str | None = None, quiet: bool = False, patience: int | None = None,
           init: str | None = None, precision: str = "float32", augment: str = "standard",
-          recipe: Recipe = Recipe()) -> ModelCard:
+          recipe: Recipe = Recipe(), average_last: int = 0) -> ModelCard:
     """Train `arch` on the train split with `recipe`, keep the weights of the best
     validation epoch (the last one where the data have no validation split), evaluate them on test,
     save with the card. Resumes an interrupted run. `init`: start from a trained model of the same
@@ -215,12 +216,18 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tup
     is carried over for its bands, so that the new model starts out computing exactly the old one.
     `precision` 'mixed_bfloat16' trains with bfloat16 arithmetic (float32 weights); the saved model
     is float32 with the same weights, so inference is as for any other model. `augment` 'l2a' adds the
-    L1C -> L2A transform of a real product pair and seasonal colour to the JPEG augmentation."""
+    L1C -> L2A transform of a real product pair and seasonal colour to the JPEG augmentation.
+    `average_last` K: also keep the running mean of the weights of the last K epochs (stochastic weight
+    averaging, Izmailov et al. 2018), its batch-norm statistics recomputed, and write it instead of the
+    best epoch where its validation accuracy is at least as high (it does not change the epochs, so it is
+    not part of the run's identity: a run resumed with it averages from then on)."""
     if augment not in AUGMENTATIONS:
         raise AtlasError(f"augment {augment!r}: choose one of {', '.join(AUGMENTATIONS)}")
     recipe = recipe.check()
     if epochs < 1 or batch < 1 or not lr > 0:
         raise AtlasError(f"--epochs {epochs}, --batch {batch}, --lr {lr}: each must be above 0")
+    if not 0 <= average_last <= epochs:
+        raise AtlasError(f"--average-last {average_last}: expected 0 to --epochs ({epochs})")
     quiet_tensorflow()
     import keras
     import tensorflow as tf
@@ -268,6 +275,8 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tup
     callbacks = [keras.callbacks.BackupAndRestore(str(run / "backup"), delete_checkpoint=False), best]
     if patience:
         callbacks.append(keras.callbacks.EarlyStopping("val_accuracy", patience=patience))
+    if average_last:
+        callbacks.append(_averager(run, epochs, average_last))
     if not quiet:
         print(f"training {arch} on {', '.join(bands)} ({len(ytr)} train / {0 if yva is None else len(yva)} val "
               f"patches, {epochs} epochs{f', from {src.name}' if src else ''}); "
@@ -281,8 +290,12 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tup
         weights, model = model.get_weights(), build(arch, len(idx))
         model.set_weights(weights)
     precise_bn = _precise_bn(model, ds_tr, ds_va, run / "best.weights.h5") if ds_va is not None else None
+    average = _use_average(model, run, ds_tr, ds_va) if average_last else None
+    if average_last and average is None:
+        print(f"train: no weight average in {run}: that run finished before --average-last was given; the best "
+              "epoch's weights are written", file=sys.stderr)
     fields = _card_fields(model, out, name, bands, mean, std, jpeg, data, config, recipe, best.state, precise_bn,
-                          (len(ytr), n_val), src, precision, tf.__version__)
+                          (len(ytr), n_val), src, precision, tf.__version__, average)
     card = save(model, out, **fields)
     try:
         Xte, yte, listed = load_split(data, "test", splits, quiet, kind)
@@ -345,7 +358,8 @@ def _compile(keras, model, recipe: Recipe, lr: float, epochs: int, per_epoch: in
 
 
 def _card_fields(model, out: Path, name, bands, mean, std, jpeg: bool, data: Path, config: dict, recipe: Recipe,
-                 state: dict, precise_bn, sizes: tuple[int, int], src, precision: str, tf_version: str) -> dict:
+                 state: dict, precise_bn, sizes: tuple[int, int], src, precision: str, tf_version: str,
+                 average: dict | None = None) -> dict:
     """The model card's fields for the trained weights: bands, normalisation, how it was trained."""
     from .nets import count_macs
 
@@ -363,6 +377,7 @@ def _card_fields(model, out: Path, name, bands, mean, std, jpeg: bool, data: Pat
                   "best_epoch": state["best_epoch"],
                   "best_val_accuracy": round(state["best"], 4) if n_val else None,
                   **({"precise_bn": precise_bn} if precise_bn else {}),
+                  **({"weight_average": average} if average else {}),
                   "batch": batch, "optimizer": f"peak lr {lr:g}; {recipe.describe()}", "recipe": asdict(recipe),
                   "precision": precision,
                   "augmentation": config["augmentation"], "seed": seed, "from_scratch": src is None,
@@ -373,40 +388,94 @@ def _card_fields(model, out: Path, name, bands, mean, std, jpeg: bool, data: Pat
     )
 
 
-def _precise_bn(model, ds_tr, ds_va, weights: Path, batches: int = 200) -> dict | None:
-    """Recompute the batch-norm statistics of the final weights ("precise BN"): the moving averages
-    collected during training lag behind weights that were still changing. Forward passes in
-    training mode over `batches` training batches (no weight update); kept only where validation
-    accuracy does not drop. -> what was done, for the card; None without batch-norm layers."""
-    quiet_tensorflow()
+def _val_accuracy(model, ds_va) -> float:
+    """Top-1 accuracy of `model` (inference mode) on the batches of `ds_va`."""
+    right = n = 0
+    for x, y in ds_va:
+        right += int((model(x, training=False).numpy().argmax(axis=1) == y.numpy().argmax(axis=1)).sum())
+        n += len(y)
+    return right / n
+
+
+def _recompute_bn(model, ds_tr, batches: int = 200) -> bool:
+    """Batch-norm moving statistics recomputed from forward passes in training mode over `batches`
+    training batches (no weight update). -> whether the model has batch-norm layers."""
     import keras
 
     bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    if not bns:
-        return None
-
-    def val_acc() -> float:
-        right = n = 0
-        for x, y in ds_va:
-            right += int((model(x, training=False).numpy().argmax(axis=1) == y.numpy().argmax(axis=1)).sum())
-            n += len(y)
-        return right / n
-
-    before = val_acc()
     momentum = [layer.momentum for layer in bns]
     for layer in bns:
         layer.moving_mean.assign(np.zeros(layer.moving_mean.shape, np.float32))
         layer.moving_variance.assign(np.ones(layer.moving_variance.shape, np.float32))
         layer.momentum = 0.98
-    for x, _ in ds_tr.take(batches):
-        model(x, training=True)  # updates the moving statistics only
+    if bns:
+        for x, _ in ds_tr.take(batches):
+            model(x, training=True)  # updates the moving statistics only
     for layer, m in zip(bns, momentum):
         layer.momentum = m
-    after = val_acc()
+    return bool(bns)
+
+
+def _precise_bn(model, ds_tr, ds_va, weights: Path, batches: int = 200) -> dict | None:
+    """Recompute the batch-norm statistics of the final weights ("precise BN"): the moving averages
+    collected during training lag behind weights that were still changing. Kept only where validation
+    accuracy does not drop. -> what was done, for the card; None without batch-norm layers."""
+    quiet_tensorflow()
+    before = _val_accuracy(model, ds_va)
+    if not _recompute_bn(model, ds_tr, batches):
+        return None
+    after = _val_accuracy(model, ds_va)
     if after < before:
         model.load_weights(weights)
     return {"batches": batches, "val_accuracy_before": round(before, 4), "val_accuracy_after": round(after, 4),
             "kept": after >= before}
+
+
+def _averager(run: Path, epochs: int, k: int):
+    """A Keras callback that keeps the running mean of the weights of the last `k` of `epochs` epochs in
+    run/average.npz (float arrays averaged, others the latest; an epoch re-run after a resume is not
+    counted twice)."""
+    quiet_tensorflow()
+    import keras
+
+    class Averager(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            f, done = run / "average.npz", epoch + 1
+            if done <= epochs - k:
+                return
+            old = dict(np.load(f)) if f.exists() else {"n": 0, "first": done, "last": 0}
+            if done <= int(old["last"]):
+                return
+            n, w = int(old["n"]), self.model.get_weights()
+            mean = [a + (x - a) / (n + 1) if n and np.issubdtype(x.dtype, np.floating) else x
+                    for a, x in zip((old.get(f"w{i}") for i in range(len(w))), w)]
+            with open(run / ".average.npz", "wb") as out:
+                np.savez(out, n=n + 1, first=int(old["first"]), last=done, **{f"w{i}": a for i, a in enumerate(mean)})
+            os.replace(run / ".average.npz", f)
+
+    return Averager()
+
+
+def _use_average(model, run: Path, ds_tr, ds_va) -> dict | None:
+    """Put the averaged weights of run/average.npz (_averager) into `model`, batch-norm statistics
+    recomputed, where their validation accuracy is at least that of the weights it holds (the best
+    epoch's); without a validation split, always. -> what was done, for the card; None without the file."""
+    f = run / "average.npz"
+    if not f.exists():
+        return None
+    z, keep = np.load(f), model.get_weights()
+    best = _val_accuracy(model, ds_va) if ds_va is not None else None
+    model.set_weights([z[f"w{i}"].astype(w.dtype) for i, w in enumerate(keep)])
+    _recompute_bn(model, ds_tr)
+    record = {"method": "stochastic weight averaging (Izmailov et al. 2018): the mean of the weights at the end of "
+                        "each epoch, batch-norm statistics recomputed",
+              "epochs": [int(z["first"]), int(z["last"])], "n": int(z["n"])}
+    if best is None:
+        return {**record, "kept": True}
+    acc = _val_accuracy(model, ds_va)
+    if acc < best:
+        model.set_weights(keep)
+    return {**record, "val_accuracy": round(acc, 4), "val_accuracy_best_epoch": round(best, 4), "kept": acc >= best}
 
 
 def _transplant(src: ModelCard, model, bands: tuple[str, ...]) -> None:
