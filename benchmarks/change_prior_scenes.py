@@ -109,11 +109,13 @@ def main() -> None:
     ap.add_argument("--model", default="spectrumnet-rgb")
     ap.add_argument("--runtime", help="classify's --runtime for the maps decided (default: classify's); the "
                     "pasted blocks are always chosen from the float network's labels (openvino-float)")
+    ap.add_argument("--blocks-from", help="model whose labels choose the pasted blocks (default --model): the "
+                    "same blocks for two models compared")
     a = ap.parse_args()
     shared, root = Path(a.shared), Path(tempfile.mkdtemp(prefix="atlas-prior-"))
     warnings.simplefilter("ignore")
     print(f"## Change decision against the prior ({time.strftime('%Y-%m-%d %H:%M')}, model {a.model}, "
-          f"runtime {a.runtime or 'default'}, {os.cpu_count()} CPU cores)\n")
+          f"runtime {a.runtime or 'default'}, blocks chosen by {a.blocks_from or a.model}, {os.cpu_count()} CPU cores)\n")
     print("| case | stride | rule | false change | found change | undecided share of valid |")
     print("|---|---|---|---|---|---|")
     rows = []
@@ -121,7 +123,7 @@ def main() -> None:
     pair = sorted((shared / "scenes" / "ssl4eo-s12-l1c-l2a-pair").glob("*/*/*"))
     l1c, l2a = (to_utm(p, root / p.parts[-3]) for p in sorted(pair, key=lambda p: p.parts[-3] != "s2c"))
     tom = cut(next((shared / "scenes" / "major-tom-l2a" / "199U").glob("*/*")), root / "tom", 0)
-    ref = classified(tom, root, a.model, 64, "openvino-float")
+    ref = classified(tom, root, a.blocks_from or a.model, 64, "openvino-float")
     with rasterio.open(ref / "lulc.tif") as x, rasterio.open(ref / "confidence.tif") as y:
         pasted, blocks = paste(tom, x.read(1), y.read(1), root / "tom_pasted")
     for stride in STRIDES:

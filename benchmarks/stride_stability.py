@@ -96,9 +96,10 @@ def cut(folder: Path, out: Path, offset: int) -> Path:
 
 
 def classified(p: Path, out: Path, model: str, stride: int, runtime: str | None = None) -> Path:
-    """`classify` of `p` at `stride` into a folder of `out` (kept: made once); `runtime`: classify's
-    default where None."""
-    folder = out / f"{p.parent.name if p.is_dir() else ''}{p.stem}_s{stride}{'_' + runtime if runtime else ''}"
+    """`classify` of `p` at `stride` with `model` into a folder of `out` (kept: made once); `runtime`:
+    classify's default where None."""
+    folder = out / (f"{p.parent.name if p.is_dir() else ''}{p.stem}_{Path(model).name}_s{stride}"
+                    f"{'_' + runtime if runtime else ''}")
     if not (folder / "run.json").exists():
         atlas_change.classify(p, out=folder, stride=stride, scheduler="threads", model=model,
                               **({"runtime": runtime} if runtime else {}))
