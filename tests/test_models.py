@@ -633,3 +633,22 @@ def test_train_with_average_last_writes_what_its_card_says(eurosat, tmp_path, mo
                         "--average-last", "3", "--out", str(tmp_path / "bad"), "--quiet"], capture_output=True, text=True)
     assert r.returncode == 2 and not (tmp_path / "bad").exists()
     assert r.stderr.strip().splitlines() == ["atlas-change: error: --average-last 3: expected 0 to --epochs (2)"]
+
+
+def test_recomputed_batch_norm_statistics_are_the_mean_of_the_batches():
+    """Precise BN and the weight average recompute batch-norm statistics from training batches: the
+    mean of the batches' own statistics, nothing of the old ones left (a momentum of 0.98 over one
+    epoch of 61 batches kept 29 % of the reset values and took a network from 97.8 % to 11 % on val)."""
+    import keras
+    import tensorflow as tf
+
+    from atlas_change.model.train import _recompute_bn
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.BatchNormalization(momentum=0.99)])
+    xs = [np.random.default_rng(i).normal(10 * i, 1 + i, (32, 3)).astype(np.float32) for i in range(4)]
+    ds = tf.data.Dataset.from_tensor_slices((np.concatenate(xs), np.zeros(128))).batch(32)
+    assert _recompute_bn(model, ds, batches=200)
+    bn = model.layers[0]
+    assert np.allclose(bn.moving_mean.numpy(), np.mean([x.mean(0) for x in xs], 0), rtol=1e-5)
+    assert np.allclose(bn.moving_variance.numpy(), np.mean([x.var(0) for x in xs], 0), rtol=1e-4)
+    assert bn.momentum == 0.99

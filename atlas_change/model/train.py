@@ -398,18 +398,18 @@ def _val_accuracy(model, ds_va) -> float:
 
 
 def _recompute_bn(model, ds_tr, batches: int = 200) -> bool:
-    """Batch-norm moving statistics recomputed from forward passes in training mode over `batches`
-    training batches (no weight update). -> whether the model has batch-norm layers."""
+    """Batch-norm moving statistics recomputed as the plain mean of the batch statistics of forward
+    passes in training mode over up to `batches` training batches (no weight update: at pass t the
+    momentum is (t - 1) / t, so nothing of the old statistics is left). -> whether the model has
+    batch-norm layers."""
     import keras
 
     bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     momentum = [layer.momentum for layer in bns]
-    for layer in bns:
-        layer.moving_mean.assign(np.zeros(layer.moving_mean.shape, np.float32))
-        layer.moving_variance.assign(np.ones(layer.moving_variance.shape, np.float32))
-        layer.momentum = 0.98
     if bns:
-        for x, _ in ds_tr.take(batches):
+        for t, (x, _) in enumerate(ds_tr.take(batches), 1):
+            for layer in bns:
+                layer.momentum = (t - 1) / t
             model(x, training=True)  # updates the moving statistics only
     for layer, m in zip(bns, momentum):
         layer.momentum = m
