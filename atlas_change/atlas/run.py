@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
+from ..change.joint import DEFAULT_STAY, DEFAULT_THRESHOLD
 from ..errors import AtlasError
 from ..mapping.pipeline import ClassifyOptions
 from ..names import digest, safe_name
@@ -43,8 +44,8 @@ class AtlasSpec:
     cell: float | None = None  # metres; None: the stride's cell (stride x 10 m)
     origin: tuple[float, float] = (0.0, 0.0)
     max_tile_cloud: float = 80.0
-    min_confidence: float = 0.6
-    stay: float = 0.6
+    min_confidence: float = DEFAULT_THRESHOLD
+    stay: float = DEFAULT_STAY
     retries: int = 1
     tiles_at_once: int = 2  # tiles classified at the same time, their chunks on one Dask client
 
