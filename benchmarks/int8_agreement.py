@@ -28,25 +28,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np  # noqa: E402
-
 import real_scenes as rs  # noqa: E402
 from bench_classify import append_results, cpu_name  # noqa: E402
+from l2a_like import jpeg_versions  # noqa: E402
 
 
 def eurosat_versions(data: str) -> dict:
-    """{split: ({version: JPEG values}, labels)} for val and test."""
-    from atlas_change.model.augment import HAZE_RGB, l2a_fit_rgb, to_l2a
+    """{split: ({version: JPEG values}, labels)} for val and test, in l2a_like.py's versions."""
     from atlas_change.model.train import load_split
 
-    a, b = l2a_fit_rgb()
     out = {}
     for split in ("val", "test"):
         X, y, _ = load_split(data, split, None, True)
-        X = X.astype(np.float32)
-        out[split] = ({"L1C": X, "L2A-like (fit)": np.clip(to_l2a(X, 1.0, a, b), 0, 255),
-                       "L2A-like (fit x0.5)": np.clip(to_l2a(X, 0.5, a, b), 0, 255),
-                       "haze removed": np.clip(X - np.float32(HAZE_RGB), 0, 255)}, y)
+        out[split] = (jpeg_versions(X), y)
     return out
 
 
