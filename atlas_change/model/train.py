@@ -292,8 +292,9 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tup
     precise_bn = _precise_bn(model, ds_tr, ds_va, run / "best.weights.h5") if ds_va is not None else None
     average = _use_average(model, run, ds_tr, ds_va) if average_last else None
     if average_last and average is None:
-        print(f"train: no weight average in {run}: that run finished before --average-last was given; the best "
-              "epoch's weights are written", file=sys.stderr)
+        print(f"train: no weight average in {run}: the run ended before its last {average_last} epochs were kept "
+              "(it finished before --average-last was given, or stopped early); the best epoch's weights are "
+              "written", file=sys.stderr)
     fields = _card_fields(model, out, name, bands, mean, std, jpeg, data, config, recipe, best.state, precise_bn,
                           (len(ytr), n_val), src, precision, tf.__version__, average)
     card = save(model, out, **fields)
