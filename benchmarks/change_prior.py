@@ -37,30 +37,10 @@ import numpy as np  # noqa: E402
 from atlas_change.model.augment import l2a_fit_rgb, to_l2a  # noqa: E402
 from atlas_change.model.calibrate import apply_temperature  # noqa: E402
 from atlas_change.model.infer import DEFAULT_VIEWS, get_predictor  # noqa: E402
-from atlas_change.change.joint import DEFAULT_THRESHOLD, decide_pair  # noqa: E402
+from atlas_change.change.joint import DEFAULT_THRESHOLD  # noqa: E402
+from atlas_change.change.prior import choose, pairs, precision, table  # noqa: E402
 from atlas_change.model.registry import load_card  # noqa: E402
 from atlas_change.model.train import load_split  # noqa: E402
-
-STAYS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99)
-
-
-def pairs(y: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(first, second, changed): n no-change pairs (two different patches of one class) and n change
-    pairs (patches of two classes), as indices into the split."""
-    by = [np.flatnonzero(y == c) for c in range(10)]
-    first = rng.integers(0, len(y), 2 * n)
-    second = np.empty_like(first)
-    for k, i in enumerate(first):
-        if k < n:
-            pool = by[y[i]]
-            j = i
-            while j == i:
-                j = pool[rng.integers(len(pool))]
-        else:
-            c = (y[i] + rng.integers(1, 10)) % 10
-            j = by[c][rng.integers(len(by[c]))]
-        second[k] = j
-    return first, second, np.arange(2 * n) >= n
 
 
 def probabilities(card, X: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -76,20 +56,6 @@ def probabilities(card, X: np.ndarray, rng: np.random.Generator) -> tuple[np.nda
     return out[0], out[1]
 
 
-def table(pa, pb, y, first, second, changed, threshold: float) -> list[dict]:
-    """Per prior strength: false change, found change (and right from / to), undecided shares."""
-    rows = []
-    for stay in STAYS:
-        d = decide_pair(pa[first], pb[second], stay, threshold)
-        nc, ch = ~changed, changed
-        right = (d["before"] - 1 == y[first]) & (d["after"] - 1 == y[second])
-        rows.append({"stay": stay, "false": d["changed"][nc].mean(), "found": d["changed"][ch].mean(),
-                     "found_right": (d["changed"] & right)[ch].mean(),
-                     "undecided_nc": (~d["changed"] & ~d["unchanged"])[nc].mean(),
-                     "undecided_ch": (~d["changed"] & ~d["unchanged"])[ch].mean()})
-    return rows
-
-
 def markdown(rows: list[dict], title: str) -> str:
     lines = [f"**{title}**", "", "| stay | false change (no-change pairs) | found (change pairs) | found with the right "
              "from / to | undecided, no-change pairs | undecided, change pairs | precision where 1 % changes |",
@@ -98,21 +64,6 @@ def markdown(rows: list[dict], title: str) -> str:
               f"{100 * r['undecided_nc']:.1f} % | {100 * r['undecided_ch']:.1f} % | {100 * precision(r, 0.01):.0f} % |"
               for r in rows]
     return "\n".join(lines)
-
-
-def precision(r: dict, rate: float) -> float:
-    """Share of the cells called changed that changed, where `rate` of all cells change."""
-    hit, false = r["found"] * rate, r["false"] * (1 - rate)
-    return hit / (hit + false) if hit + false else 1.0
-
-
-def choose(rows: list[dict], rate: float, target: float) -> float:
-    """The prior that finds the most change with at least `target` precision at `rate` (strongest of equals)."""
-    ok = [r for r in rows if precision(r, rate) >= target]
-    if not ok:
-        return max(r["stay"] for r in rows)
-    best = max(round(r["found"], 3) for r in ok)
-    return max(r["stay"] for r in ok if round(r["found"], 3) == best)
 
 
 def main() -> None:
