@@ -1,6 +1,8 @@
-"""How strong the change decision's transition prior should be (joint.DEFAULT_STAY), fitted on pairs of
-EuroSAT *val* patches and reported on pairs of *test* patches, through the model's own calibrated
-probabilities and `joint.decide_pair`, the function `compare` uses.
+"""How strong the change decision's transition prior should be for a model: every strength on pairs of
+EuroSAT *val* and *test* patches, through the model's own calibrated probabilities and
+`joint.decide_pair`, the function `compare` uses; the one the rule picks on val is what `calibrate`
+writes into the card (atlas_change/change/prior.py, the same pairs and seeds). This prints the whole
+table behind it, and takes other rules (--rate, --precision) without touching the card.
 
 Pairs (one cell each, stride 64: a cell is one patch; the card's patch and stride-64 temperatures):
 - **no change**: a patch, then *another* patch of the same class (the same land cover seen again, as
@@ -34,26 +36,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from atlas_change.model.augment import l2a_fit_rgb, to_l2a  # noqa: E402
 from atlas_change.model.calibrate import apply_temperature  # noqa: E402
 from atlas_change.model.infer import DEFAULT_VIEWS, get_predictor  # noqa: E402
 from atlas_change.change.joint import DEFAULT_THRESHOLD  # noqa: E402
-from atlas_change.change.prior import choose, pairs, precision, table  # noqa: E402
+from atlas_change.change.prior import RULE, SEEDS, choose, precision, split_rows  # noqa: E402
 from atlas_change.model.registry import load_card  # noqa: E402
 from atlas_change.model.train import load_split  # noqa: E402
 
 
-def probabilities(card, X: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(as they are, L2A-moved) calibrated stride-64 cell probabilities of the JPEG patches."""
-    predict = get_predictor(card)
-    a, b = l2a_fit_rgb()
-    moved = np.clip(to_l2a(X.astype(np.float32), rng.uniform(0, 1.2, (len(X), 1, 1, 1)), a, b), 0, 255)
-    t64 = card.cell_temperature(64)
-    out = []
-    for arr in (X, moved):
-        p = np.concatenate([predict(arr[i:i + 512], prescaled=True, views=DEFAULT_VIEWS) for i in range(0, len(arr), 512)])
-        out.append(apply_temperature(p, t64))
-    return out[0], out[1]
+def cells(card):
+    """The model's calibrated stride-64 cell probabilities of JPEG patches (a cell is one patch)."""
+    predict, t64 = get_predictor(card), card.cell_temperature(64)
+    return lambda x: apply_temperature(np.concatenate(
+        [predict(x[i:i + 512], prescaled=True, views=DEFAULT_VIEWS) for i in range(0, len(x), 512)]), t64)
 
 
 def markdown(rows: list[dict], title: str) -> str:
@@ -70,23 +65,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shared", default="../shared")
     ap.add_argument("--model", default="spectrumnet-rgb")
-    ap.add_argument("--pairs", type=int, default=4000, help="pairs of each kind per split")
+    ap.add_argument("--pairs", type=int, default=RULE["pairs"], help="pairs of each kind per split")
     ap.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
-    ap.add_argument("--rate", type=float, default=0.01, help="share of cells that change (default 0.01)")
-    ap.add_argument("--precision", type=float, default=0.75,
+    ap.add_argument("--rate", type=float, default=RULE["rate"], help="share of cells that change (default 0.01)")
+    ap.add_argument("--precision", type=float, default=RULE["precision"],
                     help="share of the cells called changed that must be real change at --rate (default 0.75)")
     a = ap.parse_args()
     card = load_card(a.model)
     data = Path(a.shared) / "eurosat" / "EuroSAT_RGB"
     print(f"model {card.name} ({card.weights_sha256[:12]}), threshold {a.threshold:g}, {a.pairs} pairs of each kind; "
           f"{os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d %H:%M')}\n")
-    chosen = None
-    for split, seed in (("val", 1), ("test", 2)):
+    chosen, predict = None, cells(card)
+    for split in ("val", "test"):
         X, y, _ = load_split(data, split, quiet=True)
-        rng = np.random.default_rng(seed)
-        pa, pb = probabilities(card, X, rng)
-        first, second, changed = pairs(y, a.pairs, rng)
-        rows = table(pa, pb, y, first, second, changed, a.threshold)
+        rows = split_rows(predict, X, y, SEEDS[split], a.pairs, a.threshold)
         print(markdown(rows, f"EuroSAT {split} pairs"), "\n")
         if split == "val":
             chosen = choose(rows, a.rate, a.precision)

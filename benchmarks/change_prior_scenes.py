@@ -1,8 +1,8 @@
 """The change decision against the prior's strength on scenes (docs/change.md): false change, found
 change and the undecided share, at stride 64 and 16, for each `--stay`, next to the per-date rule it
 replaced (both dates' top-1 probability >= 0.6). Each scene is classified once per stride; `compare`
-then decides again for every prior. Nothing here is fitted: the default prior comes from EuroSAT val
-pairs (`change_prior.py`).
+then decides again for every prior, the model's own (its card's, fitted by `calibrate` on EuroSAT val
+pairs) among them. Nothing here is fitted.
 
 1. **EuroSAT known change** (`stride_stability.py`'s layout of real EuroSAT MS test patches, one date a
    side, each date other patches of the same classes, a 2 x 2 patch block Forest -> Residential, the
@@ -79,13 +79,13 @@ def paste(scene: Path, labels: np.ndarray, conf: np.ndarray, out: Path, n: int =
     return out, [d for _, d in pairs]
 
 
-def decisions(before: Path, after: Path, out: Path, stride: int, dates=("2021-06-01", "2022-06-01")):
+def decisions(before: Path, after: Path, out: Path, stride: int, stays=STAYS, dates=("2021-06-01", "2022-06-01")):
     """{stay or 'per-date': (changed, uncertain, valid) cell masks} of the two classify folders."""
     with rasterio.open(before / "lulc.tif") as src:
         b = src.bounds
         crs = str(src.crs)
     res = {}
-    for stay in STAYS:
+    for stay in stays:
         folder = out / f"cmp_{stride}_{stay}"
         compare(before, after, aoi_bbox=f"{b.left},{b.bottom},{b.right},{b.top}", aoi_crs=crs, out=folder,
                 stay=stay, before_date=dates[0], after_date=dates[1])
@@ -104,6 +104,8 @@ def decisions(before: Path, after: Path, out: Path, stride: int, dates=("2021-06
 def main() -> None:
     from real_scenes import to_utm
 
+    from atlas_change.model.registry import load_card
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shared", default=os.environ.get("ATLAS_SHARED", "../shared"))
     ap.add_argument("--model", default="spectrumnet-rgb")
@@ -118,6 +120,8 @@ def main() -> None:
           f"runtime {a.runtime or 'default'}, blocks chosen by {a.blocks_from or a.model}, {os.cpu_count()} CPU cores)\n")
     print("| case | stride | rule | false change | found change | undecided share of valid |")
     print("|---|---|---|---|---|---|")
+    own = load_card(a.model).change_stay
+    stays = tuple(sorted({*STAYS, *([own] if own else [])}))
     rows = []
     known = [mosaic(shared, root, k, OFFSET) for k in (1, 4)]
     pair = sorted((shared / "scenes" / "ssl4eo-s12-l1c-l2a-pair").glob("*/*/*"))
@@ -128,19 +132,19 @@ def main() -> None:
         pasted, blocks = paste(tom, x.read(1), y.read(1), root / "tom_pasted")
     for stride in STRIDES:
         maps = [classified(p, root, a.model, stride, a.runtime) for p in known]
-        for rule, (changed, unsure, valid) in decisions(*maps, root / "known", stride).items():
+        for rule, (changed, unsure, valid) in decisions(*maps, root / "known", stride, stays).items():
             y, x = (np.indices(changed.shape) + 0.5) * stride + OFFSET
             inside = (y < BLOCK) & (x < BLOCK)
             rows.append(("EuroSAT known change (1 date a side)", stride, rule,
                          f"{(changed & ~inside).sum()} of {(valid & ~inside).sum()} cells",
                          f"{(changed & inside).sum()} of {(valid & inside).sum()} cells", unsure.sum() / valid.sum()))
         maps = [classified(p, root, a.model, stride, a.runtime) for p in (l1c, l2a)]
-        for rule, (changed, unsure, valid) in decisions(*maps, root / "ssl4eo", stride).items():
+        for rule, (changed, unsure, valid) in decisions(*maps, root / "ssl4eo", stride, stays).items():
             rows.append(("SSL4EO-S12 L1C vs L2A (no change)", stride, rule, f"{changed.sum()} of {valid.sum()} cells",
                          "", unsure.sum() / valid.sum()))
         maps = [classified(pasted, root, a.model, stride, a.runtime), classified(tom, root, a.model, stride, a.runtime)]
         k = 64 // stride
-        for rule, (changed, unsure, valid) in decisions(*maps, root / "tom", stride).items():
+        for rule, (changed, unsure, valid) in decisions(*maps, root / "tom", stride, stays).items():
             found, near = 0, np.zeros(changed.shape, bool)
             for r, c in blocks:
                 found += changed[r * k:(r + 1) * k, c * k:(c + 1) * k].any()
@@ -149,7 +153,8 @@ def main() -> None:
                          f"{(changed & ~near).sum()} of {(valid & ~near).sum()} cells", f"{found} of {len(blocks)} blocks",
                          unsure.sum() / valid.sum()))
     for case, stride, rule, false, found, unsure in rows:
-        name = "per-date threshold (before)" if rule == "per-date" else f"joint, stay {rule:g}"
+        name = ("per-date threshold (before)" if rule == "per-date"
+                else f"joint, stay {rule:g}" + (" (**the model's prior**)" if rule == own else ""))
         print(f"| {case} | {stride} | {name} | {false} | {found} | {100 * unsure:.1f} % |")
 
 

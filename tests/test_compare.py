@@ -28,10 +28,11 @@ UTM = CRS.from_epsg(32632)
 
 
 def make_output(folder, classes, conf, sha="a" * 64, date="2023-06-01", crs=UTM, origin=(X0, Y0), cloud=None,
-                scene_px=None):
+                scene_px=None, stay=None):
     """A classify output folder whose cells have the given class ids and top-1 probabilities (and
     cloud where `cloud`, a cell mask, says so: unlabelled there); `scene_px`: the classified scene's
-    width = height in 10 m pixels, as run.json records it (the last cells may reach past it)."""
+    width = height in 10 m pixels, as run.json records it (the last cells may reach past it); `stay`: the
+    change prior its model's card carried."""
     rows, cols = classes.shape
     probs = np.repeat(((1 - conf) / 9)[..., None], 10, axis=2).astype(np.float32)
     r, c = np.indices(classes.shape)
@@ -40,6 +41,8 @@ def make_output(folder, classes, conf, sha="a" * 64, date="2023-06-01", crs=UTM,
     t = Affine(CELL, 0, origin[0], 0, -CELL, origin[1])
     ds = build_dataset(probs, has, t, crs, {"model": "m", "weights_sha256": sha}, cloud)
     run = {"input": {"path": f"/data/S2A_{date}.tif", "date": date}, "model": {"model": "m", "weights_sha256": sha}}
+    if stay is not None:
+        run["model"]["change_prior_stay"] = stay
     if scene_px:
         run["input"].update(width=scene_px, height=scene_px)
         run["parameters"] = {"stride": 64}
@@ -496,6 +499,7 @@ def test_compare_decides_jointly_and_writes_the_change_posterior(tmp_path):
     s = compare(a, b, aoi=str(aoi), out=tmp_path / "c")
     assert s["changed_ha"] == pytest.approx(40.96) and s["uncertain_ha"] == 0
     assert s["change_decision"]["stay"] == 0.6 and "prior" in s["change_decision"]
+    assert "no fitted change prior" in s["change_decision"]["stay_source"]
     with rasterio.open(tmp_path / "c" / "p_change.tif") as src:
         pc = src.read(1)
         assert src.dtypes[0] == "float32" and src.crs == UTM
@@ -506,6 +510,32 @@ def test_compare_decides_jointly_and_writes_the_change_posterior(tmp_path):
     back = read_decided(tmp_path / "c")
     assert back["confident"].all() and (back["before"] != back["after"]).sum() == 1
     assert s["net_change_ha"]["Residential"] == pytest.approx(40.96) == -s["net_change_ha"]["Forest"]
+
+
+def test_compare_decides_with_the_prior_fitted_to_the_maps_model_unless_told(tmp_path):
+    """Maps whose model card carried a fitted change prior are decided with it: Forest -> Residential
+    seen at 0.8 on both dates is change under a weak prior (stay 0.6: P(change) 0.64) and not under a
+    strong one (0.99: 0.03); summary.json says which prior decided and where it came from; --stay
+    overrides the card."""
+    before = np.full((3, 3), 2, np.int64)  # Forest
+    after = before.copy()
+    after[1, 1] = 8  # Residential
+    conf = np.full((3, 3), 0.8)
+    aoi = str(aoi_file(tmp_path / "aoi.geojson", 0, 3, 0, 3, crs="EPSG:32632"))
+    weak = [make_output(tmp_path / f"w{k}", m, conf, date=d, stay=0.6)
+            for k, (m, d) in enumerate(((before, "2023-06-01"), (after, "2024-06-01")))]
+    strong = [make_output(tmp_path / f"s{k}", m, conf, date=d, stay=0.99)
+              for k, (m, d) in enumerate(((before, "2023-06-01"), (after, "2024-06-01")))]
+    s = compare(*weak, aoi=aoi)
+    assert s["changed_ha"] == pytest.approx(40.96) and s["change_decision"]["stay"] == 0.6
+    s = compare(*strong, aoi=aoi, out=tmp_path / "c")
+    assert s["changed_ha"] == 0 and s["change_decision"]["stay"] == 0.99
+    assert "fitted to m" in s["change_decision"]["stay_source"]
+    assert json.loads((tmp_path / "c" / "summary.json").read_text())["change_decision"]["stay"] == 0.99
+    s = compare(*strong, aoi=aoi, stay=0.6)
+    assert s["changed_ha"] == pytest.approx(40.96) and s["change_decision"]["stay_source"] == "given (--stay)"
+    with pytest.raises(AtlasError, match="--stay 1.5"):
+        compare(*strong, aoi=aoi, stay=1.5)
 
 
 def test_a_sequence_of_periods_is_decided_from_all_of_them(tmp_path):
@@ -545,7 +575,8 @@ def test_a_sequence_of_periods_is_decided_from_all_of_them(tmp_path):
                           "--aoi", str(aoi), "--out", str(tmp_path / "cli")], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
-    assert len(lines) == 3 and "40.96 ha changed" in lines[0] and "span_" in lines[2]
+    assert len(lines) == 4 and "40.96 ha changed" in lines[0] and "span_" in lines[2]
+    assert lines[3] == "decided with change prior stay 0.6 (the project's default)"
 
 
 def test_two_tiles_of_one_day_keep_their_dates_and_one_map_given_twice_counts_once(tmp_path, dates):

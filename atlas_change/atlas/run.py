@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
-from ..change.joint import DEFAULT_STAY, DEFAULT_THRESHOLD
+from ..change.joint import DEFAULT_THRESHOLD
 from ..errors import AtlasError
 from ..mapping.pipeline import ClassifyOptions
 from ..names import digest, safe_name
@@ -45,7 +45,7 @@ class AtlasSpec:
     origin: tuple[float, float] = (0.0, 0.0)
     max_tile_cloud: float = 80.0
     min_confidence: float = DEFAULT_THRESHOLD
-    stay: float = DEFAULT_STAY
+    stay: float | None = None  # None: the prior fitted to the model (compare.resolve_stay)
     retries: int = 1
     tiles_at_once: int = 2  # tiles classified at the same time, their chunks on one Dask client
 

@@ -38,7 +38,7 @@ from pathlib import Path
 from ..mapping.cloud import MAX_CLOUD
 from ..errors import AtlasError
 from ..model.infer import DEFAULT_RUNTIME, DEFAULT_VIEWS, RUNTIMES, VIEWS
-from ..change.joint import DEFAULT_STAY, DEFAULT_THRESHOLD
+from ..change.joint import DEFAULT_THRESHOLD
 
 PRODUCTS = ("classify", "compare", "gpkg", "html")
 TOP_KEYS = {"name": str, "model": str, "output": str, "stride": int, "chunk": int, "max_nodata": float,
@@ -87,7 +87,7 @@ class Job:
     allow_untrained: bool = False
     allow_model_mismatch: bool = False
     model_why: str = "named in the job file"
-    stay: float = DEFAULT_STAY
+    stay: float | None = None  # None: the prior fitted to the maps' model (compare.resolve_stay)
 
 
 def read_toml(path: Path) -> tuple[dict, str]:
@@ -173,8 +173,8 @@ def parse_job(data: dict, path: Path, text: str = "") -> Job:
     min_conf = get(data, "min_confidence", TOP_KEYS, "", default=DEFAULT_THRESHOLD)
     if not 0.5 <= min_conf <= 1.0:
         bad("min_confidence", f"{min_conf!r}: must be from 0.5 to 1 (the posterior a change decision needs)")
-    stay = get(data, "stay", TOP_KEYS, "", default=DEFAULT_STAY)
-    if not 0.0 < stay < 1.0:
+    stay = get(data, "stay", TOP_KEYS, "", default=None)
+    if stay is not None and not 0.0 < stay < 1.0:
         bad("stay", f"{stay!r}: must be strictly between 0 and 1 (the prior probability of keeping a class)")
     tta = get(data, "tta", TOP_KEYS, "", default=DEFAULT_VIEWS)
     if tta not in VIEWS:

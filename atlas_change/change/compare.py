@@ -57,6 +57,8 @@ class ClassMap:
     #: the network's arithmetic when the map was made (run.json parameters.inference_precision: bfloat16,
     #: float32, int8); '' for outputs that do not record it
     precision: str = ""
+    #: the change prior the model's card carried when the map was made (calibrate; None: none fitted)
+    stay: float | None = None
 
 
 def footprint(run: dict, transform: Affine) -> tuple[float, float, float, float] | None:
@@ -88,7 +90,29 @@ def load_map(folder: str | os.PathLike, date: str | None = None) -> ClassMap:
     return ClassMap(str(d), crs, transform, lulc.shape, model, sha,
                     date or metadata_date(run["input"].get("date")), tta_views(run),
                     float(run["model"].get("temperature", 1.0)), float(run["model"].get("cell_temperature", 1.0)),
-                    footprint(run, transform), str(run.get("parameters", {}).get("inference_precision") or ""))
+                    footprint(run, transform), str(run.get("parameters", {}).get("inference_precision") or ""),
+                    _stay(run["model"].get("change_prior_stay")))
+
+
+def _stay(v) -> float | None:
+    """A run.json's change prior, or None where it has none (or not a probability)."""
+    return float(v) if isinstance(v, (int, float)) and 0 < v < 1 else None
+
+
+def resolve_stay(stay: float | None, sides: list[Side]) -> tuple[float, str]:
+    """(the transition prior's stay, where it comes from): `stay` where given, else the prior fitted to
+    the maps' model (its card, when they were made), else the project's default."""
+    if stay is not None:
+        return stay, "given (--stay)"
+    fitted = sorted({m.stay for s in sides for m in s.maps if m.stay is not None})
+    if not fitted:
+        return DEFAULT_STAY, (f"the project's default ({DEFAULT_STAY:g}): the maps' model card carries no fitted "
+                              "change prior (calibrate fits one)")
+    if len(fitted) > 1:
+        warnings.warn(f"the maps carry different change priors ({', '.join(f'{v:g}' for v in fitted)}: their model "
+                      f"card was refitted between them); deciding with the strongest, {fitted[-1]:g}",
+                      AtlasWarning, stacklevel=3)
+    return fitted[-1], f"fitted to {sides[0].model} (its card's calibration.change_prior, calibrate)"
 
 
 def is_output_folder(p: Path) -> bool:
@@ -350,13 +374,14 @@ def compare(before, after, *, before_date=None, after_date=None, **kw) -> dict:
     `before_date` / `after_date`: YYYY-MM-DD, one per scene of a period (default: from each one's
     metadata). Change is decided from both sides together (joint.py): `stay` is the transition
     prior's probability of keeping a class, `min_confidence` the posterior probability that a
-    decision (changed, or unchanged) needs. Other keywords: `compare_periods`'s."""
+    decision (changed, or unchanged) needs; None: the prior fitted to the maps' model (resolve_stay).
+    Other keywords: `compare_periods`'s."""
     return compare_periods([before, after], [before_date, after_date], flags=("--before-date", "--after-date"), **kw)
 
 
 def compare_periods(periods: list, dates: list | None = None, *, aoi: str | None = None,
                     aoi_bbox: str | None = None, aoi_crs: str = "EPSG:4326", out: str | os.PathLike | None = None,
-                    min_confidence: float = DEFAULT_THRESHOLD, stay: float = DEFAULT_STAY,
+                    min_confidence: float = DEFAULT_THRESHOLD, stay: float | None = None,
                     allow_model_mismatch: bool = False, flags: tuple[str, ...] | None = None,
                     period_evidence: str = "product", **classify_kw) -> dict:
     """Compare a sequence of dates or periods (each a scene or classify output, or a list of them)
@@ -369,7 +394,7 @@ def compare_periods(periods: list, dates: list | None = None, *, aoi: str | None
     if not (0.5 <= min_confidence <= 1):  # also refuses NaN
         raise AtlasError(f"--min-confidence {min_confidence}: expected a probability from 0.5 to 1 "
                          "(the posterior that 'changed' or 'unchanged' needs)")
-    if not (0 < stay < 1):
+    if stay is not None and not (0 < stay < 1):  # also refuses NaN
         raise AtlasError(f"--stay {stay}: expected a probability strictly between 0 and 1")
     if len(periods) < 2:
         raise AtlasError(f"compare: {len(periods)} period given; give two or more")
@@ -395,7 +420,8 @@ def compare_periods(periods: list, dates: list | None = None, *, aoi: str | None
                                                                         invert=True))
     comps = [composite(s, transform, shape, grid.in_aoi, _read_on, period_evidence) for s in sides]
     probs = [k["probabilities"] for k in comps]
-    decisions, span_decision = decide_chain(probs, stay, min_confidence, span=len(sides) > 2)
+    stay = resolve_stay(stay, sides)
+    decisions, span_decision = decide_chain(probs, stay[0], min_confidence, span=len(sides) > 2)
     steps = [step_result(sides[k], sides[k + 1], comps[k], comps[k + 1], decisions[k], grid, min_confidence, stay,
                          period_evidence)
              for k in range(len(sides) - 1)]
@@ -407,7 +433,7 @@ def compare_periods(periods: list, dates: list | None = None, *, aoi: str | None
     span = step_result(sides[0], sides[-1], comps[0], comps[-1], span_decision, grid, min_confidence, stay,
                        period_evidence)
     names = [f"{a.dates[0]}_{b.dates[0]}" for a, b in zip(sides, sides[1:])] + [f"span_{sides[0].dates[0]}_{sides[-1].dates[0]}"]
-    history = np.where(np.stack([k["lulc"] > 0 for k in comps]), viterbi(probs, stay), 0).astype(np.uint8)
+    history = np.where(np.stack([k["lulc"] > 0 for k in comps]), viterbi(probs, stay[0]), 0).astype(np.uint8)
     summary = sequence_summary(sides, names, [*steps, span], stay, min_confidence)
     if out is not None:
         with staged_output(out) as stage:
@@ -474,7 +500,7 @@ def check_pair(a: Side, b: Side, allow_model_mismatch: bool) -> None:
 
 
 def step_result(a: Side, b: Side, ka: dict, kb: dict, joint: dict, grid: Grid, min_confidence: float,
-                stay: float, period_evidence: str = "product") -> tuple:
+                stay: tuple[float, str], period_evidence: str = "product") -> tuple:
     """One step's maps, change code, posteriors and tables from its decision `joint`
     (joint.decide_step) -> (before, after, code, tables, posteriors, summary): the arguments of
     `_write_compare` before the grid, and the summary last."""
@@ -528,7 +554,8 @@ def step_result(a: Side, b: Side, ka: dict, kb: dict, joint: dict, grid: Grid, m
                                     "probabilities and a transition prior; changed where P(change) >= min_confidence, "
                                     "unchanged where P(no change) >= min_confidence, uncertain otherwise; from / to "
                                     "the most probable pair of the decision (before.tif, after.tif)",
-                            "stay": stay, "threshold": min_confidence, "prior": PRIOR_SOURCE,
+                            "stay": stay[0], "stay_source": stay[1], "threshold": min_confidence,
+                            "prior": PRIOR_SOURCE,
                             "p_change_mean": round(float(np.nanmean(p_change)), 4) if valid.any() else None},
         "aoi_ha": hectares(geom.area / 1e4), "aoi_cells_ha": ha(in_aoi),
         "outside_scene_ha": outside_scenes_ha([a, b], geom),
@@ -556,7 +583,7 @@ def step_result(a: Side, b: Side, ka: dict, kb: dict, joint: dict, grid: Grid, m
     return ka, kb, code, tables, {"p_change.tif": p_change, "p_conversion.tif": p_conversion}, summary
 
 
-def sequence_summary(sides: list[Side], names: list[str], results: list[tuple], stay: float,
+def sequence_summary(sides: list[Side], names: list[str], results: list[tuple], stay: tuple[float, str],
                      min_confidence: float) -> dict:
     """summary.json of a sequence of more than two periods: the periods, and each step's (and the
     span's) folder and main figures (the full ones in its own summary.json)."""
@@ -574,7 +601,7 @@ def sequence_summary(sides: list[Side], names: list[str], results: list[tuple], 
                         "the cell on no date",
             "change_decision": {**results[0][-1]["change_decision"], "span": "the span's decision is the first "
                                 "period's class against the last's, from their joint posterior given every period"},
-            "stay": stay, "min_confidence": min_confidence, "model": sides[0].model,
+            "stay": stay[0], "stay_source": stay[1], "min_confidence": min_confidence, "model": sides[0].model,
             "weights_sha256": sides[0].weights_sha256}
 
 

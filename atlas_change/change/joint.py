@@ -15,16 +15,17 @@ import numpy as np
 
 from ..classes import group_of
 
-#: the prior probability that a cell keeps its class from one date (or period) to the next; fitted on
-#: EuroSAT *val* pairs with known change (benchmarks/change_prior.py, docs/change.md), not on the
-#: scenes it is reported on
+#: the prior probability that a cell keeps its class from one date (or period) to the next, where the
+#: maps' model card carries none of its own (calibrate fits one per model: change/prior.py); the
+#: shipped spectrumnet-rgb's, fitted on EuroSAT *val* pairs with known change (docs/change.md)
 DEFAULT_STAY = 0.6
 #: the posterior probability a decision (changed, or unchanged) needs; below it either way: uncertain
 DEFAULT_THRESHOLD = 0.6
 PRIOR_SOURCE = ("transition prior: keep the class with probability `stay`, move to each other class with "
-                "(1 - stay) / 9; the default stay is the prior that finds the most known change on pairs of EuroSAT "
-                "val patches while at least 3 in 4 of the cells it calls changed would be real where 1 % of the "
-                "cells change (benchmarks/change_prior.py), reported on test patches and real scenes (docs/change.md)")
+                "(1 - stay) / 9; a model's own stay (calibrate, in its card) is the strongest prior that finds the "
+                "most known change on pairs of EuroSAT val patches while at least 3 in 4 of the cells it calls "
+                "changed would be real where 1 % of the cells change (atlas_change/change/prior.py), reported on "
+                "test patches (docs/change.md)")
 
 
 def transition_prior(stay: float, n: int = 10) -> np.ndarray:

@@ -13,8 +13,8 @@ STAYS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99)
 
 
 def pairs(y: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(first, second, changed): n no-change pairs (two different patches of one class) and n change
-    pairs (patches of two classes), as indices into the split."""
+    """(first, second, changed): n no-change pairs (two different patches of one class; the same patch
+    where its class has no other) and n change pairs (patches of two classes), as indices into the split."""
     by = [np.flatnonzero(y == c) for c in range(10)]
     first = rng.integers(0, len(y), 2 * n)
     second = np.empty_like(first)
@@ -22,7 +22,7 @@ def pairs(y: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, 
         if k < n:
             pool = by[y[i]]
             j = i
-            while j == i:
+            while j == i and len(pool) > 1:
                 j = pool[rng.integers(len(pool))]
         else:
             c = (y[i] + rng.integers(1, 10)) % 10
@@ -58,3 +58,51 @@ def choose(rows: list[dict], rate: float, target: float) -> float:
         return max(r["stay"] for r in rows)
     best = max(round(r["found"], 3) for r in ok)
     return max(r["stay"] for r in ok if round(r["found"], 3) == best)
+
+
+#: the fit's rule and sample (docs/change.md): the strongest prior among those that find the most change
+#: while at least `precision` of the cells called changed are real where `rate` of the cells change
+RULE = {"pairs": 4000, "rate": 0.01, "precision": 0.75}
+SEEDS = {"val": 1, "test": 2}
+
+
+def l2a_moved(X: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The JPEG patches moved along the real L1C -> L2A change (augment.to_l2a, strength U(0, 1.2)), as a
+    later L2A date would see the same land."""
+    from ..model.augment import l2a_fit_rgb, to_l2a
+
+    a, b = l2a_fit_rgb()
+    return np.clip(to_l2a(X.astype(np.float32), rng.uniform(0, 1.2, (len(X), 1, 1, 1)), a, b), 0, 255)
+
+
+def split_rows(predict, X: np.ndarray, y: np.ndarray, seed: int, n: int, threshold: float,
+               p: np.ndarray | None = None) -> list[dict]:
+    """`table` on `n` pairs of each kind from one split: the first date as the patches are (`p`, their
+    cell probabilities, or `predict(X)`), the second L2A-moved. `predict(patches)`: calibrated stride-64
+    cell probabilities."""
+    rng = np.random.default_rng(seed)
+    pb = predict(l2a_moved(X, rng))
+    first, second, changed = pairs(y, n, rng)
+    return table(predict(X) if p is None else p, pb, y, first, second, changed, threshold)
+
+
+def fit(predict, splits: dict, threshold: float, probs: dict | None = None) -> dict:
+    """The card's `change_prior`: the stay the rule picks on the val pairs, with the figures it gives on
+    val and on test pairs. `splits`: {"val": (X, y), "test": (X, y)}; `probs`: their cell probabilities
+    where already known."""
+    rows = {s: split_rows(predict, X, y, SEEDS[s], RULE["pairs"], threshold, (probs or {}).get(s))
+            for s, (X, y) in splits.items()}
+    stay = choose(rows["val"], RULE["rate"], RULE["precision"])
+
+    def at(split: str) -> dict:
+        r = next(r for r in rows[split] if r["stay"] == stay)
+        return {k: round(float(v), 4) for k, v in r.items() if k != "stay"} | {
+            "precision_at_rate": round(precision(r, RULE["rate"]), 4)}
+
+    return {"stay": stay,
+            "method": (f"transition prior of the change decision fitted on {RULE['pairs']} + {RULE['pairs']} pairs of "
+                       "EuroSAT val patches (no change: two patches of one class; change: of two classes; the second "
+                       "moved L2A-like), the strongest of the priors that find the most change while at least "
+                       f"{RULE['precision']:g} of the cells called changed are real where {RULE['rate']:g} of the "
+                       "cells change; reported on test pairs (atlas_change/change/prior.py, docs/change.md)"),
+            "threshold": threshold, **{k: RULE[k] for k in ("rate", "precision")}, "val": at("val"), "test": at("test")}

@@ -62,8 +62,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--min-confidence", type=float, default=DEFAULT_THRESHOLD,
                    help=f"probability a cell's class needs to count in stats.csv as that class, else 'uncertain'; "
                    f"also the change decision's (default {DEFAULT_THRESHOLD})")
-    p.add_argument("--stay", type=float, default=DEFAULT_STAY,
-                   help=f"transition prior of the change decision: probability of keeping a class (default {DEFAULT_STAY})")
+    p.add_argument("--stay", type=float,
+                   help="transition prior of the change decision: probability of keeping a class (default: the "
+                   f"prior fitted to the model, in its card; else {DEFAULT_STAY:g})")
     p.add_argument("--retries", type=int, default=1, help="tries more for a tile that fails (default 1)")
     p.add_argument("--tiles-at-once", type=int, default=2, metavar="N",
                    help="tiles classified at the same time, all sending their chunks to the one Dask cluster, which "

@@ -57,10 +57,12 @@ def add_parsers(sub) -> None:
                     help="change is decided from both sides together (each cell's posterior over its before and "
                     "after class): a cell is changed where P(change) reaches this, unchanged where P(no change) "
                     f"does, uncertain otherwise (0.5 to 1: 0.5 decides every cell; default {DEFAULT_THRESHOLD:g}; p_change.tif)")
-    cp.add_argument("--stay", type=float, default=DEFAULT_STAY,
+    cp.add_argument("--stay", type=float,
                     help="the transition prior: probability that a cell keeps its class between the sides, each "
-                    f"other class getting an equal share of the rest (default {DEFAULT_STAY:g}, fitted on EuroSAT "
-                    "val pairs with known change; higher: less change found, less false change; docs/change.md)")
+                    "other class getting an equal share of the rest (default: the prior fitted to the maps' model, "
+                    "in its card since `calibrate` (spectrumnet-rgb 0.6, resnet50-rgb 0.7), else "
+                    f"{DEFAULT_STAY:g}; higher: less change found, less false change; summary.json says which; "
+                    "docs/change.md)")
     cp.add_argument("--period-evidence", choices=EVIDENCE, default=EVIDENCE[0],
                     help="how the dates of a period combine: product (each date evidence for the period's one "
                     "class; the default) or mean (their probabilities averaged; docs/change.md: Periods)")
@@ -137,7 +139,13 @@ def _cmd_compare(a) -> None:
           f"{s['conversion_ha']:.2f} ha between land-cover groups), "
           f"{s['uncertain_ha']:.2f} ha uncertain of "
           f"{s['valid_ha']:.2f} ha valid in the AOI; {s['cloud_ha']:.2f} ha cloud and {s['snow_ha']:.2f} ha snow on either date, "
-          f"{s['nodata_ha']:.2f} ha nodata" + (" (MODEL MISMATCH)" if s["model_mismatch"] else ""))
+          f"{s['nodata_ha']:.2f} ha nodata; change prior stay {_prior(s)}" + (" (MODEL MISMATCH)" if s["model_mismatch"] else ""))
+
+
+def _prior(s: dict) -> str:
+    """'0.6 (fitted to spectrumnet-rgb)': the stay that decided and, in short, where it came from."""
+    d = s["change_decision"]
+    return f"{d['stay']:g} ({d['stay_source'].split(' (')[0]})"
 
 
 def _dates(text: str | None, srcs):
@@ -161,11 +169,13 @@ def _compare_sequence(a, kw: dict) -> None:
                         min_confidence=a.min_confidence, stay=a.stay, allow_model_mismatch=a.allow_model_mismatch, **kw)
     if "steps" not in s:  # two periods: one step, as BEFORE AFTER
         s = {"steps": [{"folder": ".", **{k: s[k] for k in ("changed_ha", "conversion_ha", "uncertain_ha", "valid_ha")},
-                        "before": s["before"]["period"], "after": s["after"]["period"]}]}
+                        "before": s["before"]["period"], "after": s["after"]["period"]}],
+             "change_decision": s["change_decision"]}
     for step in [*s["steps"], *([s["span"]] if "span" in s else [])]:
         print(f"{Path(a.out) / step['folder']}: {step['before']} -> {step['after']}: {step['changed_ha']:.2f} ha changed "
               f"({step['conversion_ha']:.2f} ha between land-cover groups), {step['uncertain_ha']:.2f} ha uncertain "
               f"of {step['valid_ha']:.2f} ha valid")
+    print(f"decided with change prior stay {_prior(s)}")
 
 
 def _search_sides(a) -> tuple[list | None, list[Path]]:

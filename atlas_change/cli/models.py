@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 
+from ..change.joint import DEFAULT_STAY
 from ..model.augment import AUGMENTATIONS, MIXES
 from ..model.infer import DEFAULT_RUNTIME, DEFAULT_VIEWS, RUNTIMES, VIEWS
 from ..model.registry import ARCHITECTURES, PRECISIONS
@@ -103,19 +104,32 @@ def _add_calibrate(sub) -> None:
                         "stride for map cells (a stride-64 cell is one 640 m patch, surer than it should be where it "
                         "straddles two land covers), fitted on mosaics of val patches in fields of 1-4 patches with the "
                         "grid at a random offset, kept where it lowers the calibration error on mosaics of test "
-                        "patches (minutes: about 5 for spectrumnet-rgb, 45 for resnet50-rgb on 2 cores). Labels do not "
+                        "patches. Last, the change decision's transition prior (the probability that a cell keeps its class "
+                        "from one date to the next, which compare, job files and atlas specs use for this model's "
+                        "maps unless --stay says otherwise): the strongest prior among those that find the most change "
+                        "on pairs of val patches (the second moved L2A-like) while 3 in 4 of the cells called changed "
+                        "would be real where 1 % of the cells change; reported on test pairs (docs/change.md). "
+                        "Minutes: about 6 for spectrumnet-rgb, 50 for resnet50-rgb on 2 cores. Labels do not "
                         "change (the top class is the same); confidence.tif and --min-confidence use the calibrated "
                         "probabilities.",
                         epilog="example:\n  python -m atlas_change calibrate --data ../shared/eurosat/EuroSAT_RGB "
                         "--model spectrumnet-rgb", formatter_class=argparse.RawDescriptionHelpFormatter)
     _eurosat_args(ca, "EuroSAT RGB folder")
     ca.add_argument("--model", required=True, help="model name under models/ or a model folder")
-    ca.add_argument("--tta", type=int, choices=VIEWS, default=DEFAULT_VIEWS,
-                    help=f"test-time views to fit with (default {DEFAULT_VIEWS}, classify's default)")
-    ca.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME, help=f"inference runtime (default {DEFAULT_RUNTIME})")
+    ca.add_argument("--tta", type=int, choices=VIEWS,
+                    help=f"test-time views to fit with (default {DEFAULT_VIEWS}, classify's default; with "
+                    "--change-prior-only the card's calibration's)")
+    ca.add_argument("--runtime", choices=RUNTIMES,
+                    help=f"inference runtime (default {DEFAULT_RUNTIME}; with --change-prior-only the card's calibration's)")
     ca.add_argument("--no-strides", action="store_true",
                     help="fit the patch temperature only (the card then has no per-stride cell temperatures: "
                     "cells as averaged)")
+    ca.add_argument("--no-change-prior", action="store_true",
+                    help="do not fit the change prior (compare then falls back to the project's default stay, "
+                    f"{DEFAULT_STAY:g}, for this model's maps)")
+    ca.add_argument("--change-prior-only", action="store_true",
+                    help="refit only the change prior, through the temperatures the card already has (a minute "
+                    "or two for spectrumnet-rgb)")
     ca.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -179,8 +193,23 @@ def _cmd_evaluate(a) -> None:
 def _cmd_calibrate(a) -> None:
     from ..model.calibrate import calibrate
 
-    r = calibrate(a.data, a.model, a.splits, a.tta, a.runtime, a.quiet, not a.no_strides)
-    print(f"{a.model}: temperature {r['temperature']:.3f}; expected calibration error on test "
+    if a.change_prior_only and (a.no_change_prior or a.no_strides):
+        raise AtlasError("calibrate: --change-prior-only fits the prior alone; drop --no-change-prior / --no-strides")
+    r = calibrate(a.data, a.model, a.splits, a.tta, a.runtime, a.quiet, not a.no_strides,
+                  not a.no_change_prior, a.change_prior_only)
+    if not a.change_prior_only:
+        _print_temperatures(a.model, r)
+    if (cp := r.get("change_prior")) is not None:
+        v, t = cp["val"], cp["test"]
+        print(f"{a.model}: change prior stay {cp['stay']:g} (written to its card.json); on EuroSAT pairs, val / test: "
+              f"false change {100 * v['false']:.2f} / {100 * t['false']:.2f} %, change found {100 * v['found']:.1f} / "
+              f"{100 * t['found']:.1f} %, changed cells real where {100 * cp['rate']:g} % change "
+              f"{100 * v['precision_at_rate']:.0f} / {100 * t['precision_at_rate']:.0f} %")
+
+
+def _print_temperatures(model: str, r: dict) -> None:
+    """calibrate's temperatures and what they do to the calibration error."""
+    print(f"{model}: temperature {r['temperature']:.3f}; expected calibration error on test "
           f"{r['ece_test_before']:.4f} -> {r['ece_test_after']:.4f} (written to its card.json)")
     for s, v in r.get("stride_temperature", {}).items():
         if isinstance(v, dict):

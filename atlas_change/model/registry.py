@@ -68,7 +68,14 @@ class ModelCard:
         return {"model": self.name, "architecture": self.architecture, "weights_sha256": self.weights_sha256,
                 "trained": self.trained, "bands": list(self.bands), "normalisation": self.normalisation,
                 "radiometry": self.radiometry,
-                "mean": list(self.mean), "std": list(self.std), "temperature": self.temperature}
+                "mean": list(self.mean), "std": list(self.std), "temperature": self.temperature,
+                **({"change_prior_stay": self.change_stay} if self.change_stay is not None else {})}
+
+    @property
+    def change_stay(self) -> float | None:
+        """The change prior fitted to this model (calibrate; change/prior.py), or None: not fitted."""
+        stay = self.calibration.get("change_prior", {}).get("stay")
+        return None if stay is None else float(stay)
 
     @property
     def temperature(self) -> float:
