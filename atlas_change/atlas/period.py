@@ -23,7 +23,7 @@ from .merge import MIN_SEEN, merge_period, tile_bounds
 
 #: the model stamp's keys (registry.ModelCard.stamp) that a period's map carries from its tiles
 STAMP_KEYS = ("model", "architecture", "weights_sha256", "trained", "bands", "normalisation", "radiometry", "mean",
-              "std", "temperature")
+              "std", "temperature", "change_prior_stay")
 FINGERPRINT = "atlas_inputs.json"
 
 
