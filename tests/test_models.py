@@ -635,20 +635,28 @@ def test_train_with_average_last_writes_what_its_card_says(eurosat, tmp_path, mo
     assert r.stderr.strip().splitlines() == ["atlas-change: error: --average-last 3: expected 0 to --epochs (2)"]
 
 
-def test_recomputed_batch_norm_statistics_are_the_mean_of_the_batches():
+@pytest.mark.parametrize("nested", [False, True])
+def test_recomputed_batch_norm_statistics_are_the_mean_of_the_batches(nested):
     """Precise BN and the weight average recompute batch-norm statistics from training batches: the
     mean of the batches' own statistics, nothing of the old ones left (a momentum of 0.98 over one
-    epoch of 61 batches kept 29 % of the reset values and took a network from 97.8 % to 11 % on val)."""
+    epoch of 61 batches kept 29 % of the reset values and took a network from 97.8 % to 11 % on val);
+    also where the layers sit in a model inside the model, as ResNet50's do."""
     import keras
     import tensorflow as tf
 
-    from atlas_change.model.train import _recompute_bn
+    from atlas_change.model.train import _bn_layers, _recompute_bn
 
-    model = keras.Sequential([keras.Input((3,)), keras.layers.BatchNormalization(momentum=0.99)])
+    inner = keras.Sequential([keras.Input((3,)), keras.layers.BatchNormalization(momentum=0.99)])
+    if nested:
+        inp = keras.Input((3,))
+        model = keras.Model(inp, keras.layers.Identity()(inner(inp)))
+    else:
+        model = inner
     xs = [np.random.default_rng(i).normal(10 * i, 1 + i, (32, 3)).astype(np.float32) for i in range(4)]
     ds = tf.data.Dataset.from_tensor_slices((np.concatenate(xs), np.zeros(128))).batch(32)
     assert _recompute_bn(model, ds, batches=200)
-    bn = model.layers[0]
+    bn = inner.layers[0]
+    assert _bn_layers(model) == [bn]
     assert np.allclose(bn.moving_mean.numpy(), np.mean([x.mean(0) for x in xs], 0), rtol=1e-5)
     assert np.allclose(bn.moving_variance.numpy(), np.mean([x.var(0) for x in xs], 0), rtol=1e-4)
     assert bn.momentum == 0.99

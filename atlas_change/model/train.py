@@ -398,14 +398,23 @@ def _val_accuracy(model, ds_va) -> float:
     return right / n
 
 
+def _bn_layers(model) -> list:
+    """Every batch-norm layer of `model`, those of models inside it included (ResNet50 is one layer of
+    the model train builds)."""
+    import keras
+
+    out = []
+    for layer in getattr(model, "layers", []):
+        out += [layer] if isinstance(layer, keras.layers.BatchNormalization) else _bn_layers(layer)
+    return out
+
+
 def _recompute_bn(model, ds_tr, batches: int = 200) -> bool:
     """Batch-norm moving statistics recomputed as the plain mean of the batch statistics of forward
     passes in training mode over up to `batches` training batches (no weight update: at pass t the
     momentum is (t - 1) / t, so nothing of the old statistics is left). -> whether the model has
     batch-norm layers."""
-    import keras
-
-    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    bns = _bn_layers(model)
     momentum = [layer.momentum for layer in bns]
     if bns:
         for t, (x, _) in enumerate(ds_tr.take(batches), 1):
@@ -422,9 +431,10 @@ def _precise_bn(model, ds_tr, ds_va, weights: Path, batches: int = 200) -> dict 
     collected during training lag behind weights that were still changing. Kept only where validation
     accuracy does not drop. -> what was done, for the card; None without batch-norm layers."""
     quiet_tensorflow()
-    before = _val_accuracy(model, ds_va)
-    if not _recompute_bn(model, ds_tr, batches):
+    if not _bn_layers(model):
         return None
+    before = _val_accuracy(model, ds_va)
+    _recompute_bn(model, ds_tr, batches)
     after = _val_accuracy(model, ds_va)
     if after < before:
         model.load_weights(weights)
