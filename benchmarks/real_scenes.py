@@ -1,7 +1,7 @@
 """Labels on real Sentinel-2 data, through `classify` itself (not the training loader), for each model
 and setting given: the 54 EuroSAT MS test patches one by one; the eo-learn L1C forest (clear and
-cloudy date); the six BigEarthNet L2A patches against their CORINE labels (mapped to EuroSAT classes
-below); the two Major TOM L2A grid cells; the L1C and the L2A product of one SSL4EO-S12 acquisition
+cloudy date; its cells against the land use eo-learn ships with it, mapped below); the six BigEarthNet
+L2A patches against their CORINE labels (mapped to EuroSAT classes below); the two Major TOM L2A grid cells; the L1C and the L2A product of one SSL4EO-S12 acquisition
 (agreement cell by cell). For each scene with B03 and B08: water-labelled cells whose own pixels hold
 no water (< 1 % by the water test of surface.py), and snow. Prints a Markdown report for
 models/README.md. Settings: 'default' (the RGB model plus the water and snow tests) and 'rgb-only'
@@ -53,6 +53,11 @@ CORINE_TO_EUROSAT = {
     "Inland marshes": {"HerbaceousVegetation"}, "Water courses": {"River"}, "Water bodies": {"SeaLake", "River"},
     "Sea and ocean": {"SeaLake"}, "Coastal lagoons": {"SeaLake"}, "Estuaries": {"SeaLake", "River"},
 }
+#: eo-learn's land-use classes (its land_use.tif, mapped at 10 m) -> the EuroSAT classes a cell of them may
+#: rightly get (as CORINE's closest classes above: shrubland as transitional woodland / shrub)
+LANDUSE_TO_EUROSAT = {1: {"AnnualCrop", "PermanentCrop"}, 2: {"Forest"}, 3: {"Pasture", "HerbaceousVegetation"},
+                      4: {"HerbaceousVegetation", "Forest"}, 5: {"River", "SeaLake"}, 6: {"HerbaceousVegetation"},
+                      8: {"Residential", "Industrial", "Highway"}}
 SETTINGS = {"default": {}, "rgb-only": {"surface_tests": False}, "float": {"runtime": "openvino-float"}}
 
 
@@ -99,6 +104,23 @@ def labels(path: Path, model: str, stride: int, kw: dict) -> dict:
     return {"counts": counts, "conf": conf, "ids": ids, "dry_water": dry_water, "water_cells": int(watery.sum())}
 
 
+def landuse_consistent(ids: np.ndarray, landuse: Path, stride: int) -> tuple[int, int]:
+    """(cells whose label their land use allows, labelled cells with a land use): each cell's land use is
+    the most common of land_use.tif's pixels in it (the map's grid starts at the scene's corner, as
+    land_use.tif does; no data (0) and unmapped classes are left out)."""
+    with rasterio.open(landuse) as src:
+        lu = src.read(1)
+    ok = n = 0
+    for (r, c), i in np.ndenumerate(ids):
+        block = lu[r * stride:(r + 1) * stride, c * stride:(c + 1) * stride]
+        values, counts = np.unique(block[block > 0], return_counts=True)
+        if i == 0 or not values.size or int(values[counts.argmax()]) not in LANDUSE_TO_EUROSAT:
+            continue
+        n += 1
+        ok += CLASSES[i - 1] in LANDUSE_TO_EUROSAT[int(values[counts.argmax()])]
+    return ok, n
+
+
 def cell_text(r: dict) -> str:
     parts = ", ".join(f"{k} {v}" for k, v in r["counts"].most_common()) or "none"
     dry = "" if r["dry_water"] is None else f"; water-labelled without water: {r['dry_water']}/{r['water_cells']}"
@@ -128,23 +150,23 @@ def to_utm(folder: Path, out: Path) -> Path:
     return out
 
 
-def scenes(shared: Path, tmp: Path) -> list[tuple[str, str, Path, int]]:
+def scenes(shared: Path, tmp: Path) -> list[tuple[str, tuple[str, ...], Path, int]]:
     """(name, reference, path, stride) of every real scene this report classifies: eo-learn L1C, the
-    BigEarthNet L2A folders (reference: their labels), Major TOM L2A, and the SSL4EO-S12 pair warped
-    to UTM under `tmp` (L1C first, then L2A)."""
+    BigEarthNet L2A folders (reference: their CORINE labels), Major TOM L2A, and the SSL4EO-S12 pair
+    warped to UTM under `tmp` (L1C first, then L2A)."""
     root = shared / "scenes"
-    out = [(f"eo-learn L1C {n}.tif", "mostly forest", root / "eolearn-l1c13" / f"{n}.tif", 16)
+    out = [(f"eo-learn L1C {n}.tif", ("mostly forest",), root / "eolearn-l1c13" / f"{n}.tif", 16)
            for n in ("clear", "cloudy")]
     for d in sorted((root / "bigearthnet-s2-example").iterdir()):
-        ref = json.loads(next(d.glob("*_labels_metadata.json")).read_text())["labels"]
+        ref = tuple(json.loads(next(d.glob("*_labels_metadata.json")).read_text())["labels"])
         out.append((f"BigEarthNet L2A {d.name.rsplit('_', 2)[-2]}_{d.name.rsplit('_', 1)[-1]} "
-                    f"{d.name.split('_')[2][:6]}", "; ".join(ref), d, 32))
-    out += [(f"Major TOM L2A {d.parts[-2]} {d.name.split('_')[2][:8]}", "(no labels)", d, 64)
+                    f"{d.name.split('_')[2][:6]}", ref, d, 32))
+    out += [(f"Major TOM L2A {d.parts[-2]} {d.name.split('_')[2][:8]}", ("(no labels)",), d, 64)
             for d in sorted(root.glob("major-tom-l2a/*/*/*"))]
     pair = sorted((root / "ssl4eo-s12-l1c-l2a-pair").glob("*/*/*"))
     l1c, l2a = (to_utm(p, tmp / p.parts[-3]) for p in sorted(pair, key=lambda p: p.parts[-3] != "s2c"))
-    return out + [("SSL4EO-S12 43RCP 2020-06-04 L1C", "(the same acquisition)", l1c, 32),
-                  ("SSL4EO-S12 43RCP 2020-06-04 L2A", "", l2a, 32)]
+    return out + [("SSL4EO-S12 43RCP 2020-06-04 L1C", ("(the same acquisition)",), l1c, 32),
+                  ("SSL4EO-S12 43RCP 2020-06-04 L2A", (), l2a, 32)]
 
 
 def main() -> None:
@@ -170,18 +192,21 @@ def main() -> None:
                 r = labels(path, model, stride, kw)
                 check = ""
                 if name.startswith("BigEarthNet"):
-                    allowed = set().union(*(CORINE_TO_EUROSAT.get(c, set()) for c in ref.split("; ")))
+                    allowed = set().union(*(CORINE_TO_EUROSAT.get(c, set()) for c in ref))
                     ids = r["ids"][r["ids"] > 0]
                     ok = sum(CLASSES[i - 1] in allowed for i in ids)
                     agree_all.append((ok, len(ids)))
                     check = f"; CORINE-consistent {ok}/{len(ids)}"
+                elif name.startswith("eo-learn") and (lu := path.with_name("land_use.tif")).exists():
+                    ok, n = landuse_consistent(r["ids"], lu, stride)
+                    check = f"; consistent with each cell's land use (land_use.tif) {ok}/{n}" if n else ""
                 elif name.startswith("SSL4EO") and name.endswith("L1C"):
                     l1c = r
                 elif name.startswith("SSL4EO") and l1c is not None:
                     both = (l1c["ids"] > 0) & (r["ids"] > 0)
                     same = int((l1c["ids"][both] == r["ids"][both]).sum())
                     check = f"; **same label as the L1C product: {same}/{int(both.sum())} cells**"
-                rows.append(f"| {name} | {ref} | {stride} | {cell_text(r)}{check} |")
+                rows.append(f"| {name} | {'; '.join(ref)} | {stride} | {cell_text(r)}{check} |")
             ok, tot = map(sum, zip(*agree_all))
             print(f"- BigEarthNet cells consistent with their CORINE labels (mapping in this script): **{ok}/{tot}**")
             print("\n| scene | reference | stride | labels (cells); mean confidence; checks |\n|---|---|---|---|")
