@@ -310,6 +310,7 @@ def test_change_map_html(tmp_path, dates):
     assert "no image for 2023-06-01: /data/S2A_2023-06-01.tif: no such file or folder" in text
     # the header gives every hectare figure; the uncertain cell (confidence 0.5) is drawn, hatched
     assert "40.96 ha changed (40.96 ha between land-cover groups), 40.96 ha uncertain" in text
+    assert "keep the class with probability 0.6 (the project's default)" in text  # the prior that decided
     assert '"uncertain"' in html.read_text() and "uncertain (no change counted)" in text
     page = html.read_text()
     assert "#00ff00" in page and "#ff00ff" not in page  # change outlines in lime, no class's colour

@@ -74,6 +74,16 @@ def area_chart(summary: dict) -> str:
             'style="font:10px sans-serif">' + "".join(rows) + '</svg></div>')
 
 
+def _prior_note(summary: dict) -> list[str]:
+    """The line saying which change prior decided (and where it came from), for outputs that record it."""
+    d = summary.get("change_decision", {})
+    if "stay_source" not in d:
+        return []
+    return [f"change decided from both dates with a transition prior: keep the class with probability "
+            f"{d['stay']:g} ({d['stay_source'].split(' (')[0]}), changed or unchanged where the posterior reaches "
+            f"{d['threshold']:g}, uncertain otherwise"]
+
+
 def _banner(lines: list[str], left: str = "60px") -> str:
     """A box at the top of the page; `lines` are plain text (escaped here: paths and dates come from files)."""
     text = "<br>".join(f"<small>{escape(t)}</small>" if i else escape(t) for i, t in enumerate(lines))
@@ -326,7 +336,7 @@ def change_map(folder: str | os.PathLike, out_html: str | os.PathLike | None = N
             + (f"; {summary['outside_scene_ha']:.2f} ha of the AOI outside the scenes, not looked at"
                if summary.get("outside_scene_ha") else "")
             + (" - MODEL MISMATCH" if summary["model_mismatch"] else ""),
-            *notes])))
+            *_prior_note(summary), *notes])))
     elif notes:
         m.get_root().html.add_child(folium.Element(_banner(notes)))
     m.get_root().html.add_child(folium.Element(_legend(area_chart(summary) if summary else "")))
