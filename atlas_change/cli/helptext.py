@@ -65,6 +65,7 @@ job file (TOML; paths relative to the job file's folder; every problem is report
   chunk = 1024                         # optional: pixels per Dask task side
   min_confidence = 0.6                 # optional, for compare: the posterior a change decision needs
   stay = 0.6                           # optional, for compare: prior probability a cell keeps its class
+                                       # (default: the one fitted to the maps' model, in its card)
   max_nodata = 0.0                     # optional: largest nodata share of a labelled patch, [0, 1)
   max_cloud = 0.1                      # optional: largest cloud/shadow share of a labelled patch
   cloud_mask = true                    # optional: false = do not look for clouds (a cloud-free composite)
