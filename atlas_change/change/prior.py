@@ -1,7 +1,8 @@
 """The change decision's transition prior fitted to a model: pairs of EuroSAT patches with known
 change and no change, decided by `joint.decide_pair` under each prior strength; the rule picks the
 prior that finds the most change while the cells called changed would mostly be real where change
-is rare (docs/change.md). Pure numpy; the probabilities come from the caller.
+is rare (docs/change.md). `calibrate` runs it through the model's calibrated stride-64 cell
+probabilities (a cell is one patch), which the caller supplies.
 """
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ import numpy as np
 from .joint import decide_pair
 
 STAYS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99)
+#: the fit's rule and sample (docs/change.md): the strongest prior among those that find the most change
+#: while at least `precision` of the cells called changed are real where `rate` of the cells change
+RULE = {"pairs": 4000, "rate": 0.01, "precision": 0.75}
+SEEDS = {"val": 1, "test": 2}
 
 
 def pairs(y: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -58,12 +63,6 @@ def choose(rows: list[dict], rate: float, target: float) -> float:
         return max(r["stay"] for r in rows)
     best = max(round(r["found"], 3) for r in ok)
     return max(r["stay"] for r in ok if round(r["found"], 3) == best)
-
-
-#: the fit's rule and sample (docs/change.md): the strongest prior among those that find the most change
-#: while at least `precision` of the cells called changed are real where `rate` of the cells change
-RULE = {"pairs": 4000, "rate": 0.01, "precision": 0.75}
-SEEDS = {"val": 1, "test": 2}
 
 
 def l2a_moved(X: np.ndarray, rng: np.random.Generator) -> np.ndarray:

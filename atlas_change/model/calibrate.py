@@ -10,7 +10,10 @@ labelled even where it straddles two land covers, while a stride-16 cell average
 it. So each stride gets T_s, fitted the same way on the cells of mosaics of EuroSAT val patches laid
 out in fields of 1-4 patches a side with the grid at a random offset (a cell's truth: the class of
 most of its pixels), scored on mosaics of test patches, and applied by classify to the cell
-probabilities at that stride (after the patch temperature; labels unchanged)."""
+probabilities at that stride (after the patch temperature; labels unchanged).
+
+Last, the change decision's transition prior is fitted to those calibrated probabilities
+(change/prior.py): every map carries it and compare decides that model's maps with it."""
 from __future__ import annotations
 
 import json
