@@ -181,6 +181,10 @@ def test_bad_region_is_one_line(region, tmp_path):
     r = _atlas(api, units, tmp_path / "o", "--unit-field", "NOPE")
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
     assert "no field 'NOPE'" in r.stderr and "NUTS_ID" in r.stderr and not (tmp_path / "o").exists()
+    for flag, value in (("--stay", "1.5"), ("--min-confidence", "0.3")):  # refused before any tile is classified
+        r = _atlas(api, units, tmp_path / "o", flag, value)
+        assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and f"{flag} {value}" in r.stderr
+        assert not (tmp_path / "o").exists()
     import os
 
     big = subprocess.run(_atlas(api, units, tmp_path / "o", args_only=True), capture_output=True, text=True,

@@ -59,7 +59,8 @@ class AtlasSpec:
 
 
 def check_spec(spec: AtlasSpec) -> None:
-    """Refuse what would fail late: period names that are not folder names, bad ranges, no periods."""
+    """Refuse what would fail late: period names that are not folder names, bad ranges, no periods,
+    change settings that are not probabilities."""
     from ..batch.search import parse_range
 
     if not spec.periods:
@@ -74,6 +75,10 @@ def check_spec(spec: AtlasSpec) -> None:
         raise AtlasError(f"--retries {spec.retries}: expected 0 or more")
     if spec.tiles_at_once < 1:
         raise AtlasError(f"--tiles-at-once {spec.tiles_at_once}: expected 1 or more")
+    if not 0.5 <= spec.min_confidence <= 1:  # the change decision's, after every tile: refused now
+        raise AtlasError(f"--min-confidence {spec.min_confidence}: expected a probability from 0.5 to 1")
+    if spec.stay is not None and not 0 < spec.stay < 1:
+        raise AtlasError(f"--stay {spec.stay}: expected a probability strictly between 0 and 1")
 
 
 @dataclass(frozen=True)
