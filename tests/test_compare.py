@@ -537,6 +537,11 @@ def test_compare_decides_with_the_prior_fitted_to_the_maps_model_unless_told(tmp
     assert s["changed_ha"] == pytest.approx(40.96) and s["change_decision"]["stay_source"] == "given (--stay)"
     with pytest.raises(AtlasError, match="--stay 1.5"):
         compare(*strong, aoi=aoi, stay=1.5)
+    other = make_output(tmp_path / "o", after, conf, sha="b" * 64, date="2024-06-01", stay=0.9)
+    with pytest.warns(AtlasWarning, match=r"different change priors \(0.6, 0.9: made by different models\); "
+                      r"deciding with the strongest, 0.9"):
+        s = compare(weak[0], other, aoi=aoi, allow_model_mismatch=True)
+    assert s["change_decision"]["stay"] == 0.9 and s["model_mismatch"]
 
 
 def test_a_sequence_of_periods_is_decided_from_all_of_them(tmp_path):

@@ -109,9 +109,10 @@ def resolve_stay(stay: float | None, sides: list[Side]) -> tuple[float, str]:
         return DEFAULT_STAY, (f"the project's default ({DEFAULT_STAY:g}): the maps' model card carries no fitted "
                               "change prior (calibrate fits one)")
     if len(fitted) > 1:
-        warnings.warn(f"the maps carry different change priors ({', '.join(f'{v:g}' for v in fitted)}: their model "
-                      f"card was refitted between them); deciding with the strongest, {fitted[-1]:g}",
-                      AtlasWarning, stacklevel=3)
+        why = ("made by different models" if len({m.weights_sha256 for s in sides for m in s.maps}) > 1
+               else "their model's card was refitted between them")
+        warnings.warn(f"the maps carry different change priors ({', '.join(f'{v:g}' for v in fitted)}: {why}); "
+                      f"deciding with the strongest, {fitted[-1]:g}", AtlasWarning, stacklevel=3)
     return fitted[-1], f"fitted to {sides[0].model} (its card's calibration.change_prior, calibrate)"
 
 
