@@ -517,7 +517,7 @@ def test_compare_decides_with_the_prior_fitted_to_the_maps_model_unless_told(tmp
     """Maps whose model card carried a fitted change prior are decided with it: Forest -> Residential
     seen at 0.8 on both dates is change under a weak prior (stay 0.6: P(change) 0.64) and not under a
     strong one (0.99: 0.03); summary.json says which prior decided and where it came from; --stay
-    overrides the card."""
+    overrides the card; maps of two models with two priors are decided with the stronger, and warned of."""
     before = np.full((3, 3), 2, np.int64)  # Forest
     after = before.copy()
     after[1, 1] = 8  # Residential
