@@ -665,9 +665,10 @@ def test_recomputed_batch_norm_statistics_are_the_mean_of_the_batches(nested):
 @pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 def test_calibrate_fits_the_change_prior_into_the_card_and_every_map_carries_it(eurosat_rgb, tmp_path, monkeypatch):
     """calibrate writes the change prior the rule picks (one of the strengths it tries, with its val and
-    test figures); the card's stamp, which every output carries, names it; --change-prior-only refits it
-    through the temperature already there (the same prior: same patches, same seeds) and needs one."""
-    from atlas_change.change.prior import RULE, STAYS
+    test figures) after the temperatures; the stamp every output carries names it; --change-prior-only
+    refits it through the temperature already there (the same prior: same patches, same seeds) and
+    needs one; recalibrating the temperatures drops a prior fitted to the old ones."""
+    from atlas_change.change.prior import RULE, STAYS, fit_card
     from atlas_change.model.calibrate import calibrate
     from atlas_change.model.registry import load_card
     from atlas_change.model.train import train
@@ -676,15 +677,22 @@ def test_calibrate_fits_the_change_prior_into_the_card_and_every_map_carries_it(
     card = train(eurosat_rgb, "spectrumnet-bn-w0.25", tmp_path / "rgb", epochs=1, batch=8, quiet=True)
     assert card.change_stay is None and "change_prior_stay" not in card.stamp()
     with pytest.raises(AtlasError, match="not calibrated yet"):
-        calibrate(eurosat_rgb, str(card.path), quiet=True, prior_only=True)
-    r = calibrate(eurosat_rgb, str(card.path), quiet=True, strides=False)
-    cp = r["change_prior"]
+        fit_card(eurosat_rgb, str(card.path), quiet=True)
+    cli = [sys.executable, "-m", "atlas_change", "calibrate", "--data", str(eurosat_rgb), "--model", str(card.path), "--quiet"]
+    r = subprocess.run([*cli, "--no-strides"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "temperature" in r.stdout and "change prior stay" in r.stdout
+    card = load_card(card.path)
+    cp = card.calibration["change_prior"]
     assert cp["stay"] in STAYS and cp["rate"] == RULE["rate"] and {"val", "test"} <= cp.keys()
     assert all(0 <= cp[s][k] <= 1 for s in ("val", "test") for k in ("false", "found", "precision_at_rate"))
-    card = load_card(card.path)
     assert card.change_stay == cp["stay"] and card.stamp()["change_prior_stay"] == cp["stay"]
-    again = calibrate(eurosat_rgb, str(card.path), quiet=True, prior_only=True)
-    assert again["temperature"] == r["temperature"] and again["change_prior"] == cp
-    r = subprocess.run([sys.executable, "-m", "atlas_change", "calibrate", "--data", str(eurosat_rgb), "--model",
-                        str(card.path), "--change-prior-only", "--no-strides"], capture_output=True, text=True)
+    t = card.temperature
+    r = subprocess.run([*cli, "--change-prior-only"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    card = load_card(card.path)
+    assert card.temperature == t and card.calibration["change_prior"] == cp
+    calibrate(eurosat_rgb, str(card.path), quiet=True, strides=False)
+    assert load_card(card.path).change_stay is None
+    r = subprocess.run([*cli, "--change-prior-only", "--no-strides"], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--change-prior-only" in r.stderr

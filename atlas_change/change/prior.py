@@ -1,8 +1,8 @@
 """The change decision's transition prior fitted to a model: pairs of EuroSAT patches with known
 change and no change, decided by `joint.decide_pair` under each prior strength; the rule picks the
 prior that finds the most change while the cells called changed would mostly be real where change
-is rare (docs/change.md). `calibrate` runs it through the model's calibrated stride-64 cell
-probabilities (a cell is one patch), which the caller supplies.
+is rare (docs/change.md). The `calibrate` command runs it (fit_card) last, through the model's
+calibrated stride-64 cell probabilities (a cell is one patch), and writes it into the card.
 """
 from __future__ import annotations
 
@@ -105,3 +105,31 @@ def fit(predict, splits: dict, threshold: float, probs: dict | None = None) -> d
                        f"{RULE['precision']:g} of the cells called changed are real where {RULE['rate']:g} of the "
                        "cells change; reported on test pairs (atlas_change/change/prior.py, docs/change.md)"),
             "threshold": threshold, **{k: RULE[k] for k in ("rate", "precision")}, "val": at("val"), "test": at("test")}
+
+
+def fit_card(data, model: str, splits: str | None = None, quiet: bool = False) -> dict:
+    """Fit the change prior of a calibrated model through its card's temperatures, test-time views and
+    runtime, on the EuroSAT RGB val and test splits, and write it into the card
+    (`calibration.change_prior`); -> that record."""
+    from ..errors import AtlasError
+    from ..model.infer import DEFAULT_RUNTIME, apply_temperature, get_predictor
+    from ..model.registry import load_card, set_card_entry
+    from ..model.train import RGB_BANDS, band_indices, load_split
+    from .joint import DEFAULT_THRESHOLD
+
+    card = load_card(model)
+    cal = card.calibration
+    if "temperature" not in cal:
+        raise AtlasError(f"{card.path}: not calibrated yet; run calibrate without --change-prior-only first")
+    predictor, t, t64 = get_predictor(card, cal.get("runtime") or DEFAULT_RUNTIME), card.temperature, card.cell_temperature(64)
+    xy = {}
+    for split in ("val", "test"):
+        X, y, _ = load_split(data, split, splits, quiet)
+        if X.shape[-1] != len(RGB_BANDS):
+            raise AtlasError(f"{data}: the change prior is fitted on the EuroSAT RGB JPEGs; MS has none")
+        xy[split] = (X[..., band_indices(card.bands, RGB_BANDS)], y)
+    views = int(cal.get("tta_views", 1))
+    record = fit(lambda x: apply_temperature(apply_temperature(
+        predictor(x, prescaled=True, views=views, calibrated=False), t), t64), xy, DEFAULT_THRESHOLD)
+    set_card_entry(card.path, ("calibration", "change_prior"), record)
+    return record

@@ -117,10 +117,8 @@ def _add_calibrate(sub) -> None:
     _eurosat_args(ca, "EuroSAT RGB folder")
     ca.add_argument("--model", required=True, help="model name under models/ or a model folder")
     ca.add_argument("--tta", type=int, choices=VIEWS,
-                    help=f"test-time views to fit with (default {DEFAULT_VIEWS}, classify's default; with "
-                    "--change-prior-only the card's calibration's)")
-    ca.add_argument("--runtime", choices=RUNTIMES,
-                    help=f"inference runtime (default {DEFAULT_RUNTIME}; with --change-prior-only the card's calibration's)")
+                    help=f"test-time views to fit with (default {DEFAULT_VIEWS}, classify's default)")
+    ca.add_argument("--runtime", choices=RUNTIMES, help=f"inference runtime (default {DEFAULT_RUNTIME})")
     ca.add_argument("--no-strides", action="store_true",
                     help="fit the patch temperature only (the card then has no per-stride cell temperatures: "
                     "cells as averaged)")
@@ -191,15 +189,17 @@ def _cmd_evaluate(a) -> None:
 
 
 def _cmd_calibrate(a) -> None:
+    """The temperatures (model.calibrate), then the change prior through them (change.prior)."""
+    from ..change.prior import fit_card
     from ..model.calibrate import calibrate
 
-    if a.change_prior_only and (a.no_change_prior or a.no_strides):
-        raise AtlasError("calibrate: --change-prior-only fits the prior alone; drop --no-change-prior / --no-strides")
-    r = calibrate(a.data, a.model, a.splits, a.tta, a.runtime, a.quiet, not a.no_strides,
-                  not a.no_change_prior, a.change_prior_only)
+    if a.change_prior_only and (a.no_change_prior or a.no_strides or a.tta or a.runtime):
+        raise AtlasError("calibrate: --change-prior-only refits the prior alone, through the card's temperatures, "
+                         "views and runtime; drop --no-change-prior / --no-strides / --tta / --runtime")
     if not a.change_prior_only:
-        _print_temperatures(a.model, r)
-    if (cp := r.get("change_prior")) is not None:
+        _print_temperatures(a.model, calibrate(a.data, a.model, a.splits, a.tta, a.runtime, a.quiet, not a.no_strides))
+    if not a.no_change_prior:
+        cp = fit_card(a.data, a.model, a.splits, a.quiet)
         v, t = cp["val"], cp["test"]
         print(f"{a.model}: change prior stay {cp['stay']:g} (written to its card.json); on EuroSAT pairs, val / test: "
               f"false change {100 * v['false']:.2f} / {100 * t['false']:.2f} %, change found {100 * v['found']:.1f} / "

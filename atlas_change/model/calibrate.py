@@ -12,13 +12,11 @@ out in fields of 1-4 patches a side with the grid at a random offset (a cell's t
 most of its pixels), scored on mosaics of test patches, and applied by classify to the cell
 probabilities at that stride (after the patch temperature; labels unchanged).
 
-Last, the change decision's transition prior is fitted to those calibrated probabilities
-(change/prior.py): every map carries it and compare decides that model's maps with it."""
+The `calibrate` command then fits the change decision's transition prior to those calibrated
+probabilities (change/prior.py): every map carries it and compare decides that model's maps with it."""
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
 import numpy as np
 
@@ -143,26 +141,17 @@ def fit_stride_temperatures(splits: dict, predict, quiet: bool = False) -> dict:
 
 
 def calibrate(data: str | os.PathLike, model: str, splits: str | None = None, views: int | None = None,
-              runtime: str | None = None, quiet: bool = False, strides: bool = True,
-              change_prior: bool = True, prior_only: bool = False) -> dict:
+              runtime: str | None = None, quiet: bool = False, strides: bool = True) -> dict:
     """Fit the model's temperature on the validation split (with `views` test-time views, default the
     classify default), score ECE on test before and after; with `strides`, then a temperature per
-    stride for map cells on mosaics (fit_stride_temperatures); with `change_prior`, then the change
-    decision's transition prior on pairs of val patches through those temperatures (change/prior.py);
-    write it all into the model's card.json (the weights, and so their SHA-256, are untouched).
-    `prior_only`: refit only the change prior, through the card's temperatures, views and runtime."""
-    from ..change import prior
-    from ..change.joint import DEFAULT_THRESHOLD
+    stride for map cells on mosaics (fit_stride_temperatures); write it all into the model's
+    card.json (the weights, and so their SHA-256, are untouched)."""
     from .infer import DEFAULT_RUNTIME, DEFAULT_VIEWS, get_predictor
-    from .registry import load_card
+    from .registry import load_card, set_card_entry
     from .train import RGB_BANDS, band_indices, load_split
 
     card = load_card(model)
-    if prior_only and "temperature" not in card.calibration:
-        raise AtlasError(f"{card.path}: not calibrated yet; run calibrate without --change-prior-only first")
-    old = card.calibration if prior_only else {}
-    views = views or old.get("tta_views") or DEFAULT_VIEWS
-    runtime = runtime or old.get("runtime") or DEFAULT_RUNTIME
+    views, runtime = views or DEFAULT_VIEWS, runtime or DEFAULT_RUNTIME
     raw, xy = {}, {}
     predictor = get_predictor(card, runtime)
     for split in ("val", "test"):
@@ -171,9 +160,18 @@ def calibrate(data: str | os.PathLike, model: str, splits: str | None = None, vi
             raise AtlasError(f"{data}: calibration reads the EuroSAT RGB JPEGs (their val split); MS has none")
         xy[split] = (X[..., band_indices(card.bands, RGB_BANDS)], y)
         raw[split] = (predictor(xy[split][0], prescaled=True, views=views, calibrated=False), y)
-    record = dict(old) if prior_only else patch_record(raw, views, runtime)
-    t = record["temperature"]
-    if strides and not prior_only:
+    t = fit_temperature(*raw["val"])
+    test_p, test_y = raw["test"]
+    after = apply_temperature(test_p, t)
+    record = {"method": "temperature scaling (Guo et al. 2017), fitted on the EuroSAT val split",
+              "temperature": round(t, 4), "tta_views": views, "runtime": runtime,
+              "ece_test_before": round(ece(test_p, test_y), 4), "ece_test_after": round(ece(after, test_y), 4),
+              "accuracy_of_0.85-0.95_before": [round(v, 4) if isinstance(v, float) else v
+                                               for v in reliability(test_p, test_y)],
+              "accuracy_of_0.85-0.95_after": [round(v, 4) if isinstance(v, float) else v
+                                              for v in reliability(after, test_y)],
+              "n_val": int(len(raw["val"][1])), "n_test": int(len(test_y))}
+    if strides:
         record["stride_temperature"] = {
             "method": ("a second temperature per stride for map cells, fitted on the cells of "
                        f"{MOSAICS['mosaics']} mosaics of val patches in fields of 1-{max(MOSAICS['fields'])} "
@@ -182,36 +180,5 @@ def calibrate(data: str | os.PathLike, model: str, splits: str | None = None, vi
                        "applies it to the cell probabilities"),
             **fit_stride_temperatures(xy, lambda x: apply_temperature(
                 predictor(x, prescaled=True, views=views, calibrated=False), t), quiet)}
-    if change_prior or prior_only:
-        t64 = float(record.get("stride_temperature", {}).get("64", {}).get("temperature", 1.0))
-
-        def cells(x: np.ndarray, p: np.ndarray | None = None) -> np.ndarray:
-            """Calibrated stride-64 cell probabilities (a cell is one patch)."""
-            p = predictor(x, prescaled=True, views=views, calibrated=False) if p is None else p
-            return apply_temperature(apply_temperature(p, t), t64)
-
-        record["change_prior"] = prior.fit(cells, xy, DEFAULT_THRESHOLD,
-                                           {s: cells(None, raw[s][0]) for s in raw})
-    path = Path(card.path) / "card.json"
-    doc = json.loads(path.read_text())
-    doc["calibration"] = record
-    tmp = path.with_name(".card.json.tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    os.replace(tmp, path)
+    set_card_entry(card.path, ("calibration",), record)  # a change prior fitted to the old one goes with it
     return record
-
-
-def patch_record(raw: dict, views: int, runtime: str) -> dict:
-    """The patch temperature fitted on val (`raw`: {split: (uncalibrated probabilities, labels)}) and
-    what it does on test."""
-    t = fit_temperature(*raw["val"])
-    test_p, test_y = raw["test"]
-    after = apply_temperature(test_p, t)
-    return {"method": "temperature scaling (Guo et al. 2017), fitted on the EuroSAT val split",
-            "temperature": round(t, 4), "tta_views": views, "runtime": runtime,
-            "ece_test_before": round(ece(test_p, test_y), 4), "ece_test_after": round(ece(after, test_y), 4),
-            "accuracy_of_0.85-0.95_before": [round(v, 4) if isinstance(v, float) else v
-                                             for v in reliability(test_p, test_y)],
-            "accuracy_of_0.85-0.95_after": [round(v, 4) if isinstance(v, float) else v
-                                            for v in reliability(after, test_y)],
-            "n_val": int(len(raw["val"][1])), "n_test": int(len(test_y))}

@@ -331,7 +331,9 @@ _LOCK = threading.Lock()
 def get_predictor(card: ModelCard, runtime: str = DEFAULT_RUNTIME, threads: int | None = None) -> Predictor:
     """The process's predictor for a card: loaded once per process (once per Dask worker, shared by
     its threads)."""
-    key = (card.path, card.weights_sha256, runtime)
+    # the card as it is now: a predictor made before calibrate or quantize rewrote the card would apply
+    # the old temperature or run the old network
+    key = (card.path, card.weights_sha256, runtime, card.temperature, card.int8_default)
     with _LOCK:
         if key not in _PREDICTORS:
             _PREDICTORS[key] = Predictor(card, runtime, threads=threads)

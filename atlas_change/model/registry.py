@@ -186,6 +186,18 @@ def save(model, out_dir: str | os.PathLike, **card_fields) -> ModelCard:
     return ModelCard(**{**asdict(card), "path": str(d)})
 
 
+def set_card_entry(folder: str | os.PathLike, keys: tuple[str, ...], value) -> None:
+    """Set one entry of a model folder's card.json (e.g. ("calibration", "change_prior")), written
+    whole and atomically; the weights, and so their SHA-256, are untouched."""
+    path = Path(folder) / "card.json"
+    doc = json.loads(path.read_text())
+    d = doc
+    for k in keys[:-1]:
+        d = d.setdefault(k, {})
+    d[keys[-1]] = value
+    _write_text(path, json.dumps(doc, indent=2) + "\n")
+
+
 def _write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text)
