@@ -239,6 +239,7 @@ def test_geopackage_layers(tmp_path, dates):
     assert len(ch) == 1 and (ch.from_class[0], ch.to_class[0]) == ("AnnualCrop", "Residential")
     assert ch.hectares[0] == pytest.approx(40.96) and ch.confidence_before[0] == pytest.approx(0.81, abs=0.01)
     assert ch.p_change[0] == pytest.approx(0.776, abs=0.01) and ch.p_conversion[0] <= ch.p_change[0]
+    assert ch.change_prior_stay[0] == pytest.approx(s["change_decision"]["stay"])  # the prior that decided
     assert {d.date().isoformat() for d in before.date} == {"2023-06-01"} and set(before.group) == {"agricultural"}
     assert (ch.from_group[0], ch.to_group[0], ch.kind[0]) == ("agricultural", "artificial", "conversion")
     assert gpd.read_file(gpkg, layer="aoi")["name"].tolist() == ["aoi"]  # the AOI's own attributes travel

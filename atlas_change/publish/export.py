@@ -113,10 +113,11 @@ def compare_cells(folder: Path, part: str, summary: dict):
     return gdf
 
 
-def change_frame(folder: Path):
+def change_frame(folder: Path, stay: float | None = None):
     """One polygon per changed cell of change.tif: from/to class and group, whether it is a conversion
     between groups, both dates' posterior probabilities of those classes, P(change) and P(conversion)
-    (NaN for outputs made before the joint decision), hectares."""
+    (NaN for outputs made before the joint decision), the transition prior that decided (`stay`, from
+    summary.json; NaN where not recorded), hectares."""
     code, t, crs, _ = read_raster(folder / "change.tif")
     ca, cb = (read_raster(folder / f"{p}_confidence.tif")[0] for p in ("before", "after"))
     pc, pv = (read_raster(folder / f"{n}.tif")[0] if (folder / f"{n}.tif").exists() else np.full(code.shape, np.nan)
@@ -131,7 +132,8 @@ def change_frame(folder: Path):
         "from_group": groups[gf - 1], "to_group": groups[gt - 1],
         "kind": np.where(gf != gt, "conversion", "within group").astype(object),
         "confidence_before": ca[r, c].astype(np.float32), "confidence_after": cb[r, c].astype(np.float32),
-        "p_change": pc[r, c].astype(np.float32), "p_conversion": pv[r, c].astype(np.float32)})
+        "p_change": pc[r, c].astype(np.float32), "p_conversion": pv[r, c].astype(np.float32),
+        "change_prior_stay": np.full(len(r), np.nan if stay is None else stay, np.float32)})
 
 
 def layers(folder: str | os.PathLike) -> dict:
@@ -148,7 +150,8 @@ def layers(folder: str | os.PathLike) -> dict:
     if (d / "summary.json").exists():
         s = read_json(d / "summary.json", SUMMARY_KEYS)
         return {"cells_before": compare_cells(d, "before", s), "cells_after": compare_cells(d, "after", s),
-                "changes": change_frame(d), "aoi": gpd.read_file(d / "aoi.geojson")}
+                "changes": change_frame(d, s.get("change_decision", {}).get("stay")),
+                "aoi": gpd.read_file(d / "aoi.geojson")}
     if (d / "cells.parquet").exists():
         return {"cells": classify_cells(d)}
     if (d / "tiles.parquet").exists():
