@@ -96,7 +96,7 @@ def _add_evaluate(sub) -> None:
 
 def _add_calibrate(sub) -> None:
     """The arguments of `calibrate`."""
-    ca = sub.add_parser("calibrate", help="fit a model's probability calibration (temperature) on EuroSAT val",
+    ca = sub.add_parser("calibrate", help="fit a model's probability calibration (temperatures) and change prior on EuroSAT val",
                         description="Temperature scaling (Guo et al. 2017): fit one temperature T on the EuroSAT "
                         "RGB validation split so that the class probabilities mean what they say (patches given 0.9 "
                         "right about 90 % of the time), then write it with the expected calibration error on the "
