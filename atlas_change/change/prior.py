@@ -121,7 +121,8 @@ def fit_card(data, model: str, splits: str | None = None, quiet: bool = False) -
     cal = card.calibration
     if "temperature" not in cal:
         raise AtlasError(f"{card.path}: not calibrated yet; run calibrate without --change-prior-only first")
-    predictor, t, t64 = get_predictor(card, cal.get("runtime") or DEFAULT_RUNTIME), card.temperature, card.cell_temperature(64)
+    predictor = get_predictor(card, cal.get("runtime") or DEFAULT_RUNTIME)
+    t, t64 = card.temperature, card.cell_temperature(64)
     xy = {}
     for split in ("val", "test"):
         X, y, _ = load_split(data, split, splits, quiet)
