@@ -663,7 +663,7 @@ def test_recomputed_batch_norm_statistics_are_the_mean_of_the_batches(nested):
 
 
 @pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
-def test_calibrate_fits_the_change_prior_into_the_card_and_every_map_carries_it(eurosat_rgb, tmp_path, monkeypatch):
+def test_calibrate_fits_the_change_prior_into_the_card_and_its_stamp(eurosat_rgb, tmp_path, monkeypatch):
     """calibrate writes the change prior the rule picks (one of the strengths it tries, with its val and
     test figures) after the temperatures; the stamp every output carries names it; --change-prior-only
     refits it through the temperature already there (the same prior: same patches, same seeds) and
