@@ -16,7 +16,6 @@ in calibration.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -26,7 +25,7 @@ import numpy as np
 
 from ..errors import AtlasError
 from .infer import DEFAULT_VIEWS, Predictor, openvino_model_dir
-from .registry import _write_text, load_card, sha256_file
+from .registry import load_card, set_card_entry, sha256_file
 
 INT8_DIR = "openvino-int8"
 MIN_AGREEMENT, MAX_ACCURACY_DROP = 0.995, 0.002
@@ -72,9 +71,7 @@ def quantize(data: str | os.PathLike, model: str, splits: str | None = None, sam
               "calibration": f"{len(pick)} EuroSAT train JPEGs (seed {seed}), every second one made L2A-like "
                              "(augment.to_l2a, strength 0-1.2); NNCF MIXED preset, full bias correction; element-wise "
                              "input operations left in float"}
-    doc = json.loads((Path(card.path) / "card.json").read_text())
-    doc["int8"] = {**record, "default": False}
-    _write_text(Path(card.path) / "card.json", json.dumps(doc, indent=2) + "\n")
+    set_card_entry(card.path, ("int8",), {**record, "default": False})
     int8_pred = Predictor(load_card(card.path), "openvino-int8")
     scores = {}
     for views in sorted({1, DEFAULT_VIEWS}):
@@ -84,13 +81,13 @@ def quantize(data: str | os.PathLike, model: str, splits: str | None = None, sam
                               "label_agreement": round(float((pf == pq).mean()), 4)}
     d = scores[str(DEFAULT_VIEWS)]
     keeps = d["label_agreement"] >= MIN_AGREEMENT and d["accuracy_int8"] >= d["accuracy_float"] - MAX_ACCURACY_DROP
-    doc["int8"] = {**record, "test": {"n": int(len(yte)), "by_views": scores}, "keeps_eurosat_labels": bool(keeps),
-                   "default": bool(keeps and make_default),
-                   "rule": f"default only when asked (after benchmarks/real_scenes.py) and where, at --tta "
-                           f"{DEFAULT_VIEWS}, at least {MIN_AGREEMENT:.1%} of the EuroSAT test labels equal the float "
-                           f"network's and the accuracy is within {100 * MAX_ACCURACY_DROP:g} points of it"}
-    _write_text(Path(card.path) / "card.json", json.dumps(doc, indent=2) + "\n")
-    return doc["int8"]
+    int8 = {**record, "test": {"n": int(len(yte)), "by_views": scores}, "keeps_eurosat_labels": bool(keeps),
+            "default": bool(keeps and make_default),
+            "rule": f"default only when asked (after benchmarks/real_scenes.py) and where, at --tta "
+                    f"{DEFAULT_VIEWS}, at least {MIN_AGREEMENT:.1%} of the EuroSAT test labels equal the float "
+                    f"network's and the accuracy is within {100 * MAX_ACCURACY_DROP:g} points of it"}
+    set_card_entry(card.path, ("int8",), int8)
+    return int8
 
 
 def l2a_like(batches: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
