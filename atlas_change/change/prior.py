@@ -74,23 +74,19 @@ def l2a_moved(X: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(to_l2a(X.astype(np.float32), rng.uniform(0, 1.2, (len(X), 1, 1, 1)), a, b), 0, 255)
 
 
-def split_rows(predict, X: np.ndarray, y: np.ndarray, seed: int, n: int, threshold: float,
-               p: np.ndarray | None = None) -> list[dict]:
-    """`table` on `n` pairs of each kind from one split: the first date as the patches are (`p`, their
-    cell probabilities, or `predict(X)`), the second L2A-moved. `predict(patches)`: calibrated stride-64
-    cell probabilities."""
+def split_rows(predict, X: np.ndarray, y: np.ndarray, seed: int, n: int, threshold: float) -> list[dict]:
+    """`table` on `n` pairs of each kind from one split: the first date as the patches are, the second
+    L2A-moved. `predict(patches)`: calibrated stride-64 cell probabilities."""
     rng = np.random.default_rng(seed)
     pb = predict(l2a_moved(X, rng))
     first, second, changed = pairs(y, n, rng)
-    return table(predict(X) if p is None else p, pb, y, first, second, changed, threshold)
+    return table(predict(X), pb, y, first, second, changed, threshold)
 
 
-def fit(predict, splits: dict, threshold: float, probs: dict | None = None) -> dict:
+def fit(predict, splits: dict, threshold: float) -> dict:
     """The card's `change_prior`: the stay the rule picks on the val pairs, with the figures it gives on
-    val and on test pairs. `splits`: {"val": (X, y), "test": (X, y)}; `probs`: their cell probabilities
-    where already known."""
-    rows = {s: split_rows(predict, X, y, SEEDS[s], RULE["pairs"], threshold, (probs or {}).get(s))
-            for s, (X, y) in splits.items()}
+    val and on test pairs. `splits`: {"val": (X, y), "test": (X, y)}."""
+    rows = {s: split_rows(predict, X, y, SEEDS[s], RULE["pairs"], threshold) for s, (X, y) in splits.items()}
     stay = choose(rows["val"], RULE["rate"], RULE["precision"])
 
     def at(split: str) -> dict:
@@ -112,9 +108,9 @@ def fit_card(data, model: str, splits: str | None = None, quiet: bool = False) -
     runtime, on the EuroSAT RGB val and test splits, and write it into the card
     (`calibration.change_prior`); -> that record."""
     from ..errors import AtlasError
+    from ..model.calibrate import rgb_splits
     from ..model.infer import DEFAULT_RUNTIME, apply_temperature, get_predictor
     from ..model.registry import load_card, set_card_entry
-    from ..model.train import RGB_BANDS, band_indices, load_split
     from .joint import DEFAULT_THRESHOLD
 
     card = load_card(model)
@@ -123,14 +119,9 @@ def fit_card(data, model: str, splits: str | None = None, quiet: bool = False) -
         raise AtlasError(f"{card.path}: not calibrated yet; run calibrate without --change-prior-only first")
     predictor = get_predictor(card, cal.get("runtime") or DEFAULT_RUNTIME)
     t, t64 = card.temperature, card.cell_temperature(64)
-    xy = {}
-    for split in ("val", "test"):
-        X, y, _ = load_split(data, split, splits, quiet)
-        if X.shape[-1] != len(RGB_BANDS):
-            raise AtlasError(f"{data}: the change prior is fitted on the EuroSAT RGB JPEGs; MS has none")
-        xy[split] = (X[..., band_indices(card.bands, RGB_BANDS)], y)
     views = int(cal.get("tta_views", 1))
     record = fit(lambda x: apply_temperature(apply_temperature(
-        predictor(x, prescaled=True, views=views, calibrated=False), t), t64), xy, DEFAULT_THRESHOLD)
+        predictor(x, prescaled=True, views=views, calibrated=False), t), t64),
+        rgb_splits(data, card, splits, quiet), DEFAULT_THRESHOLD)
     set_card_entry(card.path, ("calibration", "change_prior"), record)
     return record

@@ -140,6 +140,20 @@ def fit_stride_temperatures(splits: dict, predict, quiet: bool = False) -> dict:
     return out
 
 
+def rgb_splits(data: str | os.PathLike, card, splits: str | None = None, quiet: bool = False) -> dict:
+    """{"val": (X, y), "test": (X, y)}: the EuroSAT RGB JPEGs of both splits in the card's band order
+    (AtlasError for the MS GeoTIFFs, which have no JPEG twins to calibrate on)."""
+    from .train import RGB_BANDS, band_indices, load_split
+
+    out = {}
+    for split in ("val", "test"):
+        X, y, _ = load_split(data, split, splits, quiet)
+        if X.shape[-1] != len(RGB_BANDS):
+            raise AtlasError(f"{data}: calibration reads the EuroSAT RGB JPEGs (their val split); MS has none")
+        out[split] = (X[..., band_indices(card.bands, RGB_BANDS)], y)
+    return out
+
+
 def calibrate(data: str | os.PathLike, model: str, splits: str | None = None, views: int | None = None,
               runtime: str | None = None, quiet: bool = False, strides: bool = True) -> dict:
     """Fit the model's temperature on the validation split (with `views` test-time views, default the
@@ -148,18 +162,12 @@ def calibrate(data: str | os.PathLike, model: str, splits: str | None = None, vi
     card.json (the weights, and so their SHA-256, are untouched)."""
     from .infer import DEFAULT_RUNTIME, DEFAULT_VIEWS, get_predictor
     from .registry import load_card, set_card_entry
-    from .train import RGB_BANDS, band_indices, load_split
 
     card = load_card(model)
     views, runtime = views or DEFAULT_VIEWS, runtime or DEFAULT_RUNTIME
-    raw, xy = {}, {}
     predictor = get_predictor(card, runtime)
-    for split in ("val", "test"):
-        X, y, _ = load_split(data, split, splits, quiet)
-        if X.shape[-1] != len(RGB_BANDS):
-            raise AtlasError(f"{data}: calibration reads the EuroSAT RGB JPEGs (their val split); MS has none")
-        xy[split] = (X[..., band_indices(card.bands, RGB_BANDS)], y)
-        raw[split] = (predictor(xy[split][0], prescaled=True, views=views, calibrated=False), y)
+    xy = rgb_splits(data, card, splits, quiet)
+    raw = {s: (predictor(X, prescaled=True, views=views, calibrated=False), y) for s, (X, y) in xy.items()}
     t = fit_temperature(*raw["val"])
     test_p, test_y = raw["test"]
     after = apply_temperature(test_p, t)
