@@ -62,6 +62,7 @@ def check_spec(spec: AtlasSpec) -> None:
     """Refuse what would fail late: period names that are not folder names, bad ranges, no periods,
     change settings that are not probabilities."""
     from ..batch.search import parse_range
+    from ..change.compare import check_decision
 
     if not spec.periods:
         raise AtlasError("atlas: no --period given; give one or more NAME=START/END")
@@ -75,10 +76,7 @@ def check_spec(spec: AtlasSpec) -> None:
         raise AtlasError(f"--retries {spec.retries}: expected 0 or more")
     if spec.tiles_at_once < 1:
         raise AtlasError(f"--tiles-at-once {spec.tiles_at_once}: expected 1 or more")
-    if not 0.5 <= spec.min_confidence <= 1:  # the change decision's, after every tile: refused now
-        raise AtlasError(f"--min-confidence {spec.min_confidence}: expected a probability from 0.5 to 1")
-    if spec.stay is not None and not 0 < spec.stay < 1:
-        raise AtlasError(f"--stay {spec.stay}: expected a probability strictly between 0 and 1")
+    check_decision(spec.min_confidence, spec.stay)  # used after every tile is classified: refused now
 
 
 @dataclass(frozen=True)

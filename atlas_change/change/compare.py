@@ -116,6 +116,21 @@ def resolve_stay(stay: float | None, sides: list[Side]) -> tuple[float, str]:
     return fitted[-1], f"fitted to {sides[0].model} (its card's calibration.change_prior, calibrate)"
 
 
+def prior_brief(decision: dict) -> str:
+    """'0.6 (fitted to spectrumnet-rgb)': a summary's change_decision's stay and, in short, where it
+    came from."""
+    return f"{decision['stay']:g} ({decision['stay_source'].split(' (')[0]})"
+
+
+def check_decision(min_confidence: float, stay: float | None) -> None:
+    """AtlasError unless the change decision's settings are probabilities (`stay` None: the model's)."""
+    if not (0.5 <= min_confidence <= 1):  # also refuses NaN
+        raise AtlasError(f"--min-confidence {min_confidence}: expected a probability from 0.5 to 1 "
+                         "(the posterior that 'changed' or 'unchanged' needs)")
+    if stay is not None and not (0 < stay < 1):  # also refuses NaN
+        raise AtlasError(f"--stay {stay}: expected a probability strictly between 0 and 1")
+
+
 def is_output_folder(p: Path) -> bool:
     """Whether `p` is (or was meant to be) a classify output folder rather than a scene."""
     return p.is_dir() and any((p / f).exists() for f in ("lulc.tif", "run.json", "confidence.tif", "cells.parquet", "tiles.parquet"))
@@ -392,11 +407,7 @@ def compare_periods(periods: list, dates: list | None = None, *, aoi: str | None
     against the last, from the posterior of their two classes given every period), sequence.tif (the
     most probable class of each period, Viterbi) and summary.json (every step's figures); returns
     that summary. `dates`: per period one date, or one per scene, or None (from the metadata)."""
-    if not (0.5 <= min_confidence <= 1):  # also refuses NaN
-        raise AtlasError(f"--min-confidence {min_confidence}: expected a probability from 0.5 to 1 "
-                         "(the posterior that 'changed' or 'unchanged' needs)")
-    if stay is not None and not (0 < stay < 1):  # also refuses NaN
-        raise AtlasError(f"--stay {stay}: expected a probability strictly between 0 and 1")
+    check_decision(min_confidence, stay)
     if len(periods) < 2:
         raise AtlasError(f"compare: {len(periods)} period given; give two or more")
     if period_evidence not in EVIDENCE:

@@ -99,7 +99,7 @@ def add_parsers(sub) -> None:
 
 
 def _cmd_compare(a) -> None:
-    from ..change.compare import compare
+    from ..change.compare import compare, prior_brief
 
     kw = {"max_cloud": a.max_cloud, "stride": a.stride, "tta": a.tta, "runtime": a.runtime, "quiet": False,
           "period_evidence": a.period_evidence, **({"model": a.model} if a.model else {})}
@@ -139,13 +139,7 @@ def _cmd_compare(a) -> None:
           f"{s['conversion_ha']:.2f} ha between land-cover groups), "
           f"{s['uncertain_ha']:.2f} ha uncertain of "
           f"{s['valid_ha']:.2f} ha valid in the AOI; {s['cloud_ha']:.2f} ha cloud and {s['snow_ha']:.2f} ha snow on either date, "
-          f"{s['nodata_ha']:.2f} ha nodata; change prior stay {_prior(s)}" + (" (MODEL MISMATCH)" if s["model_mismatch"] else ""))
-
-
-def _prior(s: dict) -> str:
-    """'0.6 (fitted to spectrumnet-rgb)': the stay that decided and, in short, where it came from."""
-    d = s["change_decision"]
-    return f"{d['stay']:g} ({d['stay_source'].split(' (')[0]})"
+          f"{s['nodata_ha']:.2f} ha nodata; change prior stay {prior_brief(s['change_decision'])}" + (" (MODEL MISMATCH)" if s["model_mismatch"] else ""))
 
 
 def _dates(text: str | None, srcs):
@@ -158,7 +152,7 @@ def _dates(text: str | None, srcs):
 
 def _compare_sequence(a, kw: dict) -> None:
     """compare --period ... --period ...: a sequence of periods (compare.compare_periods)."""
-    from ..change.compare import compare_periods
+    from ..change.compare import compare_periods, prior_brief
 
     given = a.period_dates or []
     if given and len(given) != len(a.period):
@@ -175,7 +169,7 @@ def _compare_sequence(a, kw: dict) -> None:
         print(f"{Path(a.out) / step['folder']}: {step['before']} -> {step['after']}: {step['changed_ha']:.2f} ha changed "
               f"({step['conversion_ha']:.2f} ha between land-cover groups), {step['uncertain_ha']:.2f} ha uncertain "
               f"of {step['valid_ha']:.2f} ha valid")
-    print(f"decided with change prior stay {_prior(s)}")
+    print(f"decided with change prior stay {prior_brief(s['change_decision'])}")
 
 
 def _search_sides(a) -> tuple[list | None, list[Path]]:

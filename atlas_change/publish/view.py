@@ -76,11 +76,13 @@ def area_chart(summary: dict) -> str:
 
 def _prior_note(summary: dict) -> list[str]:
     """The line saying which change prior decided (and where it came from), for outputs that record it."""
+    from ..change.compare import prior_brief
+
     d = summary.get("change_decision", {})
     if "stay_source" not in d:
         return []
     return [f"change decided from both dates with a transition prior: keep the class with probability "
-            f"{d['stay']:g} ({d['stay_source'].split(' (')[0]}), changed or unchanged where the posterior reaches "
+            f"{prior_brief(d)}, changed or unchanged where the posterior reaches "
             f"{d['threshold']:g}, uncertain otherwise"]
 
 
