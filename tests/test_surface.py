@@ -37,7 +37,7 @@ def test_water_rule():
     assert out[2, RIVER] == pytest.approx(0.91 / 0.92) and out[2, :RIVER].sum() == 0  # mostly water: water classes only
 
 
-def test_lake_and_snow_through_classify(tmp_path, model13):
+def lake_and_snow(tmp_path) -> str:
     """A 256 x 256 scene: left half a lake (B03 > B08, dark NIR / SWIR), top right land, bottom right snow."""
     path = make_scene(tmp_path / "base.tif", 256, 256, seed=3)
     with rasterio.open(path) as src:
@@ -56,6 +56,39 @@ def test_lake_and_snow_through_classify(tmp_path, model13):
     with rasterio.open(tmp_path / "s.tif", "w", **profile) as dst:
         dst.write(dn)
         dst.descriptions = names
+    return str(tmp_path / "s.tif")
+
+
+@pytest.mark.parametrize("model_bands", [("B04", "B03", "B02"), EUROSAT_ORDER])
+def test_chunk_flags_take_the_bands_the_model_read(tmp_path, model_bands):
+    """The tests' bands taken from the block the model's read returned (what classify does: B03, and
+    all of them for a 13-band model, are not read twice) give the flags of a read of their own, with
+    a baseline offset too."""
+    from rasterio.windows import Window
+
+    from atlas_change.read import open_scene
+
+    path = lake_and_snow(tmp_path)
+    with rasterio.open(path, "r+") as dst:  # with the offset applied: a strip of land dark water, one of snow not snow
+        for b in ("B08", "B11"):
+            dst.write(np.full((32, 128), 700, np.uint16), EUROSAT_ORDER.index(b) + 1, window=Window(128, 96, 128, 32))
+        dst.write(np.full((32, 128), 1900, np.uint16), EUROSAT_ORDER.index("B03") + 1, window=Window(128, 160, 128, 32))
+    scene = open_scene(path, model_bands, offset=-1000.0)
+    plan = surface.plan(scene)
+    window = Window(64, 64, 192, 128)
+    block, _ = scene.read(window, raw=True, scl=False)
+    own = surface.chunk_flags(plan, scene, window)
+    shared = surface.chunk_flags(plan, scene, window, block)
+    either = own[0] | own[1]
+    assert own[0][32:64, 64:].all() and own[1][64:96, 64:].all()  # dark water, snow
+    assert not either[:32, 64:].any() and not either[96:, 64:].any()  # land, the snow's strip too
+    np.testing.assert_array_equal(own[0], shared[0])
+    np.testing.assert_array_equal(own[1], shared[1])
+
+
+def test_lake_and_snow_through_classify(tmp_path, model13):
+    """The lake, land and snow scene through classify."""
+    lake_and_snow(tmp_path)
     ds = run_classify(tmp_path / "s.tif", model13, out=tmp_path / "o", tta=1, cloud_mask=False)
     lulc = ds["lulc"].values
     assert set(np.unique(lulc[:, :2]).tolist()) <= {RIVER + 1, SEALAKE + 1}  # the lake: water classes only

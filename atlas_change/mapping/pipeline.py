@@ -57,7 +57,7 @@ def classify_chunk(scene: Scene, card: ModelCard, grid: PatchGrid, rng: tuple[in
         t1 = time.perf_counter()
         scl = scene.read_scl(window) if "scl" in (clouds.method, surf.snow) else None  # once, for both
         flags = chunk_cloud(clouds, scene, window, valid, scl)
-        ground = surface.chunk_flags(surf, scene, window, scl)
+        ground = surface.chunk_flags(surf, scene, window, block, scl)
     except RasterioIOError as e:
         raise AtlasError(f"{scene.path}: cannot read pixels at rows {window.row_off}..{window.row_off + window.height}, "
                          f"cols {window.col_off}..{window.col_off + window.width} ({str(e).splitlines()[0]})") from None

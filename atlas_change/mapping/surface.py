@@ -77,19 +77,30 @@ def plan(scene: Scene) -> SurfacePlan:
     return SurfacePlan(water, snow, scene.select(need) if need else None)
 
 
-def chunk_flags(p: SurfacePlan, main: Scene, window: Window,
+def chunk_flags(p: SurfacePlan, main: Scene, window: Window, block: np.ndarray | None = None,
                 scl: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
-    """(water, snow) per pixel of `window` of the scene; None when neither test runs. `scl`: the
-    window's SCL where the caller has read it already."""
+    """(water, snow) per pixel of `window` of the scene; None when neither test runs. `block`: the
+    window's raw digital numbers of `main`'s bands where the caller has read them already (the
+    tests take the bands it holds from it and read only the others); `scl`: likewise the SCL."""
     if p.water == "off" and p.snow == "off":
         return None
     refl = {}
     if p.scene is not None:
-        dn, _ = p.scene.read(window, scl=False)  # offset applied
-        refl = {b: dn[i] / np.float32(10000) for i, b in enumerate(p.scene.bands)}
+        held = {b: i for i, b in enumerate(main.bands)} if block is not None else {}
+        refl = {b: reflectance(block[held[b]], main.offset) for b in p.scene.bands if b in held}
+        rest = tuple(b for b in p.scene.bands if b not in held)
+        if rest:
+            dn, _ = p.scene.select(rest).read(window, scl=False)  # offset applied
+            refl |= {b: dn[i] / np.float32(10000) for i, b in enumerate(rest)}
     if p.snow == "scl" and scl is None:
         scl = main.read_scl(window)
     return pixel_flags(p, refl, scl if p.snow == "scl" else None)
+
+
+def reflectance(dn: np.ndarray, offset: float) -> np.ndarray:
+    """A band's raw digital numbers -> reflectance, (DN + offset) / 10000, negative results 0 (as
+    Scene.read applies the offset)."""
+    return np.maximum(dn.astype(np.float32) + np.float32(offset), 0) / np.float32(10000)
 
 
 def missing(p: SurfacePlan) -> str | None:
