@@ -37,6 +37,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from rasterio.windows import Window
 
 from ..read import SCL_CLOUD, SCL_NODATA, Scene
+from .surface import reflectance
 
 #: the bands s2cloudless needs, in its order
 CLOUD_BANDS = ("B01", "B02", "B04", "B05", "B08", "B8A", "B09", "B10", "B11", "B12")
@@ -122,7 +123,7 @@ def _detector():
 
 def s2cloudless_mask(dn: np.ndarray, offset: float, valid: np.ndarray, threads: int = 1) -> np.ndarray:
     """(10, h, w) digital numbers of CLOUD_BANDS (at 10 m x FACTOR) -> bool (h, w): cloud or shadow."""
-    refl = np.maximum(dn.astype(np.float32) + np.float32(offset), 0) / np.float32(10000)
+    refl = reflectance(dn, offset)
     # the classifier sees only pixels with data (nodata borders can be half a tile), as a 1 x n image
     prob = np.zeros((1,) + valid.shape, np.float32)
     if valid.any():
@@ -139,7 +140,7 @@ def spectral_mask(dn: np.ndarray, offset: float, valid: np.ndarray, threads: int
 
     from .surface import ndsi_snow, normalized_difference
 
-    b02, b03, b04, b08, b11, b12 = np.maximum(dn.astype(np.float32) + np.float32(offset), 0) / np.float32(10000)
+    b02, b03, b04, b08, b11, b12 = reflectance(dn, offset)
     mean = (b02 + b03 + b04) / 3
     with np.errstate(divide="ignore", invalid="ignore"):
         whiteness = (abs(b02 - mean) + abs(b03 - mean) + abs(b04 - mean)) / mean

@@ -98,7 +98,7 @@ def chunk_flags(p: SurfacePlan, main: Scene, window: Window, block: np.ndarray |
 
 
 def reflectance(dn: np.ndarray, offset: float) -> np.ndarray:
-    """A band's raw digital numbers -> reflectance, (DN + offset) / 10000, negative results 0 (as
+    """Raw digital numbers (any shape) -> reflectance, (DN + offset) / 10000, negative results 0 (as
     Scene.read applies the offset)."""
     return np.maximum(dn.astype(np.float32) + np.float32(offset), 0) / np.float32(10000)
 
