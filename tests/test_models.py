@@ -696,3 +696,40 @@ def test_calibrate_fits_the_change_prior_into_the_card_and_its_stamp(eurosat_rgb
     assert load_card(card.path).change_stay is None
     r = subprocess.run([*cli, "--change-prior-only", "--no-strides"], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--change-prior-only" in r.stderr
+
+
+def test_distillation_trains_on_the_teachers_probabilities_mixed_with_the_labels(eurosat_rgb, eurosat, model13,
+                                                                                 tmp_path, monkeypatch):
+    """--teacher: the student's targets are (1 - distill) x one-hot + distill x the teachers' mean raw
+    probabilities over the views, computed once into the run folder and passed through the pipeline
+    as they are; the card names the teachers; teachers that cannot read the data are refused."""
+    import tensorflow as tf
+
+    from atlas_change.model.infer import get_predictor
+    from atlas_change.model.train import Recipe, _pipelines, load_split, train
+
+    monkeypatch.setenv("ATLAS_CACHE", str(tmp_path / "cache"))
+    teacher = train(eurosat_rgb, "spectrumnet-bn-w0.25", tmp_path / "teacher", epochs=1, batch=8, quiet=True)
+    card = train(eurosat_rgb, "spectrumnet-bn-w0.25", tmp_path / "student", epochs=1, batch=8, quiet=True,
+                 teachers=(str(teacher.path),), distill=0.7, teacher_views=2)
+    assert card.training["distillation"] == {"teachers": [teacher.weights_sha256], "weight": 0.7, "views": 2,
+                                             "teacher_names": ["teacher"]}
+    (kept,) = (tmp_path / "cache" / "runs").glob("student-*/teacher_targets.npy")
+    X, y, _ = load_split(eurosat_rgb, "train", quiet=True)
+    soft = get_predictor(teacher, "openvino-float")(X, prescaled=True, views=2, calibrated=False)
+    np.testing.assert_allclose(np.load(kept), soft, atol=1e-6)
+    targets = 0.3 * np.eye(10, dtype=np.float32)[y] + 0.7 * soft
+    ds, _ = _pipelines(tf, (X, targets), (None, None), [0, 1, 2], np.zeros(3), np.ones(3), True, "standard",
+                       Recipe(mix="none"), 8, 0)
+    seen = np.concatenate([t.numpy() for _, t in ds])
+    np.testing.assert_allclose(np.sort(seen, axis=0), np.sort(targets, axis=0), atol=1e-6)
+    assert (seen.argmax(axis=1) != seen.max(axis=1)).any() and np.allclose(seen.sum(axis=1), 1, atol=1e-5)
+
+    r = subprocess.run([sys.executable, "-m", "atlas_change", "train", "--data", str(eurosat), "--arch",
+                        "spectrumnet-bn-w0.5", "--epochs", "1", "--out", str(tmp_path / "ms"), "--teacher",
+                        str(teacher.path), "--distill", "0"], capture_output=True, text=True)
+    assert r.returncode == 2 and not (tmp_path / "ms").exists()
+    assert r.stderr.strip().splitlines() == ["atlas-change: error: --distill 0.0: expected a share above 0 and at most 1"]
+    with pytest.raises(AtlasError, match="--teacher .*sn13: it takes digital numbers"):
+        train(eurosat_rgb, "spectrumnet-bn-w0.25", tmp_path / "s2", epochs=1, batch=8, quiet=True,
+              teachers=(str(model13.path),))

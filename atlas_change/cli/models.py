@@ -61,6 +61,14 @@ def _add_train(sub) -> None:
                    help="also average the weights of the last K epochs (stochastic weight averaging, batch norm "
                    "recomputed) and write the average where it scores at least the best epoch on val (default 0: "
                    "off; give it when the run starts: the mean is kept as the epochs go)")
+    d = t.add_argument_group("distillation", "learn from trained models as well as from the labels")
+    d.add_argument("--teacher", action="append", default=[], metavar="MODEL",
+                   help="a trained model (name or folder; repeat for an ensemble) whose mean class probabilities on "
+                   "each training patch make up --distill of its target (computed once before the first epoch)")
+    d.add_argument("--distill", type=float, default=0.5,
+                   help="share of the target the teachers give, the one-hot label the rest (default 0.5)")
+    d.add_argument("--teacher-views", type=int, choices=(1, 2, 4, 8), default=8,
+                   help="test-time views the teachers' probabilities are averaged over (default 8)")
     t.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     t.add_argument("--init", help="start from this trained model (same --arch, or resnet50 for "
                    "resnet50-nomaxpool: the same weights; bands a subset of --bands): e.g. spectrumnet-rgb for a "
@@ -170,7 +178,8 @@ def _cmd_train(a) -> None:
                     weight_decay=a.weight_decay, warmup_epochs=a.warmup_epochs)
     card = train(a.data, a.arch, a.out, parse_bands(a.bands) if a.bands else None, epochs=a.epochs, batch=a.batch, lr=a.lr,
                  seed=a.seed, splits=a.splits, quiet=a.quiet, init=a.init, precision=a.precision,
-                 augment=a.augment, recipe=recipe, average_last=a.average_last)
+                 augment=a.augment, recipe=recipe, average_last=a.average_last, teachers=tuple(a.teacher),
+                 distill=a.distill, teacher_views=a.teacher_views)
     acc = card.metrics.get("accuracy")
     print(f"{a.out}: {card.architecture} on {', '.join(card.bands)}; test accuracy "
           f"{acc:.4f}" if acc is not None else f"{a.out}: trained (no test split found)")

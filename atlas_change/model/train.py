@@ -207,7 +207,8 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tup
           epochs: int = 200, batch: int = 256, lr: float = 3e-3, seed: int = 42, splits: str | None = None,
           name: str | None = None, quiet: bool = False, patience: int | None = None,
           init: str | None = None, precision: str = "float32", augment: str = "standard",
-          recipe: Recipe = Recipe(), average_last: int = 0) -> ModelCard:
+          recipe: Recipe = Recipe(), average_last: int = 0, teachers: tuple[str, ...] = (),
+          distill: float = 0.5, teacher_views: int = 8) -> ModelCard:
     """Train `arch` on the train split with `recipe`, keep the weights of the best
     validation epoch (the last one where the data have no validation split), evaluate them on test,
     save with the card. Resumes an interrupted run. `init`: start from a trained model of the same
@@ -220,7 +221,10 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tup
     `average_last` K: also keep the running mean of the weights of the last K epochs (stochastic weight
     averaging, Izmailov et al. 2018), its batch-norm statistics recomputed, and write it instead of the
     best epoch where its validation accuracy is at least as high (it does not change the epochs, so it is
-    not part of the run's identity: a run resumed with it averages from then on)."""
+    not part of the run's identity: a run resumed with it averages from then on). `teachers`: trained
+    models whose mean probabilities on each training patch (over `teacher_views` views) make up
+    `distill` of its target, the one-hot label the rest (knowledge distillation, Hinton et al. 2015,
+    with the teachers' outputs computed once: teacher_targets)."""
     if augment not in AUGMENTATIONS:
         raise AtlasError(f"augment {augment!r}: choose one of {', '.join(AUGMENTATIONS)}")
     recipe = recipe.check()
@@ -228,6 +232,8 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tup
         raise AtlasError(f"--epochs {epochs}, --batch {batch}, --lr {lr}: each must be above 0")
     if not 0 <= average_last <= epochs:
         raise AtlasError(f"--average-last {average_last}: expected 0 to --epochs ({epochs})")
+    if teachers and not 0 < distill <= 1:  # also refuses NaN
+        raise AtlasError(f"--distill {distill}: expected a share above 0 and at most 1")
     quiet_tensorflow()
     import keras
     import tensorflow as tf
@@ -251,18 +257,27 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tup
     jpeg = kind == "jpg"
     src = load_card(init) if init else None
     mean, std = _normalisation(Xtr, idx, bands, src, jpeg, init)
-    ds_tr, ds_va = _pipelines(tf, (Xtr, ytr), (Xva, yva), idx, mean, std, jpeg, augment, recipe, batch, seed)
+    teach = [_teacher_card(t, source, jpeg) for t in teachers]
     config = dict(data=str(data.resolve()), arch=arch, bands=bands, epochs=epochs, batch=batch, lr=lr, seed=seed,
                   n_train=len(ytr), augmentation=AUGMENTATIONS[augment] if jpeg else "flips + 90 degree rotations",
                   recipe=asdict(recipe))
     if src:
         config["init"] = src.weights_sha256
+    if teach:
+        config["distillation"] = {"teachers": [c.weights_sha256 for c in teach], "weight": distill,
+                                  "views": teacher_views}
     if precision != "float32":
         if precision not in PRECISIONS:
             raise AtlasError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
         config["precision"] = precision
     run = _run_dir(out, config)
     run.mkdir(parents=True, exist_ok=True)
+    targets = None
+    if teach:
+        soft = teacher_targets(teach, Xtr, source, jpeg, teacher_views, run, quiet)
+        targets = (1 - distill) * np.eye(len(CLASSES), dtype=np.float32)[ytr] + np.float32(distill) * soft
+    ds_tr, ds_va = _pipelines(tf, (Xtr, ytr if targets is None else targets), (Xva, yva), idx, mean, std, jpeg,
+                              augment, recipe, batch, seed)
     try:  # the policy applies to the layers built under it; float32 again for everything after
         keras.mixed_precision.set_global_policy(precision)
         model = build(arch, len(idx))
@@ -296,7 +311,8 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tup
               "(it finished before --average-last was given, or stopped early); the best epoch's weights are "
               "written", file=sys.stderr)
     fields = _card_fields(model, out, name, bands, mean, std, jpeg, data, config, recipe, best.state, precise_bn,
-                          (len(ytr), n_val), src, precision, tf.__version__, average)
+                          (len(ytr), n_val), src, precision, tf.__version__, average,
+                          tuple(c.name for c in teach))
     card = save(model, out, **fields)
     try:
         Xte, yte, listed = load_split(data, "test", splits, quiet, kind)
@@ -306,6 +322,40 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tup
     metrics = {**evaluate_arrays(card, Xte, yte, "graph"), "split": "test", "n_listed": listed}
     metrics.pop("model"), metrics.pop("weights_sha256")
     return save(model, out, **fields, metrics=metrics)
+
+
+def _teacher_card(model: str, source: tuple[str, ...], jpeg: bool) -> ModelCard:
+    """A teacher's card, or AtlasError where it cannot label the data (other classes, bands they lack)."""
+    card = load_card(model)
+    if tuple(card.classes) != tuple(CLASSES):
+        raise AtlasError(f"--teacher {model}: its classes are not the 10 EuroSAT classes")
+    if jpeg and card.radiometry.get("kind") != "eurosat-jpeg":
+        raise AtlasError(f"--teacher {model}: it takes digital numbers, not the EuroSAT JPEG values of these data")
+    if not set(card.bands) <= set(source):
+        raise AtlasError(f"--teacher {model}: it reads {', '.join(card.bands)}; the data hold {', '.join(source)}")
+    return card
+
+
+def teacher_targets(cards: list[ModelCard], X: np.ndarray, source: tuple[str, ...], jpeg: bool, views: int,
+                    run: Path, quiet: bool = False) -> np.ndarray:
+    """(n, classes): the teachers' mean class probabilities on each training patch, averaged over `views`
+    test-time views, as their networks give them (the card's temperature is not applied: a teacher
+    trained with label smoothing is softer, and so tells the student more about the other classes).
+    Computed once, before the first epoch, on the patches as they are (the augmentations keep the
+    class), and kept in the run folder so that a resumed run reads them back."""
+    from .infer import get_predictor
+
+    path = run / "teacher_targets.npy"
+    if path.exists():
+        return np.load(path)
+    if not quiet:
+        print(f"teacher targets: {', '.join(c.name for c in cards)} on {len(X)} patches x {views} views", flush=True)
+    soft = np.mean([get_predictor(c, "openvino-float")(X[..., band_indices(c.bands, source)], prescaled=jpeg,
+                                                        views=views, calibrated=False) for c in cards], axis=0)
+    tmp = path.with_suffix(".part.npy")
+    np.save(tmp, soft.astype(np.float32))
+    os.replace(tmp, path)
+    return soft.astype(np.float32)
 
 
 def _normalisation(Xtr, idx, bands: tuple[str, ...], src, jpeg: bool, init) -> tuple[np.ndarray, np.ndarray]:
@@ -325,9 +375,10 @@ def _normalisation(Xtr, idx, bands: tuple[str, ...], src, jpeg: bool, init) -> t
 
 def _pipelines(tf, train_xy, val_xy, idx, mean, std, jpeg: bool, augment: str, recipe: Recipe, batch: int, seed: int):
     """tf.data pipelines: train (shuffled, augmented, normalised, batched, mixed) and val (normalised;
-    None without a val split)."""
+    None without a val split). Train labels are class ids, or (n, classes) targets already."""
     (Xtr, ytr), (Xva, yva) = train_xy, val_xy
     n_cls = len(CLASSES)
+    ids = ytr.ndim == 1
 
     def norm_val(x, y):  # the model's bands, normalised; one-hot labels
         x = (tf.cast(tf.gather(x, idx, axis=-1), tf.float32) - mean.astype(np.float32)) / std.astype(np.float32)
@@ -335,7 +386,7 @@ def _pipelines(tf, train_xy, val_xy, idx, mean, std, jpeg: bool, augment: str, r
 
     def norm(x, y):  # the same after augmenting (on the data's own scale, before normalising)
         x, y = _augment(tf, tf.cast(tf.gather(x, idx, axis=-1), tf.float32), y, jpeg, augment, recipe.translate)
-        return (x - mean.astype(np.float32)) / std.astype(np.float32), tf.one_hot(y, n_cls)
+        return (x - mean.astype(np.float32)) / std.astype(np.float32), tf.one_hot(y, n_cls) if ids else y
 
     ds_tr = (tf.data.Dataset.from_tensor_slices((Xtr, ytr)).shuffle(len(ytr), seed=seed, reshuffle_each_iteration=True)
              .map(norm, num_parallel_calls=tf.data.AUTOTUNE).batch(batch)
@@ -360,7 +411,7 @@ def _compile(keras, model, recipe: Recipe, lr: float, epochs: int, per_epoch: in
 
 def _card_fields(model, out: Path, name, bands, mean, std, jpeg: bool, data: Path, config: dict, recipe: Recipe,
                  state: dict, precise_bn, sizes: tuple[int, int], src, precision: str, tf_version: str,
-                 average: dict | None = None) -> dict:
+                 average: dict | None = None, teachers: tuple[str, ...] = ()) -> dict:
     """The model card's fields for the trained weights: bands, normalisation, how it was trained."""
     from .nets import count_macs
 
@@ -383,6 +434,8 @@ def _card_fields(model, out: Path, name, bands, mean, std, jpeg: bool, data: Pat
                   "precision": precision,
                   "augmentation": config["augmentation"], "seed": seed, "from_scratch": src is None,
                   **({"initialised_from": f"{src.name} (weights SHA-256 {src.weights_sha256})"} if src else {}),
+                  **({"distillation": {**config["distillation"], "teacher_names": list(teachers)}}
+                     if "distillation" in config else {}),
                   "parameters": int(model.count_params()), "macs_per_patch": count_macs(model),
                   "seconds": round(state["seconds"], 1),
                   "machine": f"{os.cpu_count()} CPU cores, TensorFlow {tf_version}"},
