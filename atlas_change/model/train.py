@@ -28,7 +28,7 @@ from .augment import augment as _augment
 from ..bands import EUROSAT_ORDER
 from ..classes import CLASSES
 from ..errors import AtlasError
-from .infer import DEFAULT_RUNTIME
+from .infer import DEFAULT_RUNTIME, VIEWS
 from .registry import PRECISIONS, ModelCard, cache_dir, load_card, save
 
 SPLITS = ("train", "val", "test")
@@ -234,6 +234,8 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tup
         raise AtlasError(f"--average-last {average_last}: expected 0 to --epochs ({epochs})")
     if teachers and not 0 < distill <= 1:  # also refuses NaN
         raise AtlasError(f"--distill {distill}: expected a share above 0 and at most 1")
+    if teachers and teacher_views not in VIEWS:
+        raise AtlasError(f"--teacher-views {teacher_views}: choose one of {', '.join(map(str, VIEWS))}")
     quiet_tensorflow()
     import keras
     import tensorflow as tf
