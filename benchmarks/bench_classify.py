@@ -215,12 +215,20 @@ class LocalDaskCluster:
 QUICK_TAG = "bench_classify --quick:"
 
 
+#: a stage (or the wall time) this much slower than in the last --quick run is named below the table
+SLOWER = 1.15
+
+
 def quick(data: Path, size: int) -> None:
-    """--quick: the default classify and the plain script on one scene, each as a whole process; the
-    stage seconds beside the last --quick run's (its JSON line in RESULTS.md), appended as a new one."""
+    """--quick: the default classify (twice, the faster of each figure kept: the machine is noisy) and
+    the plain script on one scene, each as a whole process; the stage seconds beside the last --quick
+    run's (its JSON line in RESULTS.md), those more than SLOWER times slower named; appended as a new one."""
     scene = scene_file(data, size, size)
     default = shipped()[0]
-    ours = classify_run(scene, default, label="quick")
+    runs = [classify_run(scene, default, label="quick") for _ in range(2)]
+    ours = min(runs, key=lambda r: r["wall"])
+    ours["stages"] = {k: min(r["stages"][k] for r in runs) for k in ours["stages"]}
+    ours["cloud_pass"] = min(r["cloud_pass"] for r in runs)
     with tempfile.TemporaryDirectory() as out:
         naive, naive_rss = run_timed([sys.executable, "benchmarks/naive_classify.py", str(scene),
                                       os.path.join(out, "naive.tif")])
@@ -239,9 +247,14 @@ def quick(data: Path, size: int) -> None:
     rows += [f"| worker s: {k} | {v} | {last['stages'].get(k, '-') if last else '-'} |" for k, v in now["stages"].items()]
     rows.append(f"| scene cloud pass, wall s | {now['cloud_pass']} | {last.get('cloud_pass', '-') if last else '-'} |")
     rows.append(f"| peak RSS GiB | {now['rss_gib']} | {last['rss_gib'] if last else '-'} |")
+    pairs = [("wall", now["wall"], last and last["wall"]), ("scene cloud pass", now["cloud_pass"], last and
+             last.get("cloud_pass"))] + [(k, v, last and last["stages"].get(k)) for k, v in now["stages"].items()]
+    slower = [f"{k} ({b} -> {a})" for k, a, b in pairs if b and a > SLOWER * b and a - b >= 0.2]
     md = [f"## {now['date']} - bench_classify --quick ({now['cpu']}, {os.cpu_count()} cores; {scene.name}, "
-          f"{default.name} {now['weights']})", "", f"| | now | last --quick run ({last['date'] if last else 'none'}) |",
-          "|---|---|---|", *rows, "", f"{QUICK_TAG}{json.dumps(now)}", ""]
+          f"{default.name} {now['weights']})", "", f"| | now (faster of 2 runs) | last --quick run "
+          f"({last['date'] if last else 'none'}) |", "|---|---|---|", *rows, "",
+          f"More than {SLOWER:.2f}x (and 0.2 s) slower than the last run: {', '.join(slower) or 'none'}.", "",
+          f"{QUICK_TAG}{json.dumps(now)}", ""]
     print("\n".join(md))
     with open(results, "a") as f:
         f.write("\n" + "\n".join(md))
