@@ -97,6 +97,40 @@ def test_nan_pixels_are_nodata(tmp_path, model13):
     assert json.loads((tmp_path / "out" / "run.json").read_text())["counts"]["skipped_nodata"] == 1
 
 
+def _not_dn_10m(tmp_path: Path, case: str) -> Path:
+    """A scene that opens as a raster but is not Sentinel-2 digital numbers on a 10 m metric grid."""
+    if case == "20 m":
+        return make_scene(tmp_path / "res20.tif", 128, 128, origin=ORIGIN, res=20.0)
+    if case == "feet":  # NY State Plane, US survey feet: 32.8 ft = 10 m pixels
+        return make_scene(tmp_path / "feet.tif", 128, 128, crs="EPSG:2263", origin=(1e6, 2e5), res=32.8084)
+    src = make_scene(tmp_path / "dn.tif", 128, 128, origin=ORIGIN)
+    with rasterio.open(src) as s:
+        data, profile, names = s.read(), s.profile, s.descriptions
+    if case == "8-bit":  # the EuroSAT JPEG mapping of B04, B03, B02, as a rendered image holds it
+        data, names = np.clip(data[[3, 2, 1]] * 255 / 2750, 1, 255).astype(np.uint8), ("B04", "B03", "B02")
+    else:  # reflectance 0-1, as Earth Engine exports scaled by 1 / 10000 hold it
+        data = (data / 10000).astype(np.float32)
+    profile.update(dtype=data.dtype.name, count=len(data), nodata=None)
+    with rasterio.open(tmp_path / f"{case}.tif", "w", **profile) as d:
+        d.write(data)
+        d.descriptions = names
+    return tmp_path / f"{case}.tif"
+
+
+@pytest.mark.parametrize("case, words", [("20 m", ("20 x 20 m pixels", "gdalwarp -tr 10 10")),
+                                         ("feet", ("US survey foot, not metres",)),
+                                         ("8-bit", ("8-bit pixels", "not Sentinel-2 digital numbers")),
+                                         ("reflectance", ("pixels are reflectance", "A*10000"))])
+def test_rasters_that_are_not_10_m_digital_numbers_are_one_line(tmp_path, capsys, model13, case, words):
+    """Each was labelled before without a word (by the shipped model: the 8-bit and reflectance scenes
+    all SeaLake; the 20 m one at twice EuroSAT's scale; the feet one with 10.8 times its hectares)."""
+    scene = _not_dn_10m(tmp_path, case)
+    assert main(["classify", str(scene), "--model", model13.path, "--out", str(tmp_path / "o"), "--allow-untrained",
+                 "--quiet"]) == 2
+    _one_line(capsys, scene.name, *words)
+    assert not (tmp_path / "o").exists()
+
+
 # --- 3. the model stamp is cross-checked -------------------------------------------------------------
 
 def test_run_json_edited_to_pass_for_another_model_is_refused(tmp_path):

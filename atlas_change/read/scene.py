@@ -18,6 +18,7 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
+from rasterio.errors import CRSError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
@@ -327,15 +328,35 @@ def crop_to(scene: Scene, bbox: tuple[float, float, float, float], bbox_crs: str
     return scene.cropped(window), window
 
 
+#: pixel sizes (m) taken as Sentinel-2's 10 m grid: a reprojected scene is rarely exactly 10 m
+PIXEL_M = (9.0, 11.0)
+#: a float raster whose brightest 1 % stays at or below this is reflectance (0-1; snow and cloud reach
+#: 1-1.5), not digital numbers (those are reflectance x 10000)
+REFLECTANCE_MAX = 2.0
+
+
 def check_grid(p: str, ds) -> None:
+    """AtlasError unless the raster has a projected CRS in metres, a north-up grid, pixels of about
+    10 m (PIXEL_M) and digital numbers (check_scale)."""
     if ds.crs is None:
         raise AtlasError(f"{p}: the raster has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:32632) first")
     if ds.crs.is_geographic:
         raise AtlasError(f"{p}: geographic CRS ({ds.crs.to_string()}, degrees) cannot give areas in hectares; "
                          "reproject it to a projected CRS such as UTM (gdalwarp -t_srs EPSG:326NN) first")
+    try:
+        unit, to_metre = ds.crs.linear_units_factor
+    except CRSError:  # a projected CRS whose WKT names no linear unit
+        unit, to_metre = "an unnamed unit", float("nan")
+    if not abs(to_metre - 1.0) < 1e-9:  # also NaN
+        raise AtlasError(f"{p}: its CRS ({ds.crs.to_string()}) measures in {unit}, not metres: map cells and "
+                         "hectares are in metres; reproject it (gdalwarp -t_srs EPSG:326NN -tr 10 10) first")
     t = ds.transform
     if t.b != 0 or t.d != 0:
         raise AtlasError(f"{p}: rotated grids are not supported")
+    if not (PIXEL_M[0] <= abs(t.a) <= PIXEL_M[1] and PIXEL_M[0] <= abs(t.e) <= PIXEL_M[1]):
+        raise AtlasError(f"{p}: {abs(t.a):g} x {abs(t.e):g} m pixels; the models read 64 x 64 patches of "
+                         "Sentinel-2's 10 m grid (EuroSAT's): resample it to 10 m (gdalwarp -tr 10 10 -r bilinear) first")
+    check_scale(p, ds)
 
 
 def date_from_name(p: str) -> str | None:
@@ -347,27 +368,47 @@ def date_from_name(p: str) -> str | None:
 OFFSET_BANDS = ("B02", "B03", "B04", "B08")
 
 
+def sample_pixels(ds, index: int) -> np.ndarray:
+    """Valid (finite, non-zero) pixels of band `index` of an open raster, cheaply: the whole band from
+    its coarsest overview of at least 256 px where the file has overviews (a COG: a few blocks over
+    HTTP), else 9 windows of 256 x 256 spread over it."""
+    levels = [f for f in ds.overviews(index) if min(ds.height, ds.width) // f >= 256]
+    if levels:
+        vals = [ds.read(index, out_shape=(ds.height // levels[-1], ds.width // levels[-1]))]
+    else:
+        h, w = min(256, ds.height), min(256, ds.width)
+        vals = [ds.read(index, window=Window(c, r, w, h)) for r in np.linspace(0, ds.height - h, 3).astype(int)
+                for c in np.linspace(0, ds.width - w, 3).astype(int)]
+    v = np.concatenate([x.ravel() for x in vals])
+    return v[(v != 0) & np.isfinite(v)]
+
+
+def check_scale(p: str, ds) -> None:
+    """AtlasError where the raster's pixels cannot be Sentinel-2 digital numbers (reflectance x 10000,
+    16-bit): 8-bit pixels (a rendered image), or floats no larger than reflectance (0-1)."""
+    kind = np.dtype(ds.dtypes[0])
+    if kind.itemsize == 1:
+        raise AtlasError(f"{p}: 8-bit pixels (0-255): a rendered image, not Sentinel-2 digital numbers "
+                         "(reflectance x 10000, 16-bit); export the bands themselves")
+    if kind.kind == "f":
+        v = sample_pixels(ds, 1)
+        top = float(np.percentile(v, 99)) if v.size else None
+        if top is not None and top <= REFLECTANCE_MAX:
+            raise AtlasError(f"{p}: its pixels are reflectance (99 % at or below {top:.3g}), not digital numbers "
+                             "(reflectance x 10000): scale them first, e.g. gdal_calc.py -A IN --allBands=A "
+                             "--calc='A*10000' --type=UInt16 --outfile=OUT")
+
+
 def check_offset(offset: float, said: str, bands: list[tuple[str, int]]) -> tuple[float, str]:
     """Cross-check a claimed offset (-1000: baseline >= 04.00 added 1000 to every DN) against the
     pixels, since catalogue and product flags are sometimes wrong: with the offset, no valid pixel
-    is below 1000 DN (reflectance 0). Reads the whole band from its coarsest overview of at least
-    256 px where the file has overviews (a COG: a few blocks over HTTP), else 9 windows of 256 x 256
-    spread over the scene; when the darkest 1 % of a 10 m band lies below 1000 DN, the offset is
-    not there. -> (offset, how)."""
+    is below 1000 DN (reflectance 0). When the darkest 1 % of a 10 m band's pixels (sample_pixels)
+    lies below 1000 DN, the offset is not there. -> (offset, how)."""
     if not offset:
         return 0.0, f"no offset ({said})"
     dark = []
     for path, index in bands:
-        ds = open_dataset(path)
-        levels = [f for f in ds.overviews(index) if min(ds.height, ds.width) // f >= 256]
-        if levels:
-            vals = [ds.read(index, out_shape=(ds.height // levels[-1], ds.width // levels[-1]))]
-        else:
-            h, w = min(256, ds.height), min(256, ds.width)
-            vals = [ds.read(index, window=Window(c, r, w, h)) for r in np.linspace(0, ds.height - h, 3).astype(int)
-                    for c in np.linspace(0, ds.width - w, 3).astype(int)]
-        v = np.concatenate([x.ravel() for x in vals])
-        v = v[(v != 0) & np.isfinite(v)]
+        v = sample_pixels(open_dataset(path), index)
         if v.size:
             dark.append(float(np.percentile(v, 1)))
     if dark and min(dark) < 1000:
