@@ -103,6 +103,8 @@ def _not_dn_10m(tmp_path: Path, case: str) -> Path:
         return make_scene(tmp_path / "res20.tif", 128, 128, origin=ORIGIN, res=20.0)
     if case == "feet":  # NY State Plane, US survey feet: 32.8 ft = 10 m pixels
         return make_scene(tmp_path / "feet.tif", 128, 128, crs="EPSG:2263", origin=(1e6, 2e5), res=32.8084)
+    if case == "web mercator":  # at 45 degrees north, where its metres are 0.71 m on the ground
+        return make_scene(tmp_path / "merc.tif", 128, 128, crs="EPSG:3857", origin=(1e6, 5621521.0))
     src = make_scene(tmp_path / "dn.tif", 128, 128, origin=ORIGIN)
     with rasterio.open(src) as s:
         data, profile, names = s.read(), s.profile, s.descriptions
@@ -119,11 +121,13 @@ def _not_dn_10m(tmp_path: Path, case: str) -> Path:
 
 @pytest.mark.parametrize("case, words", [("20 m", ("20 x 20 m pixels", "gdalwarp -tr 10 10")),
                                          ("feet", ("US survey foot, not metres",)),
+                                         ("web mercator", ("EPSG:3857", "stretches areas 2x", "7.07 m on the ground")),
                                          ("8-bit", ("8-bit pixels", "not Sentinel-2 digital numbers")),
                                          ("reflectance", ("pixels are reflectance", "A*10000"))])
 def test_rasters_that_are_not_10_m_digital_numbers_are_one_line(tmp_path, capsys, model13, case, words):
     """Each was labelled before without a word (by the shipped model: the 8-bit and reflectance scenes
-    all SeaLake; the 20 m one at twice EuroSAT's scale; the feet one with 10.8 times its hectares)."""
+    all SeaLake; the 20 m one at twice EuroSAT's scale; the feet one with 10.8 times its hectares, the
+    Web Mercator one with twice its hectares)."""
     scene = _not_dn_10m(tmp_path, case)
     assert main(["classify", str(scene), "--model", model13.path, "--out", str(tmp_path / "o"), "--allow-untrained",
                  "--quiet"]) == 2

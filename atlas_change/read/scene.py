@@ -330,14 +330,34 @@ def crop_to(scene: Scene, bbox: tuple[float, float, float, float], bbox_crs: str
 
 #: pixel sizes (m) taken as Sentinel-2's 10 m grid: a reprojected scene is rarely exactly 10 m
 PIXEL_M = (9.0, 11.0)
+#: largest departure of the CRS's areal scale from 1 at the scene's centre: UTM keeps within 0.2 % over
+#: its zone, national conformal and equal-area CRSs within a few tenths of a percent; Web Mercator is
+#: 2 at 45 degrees of latitude
+AREAL_SCALE_TOLERANCE = 0.02
 #: a float raster whose brightest 1 % stays at or below this is reflectance (0-1; snow and cloud reach
 #: 1-1.5), not digital numbers (those are reflectance x 10000)
 REFLECTANCE_MAX = 2.0
 
 
+def areal_scale(crs: CRS, xy: tuple[float, float]) -> float:
+    """How much the projected `crs` enlarges areas at `xy` (its own coordinates): 1 on an equal-area or
+    true-scale grid; NaN where PROJ cannot say."""
+    from pyproj import CRS as ProjCRS
+    from pyproj import Proj, Transformer
+    from pyproj.exceptions import CRSError as ProjCRSError
+
+    try:
+        own = ProjCRS.from_wkt(crs.to_wkt())
+        lon, lat = Transformer.from_crs(own, 4326, always_xy=True).transform(*xy)
+        return float(Proj(own).get_factors(lon, lat).areal_scale)
+    except (ProjCRSError, ValueError, RuntimeError):
+        return float("nan")
+
+
 def check_grid(p: str, ds) -> None:
-    """AtlasError unless the raster has a projected CRS in metres, a north-up grid, pixels of about
-    10 m (PIXEL_M) and digital numbers (check_scale)."""
+    """AtlasError unless the raster has a projected CRS in metres that keeps areas at the scene
+    (AREAL_SCALE_TOLERANCE), a north-up grid, pixels of about 10 m (PIXEL_M) and digital numbers
+    (check_scale)."""
     if ds.crs is None:
         raise AtlasError(f"{p}: the raster has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:32632) first")
     if ds.crs.is_geographic:
@@ -353,6 +373,12 @@ def check_grid(p: str, ds) -> None:
     t = ds.transform
     if t.b != 0 or t.d != 0:
         raise AtlasError(f"{p}: rotated grids are not supported")
+    areal = areal_scale(ds.crs, t * (ds.width / 2, ds.height / 2))
+    if not abs(areal - 1.0) <= AREAL_SCALE_TOLERANCE:  # also NaN
+        raise AtlasError(f"{p}: its CRS ({ds.crs.to_string()}) stretches areas {areal:.3g}x at the scene (its "
+                         f"{abs(t.a):g} m pixels are {abs(t.a) / areal ** 0.5:.3g} m on the ground): hectares and "
+                         "the 10 m patch scale would be wrong; reproject it to UTM or an equal-area CRS (gdalwarp "
+                         "-t_srs EPSG:326NN -tr 10 10) first")
     if not (PIXEL_M[0] <= abs(t.a) <= PIXEL_M[1] and PIXEL_M[0] <= abs(t.e) <= PIXEL_M[1]):
         raise AtlasError(f"{p}: {abs(t.a):g} x {abs(t.e):g} m pixels; the models read 64 x 64 patches of "
                          "Sentinel-2's 10 m grid (EuroSAT's): resample it to 10 m (gdalwarp -tr 10 10 -r bilinear) first")
