@@ -362,6 +362,22 @@ def test_an_aoi_with_a_nan_coordinate_is_one_line(tmp_path, capsys):
     assert err == [f"atlas-change: error: {aoi}: the AOI has a coordinate that is not a number (NaN or infinite)"]
 
 
+def test_an_aoi_in_metres_read_as_degrees_is_one_line(tmp_path, capsys):
+    """A GeoJSON without a CRS is WGS 84 (RFC 7946): UTM coordinates in one crashed classify with a
+    traceback; a bbox in metres without --aoi-crs likewise."""
+    aoi = tmp_path / "utm.geojson"
+    aoi.write_text('{"type":"FeatureCollection","features":[{"type":"Feature","properties":{},"geometry":{"type":'
+                   '"Polygon","coordinates":[[[600100,4999000],[601000,4999000],[601000,4999900],[600100,4999000]]]}}]}')
+    scene = make_scene(tmp_path / "s.tif", 128, 128, origin=ORIGIN)
+    for where in (["--aoi", str(aoi)], ["--aoi-bbox", "600100,4999000,601000,4999900"]):
+        assert main(["classify", str(scene), *where, "--out", str(tmp_path / "o"), "--quiet"]) == 2
+        line = _one_line(capsys, ", 4999000) is not a longitude / latitude in EPSG:4326")
+        assert ("RFC 7946" in line) if where[0] == "--aoi" else ("--aoi-crs" in line)
+    assert main(["compare", "a", "b", "--aoi", str(aoi), "--out", str(tmp_path / "c")]) == 2
+    _one_line(capsys, "utm.geojson", "RFC 7946")
+    assert not (tmp_path / "o").exists() and not (tmp_path / "c").exists()
+
+
 def test_an_aoi_of_millions_of_vertices_is_kept_readable_for_the_map(tmp_path):
     """aoi.geojson of an AOI beyond MAX_AOI_VERTICES is simplified to a tenth of a cell, so GDAL, the
     GeoPackage and the map read it; the areas come from the full AOI."""
