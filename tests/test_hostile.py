@@ -378,6 +378,16 @@ def test_an_aoi_in_metres_read_as_degrees_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "o").exists() and not (tmp_path / "c").exists()
 
 
+def test_a_feature_collection_given_as_a_scene_is_one_line(tmp_path, capsys):
+    """A saved STAC search (or an AOI) passed where one Item is taken: it was tried as a raster."""
+    fc = tmp_path / "search.json"
+    fc.write_text('{"type":"FeatureCollection","features":[{"type":"Feature","stac_version":"1.0.0","id":"a",'
+                  '"assets":{"red":{"href":"red.tif"}}},{"type":"Feature","id":"b","assets":{}}]}')
+    assert main(["classify", str(fc), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    _one_line(capsys, "search.json: a FeatureCollection of 2 feature(s)", "pass one Item's JSON or URL")
+    assert not (tmp_path / "o").exists()
+
+
 def test_an_aoi_of_millions_of_vertices_is_kept_readable_for_the_map(tmp_path):
     """aoi.geojson of an AOI beyond MAX_AOI_VERTICES is simplified to a tenth of a cell, so GDAL, the
     GeoPackage and the map read it; the areas come from the full AOI."""

@@ -44,7 +44,8 @@ for _k, _v in (("GDAL_HTTP_MAX_RETRY", "3"), ("GDAL_HTTP_RETRY_DELAY", "1"), ("G
 
 
 def is_item(p: str) -> bool:
-    """Whether `p` names a STAC Item: an http(s) URL, or a local .json file holding a Feature."""
+    """Whether `p` names a STAC Item: an http(s) URL, or a local .json file holding a Feature (or a
+    FeatureCollection, which open_item then refuses with what to pass instead)."""
     if is_url(p):
         return True
     if not p.lower().endswith(".json") or not os.path.isfile(p):
@@ -52,7 +53,7 @@ def is_item(p: str) -> bool:
     try:
         with open(p, "rb") as f:
             head = f.read(1 << 16)
-        return (b'"Feature"' in head and b'"assets"' in head) or b'"stac_version"' in head
+        return (b'"Feature"' in head and b'"assets"' in head) or b'"stac_version"' in head or b'"FeatureCollection"' in head
     except OSError:
         return False
 
@@ -110,6 +111,10 @@ def load_item(p: str) -> dict:
         item = json.loads(raw)
     except (OSError, ValueError, RecursionError) as e:  # RecursionError: JSON nested thousands deep
         raise AtlasError(f"{p}: not a readable STAC Item ({str(e).splitlines()[0][:120]})") from None
+    if isinstance(item, dict) and item.get("type") == "FeatureCollection":
+        n = len(item["features"]) if isinstance(item.get("features"), list) else 0
+        raise AtlasError(f"{p}: a FeatureCollection of {n} feature(s) (e.g. a saved STAC search), not one Item: "
+                         "pass one Item's JSON or URL, or let compare / atlas search with --stac-api")
     if not isinstance(item, dict) or item.get("type") != "Feature" or not isinstance(item.get("assets"), dict):
         raise AtlasError(f"{p}: not a STAC Item (a GeoJSON Feature with assets)")
     if (why := item_problem(item)) is not None:
