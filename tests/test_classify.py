@@ -3,6 +3,7 @@ import json
 import os
 from pathlib import Path
 import subprocess
+import warnings
 import sys
 
 import geopandas as gpd
@@ -13,7 +14,7 @@ from affine import Affine
 
 from atlas_change.bands import EUROSAT_ORDER
 from atlas_change.classes import CLASSES, COLOURS
-from atlas_change.errors import AtlasError
+from atlas_change.errors import AtlasError, AtlasWarning
 from atlas_change.synth import make_scene
 from conftest import run_classify
 
@@ -155,6 +156,25 @@ def test_offset_from_tags_is_applied(tmp_path, model13):
     ra, rb = run_classify(a, model13), run_classify(b, model13)
     np.testing.assert_allclose(ra["probabilities"].values, rb["probabilities"].values, atol=1e-5)
     assert rb.attrs["dn_offset_applied"] == -1000
+
+
+def test_a_lost_offset_flag_is_warned_about(tmp_path, model13):
+    """DN + 1000 (processing baseline >= 04.00) in a GeoTIFF without its offset tag: not acted on (a
+    bright desert looks the same), but said, with the flag that fixes it."""
+    a = make_scene(tmp_path / "a.tif", 128, 128, seed=3)
+    b = tmp_path / "b.tif"
+    with rasterio.open(a) as src:
+        profile, data, names = src.profile, src.read(), src.descriptions
+    with rasterio.open(b, "w", **profile) as dst:
+        dst.write(data + 1000)
+        dst.descriptions = names
+    with pytest.warns(AtlasWarning, match=r"b.tif: no offset \(no BOA_ADD_OFFSET / RADIO_ADD_OFFSET tag\), yet the "
+                      r"darkest 1 % of its 10 m pixels is at \d+ DN.*pass --offset -1000"):
+        ds = run_classify(b, model13)
+    assert ds.attrs["dn_offset_applied"] == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AtlasWarning)
+        run_classify(a, model13)  # the same land without the +1000: no such warning
 
 
 def _cli(*args, cwd=None):

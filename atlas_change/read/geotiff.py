@@ -27,7 +27,8 @@ def open_geotiff(p: str, bands: str | tuple[str, ...] | None = None) -> Scene:
         names, how = _file_band_names(p, ds, bands)
         tags = ds.tags()
         key = next((k for k in ("BOA_ADD_OFFSET", "RADIO_ADD_OFFSET") if k in tags), None)
-        off, off_how = check_offset(float(tags[key]) if key else 0.0, f"the {key} tag",
+        off, off_how = check_offset(float(tags[key]) if key else 0.0,
+                                     f"the {key} tag" if key else "no BOA_ADD_OFFSET / RADIO_ADD_OFFSET tag",
                                      [(p, names.index(b) + 1) for b in OFFSET_BANDS if b in names])
         level = tags.get("PROCESSING_LEVEL") or ("L2A" if len(names) == 12 and "B10" not in names else None)
         date = metadata_date(tags.get("DATE")) or metadata_date(tags.get("TIFFTAG_DATETIME")) or date_from_name(p)

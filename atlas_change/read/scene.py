@@ -11,6 +11,7 @@ import functools
 import os
 import re
 import threading
+import warnings
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -18,12 +19,12 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
-from rasterio.errors import CRSError
+from rasterio.errors import CRSError, RasterioIOError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from ..dates import metadata_date
-from ..errors import AtlasError
+from ..errors import AtlasError, AtlasWarning
 
 #: SCL classes that are no data (0) or saturated/defective (1)
 SCL_NODATA = (0, 1)
@@ -397,14 +398,17 @@ OFFSET_BANDS = ("B02", "B03", "B04", "B08")
 def sample_pixels(ds, index: int) -> np.ndarray:
     """Valid (finite, non-zero) pixels of band `index` of an open raster, cheaply: the whole band from
     its coarsest overview of at least 256 px where the file has overviews (a COG: a few blocks over
-    HTTP), else 9 windows of 256 x 256 spread over it."""
+    HTTP), else 9 windows of 256 x 256 spread over it; none where they cannot be read."""
     levels = [f for f in ds.overviews(index) if min(ds.height, ds.width) // f >= 256]
-    if levels:
-        vals = [ds.read(index, out_shape=(ds.height // levels[-1], ds.width // levels[-1]))]
-    else:
-        h, w = min(256, ds.height), min(256, ds.width)
-        vals = [ds.read(index, window=Window(c, r, w, h)) for r in np.linspace(0, ds.height - h, 3).astype(int)
-                for c in np.linspace(0, ds.width - w, 3).astype(int)]
+    try:
+        if levels:
+            vals = [ds.read(index, out_shape=(ds.height // levels[-1], ds.width // levels[-1]))]
+        else:
+            h, w = min(256, ds.height), min(256, ds.width)
+            vals = [ds.read(index, window=Window(c, r, w, h)) for r in np.linspace(0, ds.height - h, 3).astype(int)
+                    for c in np.linspace(0, ds.width - w, 3).astype(int)]
+    except RasterioIOError:  # a damaged file: the sample says nothing; the read of the pixels names the fault
+        return np.empty(0)
     v = np.concatenate([x.ravel() for x in vals])
     return v[(v != 0) & np.isfinite(v)]
 
@@ -429,14 +433,21 @@ def check_offset(offset: float, said: str, bands: list[tuple[str, int]]) -> tupl
     """Cross-check a claimed offset (-1000: baseline >= 04.00 added 1000 to every DN) against the
     pixels, since catalogue and product flags are sometimes wrong: with the offset, no valid pixel
     is below 1000 DN (reflectance 0). When the darkest 1 % of a 10 m band's pixels (sample_pixels)
-    lies below 1000 DN, the offset is not there. -> (offset, how)."""
-    if not offset:
-        return 0.0, f"no offset ({said})"
+    lies below 1000 DN, the offset is not there; with no offset claimed and none of them below 1000,
+    a warning says that a lost flag is likely (not acted on: a bright desert or snowfield looks the
+    same). -> (offset, how)."""
     dark = []
     for path, index in bands:
         v = sample_pixels(open_dataset(path), index)
         if v.size:
             dark.append(float(np.percentile(v, 1)))
+    if not offset:
+        if dark and min(dark) >= 1000:
+            warnings.warn(f"{bands[0][0]}: no offset ({said}), yet the darkest 1 % of its 10 m pixels is at "
+                          f"{min(dark):.0f} DN, where reflectance would be 0.1: if it comes from a product of "
+                          "processing baseline 04.00 or later (2022 on) whose offset flag was lost, pass --offset -1000",
+                          AtlasWarning, stacklevel=3)
+        return 0.0, f"no offset ({said})"
     if dark and min(dark) < 1000:
         return 0.0, (f"{said} implies {offset:+g} DN, but the darkest 1 % of its pixels are at {min(dark):.0f} DN, "
                      "below the offset's floor of 1000: no offset applied")
