@@ -226,8 +226,9 @@ def read_aoi_frame(aoi: str | os.PathLike | None, bbox: str | None, bbox_crs: st
     xy = shapely.get_coordinates(gdf.geometry.values)
     if not np.isfinite(xy).all():
         raise AtlasError(f"{name}: the AOI has a coordinate that is not a number (NaN or infinite)")
-    if gdf.crs.is_geographic and len(xy) and not (np.abs(xy[:, 0]) <= 180).all() & (np.abs(xy[:, 1]) <= 90).all():
-        x, y = xy[np.argmax((np.abs(xy[:, 0]) > 180) | (np.abs(xy[:, 1]) > 90))]
+    degrees = (np.abs(xy[:, 0]) <= 180) & (np.abs(xy[:, 1]) <= 90)
+    if gdf.crs.is_geographic and not degrees.all():
+        x, y = xy[np.argmin(degrees)]  # the first point that is not lon / lat
         how = ("pass the CRS they are in with --aoi-crs" if bbox else "a GeoJSON file is read as WGS 84 lon / lat "
                "unless it names another CRS (RFC 7946): give degrees, or save it as a GeoPackage with its CRS")
         raise AtlasError(f"{name}: ({x:.10g}, {y:.10g}) is not a longitude / latitude in {gdf.crs.to_string()}; {how}")

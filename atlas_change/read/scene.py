@@ -382,7 +382,8 @@ def check_grid(p: str, ds) -> None:
                          "-t_srs EPSG:326NN -tr 10 10) first")
     if not (PIXEL_M[0] <= abs(t.a) <= PIXEL_M[1] and PIXEL_M[0] <= abs(t.e) <= PIXEL_M[1]):
         raise AtlasError(f"{p}: {abs(t.a):g} x {abs(t.e):g} m pixels; the models read 64 x 64 patches of "
-                         "Sentinel-2's 10 m grid (EuroSAT's): resample it to 10 m (gdalwarp -tr 10 10 -r bilinear) first")
+                         "Sentinel-2's 10 m grid (EuroSAT's): resample it to 10 m (gdalwarp -tr 10 10 -r "
+                         "bilinear) first")
     check_scale(p, ds)
 
 
@@ -445,8 +446,8 @@ def check_offset(offset: float, said: str, bands: list[tuple[str, int]]) -> tupl
         if dark and min(dark) >= 1000:
             warnings.warn(f"{bands[0][0]}: no offset ({said}), yet the darkest 1 % of its 10 m pixels is at "
                           f"{min(dark):.0f} DN, where reflectance would be 0.1: if it comes from a product of "
-                          "processing baseline 04.00 or later (2022 on) whose offset flag was lost, pass --offset -1000",
-                          AtlasWarning, stacklevel=3)
+                          "processing baseline 04.00 or later (2022 on) whose offset flag was lost, pass "
+                          "--offset -1000", AtlasWarning, stacklevel=3)
         return 0.0, f"no offset ({said})"
     if dark and min(dark) < 1000:
         return 0.0, (f"{said} implies {offset:+g} DN, but the darkest 1 % of its pixels are at {min(dark):.0f} DN, "

@@ -53,7 +53,8 @@ def is_item(p: str) -> bool:
     try:
         with open(p, "rb") as f:
             head = f.read(1 << 16)
-        return (b'"Feature"' in head and b'"assets"' in head) or b'"stac_version"' in head or b'"FeatureCollection"' in head
+        return ((b'"Feature"' in head and b'"assets"' in head) or b'"stac_version"' in head
+                or b'"FeatureCollection"' in head)
     except OSError:
         return False
 
