@@ -425,8 +425,6 @@ def compare_periods(periods: list, dates: list | None = None, *, aoi: str | None
     aoi_features = read_aoi_frame(aoi, aoi_bbox, aoi_crs, None)  # read once: bounds now, features on the grid below
     classify_kw = {"bbox": wgs84_bounds(aoi_features), "bbox_crs": "EPSG:4326", **classify_kw}
     sides = [resolve_side(p, d, f, out_root, **classify_kw) for p, d, f in zip(periods, dates, flags)]
-    for a, b in zip(sides, sides[1:]):
-        check_pair(a, b, allow_model_mismatch)
     if sides[0].crs.is_geographic:
         raise AtlasError(f"{sides[0].first.folder}: geographic CRS; areas need a projected CRS")
     features = aoi_features.to_crs(sides[0].crs)
@@ -435,6 +433,8 @@ def compare_periods(periods: list, dates: list | None = None, *, aoi: str | None
         warnings.warn(f"{aoi or '--aoi-bbox'}: {outside:.2f} of the AOI's {geom.area / 1e4:.2f} ha lie outside the scenes "
                       "of some date and were not looked at (summary.json outside_scene_ha)", AtlasWarning, stacklevel=3)
     transform, shape = common_grid([m for s in sides for m in s.maps], geom)
+    for a, b in zip(sides, sides[1:]):  # on one grid: then how each was made (a stride's own temperature is no warning)
+        check_pair(a, b, allow_model_mismatch)
     grid = Grid(transform, shape, sides[0].crs, geom, geometry_mask([geom], out_shape=shape, transform=transform,
                                                                         invert=True))
     comps = [composite(s, transform, shape, grid.in_aoi, _read_on, period_evidence) for s in sides]
