@@ -1,12 +1,14 @@
 """Labels on real Sentinel-2 data, through `classify` itself (not the training loader), for each model
 and setting given: the 54 EuroSAT MS test patches one by one; the eo-learn L1C forest (clear and
 cloudy date; its cells against the land use eo-learn ships with it, mapped below); the six BigEarthNet
-L2A patches against their CORINE labels (mapped to EuroSAT classes below); the two Major TOM L2A grid cells; the L1C and the L2A product of one SSL4EO-S12 acquisition
-(agreement cell by cell). For each scene with B03 and B08: water-labelled cells whose own pixels hold
-no water (< 1 % by the water test of surface.py), and snow. Prints a Markdown report for
-models/README.md. Settings: 'default' (the RGB model plus the water and snow tests) and 'rgb-only'
-(--no-surface-tests: the labels before those tests existed) and 'float' (the default with --runtime
-openvino-float: the network in float where the card ships an int8 one).
+L2A patches against their CORINE labels (mapped to EuroSAT classes below); the two Major TOM L2A grid
+cells; the L1C and the L2A product of one SSL4EO-S12 acquisition (agreement cell by cell). For each
+scene with B03 and B08: water-labelled cells whose own pixels hold no water (< 1 % by the water test of
+surface.py), and snow. Prints a Markdown report for models/README.md. Settings: 'default' (the RGB
+model plus the water and snow tests) and 'rgb-only' (--no-surface-tests: the labels before those tests
+existed) and 'float' (the default with --runtime openvino-float: the network in float where the card
+ships an int8 one). With more than one model or setting, a last table pairs each with the first, cell
+by cell on the labelled checks (which cells one gets right and the other wrong; exact McNemar p).
 
     python benchmarks/real_scenes.py --shared ../shared --model spectrumnet-rgb --model resnet50-rgb
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
@@ -40,8 +43,8 @@ CORINE_TO_EUROSAT = {
     "Continuous urban fabric": {"Residential"}, "Discontinuous urban fabric": {"Residential"},
     "Industrial or commercial units": {"Industrial"}, "Road and rail networks and associated land": {"Highway"},
     "Non-irrigated arable land": {"AnnualCrop"}, "Permanently irrigated land": {"AnnualCrop"},
-    "Rice fields": {"AnnualCrop"}, "Vineyards": {"PermanentCrop"}, "Fruit trees and berry plantations": {"PermanentCrop"},
-    "Olive groves": {"PermanentCrop"}, "Pastures": {"Pasture"},
+    "Rice fields": {"AnnualCrop"}, "Vineyards": {"PermanentCrop"},
+    "Fruit trees and berry plantations": {"PermanentCrop"}, "Olive groves": {"PermanentCrop"}, "Pastures": {"Pasture"},
     "Annual crops associated with permanent crops": {"AnnualCrop", "PermanentCrop"},
     "Complex cultivation patterns": {"AnnualCrop", "PermanentCrop", "Pasture", "HerbaceousVegetation"},
     "Land principally occupied by agriculture, with significant areas of natural vegetation":
@@ -61,15 +64,17 @@ LANDUSE_TO_EUROSAT = {1: {"AnnualCrop", "PermanentCrop"}, 2: {"Forest"}, 3: {"Pa
 SETTINGS = {"default": {}, "rgb-only": {"surface_tests": False}, "float": {"runtime": "openvino-float"}}
 
 
-def ms_patches(shared: Path, model: str, kw: dict) -> tuple[int, int, dict]:
-    """classify() on each EuroSAT MS test GeoTIFF (one 64 x 64 patch = one cell): (right, n, errors)."""
+def ms_patches(shared: Path, model: str, kw: dict) -> tuple[np.ndarray, dict]:
+    """classify() on each EuroSAT MS test GeoTIFF (one 64 x 64 patch = one cell): (right or not per
+    file, errors)."""
     files = sorted((shared / "eurosat" / "EuroSAT_MS_subset" / "test").glob("*/*.tif"))
-    wrong = Counter()
+    wrong, right = Counter(), []
     for p in files:
         lulc = int(atlas_change.classify(p, model=model, scheduler="sync", **kw)["lulc"].values[0, 0])
-        if not lulc or CLASSES[lulc - 1] != p.parent.name:
+        right.append(bool(lulc) and CLASSES[lulc - 1] == p.parent.name)
+        if not right[-1]:
             wrong[f"{p.parent.name}->{CLASSES[lulc - 1] if lulc else 'unlabelled'}"] += 1
-    return len(files) - sum(wrong.values()), len(files), dict(wrong.most_common())
+    return np.array(right, dtype=np.int8), dict(wrong.most_common())
 
 
 def water_share_per_cell(path: Path, stride: int, shape: tuple[int, int]) -> np.ndarray | None:
@@ -104,21 +109,38 @@ def labels(path: Path, model: str, stride: int, kw: dict) -> dict:
     return {"counts": counts, "conf": conf, "ids": ids, "dry_water": dry_water, "water_cells": int(watery.sum())}
 
 
-def landuse_consistent(ids: np.ndarray, landuse: Path, stride: int) -> tuple[int, int]:
-    """(cells whose label their land use allows, labelled cells with a land use): each cell's land use is
-    the most common of land_use.tif's pixels in it (the map's grid starts at the scene's corner, as
-    land_use.tif does; no data (0) and unmapped classes are left out)."""
+def landuse_consistent(ids: np.ndarray, landuse: Path, stride: int) -> np.ndarray:
+    """Per cell (flattened): 1 where its land use allows its label, 0 where not, -1 where not scored
+    (unlabelled, or no mapped land use). Each cell's land use is the most common of land_use.tif's pixels
+    in it (the map's grid starts at the scene's corner, as land_use.tif does; no data (0) is left out)."""
     with rasterio.open(landuse) as src:
         lu = src.read(1)
-    ok = n = 0
-    for (r, c), i in np.ndenumerate(ids):
+    out = np.full(ids.size, -1, dtype=np.int8)
+    for k, ((r, c), i) in enumerate(np.ndenumerate(ids)):
         block = lu[r * stride:(r + 1) * stride, c * stride:(c + 1) * stride]
         values, counts = np.unique(block[block > 0], return_counts=True)
         if i == 0 or not values.size or int(values[counts.argmax()]) not in LANDUSE_TO_EUROSAT:
             continue
-        n += 1
-        ok += CLASSES[i - 1] in LANDUSE_TO_EUROSAT[int(values[counts.argmax()])]
-    return ok, n
+        out[k] = CLASSES[i - 1] in LANDUSE_TO_EUROSAT[int(values[counts.argmax()])]
+    return out
+
+
+def corine_consistent(ids: np.ndarray, labels: tuple[str, ...]) -> np.ndarray:
+    """Per cell (flattened): 1 where one of the patch's CORINE labels allows its label, 0 where none
+    does, -1 where unlabelled (masked)."""
+    allowed = set().union(*(CORINE_TO_EUROSAT.get(c, set()) for c in labels))
+    return np.array([-1 if i == 0 else CLASSES[i - 1] in allowed for i in ids.ravel()], dtype=np.int8)
+
+
+def mcnemar(a: np.ndarray, b: np.ndarray) -> tuple[int, int, int, float]:
+    """Paired comparison of two per-cell right (1) / wrong (0) / not scored (-1) vectors: (cells scored
+    by both, b right where a is wrong, b wrong where a is right, exact two-sided McNemar p: the binomial
+    test of the discordant cells at 1/2)."""
+    both = (a >= 0) & (b >= 0)
+    up, down = int((both & (a == 0) & (b == 1)).sum()), int((both & (a == 1) & (b == 0)).sum())
+    n, k = up + down, min(up, down)
+    p = min(1.0, 2 * sum(math.comb(n, j) for j in range(k + 1)) / 2 ** n) if n else 1.0
+    return int(both.sum()), up, down, p
 
 
 def cell_text(r: dict) -> str:
@@ -181,24 +203,28 @@ def main() -> None:
     import warnings
 
     warnings.simplefilter("ignore")
+    scored = {}  # (model, setting) -> check -> per-cell right (1) / wrong (0) / not scored (-1)
     for model in a.model:
         for setting in a.setting or list(SETTINGS):
             kw = SETTINGS[setting]
-            right, n, wrong = ms_patches(shared, model, kw)
+            ms, wrong = ms_patches(shared, model, kw)
+            hits = scored[model, setting] = {"EuroSAT MS test patches": ms, "BigEarthNet cells (CORINE)": [],
+                                             "eo-learn cells (land_use.tif)": []}
             print(f"### {model}, {setting}\n")
-            print(f"- EuroSAT MS test patches (13-band L1C) one by one: **{right}/{n}**; errors: {json.dumps(wrong)}")
-            rows, agree_all, l1c = [], [], None
+            print(f"- EuroSAT MS test patches (13-band L1C) one by one: **{int(ms.sum())}/{ms.size}**; errors: "
+                  f"{json.dumps(wrong)}")
+            rows, l1c = [], None
             for name, ref, path, stride in real:
                 r = labels(path, model, stride, kw)
                 check = ""
                 if name.startswith("BigEarthNet"):
-                    allowed = set().union(*(CORINE_TO_EUROSAT.get(c, set()) for c in ref))
-                    ids = r["ids"][r["ids"] > 0]
-                    ok = sum(CLASSES[i - 1] in allowed for i in ids)
-                    agree_all.append((ok, len(ids)))
-                    check = f"; CORINE-consistent {ok}/{len(ids)}"
+                    hit = corine_consistent(r["ids"], ref)
+                    hits["BigEarthNet cells (CORINE)"].append(hit)
+                    check = f"; CORINE-consistent {int((hit == 1).sum())}/{int((hit >= 0).sum())}"
                 elif name.startswith("eo-learn") and (lu := path.with_name("land_use.tif")).exists():
-                    ok, n = landuse_consistent(r["ids"], lu, stride)
+                    hit = landuse_consistent(r["ids"], lu, stride)
+                    hits["eo-learn cells (land_use.tif)"].append(hit)
+                    ok, n = int((hit == 1).sum()), int((hit >= 0).sum())
                     check = f"; consistent with each cell's land use (land_use.tif) {ok}/{n}" if n else ""
                 elif name.startswith("SSL4EO") and name.endswith("L1C"):
                     l1c = r
@@ -207,10 +233,37 @@ def main() -> None:
                     same = int((l1c["ids"][both] == r["ids"][both]).sum())
                     check = f"; **same label as the L1C product: {same}/{int(both.sum())} cells**"
                 rows.append(f"| {name} | {'; '.join(ref)} | {stride} | {cell_text(r)}{check} |")
-            ok, tot = map(sum, zip(*agree_all))
-            print(f"- BigEarthNet cells consistent with their CORINE labels (mapping in this script): **{ok}/{tot}**")
+            for k in ("BigEarthNet cells (CORINE)", "eo-learn cells (land_use.tif)"):
+                hits[k] = np.concatenate(hits[k]) if hits[k] else np.zeros(0, np.int8)
+            ben = hits["BigEarthNet cells (CORINE)"]
+            print(f"- BigEarthNet cells consistent with their CORINE labels (mapping in this script): "
+                  f"**{int((ben == 1).sum())}/{int((ben >= 0).sum())}**")
             print("\n| scene | reference | stride | labels (cells); mean confidence; checks |\n|---|---|---|---|")
             print("\n".join(rows) + "\n")
+    if len(scored) > 1:
+        print(paired(scored))
+
+
+def paired(scored: dict) -> str:
+    """Markdown: each model and setting against the first, cell by cell on the labelled checks."""
+    (first, *others) = scored
+    out = [f"### Paired, cell by cell, against {first[0]}, {first[1]}\n",
+           "Exact McNemar p on the discordant cells; neighbouring cells are not independent, so the "
+           "real p is likely larger than shown.\n",
+           "| model, setting | check | cells scored by both | right where the first is wrong | wrong where the "
+           "first is right | p |", "|---|---|---|---|---|---|"]
+    for other in others:
+        pooled = [np.zeros(0, np.int8), np.zeros(0, np.int8)]
+        for check, a in scored[first].items():
+            b = scored[other][check]
+            if a.size != b.size:
+                continue
+            pooled = [np.concatenate([pooled[0], a]), np.concatenate([pooled[1], b])]
+            n, up, down, p = mcnemar(a, b)
+            out.append(f"| {other[0]}, {other[1]} | {check} | {n} | {up} | {down} | {p:.3g} |")
+        n, up, down, p = mcnemar(*pooled)
+        out.append(f"| {other[0]}, {other[1]} | **all** | {n} | {up} | {down} | {p:.3g} |")
+    return "\n".join(out) + "\n"
 
 
 if __name__ == "__main__":
