@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import rasterio.crs
 from affine import Affine
+from rasterio.control import GroundControlPoint
 
 import atlas_change
 from atlas_change.__main__ import main
@@ -108,6 +110,18 @@ def _not_dn_10m(tmp_path: Path, case: str) -> Path:
     src = make_scene(tmp_path / "dn.tif", 128, 128, origin=ORIGIN)
     with rasterio.open(src) as s:
         data, profile, names = s.read(), s.profile, s.descriptions
+    if case == "rotated":  # a scanned or rotated export: 10 m pixels, 20 degrees off north
+        profile.update(transform=profile["transform"] * Affine.rotation(20))
+    elif case == "gcps":  # georeferenced by ground control points only, as un-warped products are
+        gcps = [GroundControlPoint(r, c, ORIGIN[0] + 10 * c, ORIGIN[1] - 10 * r) for r in (0, 128) for c in (0, 128)]
+        del profile["crs"], profile["transform"]
+    if case in ("rotated", "gcps"):
+        with rasterio.open(tmp_path / f"{case}.tif", "w", **profile) as d:
+            d.write(data)
+            d.descriptions = names
+            if case == "gcps":
+                d.gcps = (gcps, rasterio.crs.CRS.from_epsg(32633))
+        return tmp_path / f"{case}.tif"
     if case == "8-bit":  # the EuroSAT JPEG mapping of B04, B03, B02, as a rendered image holds it
         data, names = np.clip(data[[3, 2, 1]] * 255 / 2750, 1, 255).astype(np.uint8), ("B04", "B03", "B02")
     else:  # reflectance 0-1, as Earth Engine exports scaled by 1 / 10000 hold it
@@ -123,7 +137,9 @@ def _not_dn_10m(tmp_path: Path, case: str) -> Path:
                                          ("feet", ("US survey foot, not metres",)),
                                          ("web mercator", ("EPSG:3857", "stretches areas 2x", "7.07 m on the ground")),
                                          ("8-bit", ("8-bit pixels", "not Sentinel-2 digital numbers")),
-                                         ("reflectance", ("pixels are reflectance", "A*10000"))])
+                                         ("reflectance", ("pixels are reflectance", "A*10000")),
+                                         ("rotated", ("rotated", "gdalwarp -t_srs EPSG:")),
+                                         ("gcps", ("4 ground control points only", "gdalwarp"))])
 def test_rasters_that_are_not_10_m_digital_numbers_are_one_line(tmp_path, capsys, model13, case, words):
     """Each was labelled before without a word (by the shipped model: the 8-bit and reflectance scenes
     all SeaLake; the 20 m one at twice EuroSAT's scale; the feet one with 10.8 times its hectares, the

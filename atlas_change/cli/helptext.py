@@ -13,8 +13,8 @@ inputs:
   --aoi / --aoi-bbox: only the scene's 64 px blocks that cover the AOI are read and classified.
   The pixels must be Sentinel-2 digital numbers (reflectance x 10000, 16-bit) on a grid of about 10 m
   in a projected CRS in metres that keeps areas (UTM, national grids, equal-area): 8-bit renderings,
-  reflectance in 0-1, other pixel sizes, CRSs in feet and Web Mercator are refused, each with the GDAL
-  command that converts it.
+  reflectance in 0-1, other pixel sizes, CRSs in feet and Web Mercator, rotated grids and ground
+  control points alone are refused, each with the GDAL command that converts it.
 
 clouds: a patch with more than --max-cloud of its pixels cloud or cloud shadow is not labelled
   (nodata in lulc/confidence/cells, 2 in cloud.tif, counted in run.json). L2A: the product's SCL;

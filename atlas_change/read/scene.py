@@ -359,6 +359,9 @@ def check_grid(p: str, ds) -> None:
     """AtlasError unless the raster has a projected CRS in metres that keeps areas at the scene
     (AREAL_SCALE_TOLERANCE), a north-up grid, pixels of about 10 m (PIXEL_M) and digital numbers
     (check_scale)."""
+    if ds.crs is None and ds.gcps[0]:
+        raise AtlasError(f"{p}: georeferenced by {len(ds.gcps[0])} ground control points only, not on a grid; "
+                         "warp it onto one (gdalwarp -t_srs EPSG:326NN -tr 10 10 IN OUT) first")
     if ds.crs is None:
         raise AtlasError(f"{p}: the raster has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:32632) first")
     if ds.crs.is_geographic:
@@ -373,7 +376,8 @@ def check_grid(p: str, ds) -> None:
                          "hectares are in metres; reproject it (gdalwarp -t_srs EPSG:326NN -tr 10 10) first")
     t = ds.transform
     if t.b != 0 or t.d != 0:
-        raise AtlasError(f"{p}: rotated grids are not supported")
+        raise AtlasError(f"{p}: its grid is rotated (not north-up), so its pixels are no map cells; warp it "
+                         f"north-up (gdalwarp -t_srs {ds.crs.to_string()} -tr 10 10 IN OUT) first")
     areal = areal_scale(ds.crs, t * (ds.width / 2, ds.height / 2))
     if not abs(areal - 1.0) <= AREAL_SCALE_TOLERANCE:  # also NaN
         raise AtlasError(f"{p}: its CRS ({ds.crs.to_string()}) stretches areas {areal:.3g}x at the scene (its "
