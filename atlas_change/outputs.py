@@ -231,7 +231,8 @@ class CogWriter:
         self.dst.update_tags(**tags)
         for i, name in enumerate(names, 1):
             self.dst.set_band_description(i, name)
-        if categories is not None:  # the palette inside the file (before any pixel: TIFF allows no later change)
+        if categories is not None and count == 1:  # the palette inside the file (before any pixel: TIFF allows
+            # no later change; a TIFF of several bands holds none: theirs is in the .aux.xml sidecar alone)
             self.dst.write_colormap(1, palette(categories, max(categories)))
 
     def _guard(self, fn):
@@ -260,7 +261,7 @@ class CogWriter:
         """`array` (rows, cols) or (bands, rows, cols) at row `row0`, column `col0` of the raster."""
         bands = array if array.ndim == 3 else array[None]
         if self.categories is not None:
-            self.present.update(int(v) for v in np.unique(bands[0]))
+            self.present.update(int(v) for v in np.unique(bands))
         window = rasterio.windows.Window(col0, row0, bands.shape[2], bands.shape[1])
         self._guard(lambda: self.dst.write(bands, window=window))
 
@@ -280,7 +281,7 @@ class CogWriter:
         sys.stderr.writelines(self.said)  # what GDAL said of a file that was written after all
         if self.categories is not None:
             present = {v: self.categories[v] for v in sorted(self.present) if v in self.categories}
-            Path(f"{self.path}.aux.xml").write_text(_pam_categories(present))
+            Path(f"{self.path}.aux.xml").write_text(_pam_categories(present, self.count))
             self.path.with_suffix(".qml").write_text(qml_paletted(present))
         elif self.count > 1:  # class probabilities: QGIS would paint bands 1-3 as a meaningless RGB
             self.path.with_suffix(".qml").write_text(qml_gray(1, 0.0, 1.0))
@@ -313,10 +314,10 @@ def palette(categories: Categories, vmax: int) -> dict[int, tuple[int, int, int,
             for v in range(vmax + 1)}
 
 
-def _pam_categories(present: Categories) -> str:
-    """GDAL's PAM sidecar for a categorical band: palette 0..max value present (absent values and 0
-    transparent), category names by value when the values are dense (class maps), and a raster
-    attribute table (Value, Class, Red, Green, Blue) of the values present."""
+def _pam_categories(present: Categories, count: int = 1) -> str:
+    """GDAL's PAM sidecar for `count` categorical bands (each the same legend): palette 0..max value
+    present (absent values and 0 transparent), category names by value when the values are dense (class
+    maps), and a raster attribute table (Value, Class, Red, Green, Blue) of the values present."""
     from xml.sax.saxutils import escape
 
     vmax = max(present, default=0)
@@ -333,10 +334,10 @@ def _pam_categories(present: Categories) -> str:
                    for i, (n, t, u) in enumerate(fields))
     rows = "".join(f'<Row index="{i}"><F>{v}</F><F>{escape(name)}</F>' + "".join(f"<F>{c}</F>" for c in rgb) + "</Row>"
                    for i, (v, (name, rgb)) in enumerate(sorted((k, x) for k, x in present.items() if k != NODATA_ID)))
-    return (f'<PAMDataset><PAMRasterBand band="1"><ColorInterp>Palette</ColorInterp>{names}'
-            f"<ColorTable>{colours}</ColorTable>"
-            f'<GDALRasterAttributeTable tableType="thematic">{defs}{rows}</GDALRasterAttributeTable>'
-            "</PAMRasterBand></PAMDataset>\n")
+    return ("<PAMDataset>" + "".join(
+        f'<PAMRasterBand band="{band}"><ColorInterp>Palette</ColorInterp>{names}<ColorTable>{colours}</ColorTable>'
+        f'<GDALRasterAttributeTable tableType="thematic">{defs}{rows}</GDALRasterAttributeTable></PAMRasterBand>'
+        for band in range(1, count + 1)) + "</PAMDataset>\n")
 
 
 def qml_paletted(present: Categories) -> str:

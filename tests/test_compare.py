@@ -577,6 +577,9 @@ def test_a_sequence_of_periods_is_decided_from_all_of_them(tmp_path):
         hist = src.read()
         assert src.count == 3 and src.crs == UTM
     assert list(hist[:, 0, 0]) == [2, 2, 2] and list(hist[:, 1, 1]) == [2, 8, 8] and list(hist[:, 2, 2]) == [2, 0, 2]
+    # the legend holds every period's classes (Residential only in the later bands), for every band
+    assert 'label="Residential"' in (tmp_path / "seq" / "sequence.qml").read_text()
+    assert (tmp_path / "seq" / "sequence.tif.aux.xml").read_text().count("<Category>Residential</Category>") == 3
     assert json.loads((tmp_path / "seq" / "summary.json").read_text())["steps"][0]["folder"] == names[0]
     out = subprocess.run([sys.executable, "-m", "atlas_change", "compare", *sum((["--period", str(f)] for f in folders), []),
                           "--aoi", str(aoi), "--out", str(tmp_path / "cli")], capture_output=True, text=True)
@@ -584,6 +587,10 @@ def test_a_sequence_of_periods_is_decided_from_all_of_them(tmp_path):
     lines = out.stdout.strip().splitlines()
     assert len(lines) == 4 and "40.96 ha changed" in lines[0] and "span_" in lines[2]
     assert lines[3] == "decided with change prior stay 0.6 (the project's default)"
+    quiet = subprocess.run([sys.executable, "-m", "atlas_change", "compare", *sum((["--period", str(f)] for f in folders), []),
+                            "--aoi", str(aoi), "--out", str(tmp_path / "quiet"), "--quiet"], capture_output=True, text=True)
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
+    assert (tmp_path / "quiet" / "sequence.tif").exists() and (tmp_path / "quiet" / "summary.json").exists()
 
 
 def test_two_tiles_of_one_day_keep_their_dates_and_one_map_given_twice_counts_once(tmp_path, dates):

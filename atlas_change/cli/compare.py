@@ -96,12 +96,14 @@ def add_parsers(sub) -> None:
                     "4 gives steadier labels for change on small AOIs; see classify --help)")
     cp.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME,
                     help=f"for scenes classified on the fly: inference runtime (default {DEFAULT_RUNTIME})")
+    cp.add_argument("--quiet", action="store_true", help="print nothing but errors (no progress of scenes "
+                    "classified on the fly, no warnings, no summary lines: they are in summary.json)")
 
 
 def _cmd_compare(a) -> None:
     from ..change.compare import compare, prior_brief
 
-    kw = {"max_cloud": a.max_cloud, "stride": a.stride, "tta": a.tta, "runtime": a.runtime, "quiet": False,
+    kw = {"max_cloud": a.max_cloud, "stride": a.stride, "tta": a.tta, "runtime": a.runtime, "quiet": a.quiet,
           "period_evidence": a.period_evidence, **({"model": a.model} if a.model else {})}
     if not a.out and not (a.stac_api and a.dry_run):
         raise AtlasError("compare: --out FOLDER is required")
@@ -134,6 +136,8 @@ def _cmd_compare(a) -> None:
             except OSError:  # a folder someone else wrote into meanwhile: kept
                 pass
         raise
+    if a.quiet:
+        return
     tol = s["grid_tolerance"]
     print(f"{a.out}: {s['changed_ha']:.2f} ha changed (+- {tol['changed_ha']:.2f} ha where the grid falls; "
           f"{s['conversion_ha']:.2f} ha between land-cover groups), "
@@ -161,6 +165,8 @@ def _compare_sequence(a, kw: dict) -> None:
     dates = [_dates(t, p) for t, p in zip(given, a.period)] if given else None
     s = compare_periods(a.period, dates, aoi=a.aoi, aoi_bbox=a.aoi_bbox, aoi_crs=a.aoi_crs, out=a.out,
                         min_confidence=a.min_confidence, stay=a.stay, allow_model_mismatch=a.allow_model_mismatch, **kw)
+    if a.quiet:
+        return
     if "steps" not in s:  # two periods: one step, as BEFORE AFTER
         s = {"steps": [{"folder": ".", **{k: s[k] for k in ("changed_ha", "conversion_ha", "uncertain_ha", "valid_ha")},
                         "before": s["before"]["period"], "after": s["after"]["period"]}],
