@@ -18,6 +18,7 @@ from rasterio.crs import CRS
 
 from atlas_change.outputs import build_dataset, write_outputs
 from atlas_change.classes import CLASSES, COLOURS, GROUP_NAMES
+from atlas_change.__main__ import main
 from atlas_change.change.compare import compare
 from atlas_change.errors import AtlasError, AtlasWarning
 from atlas_change.publish.export import export_gpkg
@@ -651,3 +652,18 @@ def test_maps_of_the_int8_and_the_float_network_are_not_compared_silently(tmp_pa
     with pytest.raises(AtlasError, match="of the same period"):
         compare([other, dates[1]], dates[0], aoi=str(aoi), before_date=["2023-05-01", "2024-06-01"],
                 after_date="2024-07-01")
+
+
+def test_an_aoi_over_http_is_the_local_aoi_and_a_bad_one_is_one_line(tmp_path, dates, server, capsys):
+    """--aoi URL (a real HTTP server): the same hectares as the same file read locally; it is fetched
+    with the Items' bounds in bytes and time (geopandas alone would read any body, with no timeout), and
+    a missing one is one line naming the URL."""
+    url, root, _ = server
+    aoi = aoi_file(root / "aoi-compare.geojson", 0, 5, 0, 5, crs="EPSG:32632")
+    local, remote = (compare(dates[0], dates[1], aoi=a) for a in (str(aoi), f"{url}/aoi-compare.geojson"))
+    assert remote["changed_ha"] == local["changed_ha"] > 0 and remote["valid_ha"] == local["valid_ha"]
+    assert main(["compare", str(dates[0]), str(dates[1]), "--aoi", f"{url}/no-such.geojson", "--out",
+                 str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"atlas-change: error: {url}/no-such.geojson: cannot fetch the AOI (HTTP 404")
+    assert not (tmp_path / "c").exists()

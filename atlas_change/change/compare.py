@@ -28,6 +28,7 @@ from ..errors import AtlasError, AtlasWarning
 from ..model.infer import DEFAULT_VIEWS
 from .joint import DEFAULT_STAY, DEFAULT_THRESHOLD, PRIOR_SOURCE, decide_chain, viterbi
 from ..names import digest
+from ..read.scene import is_url
 
 CHANGE_CODE_DOC = ("from_id * 100 + to_id (class ids 1..10 in EuroSAT order) where P(change) >= the threshold; "
                    "0 = unchanged, uncertain (neither P(change) nor P(no change) reaches it), nodata, cloud, snow "
@@ -215,6 +216,12 @@ def read_aoi_frame(aoi: str | os.PathLike | None, bbox: str | None, bbox_crs: st
         name = "--aoi-bbox"
     else:
         name = str(aoi)
+        if is_url(name):  # fetched here, bounded in bytes and time: geopandas reads any body, with no timeout
+            import io
+
+            from ..read.stac import fetch
+
+            aoi = io.BytesIO(fetch(name, what="the AOI"))
         try:
             with warnings.catch_warnings():  # shapely's RuntimeWarning on NaN coordinates: refused below instead
                 warnings.simplefilter("ignore", RuntimeWarning)

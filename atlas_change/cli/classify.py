@@ -33,7 +33,8 @@ def add_parsers(sub) -> None:
     c.add_argument("--no-cloud-mask", action="store_true", help="do not look for clouds (e.g. for a cloud-free composite)")
     ca = c.add_mutually_exclusive_group()
     ca.add_argument("--aoi", help="classify only the part of the scene that covers this AOI's bounds (GeoJSON or "
-                    "GeoPackage, any CRS), in whole 64 px blocks of the scene's grid: a remote COG is read only there")
+                    "GeoPackage, any CRS; a file or its http(s) URL), in whole 64 px blocks of the scene's grid: a "
+                    "remote COG is read only there")
     ca.add_argument("--aoi-bbox", help="the same for minx,miny,maxx,maxy in --aoi-crs")
     c.add_argument("--aoi-crs", default="EPSG:4326", help="CRS of --aoi-bbox (default EPSG:4326)")
     c.add_argument("--no-surface-tests", action="store_true",

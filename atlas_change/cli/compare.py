@@ -49,7 +49,7 @@ def add_parsers(sub) -> None:
                     help="the dates of one --period (YYYY-MM-DD, one, or one per scene, comma-separated), repeated "
                     "in the order of the periods (default: from the metadata)")
     g = cp.add_mutually_exclusive_group(required=True)
-    g.add_argument("--aoi", help="AOI file (GeoJSON or GeoPackage, any CRS)")
+    g.add_argument("--aoi", help="AOI file (GeoJSON or GeoPackage, any CRS), or its http(s) URL")
     g.add_argument("--aoi-bbox", help="minx,miny,maxx,maxy in --aoi-crs")
     cp.add_argument("--aoi-crs", default="EPSG:4326", help="CRS of --aoi-bbox (default EPSG:4326)")
     cp.add_argument("--out", help="output folder (required, except with --dry-run)")

@@ -59,15 +59,15 @@ def is_item(p: str) -> bool:
         return False
 
 
-def fetch(url: str, max_bytes: int = MAX_ITEM_BYTES, total_s: float = TOTAL_S) -> bytes:
+def fetch(url: str, max_bytes: int = MAX_ITEM_BYTES, total_s: float = TOTAL_S, what: str = "the STAC Item") -> bytes:
     """The bytes at an http(s) URL, retried with backoff where a retry can help (timeouts, 5xx,
-    refused connections); AtlasError naming the URL otherwise, and at once for a body over
-    `max_bytes` or one that takes more than `total_s` seconds in all (a server that trickles)."""
+    refused connections); AtlasError naming the URL and `what` it should hold otherwise, and at once for
+    a body over `max_bytes` or one that takes more than `total_s` seconds in all (a server that trickles)."""
     last = ""
     for attempt in range(RETRIES):
         try:
             with urllib.request.urlopen(url, timeout=TIMEOUT_S) as r:
-                return _read_capped(r, url, max_bytes, total_s)
+                return _read_capped(r, url, max_bytes, total_s, what)
         except (ValueError, http.client.InvalidURL) as e:  # a space in the URL, a bad scheme: no retry helps
             raise AtlasError(f"{url}: not a valid URL ({e})") from None
         except http.client.IncompleteRead as e:
@@ -80,22 +80,22 @@ def fetch(url: str, max_bytes: int = MAX_ITEM_BYTES, total_s: float = TOTAL_S) -
             last = str(getattr(e, "reason", e))
         if attempt + 1 < RETRIES:
             time.sleep(2 ** attempt)
-    raise AtlasError(f"{url}: cannot fetch the STAC Item ({last})")
+    raise AtlasError(f"{url}: cannot fetch {what} ({last})")
 
 
-def _read_capped(r, url: str, max_bytes: int, total_s: float) -> bytes:
+def _read_capped(r, url: str, max_bytes: int, total_s: float, what: str) -> bytes:
     """An HTTP response's body, read as it arrives; AtlasError past `max_bytes` or `total_s` seconds."""
     deadline = time.monotonic() + total_s
     size = r.headers.get("Content-Length")
     if size and size.isdigit() and int(size) > max_bytes:
-        raise AtlasError(f"{url}: the answer announces {int(size)} bytes, more than the {max_bytes} a STAC "
-                         "Item may have (ATLAS_HTTP_MAX_BYTES)")
+        raise AtlasError(f"{url}: the answer announces {int(size)} bytes, more than the {max_bytes} allowed for "
+                         f"{what} (ATLAS_HTTP_MAX_BYTES)")
     parts, n = [], 0
     while chunk := r.read1(1 << 16):
         parts.append(chunk)
         n += len(chunk)
         if n > max_bytes:
-            raise AtlasError(f"{url}: the answer is longer than the {max_bytes} bytes a STAC Item may have "
+            raise AtlasError(f"{url}: the answer is longer than the {max_bytes} bytes allowed for {what} "
                              "(ATLAS_HTTP_MAX_BYTES)")
         if time.monotonic() > deadline:
             raise AtlasError(f"{url}: the answer took more than {total_s:g} s in all ({n} bytes so far; "
