@@ -191,6 +191,26 @@ def test_item_reads_over_http_are_bounded_in_bytes_and_time(hostile_http, monkey
     assert time.monotonic() - t0 < 15
 
 
+def test_a_stac_api_that_answers_without_end_is_one_line(hostile_http, monkeypatch):
+    """A STAC API whose answer never ends (or trickles) stops at the Items' bounds (here 1 MiB, 2 s),
+    one line naming the API, instead of being read whole into memory for as long as it comes."""
+    import time
+
+    import shapely
+
+    import atlas_change.read.stac as stac
+    from atlas_change.batch.search import search
+
+    monkeypatch.setattr(stac, "MAX_ITEM_BYTES", 1 << 20)
+    monkeypatch.setattr(stac, "TOTAL_S", 2.0)
+    t0 = time.monotonic()
+    for path, words in (("endless", "longer than the 1048576 bytes allowed for a STAC API's answer"),
+                        ("trickle", "took more than 2 s in all")):
+        with pytest.raises(AtlasError, match=rf"^{hostile_http}/{path}: cannot search the STAC API \(.*{words}"):
+            search(f"{hostile_http}/{path}", "sentinel-2-l2a", shapely.box(10, 45, 10.1, 45.1), "2023-06-01/2023-06-30")
+    assert time.monotonic() - t0 < 20
+
+
 def test_band_assets_that_are_no_sentinel2_band_are_named(tmp_path):
     """A band asset without a CRS or at 1 km is refused in one line naming it; one of 3 bands is read
     with a warning saying which band it takes."""

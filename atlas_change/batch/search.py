@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import AtlasError, AtlasWarning
 from ..read import SCL_INVALID
-from ..read.stac import TIMEOUT_S
+from ..read.stac import stac_api_io
 
 #: SCL classes that leave a pixel unusable for a label: no data, saturated, shadow, cloud, cirrus, snow
 SCL_UNUSABLE = (*SCL_INVALID, 11)
@@ -76,12 +76,13 @@ def search(api: str, collection: str, aoi, period: str, *, max_tile_cloud: float
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DoesNotConformTo)
-            client = Client.open(api, timeout=TIMEOUT_S)
+            client = Client.open(api, stac_io=stac_api_io())
             items = list(client.search(collections=[collection], intersects=mapping(aoi), datetime=when,
                                        max_items=limit).items())
     except Exception as e:  # pystac-client raises APIError, requests' errors, JSON errors, ...
-        raise AtlasError(f"{api}: cannot search the STAC API ({type(e).__name__}: {str(e).splitlines()[0][:160]})"
-                         ) from None
+        bound = e.__context__ if isinstance(e.__context__, AtlasError) else None  # stac_api_io's bounds, as APIError
+        why = bound.args[0].split(": ", 1)[-1] if bound else f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+        raise AtlasError(f"{api}: cannot search the STAC API ({why})") from None
     from ..read.stac import item_problem
 
     if len(items) >= limit:

@@ -67,7 +67,8 @@ def fetch(url: str, max_bytes: int = MAX_ITEM_BYTES, total_s: float = TOTAL_S, w
     for attempt in range(RETRIES):
         try:
             with urllib.request.urlopen(url, timeout=TIMEOUT_S) as r:
-                return _read_capped(r, url, max_bytes, total_s, what)
+                return _read_capped(iter(lambda: r.read1(1 << 16), b""), r.headers.get("Content-Length"), url,
+                                    max_bytes, total_s, what)
         except (ValueError, http.client.InvalidURL) as e:  # a space in the URL, a bad scheme: no retry helps
             raise AtlasError(f"{url}: not a valid URL ({e})") from None
         except http.client.IncompleteRead as e:
@@ -83,15 +84,15 @@ def fetch(url: str, max_bytes: int = MAX_ITEM_BYTES, total_s: float = TOTAL_S, w
     raise AtlasError(f"{url}: cannot fetch {what} ({last})")
 
 
-def _read_capped(r, url: str, max_bytes: int, total_s: float, what: str) -> bytes:
-    """An HTTP response's body, read as it arrives; AtlasError past `max_bytes` or `total_s` seconds."""
+def _read_capped(chunks, size: str | None, url: str, max_bytes: int, total_s: float, what: str) -> bytes:
+    """An HTTP response's body from its `chunks` as they arrive; AtlasError past `max_bytes` or `total_s`
+    seconds; http.client.IncompleteRead where it ends short of its announced `size` (Content-Length)."""
     deadline = time.monotonic() + total_s
-    size = r.headers.get("Content-Length")
     if size and size.isdigit() and int(size) > max_bytes:
         raise AtlasError(f"{url}: the answer announces {int(size)} bytes, more than the {max_bytes} allowed for "
                          f"{what} (ATLAS_HTTP_MAX_BYTES)")
     parts, n = [], 0
-    while chunk := r.read1(1 << 16):
+    for chunk in chunks:
         parts.append(chunk)
         n += len(chunk)
         if n > max_bytes:
@@ -103,6 +104,29 @@ def _read_capped(r, url: str, max_bytes: int, total_s: float, what: str) -> byte
     if size and size.isdigit() and n < int(size):
         raise http.client.IncompleteRead(b"".join(parts), int(size) - n)
     return b"".join(parts)
+
+
+def stac_api_io():
+    """pystac-client's HTTP client with every answer read bounded as an Item's is (TIMEOUT_S without an
+    answer, TOTAL_S and MAX_ITEM_BYTES in all, each page of a search): requests alone reads any body
+    whole, for as long as it trickles in."""
+    from pystac_client.stac_api_io import StacApiIO
+
+    io = StacApiIO(timeout=TIMEOUT_S)
+    send = io.session.send
+
+    def bounded_send(request, **kw):
+        r = send(request, **{**kw, "stream": True})
+        try:  # read1: what has arrived, gzip undone; a body cut short raises by itself (no size to check)
+            chunks = iter(lambda: r.raw.read1(1 << 16, decode_content=True), b"")
+            r._content = _read_capped(chunks, None, request.url, MAX_ITEM_BYTES, TOTAL_S,
+                                      "a STAC API's answer")
+        finally:
+            r.close()
+        return r
+
+    io.session.send = bounded_send  # redirects go through it too (requests calls self.send)
+    return io
 
 
 def load_item(p: str) -> dict:
