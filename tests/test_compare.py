@@ -1,5 +1,6 @@
 """compare / export / view on classify outputs made in the test with known classes and confidences."""
 import json
+import warnings
 import os
 import shutil
 import subprocess
@@ -667,3 +668,18 @@ def test_an_aoi_over_http_is_the_local_aoi_and_a_bad_one_is_one_line(tmp_path, d
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"atlas-change: error: {url}/no-such.geojson: cannot fetch the AOI (HTTP 404")
     assert not (tmp_path / "c").exists()
+
+
+def test_one_map_on_both_sides_or_one_day_on_both_is_said(tmp_path, dates):
+    """The same classify output as BEFORE and AFTER (or one day on both sides) shows no change by
+    construction: a warning naming it, where there was none (0 ha changed, silently)."""
+    aoi = aoi_file(tmp_path / "aoi.geojson", 0, 5, 0, 5, crs="EPSG:32632")
+    with pytest.warns(AtlasWarning, match=r"d1: the same map is on both sides \(1 of them\)"):
+        s = compare(dates[0], dates[0], aoi=str(aoi))
+    assert s["changed_ha"] == 0
+    day = make_output(tmp_path / "d3", np.full((10, 10), 2, np.int64), np.full((10, 10), 0.9), date="2023-06-01")
+    with pytest.warns(AtlasWarning, match="d3: the 'after' date 2023-06-01 is the 'before' date"):
+        compare(dates[0], day, aoi=str(aoi))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AtlasWarning)
+        compare(*dates, aoi=str(aoi))  # a year apart, one season: nothing to say

@@ -284,12 +284,20 @@ def days_of_year_apart(a: Side, b: Side) -> int:
 
 
 def check_dates(a: Side, b: Side) -> None:
-    """Periods (or dates) in order, and in one season: dates whose days of year (the periods' medians)
-    are more than SEASON_DAYS apart are compared with a warning, since most of what changes between
-    seasons is phenology, not land use."""
-    if a.dates[-1] > b.dates[0]:
+    """Periods (or dates) in order, apart, and in one season, else a warning: one map on both sides, or
+    both sides of one day, cannot show change; dates whose days of year (the periods' medians) are more
+    than SEASON_DAYS apart are compared with a warning, since most of what changes between seasons is
+    phenology, not land use."""
+    both = sorted({os.path.realpath(m.folder) for m in a.maps} & {os.path.realpath(m.folder) for m in b.maps})
+    if both:
+        warnings.warn(f"{both[0]}: the same map is on both sides ({len(both)} of them): a map compared with itself "
+                      "shows no change; give the other date's scene", AtlasWarning, stacklevel=3)
+    elif a.dates[-1] > b.dates[0]:
         warnings.warn(f"{a.folder}: the 'before' date {a.dates[-1]} is later than the 'after' date {b.dates[0]}",
                       AtlasWarning, stacklevel=3)
+    elif a.dates[-1] == b.dates[0]:
+        warnings.warn(f"{b.folder}: the 'after' date {b.dates[0]} is the 'before' date: two scenes of one day "
+                      "show no change of land, only differences between the scenes", AtlasWarning, stacklevel=3)
     gap = days_of_year_apart(a, b)
     if gap > SEASON_DAYS:
         warnings.warn(f"{b.folder}: {b.label} is {gap} days of the year from {a.label} (more than {SEASON_DAYS}): "
