@@ -177,3 +177,19 @@ def test_assess_files_are_strict_json_and_formula_safe_csv_and_bad_labels_are_re
     (latin / "sample.csv").write_bytes((latin / "sample.csv").read_bytes() + "3,Forest,Forêt\n".encode("latin-1"))
     with pytest.raises(AtlasError, match="sample.csv: not UTF-8 text"):
         assess(latin)
+
+
+def test_a_sample_labelled_in_a_spreadsheet_reads_as_written_by_sample(tmp_path):
+    """sample.csv saved by a spreadsheet where the decimal mark is a comma (semicolons, a byte-order
+    mark) and labels typed in another case or with other spaces give the same assessment as the file
+    labelled exactly; before, 'needs the columns stratum and reference' and 'not a class of the legend'."""
+    strata = ["stable agricultural", "agricultural -> artificial"]
+    refs = [["stable agricultural"] * 3 + ["agricultural -> artificial"], ["agricultural -> artificial"] * 3 + ["stable agricultural"]]
+    exact = assess(_labelled(tmp_path / "exact", strata, [4, 4], refs))
+    typed = _labelled(tmp_path / "typed", strata, [4, 4], [[r.replace("agricultural ->", "Agricultural->").upper()
+                                                          if i % 2 else r for i, r in enumerate(rs)] for rs in refs])
+    rows = list(csv.reader(open(typed / "sample.csv", newline="")))
+    with open(typed / "sample.csv", "w", newline="", encoding="utf-8-sig") as f:
+        csv.writer(f, delimiter=";").writerows(rows)
+    assert "AGRICULTURAL-> ARTIFICIAL" in (typed / "sample.csv").read_text(encoding="utf-8-sig")
+    assert assess(typed)["classes"] == exact["classes"]

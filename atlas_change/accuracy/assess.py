@@ -12,7 +12,9 @@ reference class (here: `uncertain`, cells the map abstains on) adds to the areas
 from __future__ import annotations
 
 import csv
+import io
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,8 +141,8 @@ def read_labelled(folder: str | os.PathLike) -> tuple[list[str], np.ndarray, lis
         raise AtlasError(f"{sample_csv}: {len(empty)} of {len(sample)} sample cells have no reference label yet "
                          f"(first: sample_id {empty[0]}); label every row with one of: {'; '.join(legend)}")
     reference = list(legend)
-    for i, r in enumerate(sample, 2):
-        ref = r["reference"].strip()
+    refs = [_canonical(r["reference"], legend) for r in sample]
+    for i, (r, ref) in enumerate(zip(sample, refs), 2):
         if r["stratum"] not in strata:
             raise AtlasError(f"{sample_csv}: line {i}: stratum {r['stratum']!r} is not in {strata_csv.name}")
         if ref not in reference:
@@ -149,20 +151,37 @@ def read_labelled(folder: str | os.PathLike) -> tuple[list[str], np.ndarray, lis
                                  f"({'; '.join(legend)}; or 'A -> B' for another change between classes or groups)")
             reference.append(ref)
     counts = np.zeros((len(strata), len(reference)), int)
-    for r in sample:
-        counts[strata.index(r["stratum"]), reference.index(r["reference"].strip())] += 1
+    for r, ref in zip(sample, refs):
+        counts[strata.index(r["stratum"]), reference.index(ref)] += 1
     return strata, map_ha, reference, counts, cell_ha
 
 
 def _read_csv(path: Path) -> list[dict]:
-    """A CSV file's rows (UTF-8, with or without a byte-order mark), or AtlasError naming it."""
+    """A CSV file's rows (UTF-8, with or without a byte-order mark; fields separated by commas, or by
+    semicolons or tabs as spreadsheets save them where the decimal mark is a comma), or AtlasError
+    naming it."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            return list(csv.DictReader(f))
+            text = f.read()
+        header = text.split("\n", 1)[0]
+        return list(csv.DictReader(io.StringIO(text, newline=""), delimiter=max(",;\t", key=header.count)))
     except UnicodeDecodeError as e:
         raise AtlasError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8 CSV") from None
     except (OSError, csv.Error) as e:
         raise AtlasError(f"{path}: not a readable CSV file ({e})") from None
+
+
+def _canonical(text: str, legend: list[str]) -> str:
+    """A reference label as the legend spells it, whatever its case, runs of spaces and spaces round
+    '->' ('STABLE  agricultural', 'forest->Residential')."""
+    t = re.sub(r"\s*->\s*", " -> ", " ".join(text.split()))
+    known = {n.casefold(): n for n in (*CLASSES, *GROUP_NAMES, *legend)}
+    if t.casefold() in known:
+        return known[t.casefold()]
+    if t.casefold().startswith("stable ") and t[7:].casefold() in known:
+        return "stable " + known[t[7:].casefold()]
+    a, sep, b = t.partition(" -> ")
+    return f"{known.get(a.casefold(), a)} -> {known.get(b.casefold(), b)}" if sep else t
 
 
 def _legend_label(text: str) -> bool:
