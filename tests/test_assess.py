@@ -101,6 +101,10 @@ def test_sample_from_a_compare_output_labelled_and_assessed(tmp_path):
     assert "stable agricultural" in page and "AnnualCrop" not in page  # the legend, not the map's classes (blind)
     with pytest.raises(AtlasError, match="no reference label yet"):
         assess(tmp_path / "s")
+    # labelled in sample.gpkg's attribute table (QGIS) instead of sample.csv: read from there
+    pts["reference"] = ["stable agricultural" if x == "uncertain" else x for x in pts["stratum"]]
+    pts.to_file(tmp_path / "s" / "sample.gpkg", layer="sample", driver="GPKG")
+    from_gpkg = assess(tmp_path / "s")
     # label: the map is right where it is confident; the uncertain cells hold no change
     for x in rows:
         x["reference"] = "stable agricultural" if x["stratum"] == "uncertain" else x["stratum"]
@@ -116,6 +120,14 @@ def test_sample_from_a_compare_output_labelled_and_assessed(tmp_path):
     assert conv["estimated_ha"] == pytest.approx(16 * 40.96) and conv["users_accuracy"] == 1.0
     assert res["classes"]["stable agricultural"]["estimated_ha"] == pytest.approx(384 * 40.96)
     assert res["overall_accuracy"] == 1.0 and "uncertain" not in res["classes"]
+    assert from_gpkg["classes"] == res["classes"]
+    rows[0]["reference"] = "agricultural -> artificial" if rows[0]["reference"] != "agricultural -> artificial" else "stable agricultural"
+    with open(tmp_path / "s" / "sample.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    with pytest.raises(AtlasError, match=rf"sample.gpkg: sample_id {rows[0]['sample_id']} is '.*' here but '.*' in sample.csv"):
+        assess(tmp_path / "s")
 
 
 def _labelled(folder, strata, drawn, refs, map_ha=None):

@@ -136,10 +136,12 @@ def read_labelled(folder: str | os.PathLike) -> tuple[list[str], np.ndarray, lis
         if (got := sum(r["stratum"] == x for r in sample)) > n:
             raise AtlasError(f"{sample_csv}: {got} rows of stratum {x!r} but {n} were drawn ({strata_csv.name}); "
                              "only the cells `sample` drew can be labelled")
+    sample = _with_gpkg_labels(sample, d / "sample.gpkg", legend)
     empty = [r.get("sample_id", str(i)) for i, r in enumerate(sample, 1) if not (r["reference"] or "").strip()]
     if empty:
         raise AtlasError(f"{sample_csv}: {len(empty)} of {len(sample)} sample cells have no reference label yet "
-                         f"(first: sample_id {empty[0]}); label every row with one of: {'; '.join(legend)}")
+                         f"(first: sample_id {empty[0]}), in it or in sample.gpkg; label every row with one of: "
+                         f"{'; '.join(legend)}")
     reference = list(legend)
     refs = [_canonical(r["reference"], legend) for r in sample]
     for i, (r, ref) in enumerate(zip(sample, refs), 2):
@@ -154,6 +156,30 @@ def read_labelled(folder: str | os.PathLike) -> tuple[list[str], np.ndarray, lis
     for r, ref in zip(sample, refs):
         counts[strata.index(r["stratum"]), reference.index(ref)] += 1
     return strata, map_ha, reference, counts, cell_ha
+
+
+def _with_gpkg_labels(sample: list[dict], gpkg: Path, legend: list[str]) -> list[dict]:
+    """sample.csv's rows with the references typed into sample.gpkg's attribute table (in QGIS, say)
+    where sample.csv has none, matched by sample_id; AtlasError where the two files give one cell two
+    different references."""
+    if not gpkg.exists() or "sample_id" not in sample[0]:
+        return sample
+    import pyogrio
+
+    try:
+        table = pyogrio.read_dataframe(gpkg, layer="sample", columns=["sample_id", "reference"], read_geometry=False)
+        typed = {str(int(i)): str(r).strip() for i, r in zip(table["sample_id"], table["reference"])
+                 if r is not None and str(r).strip()}
+    except Exception as e:  # noqa: BLE001  (pyogrio raises several types; a NaN sample_id)
+        raise AtlasError(f"{gpkg}: not the sample layer written by `sample` ({str(e).splitlines()[0][:160]})") from None
+    out = []
+    for r in sample:
+        mine, theirs = (r["reference"] or "").strip(), typed.get(str(r["sample_id"]).strip(), "")
+        if mine and theirs and _canonical(mine, legend) != _canonical(theirs, legend):
+            raise AtlasError(f"{gpkg}: sample_id {r['sample_id']} is {theirs!r} here but {mine!r} in sample.csv; "
+                             "label each cell in one of the two files")
+        out.append({**r, "reference": mine or theirs})
+    return out
 
 
 def _read_csv(path: Path) -> list[dict]:

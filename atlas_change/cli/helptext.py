@@ -113,7 +113,8 @@ why: counting changed cells is not an area estimate: map errors bias it, and cha
 reference labels: one of the legend's names (sample.html lists them), e.g. `stable agricultural`,
   `agricultural -> artificial`; a change the map never shows may be written as `A -> B` too.
   Case and spaces do not matter, and sample.csv may be saved by a spreadsheet (UTF-8, fields
-  separated by commas, semicolons or tabs).
+  separated by commas, semicolons or tabs). Labels typed into sample.gpkg's attribute table (in
+  QGIS) are read too, where sample.csv has none for the cell; the two files may not disagree.
   The `uncertain` stratum (cells the map abstains on) is sampled so its real change is estimated,
   but is no reference class.
 
