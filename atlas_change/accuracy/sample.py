@@ -128,7 +128,8 @@ def _page(frame, summary, legend, record, info, folder: Path | None) -> str:
              for p in ("before", "after")}
     head = (f"<h1>atlas-change accuracy sample</h1><p>{len(frame)} cells, seed {record['seed']}, strata: "
             f"{escape(record['strata_level'])}. Label each row of <code>sample.csv</code>'s <code>reference</code> "
-            f"column (or of <code>sample.gpkg</code>'s, in QGIS) with what is on the ground (the imagery, not the map), one of the names below. The map's "
+            "column (or of <code>sample.gpkg</code>'s, in QGIS) with what is on the ground (the imagery, not the "
+            "map), one of the names below. The map's "
             "classes are left off this page on purpose: a reference labelled without seeing them is not biased "
             "towards the map (blind interpretation; sample.csv holds them, sort them out of view).</p><ul>"
             + "".join(f"<li><code>{escape(x)}</code></li>" for x in legend) + "</ul>"
