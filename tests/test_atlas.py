@@ -193,6 +193,26 @@ def test_bad_region_is_one_line(region, tmp_path):
     assert big.stderr.startswith(f"atlas-change: error: {units}: needs ") and "more than 100" in big.stderr
 
 
+def test_a_region_given_as_a_url_gives_the_atlas_of_the_file(made, region, model12, server, tmp_path):
+    """--region https://...: the units come over HTTP (nginx), bounded as Items are, into the cache, and
+    give the atlas the local file gave (the tiles of a copy of it reused); atlas.json names the URL."""
+    import shutil
+
+    api, units, _ = region
+    url, root, _ = server
+    (root / "atlas" / "units.gpkg").write_bytes(units.read_bytes())
+    out = tmp_path / "atlas"
+    shutil.copytree(made[1], out)
+    r = _atlas(api, f"{url}/atlas/units.gpkg", out, "--model", str(model12.path))
+    assert r.returncode == 1 and "1 tile(s) failed" in r.stdout, r.stdout + r.stderr
+    assert (out / "stats.csv").read_text() == (made[1] / "stats.csv").read_text()
+    assert json.loads((out / "atlas.json").read_text())["region"] == f"{url}/atlas/units.gpkg"
+    missing = _atlas(api, f"{url}/atlas/no-units.gpkg", tmp_path / "o", "--model", str(model12.path))
+    assert missing.returncode == 2 and missing.stderr.strip().count("\n") == 0, missing.stderr
+    assert f"{url}/atlas/no-units.gpkg: cannot fetch the region's units (HTTP 404" in missing.stderr
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_job_file_atlas_table_gives_the_same_atlas(made, region, model12, tmp_path):
     api, units, _ = region
     periods = ", ".join(f'{name} = "{rng}"' for name, (rng, _) in PERIODS.items())

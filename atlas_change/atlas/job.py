@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..batch.jobfile import Problems, read_toml
 from ..mapping.pipeline import ClassifyOptions
+from ..read.scene import is_url
 from .run import AtlasSpec
 
 TOP = {"name": str, "output": str, "model": str, "stride": int, "tta": int, "runtime": str, "min_confidence": float,
@@ -67,6 +68,7 @@ def atlas_spec(data: dict, path: Path, text: str = "") -> AtlasSpec:
     spec.update({k: top[k] for k in ("min_confidence", "stay") if k in top})
     options = ClassifyOptions(model=model, **{k: top[k] for k in ("stride", "tta", "runtime", "allow_untrained")
                                               if k in top})
-    return AtlasSpec(Path(here(table["region"])), table["unit_field"], table["stac_api"],
+    region = here(table["region"])
+    return AtlasSpec(region if is_url(region) else Path(region), table["unit_field"], table["stac_api"],
                      {str(k): v for k, v in periods.items()}, Path(here(top["output"])), options,
                      origin=(float(origin[0]), float(origin[1])), **spec)

@@ -33,7 +33,7 @@ class AtlasSpec:
     """What an atlas is made of; `periods` maps a period's name to its START/END range; `classify`:
     how every tile is classified (its `bbox` is set per tile, to the region's part of it)."""
 
-    region: Path
+    region: Path | str  # a vector file or folder, or its http(s) URL (local_region)
     unit_field: str
     stac_api: str
     periods: dict[str, str]
@@ -191,6 +191,28 @@ def classify_tiles(spec: AtlasSpec, work: list[tuple[str, Tile]], region, client
     return results
 
 
+def local_region(spec: AtlasSpec) -> AtlasSpec:
+    """`spec` with a region given as an http(s) URL fetched (bounded as STAC Items are) into the cache
+    (cache_dir()/regions/<the URL's digest>/<its file name>), rewritten only where its bytes changed:
+    the output folder is not touched before the checks, and a rerun reads the same path."""
+    import urllib.parse
+
+    from ..model.registry import cache_dir
+    from ..read.scene import is_url
+    from ..read.stac import fetch
+
+    url = str(spec.region)
+    if not is_url(url):
+        return spec
+    data = fetch(url, what="the region's units")
+    name = safe_name(Path(urllib.parse.urlparse(url).path).name, fallback="units")
+    dest = cache_dir() / "regions" / digest(url, n=16) / name
+    if not (dest.is_file() and dest.read_bytes() == data):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(dest, lambda f: f.write(data))
+    return replace(spec, region=dest)
+
+
 def atlas(spec: AtlasSpec, *, scheduler: str | None = None, workers: int | None = None, quiet: bool = False,
           echo: Callable[[str], None] = print) -> dict:
     """Make (or bring up to date) the atlas of `spec`; -> the record written to `<out>/atlas.json`."""
@@ -198,12 +220,13 @@ def atlas(spec: AtlasSpec, *, scheduler: str | None = None, workers: int | None 
     from .stats import period_model, read_units, write_stats
     from .period import change_through, write_period
 
+    source, spec = str(spec.region), local_region(spec)
     check_spec(spec)
     units = read_units(spec.region, spec.unit_field)
     crs = grid_crs(spec.grid_crs)
     grid = region_grid(tuple(units.to_crs(crs).total_bounds), crs, spec.cell_m, spec.origin, name=str(spec.region))
     region = units.to_crs(4326).union_all()
-    record = {"region": str(spec.region), "unit_field": spec.unit_field, "units": len(units),
+    record = {"region": source, "unit_field": spec.unit_field, "units": len(units),
               "grid": {"crs": crs.to_string(), "cell_m": grid.cell, "origin": list(spec.origin),
                        "transform": list(grid.transform)[:6], "shape": [grid.height, grid.width]},
               "periods": {}}

@@ -9,6 +9,7 @@ from ..batch.search import MAX_TILE_CLOUD
 from ..change.joint import DEFAULT_STAY, DEFAULT_THRESHOLD
 from ..errors import AtlasError
 from ..model.infer import DEFAULT_RUNTIME, DEFAULT_VIEWS, RUNTIMES, VIEWS
+from ..read.scene import is_url
 from .helptext import WORKERS_HELP
 
 EPILOG = """\
@@ -41,8 +42,8 @@ def add_parsers(sub) -> None:
                        description="Classify every Sentinel-2 tile of a region for each period, merge them onto one "
                        "equal-area grid, decide the change through the periods and sum hectares per unit.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--region", required=True, help="the units (any vector file GDAL reads, any CRS); "
-                   "the region is their union")
+    p.add_argument("--region", required=True, help="the units (any vector file GDAL reads, any CRS; or its "
+                   "http(s) URL, fetched once into the cache); the region is their union")
     p.add_argument("--unit-field", required=True, help="the field that names each unit (e.g. NUTS_ID)")
     p.add_argument("--stac-api", required=True, help="STAC API to search (e.g. https://earth-search.aws.element84.com/v1)")
     p.add_argument("--collection", default="sentinel-2-l2a", help="collection to search (default sentinel-2-l2a)")
@@ -105,7 +106,8 @@ def run(a) -> int:
 
     options = ClassifyOptions(model=a.model, stride=a.stride, runtime=a.runtime, tta=a.tta,
                               allow_untrained=a.allow_untrained)
-    spec = AtlasSpec(Path(a.region), a.unit_field, a.stac_api, periods(a.period), Path(a.out), options,
+    region = a.region if is_url(a.region) else Path(a.region)
+    spec = AtlasSpec(region, a.unit_field, a.stac_api, periods(a.period), Path(a.out), options,
                      a.collection, a.grid_crs, a.cell, origin(a.origin), a.max_tile_cloud, a.min_confidence, a.stay,
                      a.retries, a.tiles_at_once)
     return run_spec(spec, a.scheduler, a.workers, a.quiet)
