@@ -323,3 +323,28 @@ def test_scene_wide_clouds_are_the_per_chunk_clouds_on_real_scenes():
         assert method in ("s2cloudless", "spectral")
         for win, old, new in chunks:
             np.testing.assert_array_equal(old, new, err_msg=f"{path} {win}")
+
+
+@pytest.mark.data
+def test_real_natural_order_bands_without_names_are_refused_where_they_read_clouds_as_snow(tmp_path, capsys):
+    """eo-learn's cloudy L1C date with its band names stripped (natural order, B8A after B08): read in
+    EuroSAT's order, its B10 (cirrus) stands in for B11 and the clouds come out as snow; the pixels now
+    refuse that reading (one line), and named, the clouds are clouds."""
+    if not (EOLEARN / "cloudy.tif").exists():
+        pytest.skip("../shared/scenes not here")
+    from atlas_change.__main__ import main
+
+    bare = tmp_path / "cloudy.tif"
+    with rasterio.open(EOLEARN / "cloudy.tif") as src:
+        natural, data, profile = src.descriptions, src.read(), src.profile
+    with rasterio.open(bare, "w", **profile) as dst:
+        dst.write(data)
+    assert main(["classify", str(bare), "--out", str(tmp_path / "o"), "--stride", "16", "--quiet"]) == 2
+    assert "band 9 is B8A" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    codes = {}
+    for name, order in (("natural", natural), ("eurosat", (*natural[:8], *natural[9:], natural[8]))):
+        assert main(["classify", str(bare), "--out", str(tmp_path / name), "--stride", "16", "--quiet",
+                     "--bands", ",".join(order)]) == 0
+        with rasterio.open(tmp_path / name / "cloud.tif") as src:
+            codes[name] = set(np.unique(src.read(1)).tolist())
+    assert codes == {"natural": {2}, "eurosat": {3}}  # 2 cloud, 3 snow or ice (cloud.tif's legend)

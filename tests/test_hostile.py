@@ -419,3 +419,22 @@ def test_an_aoi_of_millions_of_vertices_is_kept_readable_for_the_map(tmp_path):
     assert len(shapely.get_coordinates(small.geometry.values)) < 10_000 and small["name"].tolist() == ["big"]
     assert abs(small.area.sum() - gdf.area.sum()) < 0.01 * gdf.area.sum()  # a drawing of it, within 1 %
     assert display_aoi(gdf.iloc[:0], 640.0).empty
+
+
+NATURAL13 = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
+
+
+@pytest.mark.parametrize("order", [NATURAL13, tuple(b for b in NATURAL13 if b != "B10")], ids=["13 bands", "12 bands"])
+def test_unnamed_bands_in_the_natural_order_are_refused_not_misread(tmp_path, capsys, order):
+    """A file of 13 (12) unnamed bands is read in EuroSAT's order (B8A last); one stacked in the
+    natural order (B8A after B08) was read with B10 as B11 before, so clouds came out as snow (the real
+    eo-learn scene: tests/test_cloud.py). Its pixels tell (B8A follows B08 closely): one line naming
+    --bands; named, it is read; EuroSAT's own order is read as before."""
+    scene = make_scene(tmp_path / "natural.tif", 768, 768, origin=ORIGIN, bands=order, descriptions=False)
+    assert main(["classify", str(scene), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    _one_line(capsys, "natural.tif", "band 9 is B8A", "--bands " + ",".join(order))
+    assert not (tmp_path / "o").exists()
+    assert open_scene(str(scene), ("B04", "B03", "B02"), bands=",".join(order)).bands == ("B04", "B03", "B02")
+    eurosat = tuple(b for b in order if b != "B8A") + ("B8A",)
+    plain = make_scene(tmp_path / "eurosat.tif", 768, 768, origin=ORIGIN, bands=eurosat, descriptions=False)
+    assert open_scene(str(plain), ("B04", "B03", "B02")).bands == ("B04", "B03", "B02")

@@ -401,8 +401,14 @@ OFFSET_BANDS = ("B02", "B03", "B04", "B08")
 
 
 def sample_pixels(ds, index: int) -> np.ndarray:
-    """Valid (finite, non-zero) pixels of band `index` of an open raster, cheaply: the whole band from
-    its coarsest overview of at least 256 px where the file has overviews (a COG: a few blocks over
+    """Valid (finite, non-zero) pixels of band `index` of an open raster, cheaply (sample_band)."""
+    v = sample_band(ds, index)
+    return v[(v != 0) & np.isfinite(v)]
+
+
+def sample_band(ds, index: int) -> np.ndarray:
+    """Pixels of band `index` of an open raster, cheaply, the same places for every band: the whole band
+    from its coarsest overview of at least 256 px where the file has overviews (a COG: a few blocks over
     HTTP), else 9 windows of 256 x 256 spread over it; none where they cannot be read."""
     levels = [f for f in ds.overviews(index) if min(ds.height, ds.width) // f >= 256]
     try:
@@ -414,8 +420,7 @@ def sample_pixels(ds, index: int) -> np.ndarray:
                     for c in np.linspace(0, ds.width - w, 3).astype(int)]
     except RasterioIOError:  # a damaged file: the sample says nothing; the read of the pixels names the fault
         return np.empty(0)
-    v = np.concatenate([x.ravel() for x in vals])
-    return v[(v != 0) & np.isfinite(v)]
+    return np.concatenate([x.ravel() for x in vals])
 
 
 def check_scale(p: str, ds) -> None:
