@@ -385,3 +385,23 @@ def test_real_l2a_split_across_two_utm_zones_gives_the_atlas_of_the_whole_cell(s
     assert agree >= 0.85
     stats = pd.read_csv(tmp_path / "split" / "stats.csv")
     assert stats[stats["class"] == "nodata"]["cells"].sum() == 0
+
+
+def test_overlapping_units_are_said_and_each_cell_is_counted_once(tmp_path):
+    """Units that overlap (a sloppy boundary file): the overlap's hectares in the equal-area grid's CRS,
+    a warning naming them before any search, and unit_index counting such a cell in the first unit."""
+    from rasterio.transform import from_origin
+
+    from atlas_change.atlas.grid import unit_index
+    from atlas_change.atlas.stats import overlap_ha
+
+    boxes = [shapely.box(4_000_000, 2_500_000, 4_010_000, 2_510_000), shapely.box(4_008_000, 2_500_000, 4_018_000, 2_510_000)]
+    units = gpd.GeoDataFrame({"NUTS_ID": ["A", "B"]}, geometry=boxes, crs="EPSG:3035")
+    assert overlap_ha(units, "EPSG:3035") == pytest.approx(2_000 * 10_000 / 1e4)  # 2 km x 10 km = 2,000 ha
+    index = unit_index(units.geometry.values, from_origin(4_000_000, 2_510_000, 1_000, 1_000), (10, 18))
+    assert (index == 1).sum() == 100 and (index == 2).sum() == 80  # the 20 shared cells in A only
+    units.to_crs(4326).to_file(tmp_path / "units.gpkg")
+    r = subprocess.run([sys.executable, "-m", "atlas_change", "atlas", "--region", str(tmp_path / "units.gpkg"),
+                        "--unit-field", "NUTS_ID", "--stac-api", "http://127.0.0.1:9", "--period",
+                        "y=2023-06-01/2023-08-31", "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert r.returncode == 2 and "units overlap over 2000.0 ha" in r.stderr and "first of them" in r.stderr, r.stderr

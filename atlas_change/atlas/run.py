@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import ExitStack
@@ -18,7 +19,7 @@ from pathlib import Path
 
 
 from ..change.joint import DEFAULT_THRESHOLD
-from ..errors import AtlasError
+from ..errors import AtlasError, AtlasWarning
 from ..mapping.pipeline import ClassifyOptions
 from ..names import digest, safe_name
 from ..outputs import atomic_write, folder_lock, read_json, strict_json
@@ -217,7 +218,7 @@ def atlas(spec: AtlasSpec, *, scheduler: str | None = None, workers: int | None 
           echo: Callable[[str], None] = print) -> dict:
     """Make (or bring up to date) the atlas of `spec`; -> the record written to `<out>/atlas.json`."""
     from ..mapping.cluster import dask_client
-    from .stats import period_model, read_units, write_stats
+    from .stats import overlap_ha, period_model, read_units, write_stats
     from .period import change_through, write_period
 
     source, spec = str(spec.region), local_region(spec)
@@ -226,6 +227,9 @@ def atlas(spec: AtlasSpec, *, scheduler: str | None = None, workers: int | None 
     crs = grid_crs(spec.grid_crs)
     grid = region_grid(tuple(units.to_crs(crs).total_bounds), crs, spec.cell_m, spec.origin, name=str(spec.region))
     region = units.to_crs(4326).union_all()
+    if (both := overlap_ha(units, crs)) >= grid.cell_ha:
+        warnings.warn(f"{source}: its units overlap over {both:.1f} ha; a cell there is counted once, in the first "
+                      "of them in the file (stats.csv, units.gpkg)", AtlasWarning, stacklevel=2)
     record = {"region": source, "unit_field": spec.unit_field, "units": len(units),
               "grid": {"crs": crs.to_string(), "cell_m": grid.cell, "origin": list(spec.origin),
                        "transform": list(grid.transform)[:6], "shape": [grid.height, grid.width]},

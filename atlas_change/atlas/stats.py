@@ -53,6 +53,13 @@ def read_units(path: str | Path, field: str):
     return gpd.GeoDataFrame({"unit": ids.values}, geometry=shapely.make_valid(geom.values), crs=gdf.crs)
 
 
+def overlap_ha(units, crs) -> float:
+    """Hectares where units overlap one another (the sum of their areas less the area of their union), in
+    `crs` (the atlas grid's, equal-area by default); unit_index counts a cell there in the first unit."""
+    projected = units.to_crs(crs).geometry
+    return max(0.0, float(projected.area.sum() - projected.union_all().area) / 1e4)
+
+
 def period_categories(folder: Path, min_confidence: float, rows: tuple[int, int], width: int) -> np.ndarray:
     """Per atlas cell of grid rows [r0, r1) its category id (1..10 classes, 11 uncertain, 12 cloud,
     13 snow, 14 nodata) from a period's lulc.tif, confidence.tif and cloud.tif; all nodata where the
