@@ -683,3 +683,16 @@ def test_one_map_on_both_sides_or_one_day_on_both_is_said(tmp_path, dates):
     with warnings.catch_warnings():
         warnings.simplefilter("error", AtlasWarning)
         compare(*dates, aoi=str(aoi))  # a year apart, one season: nothing to say
+
+
+def test_maps_in_two_utm_zones_are_refused_with_the_warp_that_aligns_them(tmp_path, dates, capsys):
+    """Two dates from tiles of neighbouring UTM zones: refused (resampling a class map is not done)
+    before any hectare figure (the AOI was said to lie outside the scenes before), naming the gdalwarp
+    of the scene onto the other date's grid, -te the first map's cells."""
+    other = make_output(tmp_path / "z33", np.full((10, 10), 2, np.int64), np.full((10, 10), 0.9), date="2024-06-01",
+                        crs=rasterio.crs.CRS.from_epsg(32633), origin=(200_000.0, Y0))
+    aoi = aoi_file(tmp_path / "aoi.geojson", 0, 5, 0, 5)
+    assert main(["compare", str(dates[0]), str(other), "--aoi", str(aoi), "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    te = f"{X0:.0f} {Y0 - 10 * CELL:.0f} {X0 + 10 * CELL:.0f} {Y0:.0f}"
+    assert len(err) == 1 and "differs from" in err[0] and f"gdalwarp -t_srs EPSG:32632 -tr 10 10 -te {te}" in err[0]

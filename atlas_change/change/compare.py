@@ -247,6 +247,12 @@ def wgs84_bounds(features) -> tuple[float, float, float, float]:
     return tuple(float(v) for v in features.to_crs(4326).total_bounds)
 
 
+def _te(m: ClassMap) -> str:
+    """gdalwarp's -te (xmin ymin xmax ymax) of a map's cells: a scene warped onto it lands on its grid."""
+    (x0, y0), (x1, y1) = m.transform * (0, 0), m.transform * (m.shape[1], m.shape[0])
+    return f"{min(x0, x1):.0f} {min(y0, y1):.0f} {max(x0, x1):.0f} {max(y0, y1):.0f}"
+
+
 def common_grid(maps: list[ClassMap], aoi) -> tuple[Affine, tuple[int, int]]:
     """The cells of the maps' shared grid that cover the AOI; errors when the maps' grids differ."""
     a = maps[0]
@@ -254,7 +260,9 @@ def common_grid(maps: list[ClassMap], aoi) -> tuple[Affine, tuple[int, int]]:
     for b in maps[1:]:
         if a.crs != b.crs:
             raise AtlasError(f"{b.folder}: CRS {b.crs.to_string()} differs from {a.folder}'s {a.crs.to_string()}; "
-                             "aligning them would resample the class map: classify both dates from scenes in one CRS")
+                             "aligning them would resample the class map: classify both dates from scenes on one grid "
+                             f"(warp the scene, not its map, onto the other's: gdalwarp -t_srs {a.crs.to_string()} -tr 10 "
+                             f"10 -te {_te(a)} -r bilinear SCENE OUT.tif)")
         tb = b.transform
         if (ta.a, ta.e) != (tb.a, tb.e) or ((tb.c - ta.c) / ta.a) % 1 or ((tb.f - ta.f) / ta.e) % 1:
             raise AtlasError(f"{b.folder}: its grid (cell {tb.a:g} m, origin {tb.c:.2f}, {tb.f:.2f}) is not aligned "
@@ -444,10 +452,10 @@ def compare_periods(periods: list, dates: list | None = None, *, aoi: str | None
         raise AtlasError(f"{sides[0].first.folder}: geographic CRS; areas need a projected CRS")
     features = aoi_features.to_crs(sides[0].crs)
     geom = aoi_union(features, aoi or "--aoi-bbox")
+    transform, shape = common_grid([m for s in sides for m in s.maps], geom)  # one CRS and grid, before figures
     if (outside := outside_scenes_ha(sides, geom)) > 0.01 * geom.area / 1e4:
         warnings.warn(f"{aoi or '--aoi-bbox'}: {outside:.2f} of the AOI's {geom.area / 1e4:.2f} ha lie outside the scenes "
                       "of some date and were not looked at (summary.json outside_scene_ha)", AtlasWarning, stacklevel=3)
-    transform, shape = common_grid([m for s in sides for m in s.maps], geom)
     for a, b in zip(sides, sides[1:]):  # on one grid: then how each was made (a stride's own temperature is no warning)
         check_pair(a, b, allow_model_mismatch)
     grid = Grid(transform, shape, sides[0].crs, geom, geometry_mask([geom], out_shape=shape, transform=transform,
