@@ -4,7 +4,8 @@ from __future__ import annotations
 EPILOG_CLASSIFY = """\
 inputs:
   a multi-band GeoTIFF/COG (band identity from band descriptions such as B02/B8A, else --bands,
-  else by count: 13 = EuroSAT/L1C order with B8A last, 12 = L2A order without B10), or a
+  else by count: 13 = EuroSAT/L1C order with B8A last, 12 = L2A order without B10; unnamed bands
+  whose pixels show B8A right after B08 are refused with the --bands that names them), or a
   Sentinel-2 SAFE product as a folder or .zip (L1C or L2A; 20/60 m bands are resampled onto the
   10 m grid by GDAL, the baseline >= 04.00 offset of -1000 is removed), a folder of one GeoTIFF per
   band (B02.tif, B2.tif, *_B02.tif), or a STAC Item (a .json file or an http(s) URL; Earth Search or
