@@ -143,7 +143,8 @@ def _not_dn_10m(tmp_path: Path, case: str) -> Path:
 def test_rasters_that_are_not_10_m_digital_numbers_are_one_line(tmp_path, capsys, model13, case, words):
     """Each was labelled before without a word (by the shipped model: the 8-bit and reflectance scenes
     all SeaLake; the 20 m one at twice EuroSAT's scale; the feet one with 10.8 times its hectares, the
-    Web Mercator one with twice its hectares)."""
+    Web Mercator one with twice its hectares); the rotated and GCP ones were refused, without the gdalwarp
+    that helps."""
     scene = _not_dn_10m(tmp_path, case)
     assert main(["classify", str(scene), "--model", model13.path, "--out", str(tmp_path / "o"), "--allow-untrained",
                  "--quiet"]) == 2
