@@ -222,7 +222,8 @@ SLOWER = 1.15
 def quick(data: Path, size: int) -> None:
     """--quick: the default classify (twice, the faster of each figure kept: the machine is noisy) and
     the plain script on one scene, each as a whole process; the stage seconds beside the last --quick
-    run's (its JSON line in RESULTS.md), those more than SLOWER times slower named; appended as a new one."""
+    run's on the same kind of CPU (its JSON line in RESULTS.md), those more than SLOWER times slower named;
+    appended as a new one."""
     scene = scene_file(data, size, size)
     default = shipped()[0]
     runs = [classify_run(scene, default, label="quick") for _ in range(2)]
@@ -235,12 +236,14 @@ def quick(data: Path, size: int) -> None:
     now = {"wall": round(ours["wall"], 1), "rss_gib": round(ours["rss"], 2), "naive_wall": round(naive, 1),
            "ratio": round(naive / ours["wall"], 2), "stages": ours["stages"], "cloud_pass": ours["cloud_pass"],
            "model": default.name,
-           "weights": default.weights_sha256[:12], "cpu": cpu_name(), "scene": scene.name,
+           "weights": default.weights_sha256[:12], "cpu": cpu_name(), "cores": os.cpu_count(), "scene": scene.name,
            "date": time.strftime("%Y-%m-%d %H:%M")}
     results = ROOT / "benchmarks" / "RESULTS.md"
     before = [json.loads(line.split(QUICK_TAG, 1)[1]) for line in results.read_text().splitlines()
               if line.startswith(QUICK_TAG)]
-    last = before[-1] if before else None
+    # only a run on the same kind of CPU is a baseline (records before 2026-12-06 name no instructions)
+    same = [r for r in before if r.get("cpu") == now["cpu"] and r.get("cores") == now["cores"]]
+    last = same[-1] if same else None
     rows = [f"| wall s | {now['wall']} | {last['wall'] if last else '-'} |"]
     rows.append(f"| plain script wall s / ratio | {now['naive_wall']} / {now['ratio']}x | "
                 + (f"{last['naive_wall']} / {last['ratio']}x |" if last else "- |"))
@@ -251,9 +254,11 @@ def quick(data: Path, size: int) -> None:
              last.get("cloud_pass"))] + [(k, v, last and last["stages"].get(k)) for k, v in now["stages"].items()]
     slower = [f"{k} ({b} -> {a})" for k, a, b in pairs if b and a > SLOWER * b and a - b >= 0.2]
     md = [f"## {now['date']} - bench_classify --quick ({now['cpu']}, {os.cpu_count()} cores; {scene.name}, "
-          f"{default.name} {now['weights']})", "", f"| | now (faster of 2 runs) | last --quick run "
+          f"{default.name} {now['weights']})", "", f"| | now (faster of 2 runs) | last --quick run on this CPU "
           f"({last['date'] if last else 'none'}) |", "|---|---|---|", *rows, "",
-          f"More than {SLOWER:.2f}x (and 0.2 s) slower than the last run: {', '.join(slower) or 'none'}.", "",
+          f"More than {SLOWER:.2f}x (and 0.2 s) slower than the last run: {', '.join(slower) or 'none'}." if last
+          else f"No earlier --quick run on this CPU ({now['cpu']}, {now['cores']} cores): nothing to compare; this "
+          "run is the baseline for the next.", "",
           f"{QUICK_TAG}{json.dumps(now)}", ""]
     print("\n".join(md))
     with open(results, "a") as f:
@@ -267,15 +272,23 @@ def append_results(text: str) -> None:
         f.write(text)
 
 
+#: the widest vector instructions, as /proc/cpuinfo flags them: two machines sold under one name ("AMD EPYC"
+#: in a VM) run the network at very different speeds with and without them
+ISA = (("amx_bf16", "AMX"), ("avx512_bf16", "AVX512-BF16"), ("avx512f", "AVX-512"), ("avx2", "AVX2"))
+
+
 def cpu_name() -> str:
-    """The CPU's model name (/proc/cpuinfo), for the record."""
+    """The CPU's model name and widest vector instructions (/proc/cpuinfo), e.g. 'AMD EPYC, AVX2'."""
+    model, flags = "unknown CPU", set()
     try:
         for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            if line.startswith("model name") and model == "unknown CPU":
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
     except OSError:
-        pass
-    return "unknown CPU"
+        return model
+    return f"{model}, {next((name for flag, name in ISA if flag in flags), 'no AVX2')}"
 
 
 def main() -> None:
@@ -292,8 +305,8 @@ def main() -> None:
                     "default model is always measured)")
     ap.add_argument("--quick", action="store_true",
                     help="a minute or two: the default classify of the 4096 x 4096 scene against the plain script "
-                    "and against the last --quick run in RESULTS.md, stage by stage (run it before you stop when "
-                    "read/, cloud, surface, tile, infer or pipeline changed)")
+                    "and against the last --quick run on the same kind of CPU in RESULTS.md, stage by stage (run "
+                    "it before you stop when read/, cloud, surface, tile, infer or pipeline changed)")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     data = ROOT / "benchmarks" / "data"
