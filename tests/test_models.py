@@ -384,16 +384,37 @@ def test_init_from_rgb_model_starts_as_that_model(eurosat_rgb, eurosat, tmp_path
     assert card.mean[3] == pytest.approx(rgb.mean[0] / s)  # B04 keeps the RGB model's normalisation
 
 
+def test_cpu_bfloat16_reads_the_instruction_flags(tmp_path):
+    """Zen 4 and Sapphire Rapids flag bfloat16 (avx512_bf16, amx_bf16), an Arm core with BF16 says so under
+    Features, an AVX2-only EPYC does not; a cpuinfo without flags (or none at all) is unknown, not a no."""
+    from atlas_change.model.train import cpu_bfloat16
+
+    base = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\n"
+    cases = {"flags\t\t: fpu sse2 avx2 fma avx512f avx512_bf16 sha_ni\n": True,
+             "flags\t\t: fpu sse2 avx2 amx_tile amx_bf16\n": True,
+             "Features\t: fp asimd bf16 i8mm\n": True,
+             "flags\t\t: fpu sse2 avx2 fma sha_ni clzero\n": False,
+             "": None}
+    for i, (flags, expected) in enumerate(cases.items()):
+        (tmp_path / f"cpuinfo{i}").write_text(base + flags)
+        assert cpu_bfloat16(str(tmp_path / f"cpuinfo{i}")) is expected, flags
+    assert cpu_bfloat16(str(tmp_path / "absent")) is None
+
+
 def test_train_in_mixed_bfloat16_saves_a_float32_model(eurosat, tmp_path, monkeypatch):
     """--precision mixed_bfloat16 trains in bfloat16 but ships float32 weights in a float32 network: the
     saved model computes what `evaluate` scored, on any CPU."""
     import keras
 
+    from atlas_change.errors import AtlasWarning
+    from atlas_change.model import train as train_module
     from atlas_change.model.train import evaluate, train
 
     monkeypatch.setenv("ATLAS_CACHE", str(tmp_path / "cache"))
-    card = train(eurosat, "spectrumnet-bn-w0.25", tmp_path / "bf16", epochs=1, batch=8, quiet=True,
-                 precision="mixed_bfloat16")
+    monkeypatch.setattr(train_module, "cpu_bfloat16", lambda: False)  # as on an AVX2-only CPU: it is said
+    with pytest.warns(AtlasWarning, match="no bfloat16 instructions.*--precision float32 is faster"):
+        card = train(eurosat, "spectrumnet-bn-w0.25", tmp_path / "bf16", epochs=1, batch=8, quiet=True,
+                     precision="mixed_bfloat16")
     assert card.training["precision"] == "mixed_bfloat16"
     model = keras.models.load_model(tmp_path / "bf16" / "model.keras", compile=False)
     assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}

@@ -75,7 +75,8 @@ def _add_train(sub) -> None:
                    "13-band model fine-tuned on EuroSAT MS")
     t.add_argument("--precision", choices=PRECISIONS, default="float32",
                    help="training arithmetic: float32, or mixed_bfloat16 (bfloat16 compute, float32 weights: about 2x "
-                   "faster on CPUs with AVX512-BF16 or AMX, slower elsewhere); the saved model is float32 either way")
+                   "faster on CPUs with AVX512-BF16 or AMX; emulated and slower elsewhere, where a warning says so); the "
+                   "saved model is float32 either way")
     t.add_argument("--augment", choices=AUGMENTATIONS, default="standard",
                    help="radiometric augmentation of RGB JPEGs: standard (flips, rotations, contrast, gain, haze; the "
                    "default) or l2a (also the L1C -> L2A transform fitted on a real L1C/L2A pair, and seasonal "

@@ -27,7 +27,7 @@ from .augment import AUGMENTATIONS, JPEG_PER_DN, MIXES, mix_batch
 from .augment import augment as _augment
 from ..bands import EUROSAT_ORDER
 from ..classes import CLASSES
-from ..errors import AtlasError
+from ..errors import AtlasError, AtlasWarning
 from .infer import DEFAULT_RUNTIME, VIEWS
 from .registry import PRECISIONS, ModelCard, cache_dir, load_card, save
 
@@ -272,6 +272,10 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tup
         if precision not in PRECISIONS:
             raise AtlasError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
         config["precision"] = precision
+        if cpu_bfloat16() is False and not tf.config.list_physical_devices("GPU"):
+            warnings.warn(f"--precision {precision}: this CPU has no bfloat16 instructions (AVX512-BF16, AMX), so "
+                          "bfloat16 is emulated and trains slower than float32; --precision float32 is faster "
+                          "here", AtlasWarning, stacklevel=2)
     run = _run_dir(out, config)
     run.mkdir(parents=True, exist_ok=True)
     targets = None
@@ -296,7 +300,7 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike, bands: tup
         callbacks.append(_averager(run, epochs, average_last))
     if not quiet:
         print(f"training {arch} on {', '.join(bands)} ({len(ytr)} train / {0 if yva is None else len(yva)} val "
-              f"patches, {epochs} epochs{f', from {src.name}' if src else ''}); "
+              f"patches, {epochs} epoch{'s' if epochs != 1 else ''}{f', from {src.name}' if src else ''}); "
               f"resumable state in {run}", flush=True)
     if not best.state.get("finished"):  # a finished run started again only re-does the steps below
         model.fit(ds_tr, validation_data=ds_va, epochs=epochs, verbose=0 if quiet else 2, callbacks=callbacks,
@@ -397,6 +401,18 @@ def _pipelines(tf, train_xy, val_xy, idx, mean, std, jpeg: bool, augment: str, r
     ds_va = None if yva is None else (tf.data.Dataset.from_tensor_slices((Xva, yva)).map(norm_val).batch(256)
                                       .prefetch(tf.data.AUTOTUNE))
     return ds_tr, ds_va
+
+
+def cpu_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
+    """Whether the CPU computes bfloat16 in hardware (x86 AVX512-BF16 or AMX, Arm BF16), from the
+    flags `cpuinfo` lists; None where it lists none (another OS)."""
+    try:
+        lines = Path(cpuinfo).read_text().splitlines()
+    except OSError:
+        return None
+    flags = {flag for line in lines if line.split(":")[0].strip() in ("flags", "Features")
+             for flag in line.split(":", 1)[1].split()}
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"}) if flags else None
 
 
 def _compile(keras, model, recipe: Recipe, lr: float, epochs: int, per_epoch: int) -> None:
