@@ -164,6 +164,28 @@ def eurosat_rgb(tmp_path_factory):
     return data
 
 
+@pytest.fixture(scope="module")
+def rgb_model(eurosat_rgb, tmp_path_factory):
+    """One epoch of spectrumnet-bn-w0.25 on the RGB JPEGs, trained once for the tests that start from a
+    trained RGB model (those that change it take a copy: `copy_model`)."""
+    from atlas_change.model.train import train
+
+    root = tmp_path_factory.mktemp("rgb_model")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ATLAS_CACHE", str(root / "cache"))
+        return train(eurosat_rgb, "spectrumnet-bn-w0.25", root / "rgb", epochs=1, batch=8, quiet=True)
+
+
+def copy_model(card, to: Path):
+    """A trained model's folder copied to `to`, its card loaded from there."""
+    import shutil
+
+    from atlas_change.model.registry import load_card
+
+    shutil.copytree(card.path, to)
+    return load_card(to)
+
+
 def test_train_on_rgb_jpegs_applies_the_jpeg_mapping(eurosat_rgb, eurosat, tmp_path, monkeypatch):
     """An RGB model trained on the JPEGs carries the JPEG mapping in its card; evaluated on MS GeoTIFFs
     it reads B04, B03, B02 through that mapping."""
@@ -358,7 +380,7 @@ def test_real_l1c_forest_is_labelled_forest():
     assert (ids == CLASSES.index("Forest") + 1).mean() >= 0.6, np.unique(ids, return_counts=True)
 
 
-def test_init_from_rgb_model_starts_as_that_model(eurosat_rgb, eurosat, tmp_path, monkeypatch):
+def test_init_from_rgb_model_starts_as_that_model(rgb_model, eurosat, tmp_path, monkeypatch):
     """--init: a 13-band model made from an RGB model (filters moved onto B04/B03/B02, zeros elsewhere,
     normalisation carried over) computes what the RGB model computes on the same MS patches."""
     from atlas_change.model.infer import Predictor
@@ -366,7 +388,7 @@ def test_init_from_rgb_model_starts_as_that_model(eurosat_rgb, eurosat, tmp_path
     from atlas_change.model.train import RGB_BANDS, _transplant, band_indices, load_split, train
 
     monkeypatch.setenv("ATLAS_CACHE", str(tmp_path / "cache"))
-    rgb = train(eurosat_rgb, "spectrumnet-bn-w0.25", tmp_path / "rgb", epochs=1, batch=8, quiet=True)
+    rgb = rgb_model
     m13 = build("spectrumnet-bn-w0.25", 13)
     _transplant(rgb, m13, EUROSAT_ORDER)
     X, _, _ = load_split(eurosat, "test", quiet=True)
@@ -580,7 +602,7 @@ def test_cutmix_and_mixup_label_each_patch_by_what_it_shows():
         Recipe(label_smoothing=float("nan")).check()
 
 
-def test_quantize_writes_an_int8_network_the_card_vouches_for(eurosat_rgb, tmp_path, monkeypatch):
+def test_quantize_writes_an_int8_network_the_card_vouches_for(eurosat_rgb, rgb_model, tmp_path, monkeypatch):
     """quantize: an int8 network beside the weights, its SHA-256 and test scores in the card, the default
     of runtime 'openvino' exactly where its own rule says it kept the labels; 'openvino-int8' runs it,
     'openvino-float' does not; a changed int8 file is refused; a model without one cannot run it."""
@@ -589,10 +611,9 @@ def test_quantize_writes_an_int8_network_the_card_vouches_for(eurosat_rgb, tmp_p
     from atlas_change.model.infer import Predictor, runtime_precision
     from atlas_change.model.quantize import MAX_ACCURACY_DROP, MIN_AGREEMENT, quantize
     from atlas_change.model.registry import load_card
-    from atlas_change.model.train import train
 
     monkeypatch.setenv("ATLAS_CACHE", str(tmp_path / "cache"))
-    card = train(eurosat_rgb, "spectrumnet-bn-w0.25", tmp_path / "rgb", epochs=1, batch=8, quiet=True)
+    card = copy_model(rgb_model, tmp_path / "rgb")
     x = np.random.default_rng(0).integers(0, 255, (5, 64, 64, 3)).astype(np.uint8)
     with pytest.raises(AtlasError, match="has no int8 network"):
         Predictor(card, "openvino-int8")
@@ -684,7 +705,7 @@ def test_recomputed_batch_norm_statistics_are_the_mean_of_the_batches(nested):
 
 
 @pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
-def test_calibrate_fits_the_change_prior_into_the_card_and_its_stamp(eurosat_rgb, tmp_path, monkeypatch):
+def test_calibrate_fits_the_change_prior_into_the_card_and_its_stamp(eurosat_rgb, rgb_model, tmp_path, monkeypatch):
     """calibrate writes the change prior the rule picks (one of the strengths it tries, with its val and
     test figures) after the temperatures; the stamp every output carries names it; --change-prior-only
     refits it through the temperature already there (the same prior: same patches, same seeds) and
@@ -692,10 +713,9 @@ def test_calibrate_fits_the_change_prior_into_the_card_and_its_stamp(eurosat_rgb
     from atlas_change.change.prior import RULE, STAYS, fit_card
     from atlas_change.model.calibrate import calibrate
     from atlas_change.model.registry import load_card
-    from atlas_change.model.train import train
 
     monkeypatch.setenv("ATLAS_CACHE", str(tmp_path / "cache"))
-    card = train(eurosat_rgb, "spectrumnet-bn-w0.25", tmp_path / "rgb", epochs=1, batch=8, quiet=True)
+    card = copy_model(rgb_model, tmp_path / "rgb")
     assert card.change_stay is None and "change_prior_stay" not in card.stamp()
     with pytest.raises(AtlasError, match="not calibrated yet"):
         fit_card(eurosat_rgb, str(card.path), quiet=True)
@@ -720,7 +740,7 @@ def test_calibrate_fits_the_change_prior_into_the_card_and_its_stamp(eurosat_rgb
 
 
 def test_distillation_trains_on_the_teachers_probabilities_mixed_with_the_labels(eurosat_rgb, eurosat, model13,
-                                                                                 tmp_path, monkeypatch):
+                                                                                 rgb_model, tmp_path, monkeypatch):
     """--teacher: the student's targets are (1 - distill) x one-hot + distill x the teachers' mean raw
     probabilities over the views, computed once into the run folder and passed through the pipeline
     as they are; the card names the teachers; teachers that cannot read the data are refused."""
@@ -730,11 +750,11 @@ def test_distillation_trains_on_the_teachers_probabilities_mixed_with_the_labels
     from atlas_change.model.train import Recipe, _pipelines, load_split, train
 
     monkeypatch.setenv("ATLAS_CACHE", str(tmp_path / "cache"))
-    teacher = train(eurosat_rgb, "spectrumnet-bn-w0.25", tmp_path / "teacher", epochs=1, batch=8, quiet=True)
+    teacher = copy_model(rgb_model, tmp_path / "teacher")
     card = train(eurosat_rgb, "spectrumnet-bn-w0.25", tmp_path / "student", epochs=1, batch=8, quiet=True,
                  teachers=(str(teacher.path),), distill=0.7, teacher_views=2)
     assert card.training["distillation"] == {"teachers": [teacher.weights_sha256], "weight": 0.7, "views": 2,
-                                             "teacher_names": ["teacher"]}
+                                             "teacher_names": [teacher.name]}
     (kept,) = (tmp_path / "cache" / "runs").glob("student-*/teacher_targets.npy")
     X, y, _ = load_split(eurosat_rgb, "train", quiet=True)
     soft = get_predictor(teacher, "openvino-float")(X, prescaled=True, views=2, calibrated=False)
