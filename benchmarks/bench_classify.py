@@ -253,7 +253,7 @@ def quick(data: Path, size: int) -> None:
     pairs = [("wall", now["wall"], last and last["wall"]), ("scene cloud pass", now["cloud_pass"], last and
              last.get("cloud_pass"))] + [(k, v, last and last["stages"].get(k)) for k, v in now["stages"].items()]
     slower = [f"{k} ({b} -> {a})" for k, a, b in pairs if b and a > SLOWER * b and a - b >= 0.2]
-    md = [f"## {now['date']} - bench_classify --quick ({now['cpu']}, {os.cpu_count()} cores; {scene.name}, "
+    md = [f"## {now['date']} - bench_classify --quick ({now['cpu']}, {now['cores']} cores; {scene.name}, "
           f"{default.name} {now['weights']})", "", f"| | now (faster of 2 runs) | last --quick run on this CPU "
           f"({last['date'] if last else 'none'}) |", "|---|---|---|", *rows, "",
           f"More than {SLOWER:.2f}x (and 0.2 s) slower than the last run: {', '.join(slower) or 'none'}." if last
@@ -279,15 +279,14 @@ ISA = (("amx_bf16", "AMX"), ("avx512_bf16", "AVX512-BF16"), ("avx512f", "AVX-512
 
 def cpu_name() -> str:
     """The CPU's model name and widest vector instructions (/proc/cpuinfo), e.g. 'AMD EPYC, AVX2'."""
-    model, flags = "unknown CPU", set()
+    from atlas_change.model.train import cpu_flags
+
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name") and model == "unknown CPU":
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
+        model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                      if line.startswith("model name")), "unknown CPU")
     except OSError:
-        return model
+        return "unknown CPU"
+    flags = cpu_flags()
     return f"{model}, {next((name for flag, name in ISA if flag in flags), 'no AVX2')}"
 
 

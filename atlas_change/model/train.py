@@ -403,15 +403,21 @@ def _pipelines(tf, train_xy, val_xy, idx, mean, std, jpeg: bool, augment: str, r
     return ds_tr, ds_va
 
 
-def cpu_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
-    """Whether the CPU computes bfloat16 in hardware (x86 AVX512-BF16 or AMX, Arm BF16), from the
-    flags `cpuinfo` lists; None where it lists none (another OS)."""
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
+    """The instruction-set flags `cpuinfo` lists (x86 'flags', Arm 'Features'); empty where it lists
+    none or cannot be read (another OS)."""
     try:
         lines = Path(cpuinfo).read_text().splitlines()
     except OSError:
-        return None
-    flags = {flag for line in lines if line.split(":")[0].strip() in ("flags", "Features")
-             for flag in line.split(":", 1)[1].split()}
+        return set()
+    return {flag for line in lines if line.split(":")[0].strip() in ("flags", "Features")
+            for flag in line.split(":", 1)[1].split()}
+
+
+def cpu_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
+    """Whether the CPU computes bfloat16 in hardware (x86 AVX512-BF16 or AMX, Arm BF16); None where
+    `cpuinfo` lists no flags."""
+    flags = cpu_flags(cpuinfo)
     return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"}) if flags else None
 
 
