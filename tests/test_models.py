@@ -569,6 +569,26 @@ def test_openvino_runs_where_its_cache_cannot_be_written(model13, tmp_path, monk
     assert (tmp_path / "cache").read_text() == "not a folder" and len(list(tmp_path.iterdir())) == 1
 
 
+def test_learning_rate_rises_over_the_warm_up_then_falls_along_a_cosine_to_zero():
+    """The recipe's schedule: 0 -> peak linearly over the warm-up steps, then peak * (1 + cos(pi t)) / 2
+    over the rest, 0 from the last step on; the values of keras' own CosineDecay with a warm-up."""
+    import keras
+
+    from atlas_change.model.train import warmup_cosine
+
+    for peak, warm, total in ((3e-3, 18, 600), (1e-3, 0, 100), (0.01, 5, 7)):
+        lr = np.asarray(warmup_cosine(peak, warm, total)(np.arange(total + 3)))
+        assert lr[0] == (0.0 if warm else np.float32(peak)) and lr[warm] == np.float32(peak) and not lr[total:].any()
+        t = (np.arange(warm, total) - warm) / (total - warm)
+        np.testing.assert_allclose(lr[warm:total], peak * (1 + np.cos(np.pi * t)) / 2, rtol=1e-5, atol=1e-9)
+        np.testing.assert_allclose(lr[:warm], peak * np.arange(warm) / max(warm, 1), rtol=1e-5)
+        ref = keras.optimizers.schedules.CosineDecay(0.0 if warm else peak, total - warm, alpha=0.0,
+                                                      warmup_target=peak if warm else None, warmup_steps=warm)
+        np.testing.assert_allclose(lr, [float(ref(s)) for s in range(total + 3)], rtol=1e-6, atol=1e-9)
+    with pytest.raises(ValueError, match="warm-up of 5 steps in a run of 5"):
+        warmup_cosine(1e-3, 5, 5)
+
+
 def test_cutmix_and_mixup_label_each_patch_by_what_it_shows():
     """CutMix pastes one box of the partner patch and labels by area; MixUp blends and labels by weight;
     shifts keep the patch size and only move pixels; a bad recipe value is one clear error."""

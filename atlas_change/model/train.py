@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sys
 import time
@@ -421,16 +422,42 @@ def cpu_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
     return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"}) if flags else None
 
 
+def warmup_cosine(peak: float, warmup_steps: int, total_steps: int):
+    """Learning rate by optimiser step: linear from 0 to `peak` over `warmup_steps`, then a cosine
+    to 0 at `total_steps` (and 0 after). The values of keras' CosineDecay(0, total_steps -
+    warmup_steps, warmup_target=peak, warmup_steps=warmup_steps), computed without its conditional:
+    AdamW evaluates the schedule again for each variable's weight decay, and each conditional is a
+    pair of sub-graphs to trace (about 10 s of a 2-core CPU for SpectrumNet)."""
+    quiet_tensorflow()
+    import keras
+    from keras import ops
+
+    if not 0 <= warmup_steps < total_steps:
+        raise ValueError(f"warm-up of {warmup_steps} steps in a run of {total_steps}")
+
+    class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step):
+            s = ops.minimum(ops.cast(step, "float32"), float(total_steps))
+            rising = peak * (s / max(warmup_steps, 1))
+            falling = peak * (0.5 * (1.0 + ops.cos(math.pi * ((s - warmup_steps) / (total_steps - warmup_steps)))))
+            return ops.where(s < warmup_steps, rising, falling)
+
+        def get_config(self):
+            return {"peak": peak, "warmup_steps": warmup_steps, "total_steps": total_steps}
+
+    return WarmupCosine()
+
+
 def _compile(keras, model, recipe: Recipe, lr: float, epochs: int, per_epoch: int) -> None:
     """AdamW with decoupled weight decay, a linear warm-up to `lr` then a cosine to 0 over the whole
-    run, cross-entropy with the recipe's label smoothing."""
+    run, cross-entropy with the recipe's label smoothing. The optimiser's variables are made here, so
+    that the training step is traced once (a first trace that makes variables is traced again)."""
     steps = max(1, epochs * per_epoch)
     warm = min(int(round(recipe.warmup_epochs * per_epoch)), steps - 1)
-    schedule = keras.optimizers.schedules.CosineDecay(0.0 if warm else lr, steps - warm, alpha=0.0,
-                                                      warmup_target=lr if warm else None, warmup_steps=warm)
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=recipe.weight_decay),
+    model.compile(optimizer=keras.optimizers.AdamW(warmup_cosine(lr, warm, steps), weight_decay=recipe.weight_decay),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
                   metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+    model.optimizer.build(model.trainable_variables)
 
 
 def _card_fields(model, out: Path, name, bands, mean, std, jpeg: bool, data: Path, config: dict, recipe: Recipe,
