@@ -16,6 +16,10 @@ import tempfile
 from collections.abc import Iterator
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info/warning lines (oneDNN, cpu_feature_guard)
+# TensorFlow's BFC allocator for CPU tensors: with the system allocator every tensor over glibc's mmap
+# threshold (32 MiB at most) is mapped afresh and its pages faulted in and zeroed at each step, which made a
+# training step 1.36x slower on 2 cores (benchmarks/bench_train_step.py). Read when TensorFlow makes its first tensor.
+os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 # OpenVINO's model converter sends usage reports (DNS and HTTPS to Google Analytics) and writes ~/intel/
 # whenever its `openvino_telemetry` package imports; without it the converter uses its own silent stub.
 # A batch tool sends nothing anywhere unasked: in every process that imports atlas_change, it cannot import.

@@ -1,0 +1,105 @@
+"""Time `train`'s training step and a Keras prediction with TensorFlow's two CPU allocators.
+
+    python benchmarks/bench_train_step.py [--arch spectrumnet-bn-w0.5] [--steps 6] [--batch 256] [--repeat 3]
+
+Each setting runs in child processes of its own (the allocator is chosen when TensorFlow makes its
+first tensor), the settings taking turns `--repeat` times in this run, on random 64 x 64 x 3 batches through `train`'s own
+compile (AdamW, warm-up + cosine, label smoothing): seconds a step after the first (traced) one, the
+CPU seconds in user and kernel mode a step, and the minor page faults a step. With the plain system
+allocator (`TF_CPU_ALLOCATOR_USE_BFC=false`) every tensor over glibc's mmap threshold (32 MiB at
+most) is a fresh mapping whose pages the kernel faults in and zeroes again at each step; the BFC
+allocator keeps its memory. Wall time a step is given as the median and range of the repeats (on a
+shared virtual machine it can jump between runs whatever the setting); CPU seconds and faults are means. atlas_change sets `TF_CPU_ALLOCATOR_USE_BFC=true` unless the
+environment says otherwise. Prints a Markdown section for RESULTS.md."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SETTINGS = (("system allocator (TF_CPU_ALLOCATOR_USE_BFC=false)", "false"),
+            ("BFC allocator (TF_CPU_ALLOCATOR_USE_BFC=true, atlas_change's default)", "true"))
+
+
+def child(arch: str, steps: int, batch: int) -> dict:
+    """Measure in this process; returns the figures as a dict."""
+    import resource
+
+    import numpy as np
+
+    from atlas_change import quiet_tensorflow
+    quiet_tensorflow()
+    import keras
+    import tensorflow as tf
+
+    from atlas_change.model.nets import build
+    from atlas_change.model.train import Recipe, _compile
+
+    model = build(arch, 3)
+    _compile(keras, model, Recipe(), 3e-3, 200, 61)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch, 64, 64, 3)).astype("float32")
+    y = keras.utils.to_categorical(rng.integers(0, 10, batch), 10)
+    data = tf.data.Dataset.from_tensors((x, y)).repeat()
+    model.fit(data, steps_per_epoch=1, epochs=1, verbose=0)  # traces the step
+
+    def timed(fn) -> dict:
+        r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        fn()
+        wall, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
+        return {"wall": wall / steps, "user": (r1.ru_utime - r0.ru_utime) / steps,
+                "sys": (r1.ru_stime - r0.ru_stime) / steps, "faults": (r1.ru_minflt - r0.ru_minflt) / steps}
+
+    out = {"train": timed(lambda: model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0))}
+    model.predict(x, batch_size=batch, verbose=0)  # traces the prediction
+    out["predict"] = timed(lambda: [model.predict(x, batch_size=batch, verbose=0) for _ in range(steps)])
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arch", default="spectrumnet-bn-w0.5", help="architecture (default spectrumnet-bn-w0.5)")
+    ap.add_argument("--steps", type=int, default=6, help="timed steps per setting (default 6)")
+    ap.add_argument("--batch", type=int, default=256, help="patches a step (default 256, train's default)")
+    ap.add_argument("--repeat", type=int, default=3, help="child processes per setting, taking turns (default 3)")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        print(json.dumps(child(a.arch, a.steps, a.batch)))
+        return
+    from bench_classify import cpu_name
+
+    runs: dict[str, list[dict]] = {label: [] for label, _ in SETTINGS}
+    for _ in range(a.repeat):
+        for label, bfc in SETTINGS:
+            env = {**os.environ, "TF_CPU_ALLOCATOR_USE_BFC": bfc, "TF_CPP_MIN_LOG_LEVEL": "3"}
+            run = subprocess.run([sys.executable, "-W", "ignore", __file__, "--child", "--arch", a.arch,
+                                  "--steps", str(a.steps), "--batch", str(a.batch)],
+                                 env=env, capture_output=True, text=True, check=True)
+            runs[label].append(json.loads(run.stdout.strip().splitlines()[-1]))
+    print(f"## {time.strftime('%Y-%m-%d %H:%M')} - bench_train_step ({cpu_name()}, {os.cpu_count()} cores; "
+          f"{a.arch}, batch {a.batch}, {a.steps} timed steps, {a.repeat} processes a setting)\n")
+    print("| allocator | what | s a step: median (range) | ratio of medians to the system allocator | "
+          "user / kernel CPU-s a step | minor page faults a step |\n|---|---|---|---|---|---|")
+    base = runs[SETTINGS[0][0]]
+    for label, _ in SETTINGS:
+        for what in ("train", "predict"):
+            ms = [r[what] for r in runs[label]]
+            walls = [m["wall"] for m in ms]
+
+            def mean(key: str, ms=ms) -> float:
+                return statistics.mean(m[key] for m in ms)
+            ratio = statistics.median(r[what]["wall"] for r in base) / statistics.median(walls)
+            print(f"| {label} | {what} | {statistics.median(walls):.2f} ({min(walls):.2f}-{max(walls):.2f}) | "
+                  f"{ratio:.2f}x | {mean('user'):.2f} / {mean('sys'):.2f} | {mean('faults'):,.0f} |")
+
+
+if __name__ == "__main__":
+    main()
