@@ -17,9 +17,12 @@ from collections.abc import Iterator
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info/warning lines (oneDNN, cpu_feature_guard)
 # TensorFlow's BFC allocator for CPU tensors: with the system allocator every tensor over glibc's mmap
-# threshold (32 MiB at most) is mapped afresh and its pages faulted in and zeroed at each step, which made a
-# training step 1.36x slower on 2 cores (benchmarks/bench_train_step.py). Read when TensorFlow makes its first tensor.
+# threshold (32 MiB at most) is mapped afresh and its pages faulted in and zeroed at each step: 12 % more CPU
+# time a training step, an epoch about 1.1x as long (benchmarks/bench_train_step.py). Read at the first tensor.
 os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+# TensorFlow turns its oneDNN kernels on by itself only where the CPU has AVX512-VNNI/BF16 or AMX; on AVX2
+# a training step took 7-20 % less CPU time with them (same benchmark), and every CPU runs the same kernels.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 # OpenVINO's model converter sends usage reports (DNS and HTTPS to Google Analytics) and writes ~/intel/
 # whenever its `openvino_telemetry` package imports; without it the converter uses its own silent stub.
 # A batch tool sends nothing anywhere unasked: in every process that imports atlas_change, it cannot import.

@@ -1,16 +1,21 @@
-"""Time `train`'s training step and a Keras prediction with TensorFlow's two CPU allocators.
+"""Time `train`'s training step and a Keras prediction under TensorFlow's CPU settings.
 
     python benchmarks/bench_train_step.py [--arch spectrumnet-bn-w0.5] [--steps 6] [--batch 256] [--repeat 3]
 
-Each setting runs in child processes of its own (the allocator is chosen when TensorFlow makes its
-first tensor), the settings taking turns `--repeat` times in this run, on random 64 x 64 x 3 batches through `train`'s own
-compile (AdamW, warm-up + cosine, label smoothing): seconds a step after the first (traced) one, the
-CPU seconds in user and kernel mode a step, and the minor page faults a step. With the plain system
-allocator (`TF_CPU_ALLOCATOR_USE_BFC=false`) every tensor over glibc's mmap threshold (32 MiB at
-most) is a fresh mapping whose pages the kernel faults in and zeroes again at each step; the BFC
-allocator keeps its memory. Wall time a step is given as the median and range of the repeats (on a
-shared virtual machine it can jump between runs whatever the setting); CPU seconds and faults are means. atlas_change sets `TF_CPU_ALLOCATOR_USE_BFC=true` unless the
-environment says otherwise. Prints a Markdown section for RESULTS.md."""
+Each setting runs in child processes of its own (TensorFlow reads them at import and at its first
+tensor), the settings taking turns `--repeat` times in this run, on random 64 x 64 x 3 batches through
+`train`'s own compile (AdamW, warm-up + cosine, label smoothing): seconds a step after the first
+(traced) one, the CPU seconds in user and kernel mode a step, and the minor page faults a step.
+
+- `TF_CPU_ALLOCATOR_USE_BFC`: with the plain system allocator (false) every tensor over glibc's mmap
+  threshold (32 MiB at most) is a fresh mapping whose pages the kernel faults in and zeroes again at
+  each step; the BFC allocator keeps its memory.
+- `TF_ENABLE_ONEDNN_OPTS`: TensorFlow turns its oneDNN kernels on by itself only on CPUs with
+  AVX512-VNNI, AVX512-BF16 or AMX; elsewhere (AVX2) they are off unless this is 1.
+
+atlas_change sets both (true, 1) unless the environment says otherwise. Wall time a step is the
+median and range of the repeats (on a shared virtual machine it jumps between processes whatever the
+setting); CPU seconds and faults are means. Prints a Markdown section for RESULTS.md."""
 from __future__ import annotations
 
 import argparse
@@ -24,8 +29,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SETTINGS = (("system allocator (TF_CPU_ALLOCATOR_USE_BFC=false)", "false"),
-            ("BFC allocator (TF_CPU_ALLOCATOR_USE_BFC=true, atlas_change's default)", "true"))
+#: (label, TF_CPU_ALLOCATOR_USE_BFC, TF_ENABLE_ONEDNN_OPTS); the first is the baseline of the ratios
+SETTINGS = (("system allocator, oneDNN off", "false", "0"),
+            ("BFC allocator, oneDNN off", "true", "0"),
+            ("BFC allocator, oneDNN on (atlas_change's default)", "true", "1"))
 
 
 def child(arch: str, steps: int, batch: int) -> dict:
@@ -76,20 +83,21 @@ def main() -> None:
         return
     from bench_classify import cpu_name
 
-    runs: dict[str, list[dict]] = {label: [] for label, _ in SETTINGS}
+    runs: dict[str, list[dict]] = {label: [] for label, *_ in SETTINGS}
     for _ in range(a.repeat):
-        for label, bfc in SETTINGS:
-            env = {**os.environ, "TF_CPU_ALLOCATOR_USE_BFC": bfc, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        for label, bfc, onednn in SETTINGS:
+            env = {**os.environ, "TF_CPU_ALLOCATOR_USE_BFC": bfc, "TF_ENABLE_ONEDNN_OPTS": onednn,
+                   "TF_CPP_MIN_LOG_LEVEL": "3"}
             run = subprocess.run([sys.executable, "-W", "ignore", __file__, "--child", "--arch", a.arch,
                                   "--steps", str(a.steps), "--batch", str(a.batch)],
                                  env=env, capture_output=True, text=True, check=True)
             runs[label].append(json.loads(run.stdout.strip().splitlines()[-1]))
     print(f"## {time.strftime('%Y-%m-%d %H:%M')} - bench_train_step ({cpu_name()}, {os.cpu_count()} cores; "
           f"{a.arch}, batch {a.batch}, {a.steps} timed steps, {a.repeat} processes a setting)\n")
-    print("| allocator | what | s a step: median (range) | ratio of medians to the system allocator | "
+    print("| setting | what | s a step: median (range) | ratio of medians to the first | "
           "user / kernel CPU-s a step | minor page faults a step |\n|---|---|---|---|---|---|")
     base = runs[SETTINGS[0][0]]
-    for label, _ in SETTINGS:
+    for label, *_ in SETTINGS:
         for what in ("train", "predict"):
             ms = [r[what] for r in runs[label]]
             walls = [m["wall"] for m in ms]
