@@ -101,12 +101,10 @@ def main() -> None:
         for what in ("train", "predict"):
             ms = [r[what] for r in runs[label]]
             walls = [m["wall"] for m in ms]
-
-            def mean(key: str, ms=ms) -> float:
-                return statistics.mean(m[key] for m in ms)
+            user, kernel, faults = (statistics.mean(m[k] for m in ms) for k in ("user", "sys", "faults"))
             ratio = statistics.median(r[what]["wall"] for r in base) / statistics.median(walls)
             print(f"| {label} | {what} | {statistics.median(walls):.2f} ({min(walls):.2f}-{max(walls):.2f}) | "
-                  f"{ratio:.2f}x | {mean('user'):.2f} / {mean('sys'):.2f} | {mean('faults'):,.0f} |")
+                  f"{ratio:.2f}x | {user:.2f} / {kernel:.2f} | {faults:,.0f} |")
 
 
 if __name__ == "__main__":
