@@ -3,14 +3,11 @@ assess,run,status,demo,atlas} ... (see --help of each; the commands live in atla
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import warnings
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from .cli import COMMANDS, parser  # noqa: E402
-from .errors import AtlasError, AtlasWarning  # noqa: E402
+from .cli import COMMANDS, parser
+from .errors import AtlasError, AtlasWarning
 
 _showwarning = warnings.showwarning
 
