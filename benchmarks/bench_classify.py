@@ -120,8 +120,7 @@ def cpu_peak_gflops() -> tuple[float, str]:
     AMD Zen 4 runs on the same two 256-bit units; bfloat16 dot products do twice the flops)."""
     info = open("/proc/cpuinfo").read().splitlines()
     mhz = max(float(line.split(":")[1]) for line in info if line.startswith("cpu MHz"))
-    name = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), platform.processor())
-    return os.cpu_count() * 2 * 8 * 2 * mhz / 1e3, f"{name} at {mhz:.0f} MHz"
+    return os.cpu_count() * 2 * 8 * 2 * mhz / 1e3, f"{cpu_name()} at {mhz:.0f} MHz"
 
 
 def run_timed(cmd: list[str], also: tuple[int, ...] = (), env: dict | None = None,

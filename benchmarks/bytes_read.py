@@ -158,7 +158,9 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(10)
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+    from bench_classify import cpu_name
+
+    cpu = cpu_name()
     text = "\n".join([
         f"\n## Bytes read from a remote full tile ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
         f"`benchmarks/bytes_read.py`)\n",

@@ -32,7 +32,7 @@ import shapely  # noqa: E402
 from rasterio.warp import transform_geom  # noqa: E402
 
 from bytes_read import bytes_since, start_nginx  # noqa: E402
-from bench_classify import append_results  # noqa: E402
+from bench_classify import append_results, cpu_name  # noqa: E402
 from atlas_change.synth import make_scene  # noqa: E402
 
 BANDS = {"blue": "B02", "green": "B03", "red": "B04", "nir": "B08"}
@@ -142,7 +142,7 @@ def main() -> None:
     both = (ours > 0).all(0) & (theirs > 0).all(0)
     equal = (ours == theirs).all(0) & both
     diff = np.abs(ours.astype(float) - theirs.astype(float))[:, both]
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+    cpu = cpu_name()
     text = "\n".join([
         f"\n## Mosaic across a UTM zone boundary: atlas-change's reader against odc-stac "
         f"({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, `benchmarks/mosaic_readers.py`)\n",
