@@ -4,6 +4,8 @@ dates composited, --dry-run, clear errors naming the URL."""
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -270,15 +272,25 @@ def test_job_file_naming_a_search_runs_once_and_resumes(catalogue, model12, tmp_
     assert all(r.status == "done" for r in job_status(job))
 
 
-def test_job_scene_may_be_an_item_url(catalogue, model12, tmp_path):
-    """A job's scene given as a STAC Item's URL: kept as a local copy, classified over the AOI only."""
+def test_job_scene_and_aoi_may_be_urls(catalogue, server, model12, tmp_path):
+    """A job's scenes given as STAC Items' URLs and its AOI as a URL: each kept as a local copy, the
+    scenes classified over the AOI only; an AOI URL that is missing or no AOI fails the run in one
+    line naming the URL, before any step, and keeps nothing."""
     from atlas_change.batch.jobs import job_status, load_job, run_job
 
     api, aoi, _ = catalogue
+    url, root, _ = server
+    shutil.copy(aoi, root / "farm.geojson")
+    (root / "farm.txt").write_text("no AOI here")
     items = f"{api}/collections/sentinel-2-l2a/items"
+    scenes = {"2023-06-05": f"{items}/S2B_32TQM_20230605_0_L2A", "2024-06-12": f"{items}/S2B_32TQM_20240612_0_L2A"}
     job_file = tmp_path / "job.toml"
-    job_file.write_text(job_text(model12.path, aoi_table("farm", aoi, {"2023-06-05": f"{items}/S2B_32TQM_20230605_0_L2A",
-                                                                   "2024-06-12": f"{items}/S2B_32TQM_20240612_0_L2A"}),
+    for bad, why in ((f"{url}/none.geojson", "cannot fetch the AOI (HTTP 404"), (f"{url}/farm.txt", "not a readable vector file")):
+        job_file.write_text(job_text(model12.path, aoi_table("farm", bad, scenes), extra=FAST))
+        with pytest.raises(AtlasError, match=f"^{re.escape(bad)}: {re.escape(why)}"):
+            run_job(load_job(job_file), scheduler="sync", quiet=True, echo=lambda line: None)
+        assert not list((tmp_path / "out" / ".atlas-job").glob("aoi/*")) and not (tmp_path / "out" / "scenes").exists()
+    job_file.write_text(job_text(model12.path, aoi_table("farm", f"{url}/farm.geojson", scenes),
                                  extra=FAST + '\nproduce = ["classify", "compare"]'))
     job = load_job(job_file)
     assert [(r.id, r.status) for r in job_status(job)] == [("fetch/farm", "pending")]
@@ -287,9 +299,15 @@ def test_job_scene_may_be_an_item_url(catalogue, model12, tmp_path):
     kept = sorted((tmp_path / "out" / ".atlas-job" / "items" / "farm").glob("*.json"))
     assert [p.name[:10] for p in kept] == ["2023-06-05", "2024-06-12"]
     assert json.loads(kept[0].read_text())["assets"]["red"]["href"].startswith("http://127.0.0.1:")
+    [kept_aoi] = (tmp_path / "out" / ".atlas-job" / "aoi").iterdir()
+    assert kept_aoi.suffix == ".geojson" and kept_aoi.read_bytes() == aoi.read_bytes()
     runs = [json.loads(p.read_text()) for p in sorted((tmp_path / "out" / "scenes").glob("*/run.json"))]
     assert [r["parameters"]["window"] for r in runs] == [[192, 192, 192, 192]] * 2
+    summary = json.loads((tmp_path / "out" / "farm" / "2023-06-05_2024-06-12" / "summary.json").read_text())
+    assert summary["aoi_ha"] == pytest.approx(130 * 130 * 100 / 1e4)  # the AOI: 130 x 130 pixels of 10 m
     assert all(r.status == "done" for r in job_status(job))
+    (root / "farm.geojson").unlink()  # the server's copy gone: the run reads the kept one
+    assert [r.status for r in run_job(job, scheduler="sync", quiet=True, echo=lambda line: None)] == ["up to date"] * 3
 
 
 @pytest.mark.data

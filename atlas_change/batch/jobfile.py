@@ -11,7 +11,7 @@ number and key). Paths are relative to the job file's folder; dates are YYYY-MM-
     produce = ["classify", "compare", "gpkg", "html"]
     [[aoi]]
     name = "lake"                       # not "scenes" (the per-scene results' folder)
-    file = "../aoi/lake.geojson"
+    file = "../aoi/lake.geojson"        # or its http(s) URL (fetched once, a copy kept)
     scenes = { 2023-06-01 = "../scenes/T32TQM_2023*.tif", 2024-06-01 = "https://.../items/S2B_..." }
     pairs = [["2023-06-01", "2024-06-01"]]   # optional: default consecutive dates (or periods); a list
                                         # of three or more is a sequence, decided from all of them
@@ -56,7 +56,7 @@ RESERVED = ("scenes",)
 @dataclass(frozen=True)
 class AOI:
     name: str
-    file: Path
+    file: Path | str  # the AOI file, or its URL until jobs.resolve_remote keeps a copy
     scenes: dict[str, Path]  # date -> scene file or SAFE product, sorted by date
     pairs: tuple[tuple[str, ...], ...]  # (before, after) or a longer sequence: dates or period names
     periods: dict[str, tuple[str, ...]] = field(default_factory=dict)  # name -> its dates (sorted)
@@ -238,13 +238,15 @@ def _parse_aoi(a, i: int, base: Path, produce: list, seen: set[str], pr: Problem
             bad(f"{where}name", f"{aname!r} is used by two AOIs")
         seen.add(aname)
     afile = get(a, "file", AOI_KEYS, where, required=True)
-    if isinstance(afile, str):
+    if isinstance(afile, str) and afile.startswith(("http://", "https://")):
+        pass  # the AOI's URL: jobs.resolve_remote fetches, checks and keeps a copy, as for a STAC Item's URL
+    elif isinstance(afile, str):
         afile = base / afile
         if not afile.is_file():
             bad(f"{where}file", f"{afile}: no such file")
         else:
             try:
-                _check_aoi(afile)
+                check_aoi(afile)
             except AtlasError as e:
                 bad(f"{where}file", str(e))
     search = _check_search(get(a, "search", AOI_KEYS, where, default=None), f"{where}search.", pr)
@@ -263,7 +265,7 @@ def _parse_aoi(a, i: int, base: Path, produce: list, seen: set[str], pr: Problem
                     "search's periods")
         if "compare" in produce and len(names) < 2:
             bad(f"{where}search.periods", "compare needs at least two periods")
-        if isinstance(aname, str) and isinstance(afile, Path):
+        if isinstance(aname, str) and isinstance(afile, (Path, str)):
             return AOI(aname, afile, {}, tuple(pairs), {}, search)
         return None
     pairs = []
@@ -281,7 +283,7 @@ def _parse_aoi(a, i: int, base: Path, produce: list, seen: set[str], pr: Problem
         pairs = list(zip(order, order[1:]))
     if "compare" in produce and len(given) < 2 and "scenes" in a:
         bad(f"{where}scenes", "compare needs at least two dates")
-    if isinstance(aname, str) and isinstance(afile, Path):
+    if isinstance(aname, str) and isinstance(afile, (Path, str)):
         return AOI(aname, afile, scenes, tuple(pairs), periods)
     return None
 
@@ -361,7 +363,7 @@ def _check_search(raw: dict | None, where: str, pr: Problems) -> dict | None:
     return out
 
 
-def _check_aoi(path: Path) -> None:
+def check_aoi(path: Path) -> None:
     """Read the AOI as compare will (any CRS, non-empty, valid polygons), so that a bad AOI fails now."""
     from rasterio.crs import CRS
 

@@ -32,10 +32,11 @@ COMPARE_FILES = ("before.tif", "after.tif", "before_confidence.tif", "after_conf
 
 def resolve_remote(job: Job, *, stored_only: bool = False, force: bool = False,
                    echo: Callable[[str], None] = print) -> tuple[Job, list[str]]:
-    """The job with every scene from a catalogue as a local file: a STAC Item's URL kept as a copy
-    (<output>/.atlas-job/items/<aoi>/), an AOI's search done once and kept (search.kept_periods), so
-    that reruns read the same scenes whatever the catalogue answers later (`force`: fetch and search
-    again). With `stored_only` nothing is fetched. -> (job, names of the AOIs not resolved yet)."""
+    """The job with every input from the web as a local file: an AOI's URL and a STAC Item's URL
+    kept as copies (<output>/.atlas-job/aoi/, items/<aoi>/), an AOI's search done once and kept
+    (search.kept_periods), so that reruns read the same AOI and scenes whatever the server answers
+    later (`force`: fetch and search again). With `stored_only` nothing is fetched. -> (job, names of
+    the AOIs not resolved yet)."""
     import hashlib
     from dataclasses import replace
 
@@ -44,6 +45,12 @@ def resolve_remote(job: Job, *, stored_only: bool = False, force: bool = False,
 
     aois, missing = [], []
     for aoi in job.aois:
+        if isinstance(aoi.file, str):
+            kept_aoi = keep_aoi(aoi.file, job.output / STATE_DIR / "aoi", stored_only=stored_only, force=force)
+            if kept_aoi is None:
+                missing.append(aoi.name)
+                continue
+            aoi = replace(aoi, file=kept_aoi)
         if aoi.search is not None:
             got = kept_periods(aoi.search, aoi.file, job.output / STATE_DIR / "search" / aoi.name,
                                stored_only=stored_only, force=force, echo=echo)
@@ -65,6 +72,34 @@ def resolve_remote(job: Job, *, stored_only: bool = False, force: bool = False,
             continue
         aois.append(replace(aoi, scenes={**aoi.scenes, **kept}, remote=tuple(kept.values())) if kept else aoi)
     return replace(job, aois=tuple(aois)), missing
+
+
+def keep_aoi(url: str, folder: Path, *, stored_only: bool = False, force: bool = False) -> Path | None:
+    """The AOI at `url` as a local copy in `folder` (named by the URL's hash, with its suffix),
+    fetched once and checked as compare reads it (AtlasError naming the URL, nothing kept where it
+    is no AOI); None where no copy is kept yet and `stored_only`."""
+    import hashlib
+    import urllib.parse
+
+    from ..outputs import atomic_write
+    from ..read.stac import fetch
+    from .jobfile import check_aoi
+
+    suffix = Path(urllib.parse.urlparse(url).path).suffix.lower()
+    path = folder / f"{hashlib.sha256(url.encode()).hexdigest()[:12]}{suffix if suffix.isascii() and len(suffix) <= 9 else ''}"
+    if path.is_file() and not force:
+        return path
+    if stored_only:
+        return None
+    body = fetch(url, what="the AOI")
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda fh: fh.write(body))
+    try:
+        check_aoi(path)
+    except AtlasError as e:
+        path.unlink()
+        raise AtlasError(str(e).replace(str(path), url)) from None
+    return path
 
 
 # ------------------------------------------------------------------------------------------------ plan
