@@ -10,6 +10,7 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
+import shapely
 from affine import Affine
 
 from atlas_change.bands import EUROSAT_ORDER
@@ -385,6 +386,52 @@ def test_compare_keeps_apart_scenes_of_one_file_name_and_maps_of_two_strides(mod
     for src, data in kept.items():  # the stride-64 compare's sources are unchanged
         assert (Path(src) / "lulc.tif").read_bytes() == data
         assert json.loads((Path(src) / "run.json").read_text())["parameters"]["stride"] == 64
+
+
+def test_compare_reads_scenes_of_two_utm_zones_on_the_aois_grid(model13, tmp_path):
+    """The same land as a scene of UTM 32N and one warped into 33N (an AOI astride 12 E, where tiles of
+    both zones meet): compare, given the scenes, says their grids differ, reads each as a mosaic of it
+    alone on the AOI's grid (its centre's zone, 640 m lattice), and both maps share that grid; scenes
+    that already share a grid are read as they are."""
+    from rasterio.warp import calculate_default_transform, reproject
+
+    from atlas_change.change.compare import compare, scenes_on_one_grid
+
+    (tmp_path / "t32").mkdir(), (tmp_path / "t33").mkdir()
+    a = make_scene(tmp_path / "t32" / "scene.tif", 448, 448, crs="EPSG:32632", origin=(734400.0, 4986400.0), seed=3)
+    b = tmp_path / "t33" / "scene.tif"
+    with rasterio.open(a) as src:
+        t, w, h = calculate_default_transform(src.crs, "EPSG:32633", src.width, src.height, *src.bounds, resolution=10)
+        prof = {**src.profile, "crs": "EPSG:32633", "transform": t, "width": w, "height": h}
+        with rasterio.open(b, "w", **prof) as dst:
+            for i in range(1, src.count + 1):
+                reproject(rasterio.band(src, i), rasterio.band(dst, i), resampling=rasterio.enums.Resampling.bilinear)
+                dst.set_band_description(i, src.descriptions[i - 1])
+    kw = dict(aoi_bbox="11.985,44.965,12.015,44.978", model=model13.path, allow_untrained=True, scheduler="sync",
+              runtime="graph", tta=1, cloud_mask=False, before_date="2023-06-01", after_date="2024-06-01")
+    with pytest.warns(AtlasWarning, match=r"grids differ \(EPSG:32632, EPSG:32633\): each is read on the AOI's grid "
+                      r"instead \(EPSG:32633, 10 m"):
+        s = compare(a, b, out=tmp_path / "out" / "ab", **kw)
+    runs = [json.loads((Path(s[k]["source"]) / "run.json").read_text()) for k in ("before", "after")]
+    assert [r["input"]["kind"] for r in runs] == ["mosaic", "mosaic"]
+    assert [json.loads(Path(r["input"]["path"]).read_text())["items"] for r in runs] == [[str(a)], [str(b)]]
+    assert {r["output"]["crs"] for r in runs} == {"EPSG:32633"} and runs[0]["output"]["transform"] == runs[1]["output"]["transform"]
+    assert runs[0]["output"]["transform"][2] % 640 == 0 and runs[0]["output"]["transform"][5] % 640 == 0
+    with rasterio.open(tmp_path / "out" / "ab" / "before.tif") as x, rasterio.open(tmp_path / "out" / "ab" / "after.tif") as y:
+        assert x.crs.to_epsg() == y.crs.to_epsg() == 32633 and x.transform == y.transform
+        before, after = x.read(1), y.read(1)
+    cells = s["aoi_cells_ha"] / 40.96  # the AOI's cells (about 2.4 x 1.4 km; 6 of the 3 x 5 cells around it)
+    assert cells >= 5 and (before > 0).sum() == (after > 0).sum() == cells and s["valid_ha"] == s["aoi_cells_ha"]
+    assert (before == after)[before > 0].mean() >= 0.8  # one land, warped once and twice (measured: all agree)
+    assert s["outside_scene_ha"] == 0
+    same, off = tmp_path / "t32b.tif", tmp_path / "t32c.tif"
+    make_scene(same, 448, 448, crs="EPSG:32632", origin=(734400.0 + 640, 4986400.0), seed=4)
+    make_scene(off, 448, 448, crs="EPSG:32632", origin=(734400.0 + 320, 4986400.0), seed=4)  # half a cell off
+    assert scenes_on_one_grid([str(a), [str(same)]], None, tmp_path / "m", 64) == ([str(a), [str(same)]], None)
+    aoi = shapely.box(11.985, 44.965, 12.015, 44.978)
+    got, why = scenes_on_one_grid([str(a), [str(off), str(same)]], aoi, tmp_path / "m", 64)
+    assert "(EPSG:32632, origins between cells)" in why and got[1][0].endswith(".mosaic.json") and len(got[1]) == 2
+    assert scenes_on_one_grid([str(a), str(off)], aoi, tmp_path / "m", 32)[1] is None  # 320 m: one whole 32 px cell
 
 
 def test_scene_folder_names_are_file_names_whatever_the_input_is_called():

@@ -368,6 +368,24 @@ def test_malformed_items_are_one_line_each(tmp_path, damage, words, capsys):
     assert (words or "not a readable STAC Item") in err[0] and not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("items,words", [
+    (["self.mosaic.json"], "its item {d}/self.mosaic.json is a mosaic file; name that mosaic's items instead"),
+    ([], "not a mosaic file"),
+    ("x", "not a mosaic file"),
+    (["none.tif"], "{d}/none.tif: no such file or folder"),
+])
+def test_malformed_mosaic_files_are_one_line_each(tmp_path, capsys, items, words):
+    """A mosaic file naming itself, no items, or a missing scene: exit 2, one line, nothing written."""
+    from atlas_change.__main__ import main
+
+    f = tmp_path / "self.mosaic.json"
+    f.write_text(json.dumps({"type": "atlas-change-mosaic", "date": None, "items": items, "crs": "EPSG:32632",
+                             "transform": [10, 0, 600000, 0, -10, 5000000], "width": 64, "height": 64}))
+    assert main(["classify", str(f), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words.format(d=tmp_path) in err[0] and not (tmp_path / "out").exists(), err
+
+
 def test_an_aoi_with_a_nan_coordinate_is_one_line(tmp_path, capsys):
     from atlas_change.__main__ import main
 

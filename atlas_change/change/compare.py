@@ -253,6 +253,42 @@ def _te(m: ClassMap) -> str:
     return f"{min(x0, x1):.0f} {min(y0, y1):.0f} {max(x0, x1):.0f} {max(y0, y1):.0f}"
 
 
+def on_lattice(ta: Affine, tb: Affine) -> bool:
+    """Whether two grids (their cells' transforms, one CRS) have one cell size and cell edges."""
+    return (ta.a, ta.e) == (tb.a, tb.e) and not ((tb.c - ta.c) / ta.a) % 1 and not ((tb.f - ta.f) / ta.e) % 1
+
+
+def scenes_on_one_grid(periods: list, aoi_wgs84, folder: Path, stride: int,
+                       bands: str | None = None) -> tuple[list, str | None]:
+    """The periods' inputs as given where any is not a local scene (a classify output, a URL, a
+    mosaic: already on the AOI's grid) or where every scene's map would share one grid (one CRS,
+    `stride`-pixel cells on one lattice); else, so that tiles of two UTM zones (or of one zone, their
+    origins between cells) compare, each scene as a mosaic file of it alone in `folder`, on the AOI's
+    grid (read.mosaic: its UTM zone at 10 m, bands warped by GDAL). -> (the periods' inputs, a
+    sentence saying what was done, or None)."""
+    from ..mapping.pipeline import scene_stem
+    from ..read import input_path, open_scene
+    from ..read.mosaic import SUFFIX, aoi_grid, is_mosaic, write_mosaic
+
+    srcs = [str(s) for p in periods for s in ([p] if isinstance(p, (str, os.PathLike)) else p)]
+    if any(is_url(s) or is_mosaic(s) or is_output_folder(Path(s)) for s in srcs):
+        return periods, None
+    scenes = {s: open_scene(s, None, bands) for s in dict.fromkeys(srcs)}
+    first = next(iter(scenes.values()))
+    cell = Affine.scale(stride)
+    if all(sc.crs == first.crs and on_lattice(first.affine * cell, sc.affine * cell) for sc in scenes.values()):
+        return periods, None
+    crs, t, w, h = aoi_grid(aoi_wgs84)
+    made = {s: str(write_mosaic(folder / f"{scene_stem(s)}_{digest(input_path(s), crs.to_string(), tuple(t), w, h, n=8)}"
+                                f"{SUFFIX}", sc.date, [input_path(s)], aoi_wgs84))
+            for s, sc in scenes.items()}
+    crss = sorted({sc.crs.to_string() for sc in scenes.values()})
+    note = (f"the scenes' grids differ ({', '.join(crss)}{'' if len(crss) > 1 else ', origins between cells'}): "
+            f"each is read on the AOI's grid instead ({crs.to_string()}, 10 m; its bands warped by GDAL), "
+            f"as a mosaic file in {folder}")
+    return [made[str(p)] if isinstance(p, (str, os.PathLike)) else [made[str(s)] for s in p] for p in periods], note
+
+
 def common_grid(maps: list[ClassMap], aoi) -> tuple[Affine, tuple[int, int]]:
     """The cells of the maps' shared grid that cover the AOI; errors when the maps' grids differ."""
     a = maps[0]
@@ -260,11 +296,12 @@ def common_grid(maps: list[ClassMap], aoi) -> tuple[Affine, tuple[int, int]]:
     for b in maps[1:]:
         if a.crs != b.crs:
             raise AtlasError(f"{b.folder}: CRS {b.crs.to_string()} differs from {a.folder}'s {a.crs.to_string()}; "
-                             "aligning them would resample the class map: classify both dates from scenes on one grid "
+                             "aligning them would resample the class map: give compare the scenes themselves (it reads "
+                             "them on the AOI's grid), or classify both dates from scenes on one grid "
                              f"(warp the scene, not its map, onto the other's: gdalwarp -t_srs {a.crs.to_string()} -tr 10 "
                              f"10 -te {_te(a)} -r bilinear SCENE OUT.tif)")
         tb = b.transform
-        if (ta.a, ta.e) != (tb.a, tb.e) or ((tb.c - ta.c) / ta.a) % 1 or ((tb.f - ta.f) / ta.e) % 1:
+        if not on_lattice(ta, tb):
             raise AtlasError(f"{b.folder}: its grid (cell {tb.a:g} m, origin {tb.c:.2f}, {tb.f:.2f}) is not aligned "
                              f"with {a.folder}'s (cell {ta.a:g} m, origin {ta.c:.2f}, {ta.f:.2f}); use the same stride "
                              "and tile grid")
@@ -447,6 +484,10 @@ def compare_periods(periods: list, dates: list | None = None, *, aoi: str | None
     out_root = Path(out).parent if out else Path("outputs")
     aoi_features = read_aoi_frame(aoi, aoi_bbox, aoi_crs, None)  # read once: bounds now, features on the grid below
     classify_kw = {"bbox": wgs84_bounds(aoi_features), "bbox_crs": "EPSG:4326", **classify_kw}
+    periods, regridded = scenes_on_one_grid(periods, aoi_union(aoi_features.to_crs(4326), aoi or "--aoi-bbox"),
+                                            out_root / "mosaics", classify_kw.get("stride", 64), classify_kw.get("bands"))
+    if regridded:
+        warnings.warn(regridded, AtlasWarning, stacklevel=3)
     sides = [resolve_side(p, d, f, out_root, **classify_kw) for p, d, f in zip(periods, dates, flags)]
     if sides[0].crs.is_geographic:
         raise AtlasError(f"{sides[0].first.folder}: geographic CRS; areas need a projected CRS")

@@ -1,5 +1,7 @@
 """Read stage, mosaics: the STAC Items of one date that together cover an AOI (neighbouring MGRS
 tiles, also across a UTM zone boundary) as one `Scene` on one grid: the AOI's UTM zone at 10 m.
+Any input `open_scene` reads may be an item: compare makes a mosaic of one local scene alone where
+the scenes it compares lie on grids that do not align (compare.scenes_on_one_grid).
 Each Item's bands are warped onto that grid by GDAL (WarpedVRT, as any band off the 10 m grid), and
 where Items overlap the clearer pixel wins: per pixel the first Item, in the order given (clearest
 over the AOI first), whose SCL calls it clear, else the first that has data. Each Item keeps its own
@@ -80,8 +82,9 @@ def mosaic_path(folder: Path, pick) -> Path:
     return Path(folder) / f"{pick.date}_{h}{SUFFIX}"
 
 
-def write_mosaic(path: str | os.PathLike, date: str, urls: list[str], aoi) -> Path:
-    """Write the mosaic file of the Items `urls` (clearest first) of `date` over `aoi` (EPSG:4326)."""
+def write_mosaic(path: str | os.PathLike, date: str | None, urls: list[str], aoi) -> Path:
+    """Write the mosaic file of the Items `urls` (clearest first; or scenes' paths) of `date` (None:
+    not known) over `aoi` (EPSG:4326)."""
     crs, t, w, h = aoi_grid(aoi)
     doc = {"type": "atlas-change-mosaic", "date": date, "items": list(urls), "crs": crs.to_string(),
            "transform": list(t)[:6], "width": w, "height": h}
@@ -153,21 +156,24 @@ class MosaicScene(Scene):
 def open_mosaic(p: str) -> MosaicScene:
     """A mosaic file as a Scene of the bands every one of its Items holds (AtlasError naming the
     file or the Item)."""
-    from .stac import open_item
+    from . import open_scene
 
     try:
         doc = json.loads(Path(p).read_text())
-        urls, date = [str(u) for u in doc["items"]], str(doc["date"])
+        urls, date = [str(u) for u in doc["items"]], doc["date"] and str(doc["date"])
         crs, t = CRS.from_user_input(doc["crs"]), Affine(*doc["transform"][:6])
         w, h = int(doc["width"]), int(doc["height"])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise AtlasError(f"{p}: not a readable mosaic file ({type(e).__name__}: {str(e)[:120]})") from None
-    if doc.get("type") != "atlas-change-mosaic" or not urls:
+    if doc.get("type") != "atlas-change-mosaic" or not isinstance(doc["items"], list) or not urls:
         raise AtlasError(f"{p}: not a mosaic file (type atlas-change-mosaic with a list of items)")
     grid = {"crs_wkt": crs.to_wkt(), "transform": tuple(t)[:6], "width": w, "height": h, "col_off": 0, "row_off": 0}
     parts = []
     for u in urls:
-        s = open_item(u if "://" in u else str(Path(p).parent / u))
+        u = u if "://" in u else str(Path(p).parent / u)
+        if is_mosaic(u):  # (its parts are on its own grid; and a mosaic naming itself would never end)
+            raise AtlasError(f"{p}: its item {u} is a mosaic file; name that mosaic's items instead")
+        s = open_scene(u, None)
         parts.append(replace(s, **grid, sources=tuple(replace(b, warp=True) for b in s.sources),
                              catalog=tuple((b, replace(src, warp=True), m) for b, src, m in s.catalog),
                              mask=replace(s.mask, warp=True) if s.mask is not None else None))

@@ -78,8 +78,10 @@ class Scene:
             m = ", ".join(missing)
             if self.kind == "geotiff":
                 why = f"lacks band(s) {m} that the model needs (file has {', '.join(self.available)})"
-            elif self.kind in ("stac-item", "mosaic"):
+            elif self.kind == "stac-item":
                 why = f"the STAC Item has no GeoTIFF asset for band(s) {m} (it has {', '.join(self.available) or 'none'})"
+            elif self.kind == "mosaic":
+                why = f"not every item of the mosaic holds band(s) {m} (all hold {', '.join(self.available) or 'none'})"
             else:
                 why = f"{self.level or 'the'} product lacks band(s) {m} that the model needs" + (
                     " (L2A has no B10: use a model without it, such as spectrumnet-rgb)"
