@@ -30,7 +30,7 @@ from rasterio.windows import Window
 
 from ..errors import AtlasError
 from ..outputs import atomic_write
-from .scene import SCL_INVALID, Scene
+from .scene import SCL_INVALID, BandSource, Scene
 
 SUFFIX = ".mosaic.json"
 GRID_M = 640.0  # mosaic grids start on multiples of 640 m (10 patches of 64 px): every date's mosaic of an AOI aligns
@@ -153,6 +153,14 @@ class MosaicScene(Scene):
         return replace(super().select(bands), parts=tuple(p.select(bands) for p in self.parts))
 
 
+def regridded(src: BandSource) -> BandSource:
+    """A band read on the mosaic's grid: one its scene already warps (a 20 / 60 m band onto 10 m) with
+    that kernel; one on its scene's own 10 m grid with Lanczos, since there the warp only moves and
+    turns the grid, and bilinear would blur the texture the model reads (cell labels of one place
+    warped from two UTM zones: benchmarks/RESULTS.md, 2026-12-06)."""
+    return replace(src, warp=True) if src.warp else replace(src, warp=True, resampling="lanczos")
+
+
 def open_mosaic(p: str) -> MosaicScene:
     """A mosaic file as a Scene of the bands every one of its Items holds (AtlasError naming the
     file or the Item)."""
@@ -174,8 +182,8 @@ def open_mosaic(p: str) -> MosaicScene:
         if is_mosaic(u):  # (its parts are on its own grid; and a mosaic naming itself would never end)
             raise AtlasError(f"{p}: its item {u} is a mosaic file; name that mosaic's items instead")
         s = open_scene(u, None)
-        parts.append(replace(s, **grid, sources=tuple(replace(b, warp=True) for b in s.sources),
-                             catalog=tuple((b, replace(src, warp=True), m) for b, src, m in s.catalog),
+        parts.append(replace(s, **grid, sources=tuple(regridded(b) for b in s.sources),
+                             catalog=tuple((b, regridded(src), m) for b, src, m in s.catalog),
                              mask=replace(s.mask, warp=True) if s.mask is not None else None))
     available = tuple(b for b in parts[0].available if all(b in q.available for q in parts))
     parts = [q.select(available) for q in parts]
