@@ -83,7 +83,7 @@ def kernel_rule(kernel: str):
     return lambda src: replace(src, warp=True, resampling=kernel)
 
 
-def agreement(s: dict, out: Path) -> tuple[float, int]:
+def agreement(s: dict) -> tuple[float, int]:
     """Share of the AOI's cells labelled on both sides whose two labels agree, and how many."""
     maps = []
     for side in ("before", "after"):
@@ -109,7 +109,7 @@ def main() -> None:
                     warnings.simplefilter("ignore")
                     s = compare(str(one), str(other), aoi_bbox=aoi, out=out, stride=stride, tta=1, scheduler="sync",
                                 before_date="2020-01-01", after_date="2020-01-02", quiet=True)
-                share, n = agreement(s, out)
+                share, n = agreement(s)
                 rows.append(f"| {name} | {stride} | {kernel} | {share:.1%} of {n} | {s['changed_ha']:.1f} | "
                             f"{s['uncertain_ha']:.1f} | {s['valid_ha']:.1f} |")
                 print(rows[-1], flush=True)
