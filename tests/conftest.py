@@ -74,6 +74,29 @@ def server(tmp_path_factory):
         pytest.fail(str(e))
 
 
+#: an AOI astride 12 E (UTM 32N / 33N), inside both of two_zone_scenes; its centre lies in 33N
+TWO_ZONE_AOI = (11.985, 44.965, 12.015, 44.978)
+
+
+def two_zone_scenes(folder: Path) -> tuple[Path, Path]:
+    """One land twice: a synthetic 13-band scene of UTM 32N by 12 E (4.48 km square) and that scene warped
+    into 33N (bilinear, at 10 m, band names kept): folder/t32/scene.tif, folder/t33/scene.tif."""
+    from rasterio.warp import calculate_default_transform, reproject
+
+    from atlas_change.synth import make_scene
+
+    (folder / "t32").mkdir(parents=True), (folder / "t33").mkdir()
+    a = make_scene(folder / "t32" / "scene.tif", 448, 448, crs="EPSG:32632", origin=(734400.0, 4986400.0), seed=3)
+    b = folder / "t33" / "scene.tif"
+    with rasterio.open(a) as src:
+        t, w, h = calculate_default_transform(src.crs, "EPSG:32633", src.width, src.height, *src.bounds, resolution=10)
+        with rasterio.open(b, "w", **{**src.profile, "crs": "EPSG:32633", "transform": t, "width": w, "height": h}) as dst:
+            for i in range(1, src.count + 1):
+                reproject(rasterio.band(src, i), rasterio.band(dst, i), resampling=rasterio.enums.Resampling.bilinear)
+                dst.set_band_description(i, src.descriptions[i - 1])
+    return a, b
+
+
 def item(hrefs: dict[str, str], keys: str, **props) -> dict:
     """A STAC Item with one COG asset per band, keyed as Earth Search ('earth-search') or the
     Planetary Computer ('pc') do."""

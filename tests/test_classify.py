@@ -17,7 +17,7 @@ from atlas_change.bands import EUROSAT_ORDER
 from atlas_change.classes import CLASSES, COLOURS
 from atlas_change.errors import AtlasError, AtlasWarning
 from atlas_change.synth import make_scene
-from conftest import run_classify
+from conftest import TWO_ZONE_AOI, run_classify, two_zone_scenes
 
 ORIGIN = (600000.0, 5000040.0)
 
@@ -393,21 +393,10 @@ def test_compare_reads_scenes_of_two_utm_zones_on_the_aois_grid(model13, tmp_pat
     both zones meet): compare, given the scenes, says their grids differ, reads each as a mosaic of it
     alone on the AOI's grid (its centre's zone, 640 m lattice), and both maps share that grid; scenes
     that already share a grid are read as they are."""
-    from rasterio.warp import calculate_default_transform, reproject
-
     from atlas_change.change.compare import compare, scenes_on_one_grid
 
-    (tmp_path / "t32").mkdir(), (tmp_path / "t33").mkdir()
-    a = make_scene(tmp_path / "t32" / "scene.tif", 448, 448, crs="EPSG:32632", origin=(734400.0, 4986400.0), seed=3)
-    b = tmp_path / "t33" / "scene.tif"
-    with rasterio.open(a) as src:
-        t, w, h = calculate_default_transform(src.crs, "EPSG:32633", src.width, src.height, *src.bounds, resolution=10)
-        prof = {**src.profile, "crs": "EPSG:32633", "transform": t, "width": w, "height": h}
-        with rasterio.open(b, "w", **prof) as dst:
-            for i in range(1, src.count + 1):
-                reproject(rasterio.band(src, i), rasterio.band(dst, i), resampling=rasterio.enums.Resampling.bilinear)
-                dst.set_band_description(i, src.descriptions[i - 1])
-    kw = dict(aoi_bbox="11.985,44.965,12.015,44.978", model=model13.path, allow_untrained=True, scheduler="sync",
+    a, b = two_zone_scenes(tmp_path)
+    kw = dict(aoi_bbox=",".join(map(str, TWO_ZONE_AOI)), model=model13.path, allow_untrained=True, scheduler="sync",
               runtime="graph", tta=1, cloud_mask=False, before_date="2023-06-01", after_date="2024-06-01")
     with pytest.warns(AtlasWarning, match=r"grids differ \(EPSG:32632, EPSG:32633\): each is read on the AOI's grid "
                       r"instead \(EPSG:32633, 10 m"):
@@ -428,7 +417,7 @@ def test_compare_reads_scenes_of_two_utm_zones_on_the_aois_grid(model13, tmp_pat
     make_scene(same, 448, 448, crs="EPSG:32632", origin=(734400.0 + 640, 4986400.0), seed=4)
     make_scene(off, 448, 448, crs="EPSG:32632", origin=(734400.0 + 320, 4986400.0), seed=4)  # half a cell off
     assert scenes_on_one_grid([str(a), [str(same)]], None, tmp_path / "m", 64) == ([str(a), [str(same)]], None)
-    aoi = shapely.box(11.985, 44.965, 12.015, 44.978)
+    aoi = shapely.box(*TWO_ZONE_AOI)
     got, why = scenes_on_one_grid([str(a), [str(off), str(same)]], aoi, tmp_path / "m", 64)
     assert "(EPSG:32632, origins between cells)" in why and got[1][0].endswith(".mosaic.json") and len(got[1]) == 2
     assert scenes_on_one_grid([str(a), str(off)], aoi, tmp_path / "m", 32)[1] is None  # 320 m: one whole 32 px cell

@@ -24,6 +24,7 @@ from atlas_change.__main__ import main
 from atlas_change.errors import AtlasError
 from atlas_change.batch.jobs import job_lock, job_status, load_job, parse_job, plan, run_job
 from atlas_change.synth import DEMO_DATES, demo_inputs, make_scene
+from conftest import TWO_ZONE_AOI, two_zone_scenes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -409,3 +410,31 @@ def test_a_job_names_a_sequence_of_three_dates(tmp_path, model13):
     f.write_text(f.read_text().replace(seq, 'pairs = [["2022-06-01", "2021-06-01", "2023-06-01"]]'))
     with pytest.raises(AtlasError, match=r"pairs\[0\].*each ending before the next begins"):
         load_job(f)
+
+
+def test_a_job_reads_local_scenes_of_two_utm_zones_on_the_aois_grid(tmp_path, model13):
+    """A job whose AOI's two dates are tiles of two UTM zones: `run` says so, reads each on the AOI's
+    grid (one-scene mosaics under the job's state, classified over the AOI only) and compares them;
+    a rerun is up to date, and a changed scene is classified again (its pixels are hashed, not only
+    the mosaic file that names it)."""
+    a, b = two_zone_scenes(tmp_path)
+    aoi = tmp_path / "aoi.geojson"
+    gpd.GeoDataFrame(geometry=[shapely.box(*TWO_ZONE_AOI)], crs="EPSG:4326").to_file(aoi, driver="GeoJSON")
+    f = tmp_path / "job.toml"
+    f.write_text(job_text(model13.path, aoi_table("edge", aoi, {"2023-06-01": a, "2024-06-01": b}),
+                          extra='tta = 1\nruntime = "graph"\ncloud_mask = false\nproduce = ["classify", "compare"]'))
+    assert [r.status for r in job_status(load_job(f))] == ["pending"] * 3
+    lines = []
+    assert [r.status for r in run_job(load_job(f), scheduler="sync", quiet=True, echo=lines.append)] == ["done"] * 3
+    assert any(ln.startswith("edge: the scenes' grids differ (EPSG:32632, EPSG:32633)") for ln in lines), lines
+    mosaics = sorted((tmp_path / "out" / ".atlas-job" / "mosaics" / "edge").glob("*.mosaic.json"))
+    assert sorted(json.loads(m.read_text())["items"][0] for m in mosaics) == sorted([str(a), str(b)])
+    runs = [json.loads(p.read_text()) for p in sorted((tmp_path / "out" / "scenes").glob("*/run.json"))]
+    assert {r["output"]["crs"] for r in runs} == {"EPSG:32633"} and {r["input"]["kind"] for r in runs} == {"mosaic"}
+    s = json.loads((tmp_path / "out" / "edge" / "2023-06-01_2024-06-01" / "summary.json").read_text())
+    assert s["valid_ha"] == s["aoi_cells_ha"] >= 5 * 40.96
+    assert {r.status for r in job_status(load_job(f))} == {"done"}
+    with rasterio.open(b, "r+") as dst:  # the 33N scene changes: its classify and the compare are redone
+        dst.write(dst.read(1, window=((0, 1), (0, 1))) + 1, 1, window=((0, 1), (0, 1)))
+    st = sorted(r.status for r in job_status(load_job(f)))
+    assert st == ["done", "stale", "stale"], st

@@ -70,8 +70,37 @@ def resolve_remote(job: Job, *, stored_only: bool = False, force: bool = False,
         if len(kept) < sum(isinstance(s, str) for s in aoi.scenes.values()):
             missing.append(aoi.name)
             continue
-        aois.append(replace(aoi, scenes={**aoi.scenes, **kept}, remote=tuple(kept.values())) if kept else aoi)
+        aoi = replace(aoi, scenes={**aoi.scenes, **kept}, remote=tuple(kept.values())) if kept else aoi
+        aois.append(on_one_grid(job, aoi, write=not stored_only, echo=echo))
     return replace(job, aois=tuple(aois)), missing
+
+
+def on_one_grid(job: Job, aoi, *, write: bool = True, echo: Callable[[str], None] = print):
+    """`aoi` with its local scenes as one-scene mosaics on the AOI's grid (in <output>/.atlas-job/mosaics/<aoi>/,
+    classified over the AOI only) where their maps would not share a grid (tiles of two UTM zones:
+    compare.scenes_on_one_grid); else, or where a scene cannot be read (its classify step says why), or
+    the AOI's scenes are STAC Items, as it is."""
+    from dataclasses import replace
+
+    from rasterio.crs import CRS
+
+    from ..change.compare import read_aoi, scenes_on_one_grid
+
+    if "compare" not in job.produce or len(aoi.scenes) < 2 or aoi.remote:  # (Items: read from the web)
+        return aoi
+    dates = list(aoi.scenes)
+    try:
+        geom = read_aoi(str(aoi.file), None, "EPSG:4326", CRS.from_epsg(4326))
+        got, why = scenes_on_one_grid([str(aoi.scenes[d]) for d in dates], geom,
+                                      job.output / STATE_DIR / "mosaics" / aoi.name, job.stride, write=write)
+    except AtlasError:
+        return aoi
+    if why is None:
+        return aoi
+    if write:
+        echo(f"{aoi.name}: {why}")
+    scenes = {d: Path(g) for d, g in zip(dates, got)}
+    return replace(aoi, scenes=scenes, remote=tuple(scenes.values()))
 
 
 def keep_aoi(url: str, folder: Path, *, stored_only: bool = False, force: bool = False) -> Path | None:
@@ -208,8 +237,11 @@ def fingerprint(job: Job, step: Step, sha: Callable[[Path], str]) -> dict | None
     try:
         if step.kind == "classify":
             from ..model.registry import load_card
+            from ..read.mosaic import is_mosaic, local_scenes
 
+            parts = local_scenes(a["scene"]) if is_mosaic(str(a["scene"])) else []
             return {"scene": str(a["scene"].resolve()), "scene_sha256": sha(a["scene"]),
+                    **({"scenes_sha256": [sha(p) for p in parts]} if parts else {}),
                     "weights_sha256": load_card(job.model).weights_sha256, "stride": job.stride,
                     "chunk": job.chunk, "max_nodata": job.max_nodata, "max_cloud": job.max_cloud,
                     **({"tta": job.tta} if job.tta != DEFAULT_VIEWS else {}),

@@ -258,14 +258,14 @@ def on_lattice(ta: Affine, tb: Affine) -> bool:
     return (ta.a, ta.e) == (tb.a, tb.e) and not ((tb.c - ta.c) / ta.a) % 1 and not ((tb.f - ta.f) / ta.e) % 1
 
 
-def scenes_on_one_grid(periods: list, aoi_wgs84, folder: Path, stride: int,
-                       bands: str | None = None) -> tuple[list, str | None]:
+def scenes_on_one_grid(periods: list, aoi_wgs84, folder: Path, stride: int, bands: str | None = None,
+                       write: bool = True) -> tuple[list, str | None]:
     """The periods' inputs as given where any is not a local scene (a classify output, a URL, a
     mosaic: already on the AOI's grid) or where every scene's map would share one grid (one CRS,
     `stride`-pixel cells on one lattice); else, so that tiles of two UTM zones (or of one zone, their
     origins between cells) compare, each scene as a mosaic file of it alone in `folder`, on the AOI's
-    grid (read.mosaic: its UTM zone at 10 m, bands warped by GDAL). -> (the periods' inputs, a
-    sentence saying what was done, or None)."""
+    grid (read.mosaic: its UTM zone at 10 m, bands warped by GDAL; not `write`: their paths alone).
+    -> (the periods' inputs, a sentence saying what was done, or None)."""
     from ..mapping.pipeline import scene_stem
     from ..read import input_path, open_scene
     from ..read.mosaic import SUFFIX, aoi_grid, is_mosaic, write_mosaic
@@ -279,9 +279,11 @@ def scenes_on_one_grid(periods: list, aoi_wgs84, folder: Path, stride: int,
     if all(sc.crs == first.crs and on_lattice(first.affine * cell, sc.affine * cell) for sc in scenes.values()):
         return periods, None
     crs, t, w, h = aoi_grid(aoi_wgs84)
-    made = {s: str(write_mosaic(folder / f"{scene_stem(s)}_{digest(input_path(s), crs.to_string(), tuple(t), w, h, n=8)}"
-                                f"{SUFFIX}", sc.date, [input_path(s)], aoi_wgs84))
-            for s, sc in scenes.items()}
+    made = {s: folder / f"{scene_stem(s)}_{digest(input_path(s), crs.to_string(), tuple(t), w, h, n=8)}{SUFFIX}"
+            for s in scenes}
+    for s, path in made.items() if write else ():
+        write_mosaic(path, scenes[s].date, [input_path(s)], aoi_wgs84)
+    made = {s: str(path) for s, path in made.items()}
     crss = sorted({sc.crs.to_string() for sc in scenes.values()})
     note = (f"the scenes' grids differ ({', '.join(crss)}{'' if len(crss) > 1 else ', origins between cells'}): "
             f"each is read on the AOI's grid instead ({crs.to_string()}, 10 m; its bands warped by GDAL), "

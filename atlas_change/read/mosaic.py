@@ -153,6 +153,16 @@ class MosaicScene(Scene):
         return replace(super().select(bands), parts=tuple(p.select(bands) for p in self.parts))
 
 
+def local_scenes(p: str | os.PathLike) -> list[Path]:
+    """The scene files and folders a mosaic file names (none of its STAC Items, URLs or kept copies):
+    what a job hashes to see that a mosaic of local scenes has changed."""
+    from .stac import is_item
+
+    items = json.loads(Path(p).read_text())["items"]
+    paths = [Path(p).parent / u for u in items if "://" not in u]
+    return [q for q in paths if not is_item(str(q))]
+
+
 def regridded(src: BandSource) -> BandSource:
     """A band read on the mosaic's grid: one its scene already warps (a 20 / 60 m band onto 10 m) with
     that kernel; one on its scene's own 10 m grid with Lanczos, since there the warp only moves and
