@@ -1,7 +1,7 @@
 """Two ways to mosaic the STAC Items of one date across a UTM zone boundary onto the AOI's grid,
 measured on the same Items in one run: atlas-change's own (read/mosaic.py: a rasterio WarpedVRT per
 Item and band, read window by window, clearest pixel first by the SCL; also with every band
-bilinear, as before 2026-12-06, to time its Lanczos) and odc-stac's `load` (`pip install odc-stac`;
+bilinear, as before 2026-12-06, and with any `--kernels`, to time its rule) and odc-stac's `load` (`pip install odc-stac`;
 left out where it is not installed; groupby solar day, first valid pixel wins). Two synthetic L2A tiles of
 `--size` px either side of 12 deg E (UTM 32N and 33N, overlapping by ~2.5 km), one COG per band
 served by nginx on 127.0.0.1; the AOI straddles the boundary. Each reader runs in a fresh process
@@ -142,7 +142,7 @@ def main() -> None:
         doc = json.loads(mosaic.read_text())
         arrays: dict[int, np.ndarray] = {}
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        readers = [("atlas-change (WarpedVRT per Item; Lanczos for 10 m bands)", OURS, "rule"),
+        readers = [("atlas-change (WarpedVRT per Item; its rule: cubic for 10 m bands)", OURS, "rule"),
                    *[(f"atlas-change, every band {k}{' (before 2026-12-06)' if k == 'bilinear' else ''}", OURS, k)
                      for k in a.kernels.split(",")],
                    *([("odc-stac `load` (bilinear)", ODC, "bilinear")] if find_spec("odc") else [])]

@@ -13,7 +13,7 @@ decision made of it (it should find no change: the land is one).
   into 43N and into 42N with one kernel (bilinear or Lanczos), the 43N copy against the 42N copy.
 
 Kernels: the mosaic's warp of the 10 m bands with bilinear (the rule before 2026-12-06), nearest,
-cubic, lanczos, and `rule` (read.mosaic.regridded: Lanczos for 10 m bands, 20 / 60 m bands with
+cubic, lanczos, and `rule` (read.mosaic.regridded: cubic for 10 m bands, 20 / 60 m bands with
 their reader's kernel). One model (the default, spectrumnet-rgb), one view; small places, so read
 the table as direction, not size.
 
