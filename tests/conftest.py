@@ -78,15 +78,17 @@ def server(tmp_path_factory):
 TWO_ZONE_AOI = (11.985, 44.965, 12.015, 44.978)
 
 
-def two_zone_scenes(folder: Path) -> tuple[Path, Path]:
-    """One land twice: a synthetic 13-band scene of UTM 32N by 12 E (4.48 km square) and that scene warped
-    into 33N (bilinear, at 10 m, band names kept): folder/t32/scene.tif, folder/t33/scene.tif."""
+def two_zone_scenes(folder: Path, bands: tuple[str, ...] = EUROSAT_ORDER) -> tuple[Path, Path]:
+    """One land twice: a synthetic scene of UTM 32N by 12 E (4.48 km square; `bands`, default the 13 of
+    EuroSAT) and that scene warped into 33N (bilinear, at 10 m, band names kept): folder/t32/scene.tif,
+    folder/t33/scene.tif."""
     from rasterio.warp import calculate_default_transform, reproject
 
     from atlas_change.synth import make_scene
 
     (folder / "t32").mkdir(parents=True), (folder / "t33").mkdir()
-    a = make_scene(folder / "t32" / "scene.tif", 448, 448, crs="EPSG:32632", origin=(734400.0, 4986400.0), seed=3)
+    a = make_scene(folder / "t32" / "scene.tif", 448, 448, crs="EPSG:32632", origin=(734400.0, 4986400.0), seed=3,
+                   bands=bands)
     b = folder / "t33" / "scene.tif"
     with rasterio.open(a) as src:
         t, w, h = calculate_default_transform(src.crs, "EPSG:32633", src.width, src.height, *src.bounds, resolution=10)

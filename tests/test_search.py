@@ -19,10 +19,11 @@ from rasterio.warp import transform_geom
 
 from atlas_change.bands import L2A_ORDER
 from atlas_change.change.compare import compare, read_aoi
-from atlas_change.errors import AtlasError
+from atlas_change.errors import AtlasError, AtlasWarning
 from atlas_change.batch.search import choose, search
 from atlas_change.synth import make_scene
-from conftest import MAJOR_TOM, band_cogs, free_port, item, major_tom_split, run_classify, stac_api
+from conftest import (MAJOR_TOM, TWO_ZONE_AOI, band_cogs, free_port, item, major_tom_split, run_classify, stac_api,
+                      two_zone_scenes)
 from test_jobs import aoi_table, job_text
 
 ORIGIN = (600000.0, 5000040.0)
@@ -348,6 +349,33 @@ def test_real_l2a_split_across_two_utm_zones_mosaics_back(server, tmp_path):
     agree = (ours["lulc"].values == same_grid["lulc"].values)[both].mean()
     print(f"mosaic of the split vs the unsplit cell on one grid: {agree:.1%} of {both.sum()} cells agree")
     assert both.sum() >= 30 and agree >= 0.85  # measured 97.2 % (70 of 72) cubic; Lanczos 94.4, bilinear 91.7 %
+
+
+def test_compare_reads_items_of_two_utm_zones_given_by_url_on_the_aois_grid(server, model12, tmp_path):
+    """Two STAC Items named by URL (not found by a search) whose tiles lie in two UTM zones: compare
+    reads each as a mosaic of it alone on the AOI's grid, as it does local scenes, rather than
+    refusing maps that would not align; the same land in both gives the same labels."""
+    url, root, _ = server
+    urls = []
+    for scene in two_zone_scenes(tmp_path, L2A_ORDER):
+        zone = scene.parent.name
+        names = band_cogs(scene, root / "by-url" / zone)
+        with rasterio.open(scene) as src:
+            footprint = transform_geom(src.crs, "EPSG:4326", shapely.box(*src.bounds).__geo_interface__)
+        doc = es_item({b: f"{url}/by-url/{zone}/{n}" for b, n in names.items()}, f"S2B_{zone}_L2A", "2023-06-05",
+                      footprint, 5.0)
+        (root / "by-url" / zone / "item.json").write_text(json.dumps(doc))
+        urls.append(f"{url}/by-url/{zone}/item.json")
+    with pytest.warns(AtlasWarning, match=r"grids differ \(EPSG:32632, EPSG:32633\): each is read on the AOI's grid"):
+        s = compare(*urls, aoi_bbox=",".join(map(str, TWO_ZONE_AOI)), after_date="2024-06-05", model=model12.path,
+                    allow_untrained=True, scheduler="sync", runtime="graph", tta=1, out=tmp_path / "out" / "ab")
+    runs = [json.loads((Path(s[k]["source"]) / "run.json").read_text()) for k in ("before", "after")]
+    assert [r["input"]["kind"] for r in runs] == ["mosaic", "mosaic"]
+    assert [json.loads(Path(r["input"]["path"]).read_text())["items"] for r in runs] == [[u] for u in urls]
+    assert {r["output"]["crs"] for r in runs} == {"EPSG:32633"} and runs[0]["output"]["transform"] == runs[1]["output"]["transform"]
+    with rasterio.open(tmp_path / "out" / "ab" / "before.tif") as x, rasterio.open(tmp_path / "out" / "ab" / "after.tif") as y:
+        before, after = x.read(1), y.read(1)
+    assert (before > 0).sum() == (after > 0).sum() >= 5 and (before == after)[before > 0].mean() >= 0.8
 
 
 def test_dates_share_one_grid_or_all_become_mosaics(tmp_path):

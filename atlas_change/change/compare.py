@@ -151,10 +151,10 @@ def onthefly_folder(out_root: Path, src, window: list[int] | None, weights_sha25
     return out_root / f"{scene_stem(src)}{aoi}_{key}"
 
 
-def resolve_input(src: str | os.PathLike, date: str | None, out_root: Path, **classify_kw) -> ClassMap:
+def resolve_input(src: str | os.PathLike, date: str | None, out_root: Path, scene=None, **classify_kw) -> ClassMap:
     """A classify output folder as is, or a scene classified into its `onthefly_folder` (reused
     when that folder, or out_root/<scene name>/ of a whole-scene classify, already holds a sound
-    result of the same input, model and parameters)."""
+    result of the same input, model and parameters). `scene`: `src` opened already, if it was."""
     from ..read import input_path, is_url
 
     url = is_url(str(src))
@@ -165,7 +165,7 @@ def resolve_input(src: str | os.PathLike, date: str | None, out_root: Path, **cl
 
     from ..read import crop_to, open_scene
 
-    scene = open_scene(str(p), None, classify_kw.get("bands"))
+    scene = scene or open_scene(str(p), None, classify_kw.get("bands"))
     card, _ = resolve_model(str(p), classify_kw.get("model"), scene)
     window = None
     if classify_kw.get("bbox") is not None:  # only the AOI's part of the scene (whole 64 px blocks)
@@ -259,21 +259,26 @@ def on_lattice(ta: Affine, tb: Affine) -> bool:
 
 
 def scenes_on_one_grid(periods: list, aoi_wgs84, folder: Path, stride: int, bands: str | None = None,
-                       write: bool = True) -> tuple[list, str | None]:
-    """The periods' inputs as given where any is not a local scene (a classify output, a URL, a
-    mosaic: already on the AOI's grid) or where every scene's map would share one grid (one CRS,
-    `stride`-pixel cells on one lattice); else, so that tiles of two UTM zones (or of one zone, their
-    origins between cells) compare, each scene as a mosaic file of it alone in `folder`, on the AOI's
-    grid (read.mosaic: its UTM zone at 10 m, bands warped by GDAL; not `write`: their paths alone).
+                       write: bool = True, remote: bool = False,
+                       opened: dict | None = None) -> tuple[list, str | None]:
+    """The periods' inputs as given where any is not a scene (a classify output, or a mosaic: already
+    on the AOI's grid; a URL unless `remote`) or where every scene's map would share one grid (one
+    CRS, `stride`-pixel cells on one lattice); else, so that tiles of two UTM zones (or of one zone,
+    their origins between cells) compare, each scene as a mosaic file of it alone in `folder`, on the
+    AOI's grid (read.mosaic: its UTM zone at 10 m, bands warped by GDAL; not `write`: their paths
+    alone). `opened` (path -> Scene) receives the scenes opened here, for the caller to reuse.
     -> (the periods' inputs, a sentence saying what was done, or None)."""
     from ..mapping.pipeline import scene_stem
     from ..read import input_path, open_scene
     from ..read.mosaic import SUFFIX, aoi_grid, is_mosaic, write_mosaic
 
     srcs = [str(s) for p in periods for s in ([p] if isinstance(p, (str, os.PathLike)) else p)]
-    if any(is_url(s) or is_mosaic(s) or is_output_folder(Path(s)) for s in srcs):
+    if any((is_url(s) and not remote) or is_mosaic(s) or (not is_url(s) and is_output_folder(Path(s)))
+           for s in srcs):
         return periods, None
     scenes = {s: open_scene(s, None, bands) for s in dict.fromkeys(srcs)}
+    if opened is not None:
+        opened.update(scenes)
     first = next(iter(scenes.values()))
     cell = Affine.scale(stride)
     if all(sc.crs == first.crs and on_lattice(first.affine * cell, sc.affine * cell) for sc in scenes.values()):
@@ -301,7 +306,7 @@ def common_grid(maps: list[ClassMap], aoi) -> tuple[Affine, tuple[int, int]]:
                              "aligning them would resample the class map: give compare the scenes themselves (it reads "
                              "them on the AOI's grid), or classify both dates from scenes on one grid "
                              f"(warp the scene, not its map, onto the other's: gdalwarp -t_srs {a.crs.to_string()} -tr 10 "
-                             f"10 -te {_te(a)} -r bilinear SCENE OUT.tif)")
+                             f"10 -te {_te(a)} -r cubic SCENE OUT.tif)")
         tb = b.transform
         if not on_lattice(ta, tb):
             raise AtlasError(f"{b.folder}: its grid (cell {tb.a:g} m, origin {tb.c:.2f}, {tb.f:.2f}) is not aligned "
@@ -431,9 +436,10 @@ def _read_on(m: ClassMap, name: str, transform: Affine, shape: tuple[int, int], 
         return src.read(1, window=win, boundless=True, fill_value=fill)
 
 
-def resolve_side(srcs, dates, flag: str, out_root: Path, **classify_kw) -> Side:
+def resolve_side(srcs, dates, flag: str, out_root: Path, opened: dict | None = None, **classify_kw) -> Side:
     """One side of a comparison: a scene or classify output folder, or a list of them (a period),
-    each with its date from `dates` (one date, or one per source; None: from its metadata)."""
+    each with its date from `dates` (one date, or one per source; None: from its metadata);
+    `opened`: path -> Scene of those opened already."""
     srcs = [srcs] if isinstance(srcs, (str, os.PathLike)) else list(srcs)
     if len(srcs) > 1 and dates is not None and not isinstance(dates, (list, tuple)):
         raise AtlasError(f"{flag}: one date given for a period of {len(srcs)} scenes; give one per scene")
@@ -441,7 +447,7 @@ def resolve_side(srcs, dates, flag: str, out_root: Path, **classify_kw) -> Side:
     if not srcs or len(dates) != len(srcs):
         raise AtlasError(f"{flag}: {len(dates)} dates given for {len(srcs)} scenes")
     dates = [user_date(d, flag) for d in dates]  # two tiles of one day: two scenes, one date each
-    maps = [resolve_input(s, d, out_root, **classify_kw) for s, d in zip(srcs, dates)]
+    maps = [resolve_input(s, d, out_root, (opened or {}).get(str(s)), **classify_kw) for s, d in zip(srcs, dates)]
     seen: dict[str, ClassMap] = {}
     for m in maps:  # one map given twice is one observation, not two
         key = os.path.realpath(m.folder)
@@ -486,11 +492,13 @@ def compare_periods(periods: list, dates: list | None = None, *, aoi: str | None
     out_root = Path(out).parent if out else Path("outputs")
     aoi_features = read_aoi_frame(aoi, aoi_bbox, aoi_crs, None)  # read once: bounds now, features on the grid below
     classify_kw = {"bbox": wgs84_bounds(aoi_features), "bbox_crs": "EPSG:4326", **classify_kw}
+    opened: dict = {}
     periods, regridded = scenes_on_one_grid(periods, aoi_union(aoi_features.to_crs(4326), aoi or "--aoi-bbox"),
-                                            out_root / "mosaics", classify_kw.get("stride", 64), classify_kw.get("bands"))
+                                            out_root / "mosaics", classify_kw.get("stride", 64), classify_kw.get("bands"),
+                                            remote=True, opened=opened)
     if regridded:
         warnings.warn(regridded, AtlasWarning, stacklevel=3)
-    sides = [resolve_side(p, d, f, out_root, **classify_kw) for p, d, f in zip(periods, dates, flags)]
+    sides = [resolve_side(p, d, f, out_root, opened, **classify_kw) for p, d, f in zip(periods, dates, flags)]
     if sides[0].crs.is_geographic:
         raise AtlasError(f"{sides[0].first.folder}: geographic CRS; areas need a projected CRS")
     features = aoi_features.to_crs(sides[0].crs)
