@@ -1,6 +1,7 @@
 """Time `train`'s training step and a Keras prediction under TensorFlow's CPU settings.
 
     python benchmarks/bench_train_step.py [--arch spectrumnet-bn-w0.5] [--steps 6] [--batch 256] [--repeat 3]
+        [--settings 1,2,3]
 
 Each setting runs in child processes of its own (TensorFlow reads them at import and at its first
 tensor), the settings taking turns `--repeat` times in this run, on random 64 x 64 x 3 batches through
@@ -12,6 +13,8 @@ tensor), the settings taking turns `--repeat` times in this run, on random 64 x 
   each step; the BFC allocator keeps its memory.
 - `TF_ENABLE_ONEDNN_OPTS`: TensorFlow turns its oneDNN kernels on by itself only on CPUs with
   AVX512-VNNI, AVX512-BF16 or AMX; elsewhere (AVX2) they are off unless this is 1.
+- XLA (`--settings` 4): the step compiled by XLA (`jit_compile=True`), which Keras turns on by itself
+  only where TensorFlow sees a GPU.
 
 atlas_change sets both (true, 1) unless the environment says otherwise. Wall time a step is the
 median and range of the repeats (on a shared virtual machine it jumps between processes whatever the
@@ -29,13 +32,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-#: (label, TF_CPU_ALLOCATOR_USE_BFC, TF_ENABLE_ONEDNN_OPTS); the first is the baseline of the ratios
-SETTINGS = (("system allocator, oneDNN off", "false", "0"),
-            ("BFC allocator, oneDNN off", "true", "0"),
-            ("BFC allocator, oneDNN on (atlas_change's default)", "true", "1"))
+#: (label, TF_CPU_ALLOCATOR_USE_BFC, TF_ENABLE_ONEDNN_OPTS, XLA); the first run is the baseline of the ratios
+SETTINGS = (("system allocator, oneDNN off", "false", "0", False),
+            ("BFC allocator, oneDNN off", "true", "0", False),
+            ("BFC allocator, oneDNN on (atlas_change's default)", "true", "1", False),
+            ("the default and XLA (`jit_compile=True`; Keras leaves it off on CPUs)", "true", "1", True))
 
 
-def child(arch: str, steps: int, batch: int) -> dict:
+def child(arch: str, steps: int, batch: int, xla: bool = False) -> dict:
     """Measure in this process; returns the figures as a dict."""
     import resource
 
@@ -51,6 +55,7 @@ def child(arch: str, steps: int, batch: int) -> dict:
 
     model = build(arch, 3)
     _compile(keras, model, Recipe(), 3e-3, 200, 61)
+    model.jit_compile = xla
     rng = np.random.default_rng(0)
     x = rng.normal(size=(batch, 64, 64, 3)).astype("float32")
     y = keras.utils.to_categorical(rng.integers(0, 10, batch), 10)
@@ -76,28 +81,33 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6, help="timed steps per setting (default 6)")
     ap.add_argument("--batch", type=int, default=256, help="patches a step (default 256, train's default)")
     ap.add_argument("--repeat", type=int, default=3, help="child processes per setting, taking turns (default 3)")
+    ap.add_argument("--settings", default="1,2,3",
+                    help=f"which settings, by number: {'; '.join(f'{k} {s[0]}' for k, s in enumerate(SETTINGS, 1))} "
+                         "(default 1,2,3); the first given is the baseline of the ratios")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--xla", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
-        print(json.dumps(child(a.arch, a.steps, a.batch)))
+        print(json.dumps(child(a.arch, a.steps, a.batch, a.xla)))
         return
+    settings = [SETTINGS[int(k) - 1] for k in a.settings.split(",")]
     from bench_classify import cpu_name
 
-    runs: dict[str, list[dict]] = {label: [] for label, *_ in SETTINGS}
+    runs: dict[str, list[dict]] = {label: [] for label, *_ in settings}
     for _ in range(a.repeat):
-        for label, bfc, onednn in SETTINGS:
+        for label, bfc, onednn, xla in settings:
             env = {**os.environ, "TF_CPU_ALLOCATOR_USE_BFC": bfc, "TF_ENABLE_ONEDNN_OPTS": onednn,
                    "TF_CPP_MIN_LOG_LEVEL": "3"}
             run = subprocess.run([sys.executable, "-W", "ignore", __file__, "--child", "--arch", a.arch,
-                                  "--steps", str(a.steps), "--batch", str(a.batch)],
+                                  "--steps", str(a.steps), "--batch", str(a.batch), *(["--xla"] if xla else [])],
                                  env=env, capture_output=True, text=True, check=True)
             runs[label].append(json.loads(run.stdout.strip().splitlines()[-1]))
     print(f"## {time.strftime('%Y-%m-%d %H:%M')} - bench_train_step ({cpu_name()}, {os.cpu_count()} cores; "
           f"{a.arch}, batch {a.batch}, {a.steps} timed steps, {a.repeat} processes a setting)\n")
     print("| setting | what | s a step: median (range) | ratio of medians to the first | "
           "user / kernel CPU-s a step | minor page faults a step |\n|---|---|---|---|---|---|")
-    base = runs[SETTINGS[0][0]]
-    for label, *_ in SETTINGS:
+    base = runs[settings[0][0]]
+    for label, *_ in settings:
         for what in ("train", "predict"):
             ms = [r[what] for r in runs[label]]
             walls = [m["wall"] for m in ms]
