@@ -453,6 +453,25 @@ def atomic_write(path: Path, write: Callable) -> None:
 
 
 @contextmanager
+def new_files_undone(folder: Path) -> Iterator[None]:
+    """For the block: where it fails with an AtlasError, the files it added to `folder` are removed
+    again, and the folders it made for them (`folder` and its parents, where empty): nothing left
+    half-done."""
+    had = set(folder.iterdir()) if folder.is_dir() else set()
+    made = [p for p in (folder, *folder.parents) if not p.exists()]
+    try:
+        yield
+    except AtlasError:
+        for f in set(folder.iterdir()) - had if folder.is_dir() else ():
+            if f.is_file():
+                f.unlink(missing_ok=True)
+        for p in made:  # innermost first
+            if p.is_dir() and not any(p.iterdir()):
+                p.rmdir()
+        raise
+
+
+@contextmanager
 def folder_lock(path: Path, busy: str, unwritable: str) -> Iterator[None]:
     """Hold the lock file `path` (its pid inside) for the block; AtlasError `busy` (with the holder's
     pid) when another process holds it, `unwritable` when it cannot be made. The operating system

@@ -398,6 +398,9 @@ def test_compare_reads_scenes_of_two_utm_zones_on_the_aois_grid(model13, tmp_pat
     a, b = two_zone_scenes(tmp_path)
     kw = dict(aoi_bbox=",".join(map(str, TWO_ZONE_AOI)), model=model13.path, allow_untrained=True, scheduler="sync",
               runtime="graph", tta=1, cloud_mask=False, before_date="2023-06-01", after_date="2024-06-01")
+    with pytest.warns(AtlasWarning, match="grids differ"), pytest.raises(AtlasError, match="no-such-model"):
+        compare(a, b, out=tmp_path / "bad" / "ab", **{**kw, "model": str(tmp_path / "no-such-model")})
+    assert not (tmp_path / "bad").exists()  # the mosaics it wrote before failing went too, and their folder
     with pytest.warns(AtlasWarning, match=r"grids differ \(EPSG:32632, EPSG:32633\): each is read on the AOI's grid "
                       r"instead \(EPSG:32633, 10 m"):
         s = compare(a, b, out=tmp_path / "out" / "ab", **kw)

@@ -20,7 +20,7 @@ from rasterio.windows import from_bounds
 
 from ..outputs import (CLOUD_DOC, RUN_KEYS, SKY_CATEGORIES, SKY_NODATA, SUMMARY_KEYS, change_categories,
                        class_categories, hectares, read_json, read_raster, sky_codes, staged_output, strict_json,
-                       write_cog, write_file)
+                       new_files_undone, write_cog, write_file)
 from ..classes import CLASSES, GROUP_NAMES, group_of
 from .composite import EVIDENCE, Side, composite, make_side
 from ..dates import metadata_date, user_date
@@ -492,52 +492,55 @@ def compare_periods(periods: list, dates: list | None = None, *, aoi: str | None
     out_root = Path(out).parent if out else Path("outputs")
     aoi_features = read_aoi_frame(aoi, aoi_bbox, aoi_crs, None)  # read once: bounds now, features on the grid below
     classify_kw = {"bbox": wgs84_bounds(aoi_features), "bbox_crs": "EPSG:4326", **classify_kw}
-    opened: dict = {}
-    periods, regridded = scenes_on_one_grid(periods, aoi_union(aoi_features.to_crs(4326), aoi or "--aoi-bbox"),
-                                            out_root / "mosaics", classify_kw.get("stride", 64), classify_kw.get("bands"),
-                                            remote=True, opened=opened)
-    if regridded:
-        warnings.warn(regridded, AtlasWarning, stacklevel=3)
-    sides = [resolve_side(p, d, f, out_root, opened, **classify_kw) for p, d, f in zip(periods, dates, flags)]
-    if sides[0].crs.is_geographic:
-        raise AtlasError(f"{sides[0].first.folder}: geographic CRS; areas need a projected CRS")
-    features = aoi_features.to_crs(sides[0].crs)
-    geom = aoi_union(features, aoi or "--aoi-bbox")
-    transform, shape = common_grid([m for s in sides for m in s.maps], geom)  # one CRS and grid, before figures
-    if (outside := outside_scenes_ha(sides, geom)) > 0.01 * geom.area / 1e4:
-        warnings.warn(f"{aoi or '--aoi-bbox'}: {outside:.2f} of the AOI's {geom.area / 1e4:.2f} ha lie outside the scenes "
-                      "of some date and were not looked at (summary.json outside_scene_ha)", AtlasWarning, stacklevel=3)
-    for a, b in zip(sides, sides[1:]):  # on one grid: then how each was made (a stride's own temperature is no warning)
-        check_pair(a, b, allow_model_mismatch)
-    grid = Grid(transform, shape, sides[0].crs, geom, geometry_mask([geom], out_shape=shape, transform=transform,
-                                                                        invert=True))
-    comps = [composite(s, transform, shape, grid.in_aoi, _read_on, period_evidence) for s in sides]
-    probs = [k["probabilities"] for k in comps]
-    stay = resolve_stay(stay, sides)
-    decisions, span_decision = decide_chain(probs, stay[0], min_confidence, span=len(sides) > 2)
-    steps = [step_result(sides[k], sides[k + 1], comps[k], comps[k + 1], decisions[k], grid, min_confidence, stay,
-                         period_evidence)
-             for k in range(len(sides) - 1)]
-    if len(sides) == 2:
+    opened: dict = {}  # the scenes opened to check their grids, opened once
+    with new_files_undone(out_root / "mosaics"):  # a compare that fails keeps no mosaic it wrote
+        periods, regridded = scenes_on_one_grid(periods, aoi_union(aoi_features.to_crs(4326), aoi or "--aoi-bbox"),
+                                                out_root / "mosaics", classify_kw.get("stride", 64),
+                                                classify_kw.get("bands"), remote=True, opened=opened)
+        if regridded:
+            warnings.warn(regridded, AtlasWarning, stacklevel=3)
+        sides = [resolve_side(p, d, f, out_root, opened, **classify_kw) for p, d, f in zip(periods, dates, flags)]
+        if sides[0].crs.is_geographic:
+            raise AtlasError(f"{sides[0].first.folder}: geographic CRS; areas need a projected CRS")
+        features = aoi_features.to_crs(sides[0].crs)
+        geom = aoi_union(features, aoi or "--aoi-bbox")
+        transform, shape = common_grid([m for s in sides for m in s.maps], geom)  # one CRS and grid, before figures
+        if (outside := outside_scenes_ha(sides, geom)) > 0.01 * geom.area / 1e4:
+            warnings.warn(f"{aoi or '--aoi-bbox'}: {outside:.2f} of the AOI's {geom.area / 1e4:.2f} ha lie outside the "
+                          "scenes of some date and were not looked at (summary.json outside_scene_ha)", AtlasWarning,
+                          stacklevel=3)
+        for a, b in zip(sides, sides[1:]):  # on one grid: then how each was made (a stride's temperature is no warning)
+            check_pair(a, b, allow_model_mismatch)
+        grid = Grid(transform, shape, sides[0].crs, geom, geometry_mask([geom], out_shape=shape, transform=transform,
+                                                                            invert=True))
+        comps = [composite(s, transform, shape, grid.in_aoi, _read_on, period_evidence) for s in sides]
+        probs = [k["probabilities"] for k in comps]
+        stay = resolve_stay(stay, sides)
+        decisions, span_decision = decide_chain(probs, stay[0], min_confidence, span=len(sides) > 2)
+        steps = [step_result(sides[k], sides[k + 1], comps[k], comps[k + 1], decisions[k], grid, min_confidence, stay,
+                             period_evidence)
+                 for k in range(len(sides) - 1)]
+        if len(sides) == 2:
+            if out is not None:
+                with staged_output(out) as stage:
+                    _write_compare(stage, *steps[0], grid, features)
+            return steps[0][-1]
+        span = step_result(sides[0], sides[-1], comps[0], comps[-1], span_decision, grid, min_confidence, stay,
+                           period_evidence)
+        names = ([f"{a.dates[0]}_{b.dates[0]}" for a, b in zip(sides, sides[1:])]
+                 + [f"span_{sides[0].dates[0]}_{sides[-1].dates[0]}"])
+        history = np.where(np.stack([k["lulc"] > 0 for k in comps]), viterbi(probs, stay[0]), 0).astype(np.uint8)
+        summary = sequence_summary(sides, names, [*steps, span], stay, min_confidence)
         if out is not None:
             with staged_output(out) as stage:
-                _write_compare(stage, *steps[0], grid, features)
-        return steps[0][-1]
-    span = step_result(sides[0], sides[-1], comps[0], comps[-1], span_decision, grid, min_confidence, stay,
-                       period_evidence)
-    names = [f"{a.dates[0]}_{b.dates[0]}" for a, b in zip(sides, sides[1:])] + [f"span_{sides[0].dates[0]}_{sides[-1].dates[0]}"]
-    history = np.where(np.stack([k["lulc"] > 0 for k in comps]), viterbi(probs, stay[0]), 0).astype(np.uint8)
-    summary = sequence_summary(sides, names, [*steps, span], stay, min_confidence)
-    if out is not None:
-        with staged_output(out) as stage:
-            for name, result in zip(names, [*steps, span]):
-                (stage / name).mkdir()
-                _write_compare(stage / name, *result, grid, features)
-            write_cog(stage / "sequence.tif", history, transform, grid.crs, 0,
-                      {f"CLASS_{i + 1}": c for i, c in enumerate(CLASSES)}, [s.label for s in sides],
-                      class_categories())
-            write_file(stage / "summary.json", lambda p: p.write_text(strict_json(summary)))
-    return summary
+                for name, result in zip(names, [*steps, span]):
+                    (stage / name).mkdir()
+                    _write_compare(stage / name, *result, grid, features)
+                write_cog(stage / "sequence.tif", history, transform, grid.crs, 0,
+                          {f"CLASS_{i + 1}": c for i, c in enumerate(CLASSES)}, [s.label for s in sides],
+                          class_categories())
+                write_file(stage / "summary.json", lambda p: p.write_text(strict_json(summary)))
+        return summary
 
 
 @dataclass(frozen=True)

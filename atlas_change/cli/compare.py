@@ -101,7 +101,10 @@ def add_parsers(sub) -> None:
 
 
 def _cmd_compare(a) -> None:
+    from contextlib import nullcontext
+
     from ..change.compare import compare, prior_brief
+    from ..outputs import new_files_undone
 
     kw = {"max_cloud": a.max_cloud, "stride": a.stride, "tta": a.tta, "runtime": a.runtime, "quiet": a.quiet,
           "period_evidence": a.period_evidence, **({"model": a.model} if a.model else {})}
@@ -111,10 +114,6 @@ def _cmd_compare(a) -> None:
         if a.dates or a.before or a.after or not (a.before_range and a.after_range):
             raise AtlasError("compare --stac-api: give --before-range START/END and --after-range START/END "
                              "(and no BEFORE AFTER scenes)")
-        found, written = _search_sides(a)
-        if found is None:
-            return
-        (before, a.before_date), (after, a.after_date) = found
     elif a.period:
         if a.dates or a.before or a.after:
             raise AtlasError("compare: give either --period SCENE... (repeated) or BEFORE AFTER / --before --after")
@@ -125,17 +124,16 @@ def _cmd_compare(a) -> None:
                          "or --stac-api URL --before-range START/END --after-range START/END")
     else:
         before, after = (a.dates[0], a.dates[1]) if a.dates else (a.before, a.after)
-    try:
+    # the mosaics this run's search wrote, for a compare that failed: nothing left half-done
+    with new_files_undone(Path(a.out).parent / "mosaics") if a.out else nullcontext():
+        if a.stac_api:
+            found = _search_sides(a)
+            if found is None:
+                return
+            (before, a.before_date), (after, a.after_date) = found
         s = compare(before, after, aoi=a.aoi, aoi_bbox=a.aoi_bbox, aoi_crs=a.aoi_crs, out=a.out,
                     min_confidence=a.min_confidence, stay=a.stay, allow_model_mismatch=a.allow_model_mismatch,
                     before_date=_dates(a.before_date, before), after_date=_dates(a.after_date, after), **kw)
-    except AtlasError:  # the mosaics this run's search wrote, for a compare that failed: nothing left half-done
-        for f in written if a.stac_api else []:
-            try:
-                f.rmdir() if f.is_dir() else f.unlink(missing_ok=True)
-            except OSError:  # a folder someone else wrote into meanwhile: kept
-                pass
-        raise
     if a.quiet:
         return
     tol = s["grid_tolerance"]
@@ -178,9 +176,9 @@ def _compare_sequence(a, kw: dict) -> None:
     print(f"decided with change prior stay {prior_brief(s['change_decision'])}")
 
 
-def _search_sides(a) -> tuple[list | None, list[Path]]:
-    """--stac-api: each side's chosen items -> ((urls, 'date,date'), (urls, dates)) (None after
-    --dry-run), and what it wrote: the new mosaic files, then their folder if it made it."""
+def _search_sides(a) -> list | None:
+    """--stac-api: each side's chosen items -> ((urls, 'date,date'), (urls, dates)); None after
+    --dry-run. Where no one Item covers the AOI, their mosaic files, beside --out in mosaics/."""
     from rasterio.crs import CRS
 
     from ..change.compare import read_aoi
@@ -193,15 +191,11 @@ def _search_sides(a) -> tuple[list | None, list[Path]]:
                                   required=not a.dry_run, hint="; --dry-run lists them")
     if a.dry_run:
         print("\n".join(text))
-        return None, []
+        return None
     print("\n".join(text), file=sys.stderr)
     sides = list(chosen.values())
-    folder = Path(a.out).parent / "mosaics"
-    had = set(folder.iterdir()) if folder.is_dir() else None
-    files = scene_files(sides, folder, aoi)
-    written = sorted(set(folder.iterdir()) - (had or set())) if folder.is_dir() else []
-    written += [folder] if had is None and folder.is_dir() else []
-    return [([str(f) for f in fs], ",".join(p.date for p in side)) for fs, side in zip(files, sides)], written
+    files = scene_files(sides, Path(a.out).parent / "mosaics", aoi)
+    return [([str(f) for f in fs], ",".join(p.date for p in side)) for fs, side in zip(files, sides)]
 
 
 COMMANDS = {"compare": _cmd_compare}
