@@ -351,21 +351,28 @@ def test_real_l2a_split_across_two_utm_zones_mosaics_back(server, tmp_path):
     assert both.sum() >= 30 and agree >= 0.85  # measured 97.2 % (70 of 72) cubic; Lanczos 94.4, bilinear 91.7 %
 
 
+def two_zone_items(server, folder: Path) -> list[str]:
+    """conftest.two_zone_scenes (L2A bands) as two STAC Items whose COGs and Item JSONs nginx serves
+    (no MGRS tile in them: their tile is told by their footprints): their URLs, 32N first."""
+    url, root, _ = server
+    urls = []
+    for scene in two_zone_scenes(folder, L2A_ORDER):
+        zone = scene.parent.name
+        sub = f"{folder.name}/{zone}"
+        names = band_cogs(scene, root / sub)
+        with rasterio.open(scene) as src:
+            footprint = transform_geom(src.crs, "EPSG:4326", shapely.box(*src.bounds).__geo_interface__)
+        doc = es_item({b: f"{url}/{sub}/{n}" for b, n in names.items()}, f"S2B_{zone}_L2A", "2023-06-05", footprint, 5.0)
+        (root / sub / "item.json").write_text(json.dumps(doc))
+        urls.append(f"{url}/{sub}/item.json")
+    return urls
+
+
 def test_compare_reads_items_of_two_utm_zones_given_by_url_on_the_aois_grid(server, model12, tmp_path):
     """Two STAC Items named by URL (not found by a search) whose tiles lie in two UTM zones: compare
     reads each as a mosaic of it alone on the AOI's grid, as it does local scenes, rather than
     refusing maps that would not align; the same land in both gives the same labels."""
-    url, root, _ = server
-    urls = []
-    for scene in two_zone_scenes(tmp_path, L2A_ORDER):
-        zone = scene.parent.name
-        names = band_cogs(scene, root / "by-url" / zone)
-        with rasterio.open(scene) as src:
-            footprint = transform_geom(src.crs, "EPSG:4326", shapely.box(*src.bounds).__geo_interface__)
-        doc = es_item({b: f"{url}/by-url/{zone}/{n}" for b, n in names.items()}, f"S2B_{zone}_L2A", "2023-06-05",
-                      footprint, 5.0)
-        (root / "by-url" / zone / "item.json").write_text(json.dumps(doc))
-        urls.append(f"{url}/by-url/{zone}/item.json")
+    urls = two_zone_items(server, tmp_path)
     with pytest.warns(AtlasWarning, match=r"grids differ \(EPSG:32632, EPSG:32633\): each is read on the AOI's grid"):
         s = compare(*urls, aoi_bbox=",".join(map(str, TWO_ZONE_AOI)), after_date="2024-06-05", model=model12.path,
                     allow_untrained=True, scheduler="sync", runtime="graph", tta=1, out=tmp_path / "out" / "ab")
@@ -376,6 +383,33 @@ def test_compare_reads_items_of_two_utm_zones_given_by_url_on_the_aois_grid(serv
     with rasterio.open(tmp_path / "out" / "ab" / "before.tif") as x, rasterio.open(tmp_path / "out" / "ab" / "after.tif") as y:
         before, after = x.read(1), y.read(1)
     assert (before > 0).sum() == (after > 0).sum() >= 5 and (before == after)[before > 0].mean() >= 0.8
+
+
+def test_a_job_of_items_of_two_utm_zones_reads_them_on_the_aois_grid(server, model12, tmp_path):
+    """A job whose AOI's two dates are STAC Items (by URL) of tiles in two UTM zones: `run` keeps the
+    Items, tells their tiles apart from the Items themselves (as a search does, so `status` reads
+    nothing from the web), reads each on the AOI's grid (one-scene mosaics under the job's state)
+    and compares them; status is done and a rerun up to date."""
+    from atlas_change.batch.jobs import job_status, load_job, run_job
+
+    urls = two_zone_items(server, tmp_path)
+    aoi = tmp_path / "aoi.geojson"
+    gpd.GeoDataFrame(geometry=[shapely.box(*TWO_ZONE_AOI)], crs="EPSG:4326").to_file(aoi, driver="GeoJSON")
+    f = tmp_path / "job.toml"
+    f.write_text(job_text(model12.path, aoi_table("edge", aoi, {"2023-06-05": urls[0], "2024-06-05": urls[1]}),
+                          extra=FAST + '\nproduce = ["classify", "compare"]'))
+    lines = []
+    assert [r.status for r in run_job(load_job(f), scheduler="sync", quiet=True, echo=lines.append)] == ["done"] * 3
+    assert any(ln.startswith("edge: its STAC Items lie on 2 tiles") for ln in lines), lines
+    mosaics = sorted((tmp_path / "out" / ".atlas-job" / "mosaics" / "edge").glob("*.mosaic.json"))
+    kept = sorted((tmp_path / "out" / ".atlas-job" / "items" / "edge").glob("*.json"))
+    assert sorted(json.loads(m.read_text())["items"][0] for m in mosaics) == [str(k) for k in kept] and len(kept) == 2
+    runs = [json.loads(p.read_text()) for p in sorted((tmp_path / "out" / "scenes").glob("*/run.json"))]
+    assert {r["output"]["crs"] for r in runs} == {"EPSG:32633"} and {r["input"]["kind"] for r in runs} == {"mosaic"}
+    s = json.loads((tmp_path / "out" / "edge" / "2023-06-05_2024-06-05" / "summary.json").read_text())
+    assert s["valid_ha"] == s["aoi_cells_ha"] >= 5 * 40.96
+    assert {r.status for r in job_status(load_job(f))} == {"done"}
+    assert [r.status for r in run_job(load_job(f), scheduler="sync", quiet=True, echo=lines.append)] == ["up to date"] * 3
 
 
 def test_dates_share_one_grid_or_all_become_mosaics(tmp_path):

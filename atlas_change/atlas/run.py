@@ -111,7 +111,7 @@ def choose_tiles(spec: AtlasSpec, name: str, region, echo: Callable[[str], None]
                    flag=f"--period {name}", strict=False)
     best: dict[str, object] = {}
     for f in found:  # best first
-        best.setdefault(tile_of(f), f)
+        best.setdefault(tile_of(f.item), f)
     chosen = []
     for tile, f in sorted(best.items()):
         local = save_item(f, folder / "items")
@@ -119,7 +119,7 @@ def choose_tiles(spec: AtlasSpec, name: str, region, echo: Callable[[str], None]
                            f.item.get("geometry"), f.aoi_clear, f.tile_cloud))
     record = {"period": name, "range": spec.periods[name], "api": spec.stac_api, "collection": spec.collection,
               "searched": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "found": [{"id": f.id, "tile": tile_of(f), "date": f.date, "url": f.url, "aoi_clear": f.aoi_clear,
+              "found": [{"id": f.id, "tile": tile_of(f.item), "date": f.date, "url": f.url, "aoi_clear": f.aoi_clear,
                          "tile_cloud": f.tile_cloud} for f in found],
               "chosen": [t.__dict__ for t in chosen]}
     atomic_write(listing, lambda f: f.write(strict_json(record).encode()))

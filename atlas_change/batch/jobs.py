@@ -76,23 +76,32 @@ def resolve_remote(job: Job, *, stored_only: bool = False, force: bool = False,
 
 
 def on_one_grid(job: Job, aoi, *, write: bool = True, echo: Callable[[str], None] = print):
-    """`aoi` with its local scenes as one-scene mosaics on the AOI's grid (in <output>/.atlas-job/mosaics/<aoi>/,
-    classified over the AOI only) where their maps would not share a grid (tiles of two UTM zones:
-    compare.scenes_on_one_grid); else, or where a scene cannot be read (its classify step says why), or
-    the AOI's scenes are STAC Items, as it is."""
+    """`aoi` with its scenes as one-scene mosaics on the AOI's grid (in <output>/.atlas-job/mosaics/<aoi>/,
+    classified over the AOI only) where their maps would not share a grid (tiles of two UTM zones):
+    local scenes by their grids (compare.scenes_on_one_grid); STAC Items (their kept copies) by their
+    tiles, read from the Items themselves as a search decides (search.tile_of), so that `status`
+    stays offline. Else, or where a scene cannot be read (its classify step says why), as it is."""
     from dataclasses import replace
 
     from rasterio.crs import CRS
 
-    from ..change.compare import read_aoi, scenes_on_one_grid
+    from ..change.compare import mosaic_of_one, read_aoi, regrid_note, scenes_on_one_grid
+    from ..read.stac import load_item
+    from .search import tile_of
 
-    if "compare" not in job.produce or len(aoi.scenes) < 2 or aoi.remote:  # (Items: read from the web)
+    if "compare" not in job.produce or len(aoi.scenes) < 2:
         return aoi
-    dates = list(aoi.scenes)
+    dates, folder = list(aoi.scenes), job.output / STATE_DIR / "mosaics" / aoi.name
     try:
         geom = read_aoi(str(aoi.file), None, "EPSG:4326", CRS.from_epsg(4326))
-        got, why = scenes_on_one_grid([str(aoi.scenes[d]) for d in dates], geom,
-                                      job.output / STATE_DIR / "mosaics" / aoi.name, job.stride, write=write)
+        if aoi.remote:  # (some or all of them Items)
+            tiles = sorted({tile_of(load_item(str(p))) for p in aoi.remote})
+            if len(aoi.remote) < len(aoi.scenes) or len(tiles) < 2:  # (Items beside local scenes: as they are)
+                return aoi
+            got = [mosaic_of_one(str(aoi.scenes[d]), d, geom, folder, write) for d in dates]
+            why = f"its STAC Items lie on {len(tiles)} tiles ({', '.join(tiles)}): {regrid_note(geom, folder)}"
+        else:
+            got, why = scenes_on_one_grid([str(aoi.scenes[d]) for d in dates], geom, folder, job.stride, write=write)
     except AtlasError:
         return aoi
     if why is None:

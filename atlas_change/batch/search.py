@@ -219,24 +219,24 @@ def save_item(f: Found, folder: Path) -> Path:
     return save(f.item, f.url, Path(folder) / f"{safe_name(f.id, max_len=60)}_{key}.json")
 
 
-def tile_of(f: Found) -> str:
-    """The tile grid an Item is on: its MGRS tile (Earth Search's mgrs:*, the Planetary Computer's
+def tile_of(item: dict) -> str:
+    """The tile grid a STAC Item is on: its MGRS tile (Earth Search's mgrs:*, the Planetary Computer's
     s2:mgrs_tile), else its CRS and footprint."""
-    p = f.item.get("properties", {})
+    p = item.get("properties", {})
     if p.get("s2:mgrs_tile"):
         return str(p["s2:mgrs_tile"])
     if p.get("mgrs:grid_square"):
         return f"{p.get('mgrs:utm_zone')}{p.get('mgrs:latitude_band')}{p['mgrs:grid_square']}"
     crs = p.get("proj:code") or p.get("proj:epsg")
     crs = f"EPSG:{crs}" if isinstance(crs, int) else crs or "footprint"  # an Item without proj: its bbox alone
-    return f"{crs} {[round(v, 3) for v in f.item.get('bbox') or []]}"
+    return f"{crs} {[round(v, 3) for v in item.get('bbox') or []]}"
 
 
 def one_grid(picks: list[Pick]) -> bool:
     """Whether every pick is one Item of one tile: then the maps share the tile's own grid; else
     (a mosaic anywhere, or Items of several tiles) every date must become a mosaic on the AOI's
     grid, since compare refuses maps on grids that do not align."""
-    return all(len(p.items) == 1 for p in picks) and len({tile_of(p.items[0]) for p in picks}) <= 1
+    return all(len(p.items) == 1 for p in picks) and len({tile_of(p.items[0].item) for p in picks}) <= 1
 
 
 def scene_files(sides: list[list[Pick]], folder: Path, aoi) -> list[list[Path | str]]:

@@ -268,9 +268,8 @@ def scenes_on_one_grid(periods: list, aoi_wgs84, folder: Path, stride: int, band
     AOI's grid (read.mosaic: its UTM zone at 10 m, bands warped by GDAL; not `write`: their paths
     alone). `opened` (path -> Scene) receives the scenes opened here, for the caller to reuse.
     -> (the periods' inputs, a sentence saying what was done, or None)."""
-    from ..mapping.pipeline import scene_stem
-    from ..read import input_path, open_scene
-    from ..read.mosaic import SUFFIX, aoi_grid, is_mosaic, write_mosaic
+    from ..read import open_scene
+    from ..read.mosaic import is_mosaic
 
     srcs = [str(s) for p in periods for s in ([p] if isinstance(p, (str, os.PathLike)) else p)]
     if any((is_url(s) and not remote) or is_mosaic(s) or (not is_url(s) and is_output_folder(Path(s)))
@@ -283,17 +282,33 @@ def scenes_on_one_grid(periods: list, aoi_wgs84, folder: Path, stride: int, band
     cell = Affine.scale(stride)
     if all(sc.crs == first.crs and on_lattice(first.affine * cell, sc.affine * cell) for sc in scenes.values()):
         return periods, None
-    crs, t, w, h = aoi_grid(aoi_wgs84)
-    made = {s: folder / f"{scene_stem(s)}_{digest(input_path(s), crs.to_string(), tuple(t), w, h, n=8)}{SUFFIX}"
-            for s in scenes}
-    for s, path in made.items() if write else ():
-        write_mosaic(path, scenes[s].date, [input_path(s)], aoi_wgs84)
-    made = {s: str(path) for s, path in made.items()}
+    made = {s: str(mosaic_of_one(s, sc.date, aoi_wgs84, folder, write)) for s, sc in scenes.items()}
     crss = sorted({sc.crs.to_string() for sc in scenes.values()})
     note = (f"the scenes' grids differ ({', '.join(crss)}{'' if len(crss) > 1 else ', origins between cells'}): "
-            f"each is read on the AOI's grid instead ({crs.to_string()}, 10 m; its bands warped by GDAL), "
-            f"as a mosaic file in {folder}")
+            f"{regrid_note(aoi_wgs84, folder)}")
     return [made[str(p)] if isinstance(p, (str, os.PathLike)) else [made[str(s)] for s in p] for p in periods], note
+
+
+def mosaic_of_one(src: str, date: str | None, aoi_wgs84, folder: Path, write: bool = True) -> Path:
+    """`folder`/<scene name>_<hash>.mosaic.json: a mosaic file of the scene `src` alone, on the AOI's
+    grid, written unless not `write` (its path alone)."""
+    from ..mapping.pipeline import scene_stem
+    from ..read import input_path
+    from ..read.mosaic import SUFFIX, aoi_grid, write_mosaic
+
+    crs, t, w, h = aoi_grid(aoi_wgs84)
+    path = folder / f"{scene_stem(src)}_{digest(input_path(src), crs.to_string(), tuple(t), w, h, n=8)}{SUFFIX}"
+    if write:
+        write_mosaic(path, date, [input_path(src)], aoi_wgs84)
+    return path
+
+
+def regrid_note(aoi_wgs84, folder: Path) -> str:
+    """The end of the sentence that says scenes are read on the AOI's grid as one-scene mosaics."""
+    from ..read.mosaic import aoi_grid
+
+    return (f"each is read on the AOI's grid instead ({aoi_grid(aoi_wgs84)[0].to_string()}, 10 m; its bands warped "
+            f"by GDAL), as a mosaic file in {folder}")
 
 
 def common_grid(maps: list[ClassMap], aoi) -> tuple[Affine, tuple[int, int]]:
