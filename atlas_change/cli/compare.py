@@ -19,6 +19,8 @@ def add_parsers(sub) -> None:
                         description="Compare two classified dates, or two periods of several dates, over an AOI on "
                         "one common grid. BEFORE/AFTER are classify output folders, or scenes (classified on the fly "
                         "into the output's parent folder, reusing an earlier result of the same input and model). "
+                        "Scenes (files, SAFE, Items, Item URLs) whose grids differ, as tiles of two UTM zones do, are "
+                        "each read on the AOI's grid instead (docs/change.md: AOIs across tiles). "
                         "A period (--before A B C --after D E F) combines its dates: per cell each clear date is "
                         "evidence for the period's class (--period-evidence); far less false change than one date a "
                         "side (docs/change.md: Periods). Change is decided from all sides together: "
