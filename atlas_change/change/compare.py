@@ -259,11 +259,10 @@ def on_lattice(ta: Affine, tb: Affine) -> bool:
 
 
 def scenes_on_one_grid(periods: list, aoi_wgs84, folder: Path, stride: int, bands: str | None = None,
-                       write: bool = True, remote: bool = False,
-                       opened: dict | None = None) -> tuple[list, str | None]:
+                       write: bool = True, opened: dict | None = None) -> tuple[list, str | None]:
     """The periods' inputs as given where any is not a scene (a classify output, or a mosaic: already
-    on the AOI's grid; a URL unless `remote`) or where every scene's map would share one grid (one
-    CRS, `stride`-pixel cells on one lattice); else, so that tiles of two UTM zones (or of one zone,
+    on the AOI's grid) or where every scene's map would share one grid (one CRS, `stride`-pixel cells
+    on one lattice); else, so that tiles of two UTM zones (or of one zone,
     their origins between cells) compare, each scene as a mosaic file of it alone in `folder`, on the
     AOI's grid (read.mosaic: its UTM zone at 10 m, bands warped by GDAL; not `write`: their paths
     alone). `opened` (path -> Scene) receives the scenes opened here, for the caller to reuse.
@@ -272,8 +271,7 @@ def scenes_on_one_grid(periods: list, aoi_wgs84, folder: Path, stride: int, band
     from ..read.mosaic import is_mosaic
 
     srcs = [str(s) for p in periods for s in ([p] if isinstance(p, (str, os.PathLike)) else p)]
-    if any((is_url(s) and not remote) or is_mosaic(s) or (not is_url(s) and is_output_folder(Path(s)))
-           for s in srcs):
+    if any(is_mosaic(s) or is_output_folder(Path(s)) for s in srcs):  # (neither is a URL)
         return periods, None
     scenes = {s: open_scene(s, None, bands) for s in dict.fromkeys(srcs)}
     if opened is not None:
@@ -511,7 +509,7 @@ def compare_periods(periods: list, dates: list | None = None, *, aoi: str | None
     with new_files_undone(out_root / "mosaics"):  # a compare that fails keeps no mosaic it wrote
         periods, regridded = scenes_on_one_grid(periods, aoi_union(aoi_features.to_crs(4326), aoi or "--aoi-bbox"),
                                                 out_root / "mosaics", classify_kw.get("stride", 64),
-                                                classify_kw.get("bands"), remote=True, opened=opened)
+                                                classify_kw.get("bands"), opened=opened)
         if regridded:
             warnings.warn(regridded, AtlasWarning, stacklevel=3)
         sides = [resolve_side(p, d, f, out_root, opened, **classify_kw) for p, d, f in zip(periods, dates, flags)]
