@@ -126,8 +126,9 @@ def _cmd_compare(a) -> None:
                          "or --stac-api URL --before-range START/END --after-range START/END")
     else:
         before, after = (a.dates[0], a.dates[1]) if a.dates else (a.before, a.after)
-    # the mosaics this run's search wrote, for a compare that failed: nothing left half-done
-    with new_files_undone(Path(a.out).parent / "mosaics") if a.out else nullcontext():
+    # the mosaics this run's search wrote, for a compare that failed: nothing left half-done (compare
+    # itself undoes those it writes)
+    with new_files_undone(Path(a.out).parent / "mosaics") if a.stac_api and a.out else nullcontext():
         if a.stac_api:
             found = _search_sides(a)
             if found is None:
