@@ -412,6 +412,35 @@ def test_a_job_of_items_of_two_utm_zones_reads_them_on_the_aois_grid(server, mod
     assert [r.status for r in run_job(load_job(f), scheduler="sync", quiet=True, echo=lines.append)] == ["up to date"] * 3
 
 
+def test_a_job_of_a_local_scene_and_an_item_of_another_utm_zone_reads_them_on_the_aois_grid(server, model12, tmp_path):
+    """A job whose AOI has a local scene of UTM 32N on one date and a STAC Item (by URL) of 33N on the
+    other: told apart by CRS (the scene's header, the Item's proj:code), both are read on the AOI's grid
+    and compared, as compare does, where they used to fail the compare step on grids that differ."""
+    from atlas_change.batch.jobs import job_status, load_job, run_job
+
+    urls = two_zone_items(server, tmp_path)
+    served = server[1] / tmp_path.name / "t33" / "item.json"
+    doc = json.loads(served.read_text())
+    doc["properties"]["proj:code"] = "EPSG:32633"
+    served.write_text(json.dumps(doc))
+    aoi = tmp_path / "aoi.geojson"
+    gpd.GeoDataFrame(geometry=[shapely.box(*TWO_ZONE_AOI)], crs="EPSG:4326").to_file(aoi, driver="GeoJSON")
+    f = tmp_path / "job.toml"
+    scenes = {"2023-06-05": str(tmp_path / "t32" / "scene.tif"), "2024-06-05": urls[1]}
+    f.write_text(job_text(model12.path, aoi_table("edge", aoi, scenes), extra=FAST + '\nproduce = ["classify", "compare"]'))
+    lines = []
+    assert [r.status for r in run_job(load_job(f), scheduler="sync", quiet=True, echo=lines.append)] == ["done"] * 3
+    assert any(ln.startswith("edge: its scenes and STAC Items lie in 2 CRSs (EPSG:32632, EPSG:32633)") for ln in lines), lines
+    runs = [json.loads(p.read_text()) for p in sorted((tmp_path / "out" / "scenes").glob("*/run.json"))]
+    assert {r["output"]["crs"] for r in runs} == {"EPSG:32633"} and [r["input"]["kind"] for r in runs] == ["mosaic"] * 2
+    with rasterio.open(tmp_path / "out" / "edge" / "2023-06-05_2024-06-05" / "before.tif") as x, \
+            rasterio.open(tmp_path / "out" / "edge" / "2023-06-05_2024-06-05" / "after.tif") as y:
+        before, after = x.read(1), y.read(1)
+    assert (before > 0).sum() == (after > 0).sum() >= 5 and (before == after)[before > 0].mean() >= 0.8
+    assert {r.status for r in job_status(load_job(f))} == {"done"}
+    assert [r.status for r in run_job(load_job(f), scheduler="sync", quiet=True, echo=lines.append)] == ["up to date"] * 3
+
+
 def test_dates_share_one_grid_or_all_become_mosaics(tmp_path):
     """One tile on every date: the Items' own URLs (their tile grid). A mosaic on any date, or Items of
     two tiles: every date a mosaic on the AOI's grid, since compare refuses maps that do not align."""

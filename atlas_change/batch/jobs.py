@@ -80,14 +80,17 @@ def on_one_grid(job: Job, aoi, *, write: bool = True, echo: Callable[[str], None
     classified over the AOI only) where their maps would not share a grid (tiles of two UTM zones):
     local scenes by their grids (compare.scenes_on_one_grid); STAC Items (their kept copies) by their
     tiles, read from the Items themselves as a search decides (search.tile_of), so that `status`
-    stays offline. Else, or where a scene cannot be read (its classify step says why), as it is."""
+    stays offline; Items beside local scenes by their CRSs (the Items' proj:code or proj:epsg, the
+    scenes' headers). Else, or where a scene cannot be read (its classify step says why), as it is."""
     from dataclasses import replace
 
     from rasterio.crs import CRS
 
-    from ..change.compare import mosaic_of_one, read_aoi, regrid_note, scenes_on_one_grid
+    from ..change.compare import is_output_folder, mosaic_of_one, read_aoi, regrid_note, scenes_on_one_grid
+    from ..read import open_scene
+    from ..read.mosaic import is_mosaic
     from ..read.stac import load_item
-    from .search import tile_of
+    from .search import item_crs, tile_of
 
     if "compare" not in job.produce or len(aoi.scenes) < 2:
         return aoi
@@ -95,11 +98,20 @@ def on_one_grid(job: Job, aoi, *, write: bool = True, echo: Callable[[str], None
     try:
         geom = read_aoi(str(aoi.file), None, "EPSG:4326", CRS.from_epsg(4326))
         if aoi.remote:  # (some or all of them Items)
-            tiles = sorted({tile_of(load_item(str(p))) for p in aoi.remote})
-            if len(aoi.remote) < len(aoi.scenes) or len(tiles) < 2:  # (Items beside local scenes: as they are)
+            items = [load_item(str(p)) for p in aoi.remote]
+            local = [str(p) for p in aoi.scenes.values() if p not in aoi.remote]
+            if not local:
+                keys = sorted({tile_of(it) for it in items})
+                what = f"its STAC Items lie on {len(keys)} tiles ({', '.join(keys)})"
+            else:  # Items beside local scenes: by CRS (an Item naming none, a mosaic or a map: as they are)
+                crss = {item_crs(it) for it in items} | {
+                    None if is_mosaic(s) or is_output_folder(Path(s)) else open_scene(s, None).crs.to_string() for s in local}
+                keys = [] if None in crss else sorted(crss)
+                what = f"its scenes and STAC Items lie in {len(keys)} CRSs ({', '.join(keys)})"
+            if len(keys) < 2:
                 return aoi
             got = [mosaic_of_one(str(aoi.scenes[d]), d, geom, folder, write) for d in dates]
-            why = f"its STAC Items lie on {len(tiles)} tiles ({', '.join(tiles)}): {regrid_note(geom, folder)}"
+            why = f"{what}: {regrid_note(geom, folder)}"
         else:
             got, why = scenes_on_one_grid([str(aoi.scenes[d]) for d in dates], geom, folder, job.stride, write=write)
     except AtlasError:

@@ -227,9 +227,16 @@ def tile_of(item: dict) -> str:
         return str(p["s2:mgrs_tile"])
     if p.get("mgrs:grid_square"):
         return f"{p.get('mgrs:utm_zone')}{p.get('mgrs:latitude_band')}{p['mgrs:grid_square']}"
-    crs = p.get("proj:code") or p.get("proj:epsg")
-    crs = f"EPSG:{crs}" if isinstance(crs, int) else crs or "footprint"  # an Item without proj: its bbox alone
+    crs = item_crs(item) or "footprint"  # an Item without proj: its bbox alone
     return f"{crs} {[round(v, 3) for v in item.get('bbox') or []]}"
+
+
+def item_crs(item: dict) -> str | None:
+    """A STAC Item's CRS as its properties name it (proj:code, else proj:epsg as 'EPSG:n'); None where
+    they name none."""
+    p = item.get("properties", {})
+    crs = p.get("proj:code") or p.get("proj:epsg")
+    return f"EPSG:{crs}" if isinstance(crs, int) else crs or None
 
 
 def one_grid(picks: list[Pick]) -> bool:
