@@ -15,6 +15,8 @@ tensor), the settings taking turns `--repeat` times in this run, on random 64 x 
   AVX512-VNNI, AVX512-BF16 or AMX; elsewhere (AVX2) they are off unless this is 1.
 - XLA (`--settings` 4): the step compiled by XLA (`jit_compile=True`), which Keras turns on by itself
   only where TensorFlow sees a GPU.
+- bfloat16 (`--settings` 5): the network built under `train --precision mixed_bfloat16` (bfloat16
+  arithmetic, float32 weights); fast only on CPUs with AVX512-BF16 or AMX, emulated elsewhere.
 
 atlas_change sets both (true, 1) unless the environment says otherwise. Wall time a step is the
 median and range of the repeats (on a shared virtual machine it jumps between processes whatever the
@@ -32,14 +34,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-#: (label, TF_CPU_ALLOCATOR_USE_BFC, TF_ENABLE_ONEDNN_OPTS, XLA); the first run is the baseline of the ratios
-SETTINGS = (("system allocator, oneDNN off", "false", "0", False),
-            ("BFC allocator, oneDNN off", "true", "0", False),
-            ("BFC allocator, oneDNN on (atlas_change's default)", "true", "1", False),
-            ("the default and XLA (`jit_compile=True`; Keras leaves it off on CPUs)", "true", "1", True))
+#: (label, TF_CPU_ALLOCATOR_USE_BFC, TF_ENABLE_ONEDNN_OPTS, XLA, precision); the first run is the baseline
+SETTINGS = (("system allocator, oneDNN off", "false", "0", False, "float32"),
+            ("BFC allocator, oneDNN off", "true", "0", False, "float32"),
+            ("BFC allocator, oneDNN on (atlas_change's default)", "true", "1", False, "float32"),
+            ("the default and XLA (`jit_compile=True`; Keras leaves it off on CPUs)", "true", "1", True, "float32"),
+            ("the default in bfloat16 (`train --precision mixed_bfloat16`)", "true", "1", False, "mixed_bfloat16"))
 
 
-def child(arch: str, steps: int, batch: int, xla: bool = False) -> dict:
+def child(arch: str, steps: int, batch: int, xla: bool = False, precision: str = "float32") -> dict:
     """Measure in this process; returns the figures as a dict."""
     import resource
 
@@ -53,7 +56,9 @@ def child(arch: str, steps: int, batch: int, xla: bool = False) -> dict:
     from atlas_change.model.nets import build
     from atlas_change.model.train import Recipe, _compile
 
+    keras.mixed_precision.set_global_policy(precision)  # as train builds it
     model = build(arch, 3)
+    keras.mixed_precision.set_global_policy("float32")
     _compile(keras, model, Recipe(), 3e-3, 200, 61)
     model.jit_compile = xla
     rng = np.random.default_rng(0)
@@ -86,20 +91,22 @@ def main() -> None:
                          "(default 1,2,3); the first given is the baseline of the ratios")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--xla", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--precision", default="float32", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
-        print(json.dumps(child(a.arch, a.steps, a.batch, a.xla)))
+        print(json.dumps(child(a.arch, a.steps, a.batch, a.xla, a.precision)))
         return
     settings = [SETTINGS[int(k) - 1] for k in a.settings.split(",")]
     from bench_classify import cpu_name
 
     runs: dict[str, list[dict]] = {label: [] for label, *_ in settings}
     for _ in range(a.repeat):
-        for label, bfc, onednn, xla in settings:
+        for label, bfc, onednn, xla, precision in settings:
             env = {**os.environ, "TF_CPU_ALLOCATOR_USE_BFC": bfc, "TF_ENABLE_ONEDNN_OPTS": onednn,
                    "TF_CPP_MIN_LOG_LEVEL": "3"}
             run = subprocess.run([sys.executable, "-W", "ignore", __file__, "--child", "--arch", a.arch,
-                                  "--steps", str(a.steps), "--batch", str(a.batch), *(["--xla"] if xla else [])],
+                                  "--steps", str(a.steps), "--batch", str(a.batch), "--precision", precision,
+                                  *(["--xla"] if xla else [])],
                                  env=env, capture_output=True, text=True, check=True)
             runs[label].append(json.loads(run.stdout.strip().splitlines()[-1]))
     print(f"## {time.strftime('%Y-%m-%d %H:%M')} - bench_train_step ({cpu_name()}, {os.cpu_count()} cores; "
