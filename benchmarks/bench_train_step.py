@@ -16,7 +16,7 @@ tensor), the settings taking turns `--repeat` times in this run, on random 64 x 
 - XLA (`--settings` 4): the step compiled by XLA (`jit_compile=True`), which Keras turns on by itself
   only where TensorFlow sees a GPU.
 - bfloat16 (`--settings` 5): the network built under `train --precision mixed_bfloat16` (bfloat16
-  arithmetic, float32 weights); fast only on CPUs with AVX512-BF16 or AMX, emulated elsewhere.
+  arithmetic, float32 weights); it can pay only on CPUs with AVX512-BF16 or AMX (emulated elsewhere).
 
 atlas_change sets both (true, 1) unless the environment says otherwise. Wall time a step is the
 median and range of the repeats (on a shared virtual machine it jumps between processes whatever the
